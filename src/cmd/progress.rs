@@ -1,0 +1,15 @@
+//! Progress bars on stderr (hidden automatically when stderr is not a terminal).
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A byte-counting bar with throughput, for streaming work over tensors.
+pub fn bytes(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}

@@ -1,0 +1,46 @@
+//! `smelt`: turn full-precision checkpoints into small, validated GGUF releases.
+//!
+//! The binary only wires the crates together: `formats` reads and writes files, `quantize` encodes
+//! numbers. Exit codes: 0 success, 1 a quality gate failed, 2 bad input.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Command-line interface.
+#[derive(Parser)]
+#[command(name = "smelt", version, about = "Turn full-precision checkpoints into small, validated GGUF releases")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a Hugging Face checkpoint folder to GGUF (like llama.cpp's convert_hf_to_gguf.py).
+    Convert(cmd::convert::Args),
+    /// Show the metadata and tensor table of a GGUF file or a checkpoint folder.
+    Inspect(cmd::inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert(args) => cmd::convert::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("smelt: error: {}", one_line(&format!("{err:#}")));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Errors are printed on one line so that CI logs and scripts can grep them.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
