@@ -23,6 +23,8 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Show the metadata and tensor table of a GGUF file or a checkpoint folder.
     Inspect(cmd::inspect::Args),
+    /// Developer helpers: synthetic checkpoints for tests and benchmarks.
+    Dev(cmd::dev::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,9 +32,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Dev(args) => cmd::dev::run(args),
     };
     match result {
         Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("smelt: error: {}", one_line(&format!("{err:#}")));
             ExitCode::from(2)
@@ -43,4 +47,9 @@ fn main() -> ExitCode {
 /// Errors are printed on one line so that CI logs and scripts can grep them.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `smelt inspect … | head` closes the pipe early; that is not an error.
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }

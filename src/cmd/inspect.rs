@@ -1,6 +1,7 @@
 //! `smelt inspect`: metadata and tensor table of a GGUF file, or of the GGUF a checkpoint folder
 //! would convert to.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -51,32 +52,34 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .collect::<Vec<_>>();
         (file.metadata, rows)
     };
+    let mut out = std::io::stdout().lock();
     if args.json {
-        print_json(&metadata, &rows);
+        print_json(&mut out, &metadata, &rows)?;
     } else {
-        print_tables(&metadata, &rows);
+        print_tables(&mut out, &metadata, &rows)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_json(metadata: &Metadata, rows: &[Row]) {
+fn print_json(out: &mut impl Write, metadata: &Metadata, rows: &[Row]) -> std::io::Result<()> {
     let md: serde_json::Map<String, serde_json::Value> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect();
     let tensors: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| serde_json::json!({"name": r.name, "shape": r.dims, "type": r.ty, "bytes": r.bytes}))
         .collect();
-    println!("{}", serde_json::json!({"metadata": md, "tensors": tensors}));
+    writeln!(out, "{}", serde_json::json!({"metadata": md, "tensors": tensors}))
 }
 
-fn print_tables(metadata: &Metadata, rows: &[Row]) {
-    println!("metadata ({} keys)", metadata.len());
+fn print_tables(out: &mut impl Write, metadata: &Metadata, rows: &[Row]) -> std::io::Result<()> {
+    writeln!(out, "metadata ({} keys)", metadata.len())?;
     for (k, v) in metadata.iter() {
-        println!("  {k:<44} {:<8} {}", v.value_type().name(), v.summary(8));
+        writeln!(out, "  {k:<44} {:<8} {}", v.value_type().name(), v.summary(8))?;
     }
     let total: u64 = rows.iter().map(|r| r.bytes).sum();
-    println!("tensors ({}, {total} bytes)", rows.len());
+    writeln!(out, "tensors ({}, {total} bytes)", rows.len())?;
     for r in rows {
         let shape = r.dims.iter().map(u64::to_string).collect::<Vec<_>>().join(" × ");
-        println!("  {:<36} {:<8} {:>16} {:>12}", r.name, r.ty, shape, r.bytes);
+        writeln!(out, "  {:<36} {:<8} {:>16} {:>12}", r.name, r.ty, shape, r.bytes)?;
     }
+    Ok(())
 }

@@ -26,6 +26,7 @@ impl Config {
         if let Some(Value::Object(text_config)) = json.get("text_config").cloned() {
             json.extend(text_config);
         }
+        apply_transformers_defaults(&mut json);
         Ok(Config { path: path.to_path_buf(), json })
     }
 
@@ -63,5 +64,57 @@ impl Config {
             .and_then(|a| a.get(0))
             .and_then(Value::as_str)
             .ok_or_else(|| FormatError::new(&self.path, "missing required key architectures"))
+    }
+}
+
+/// llama.cpp's converter reads the config through `transformers.AutoConfig(...).to_dict()`, which
+/// fills in the config class's defaults; these are the defaults (transformers 4.57) that reach the
+/// GGUF metadata. The model's shape keys (`hidden_size`, `num_hidden_layers`,
+/// `num_attention_heads`) are left required: a checkpoint without them is refused, not guessed.
+fn apply_transformers_defaults(json: &mut Map<String, Value>) {
+    let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or_default().to_string();
+    let defaults: &[(&str, Value)] = &match model_type.as_str() {
+        "llama" => [
+            ("max_position_embeddings", Value::from(2048)),
+            ("rms_norm_eps", Value::from(1e-6)),
+            ("rope_theta", Value::from(10000.0)),
+            ("intermediate_size", Value::from(11008)),
+            ("vocab_size", Value::from(32000)),
+        ],
+        "mistral" => [
+            ("max_position_embeddings", Value::from(131072)),
+            ("rms_norm_eps", Value::from(1e-6)),
+            ("rope_theta", Value::from(10000.0)),
+            ("intermediate_size", Value::from(14336)),
+            ("vocab_size", Value::from(32000)),
+        ],
+        "qwen2" => [
+            ("max_position_embeddings", Value::from(32768)),
+            ("rms_norm_eps", Value::from(1e-6)),
+            ("rope_theta", Value::from(10000.0)),
+            ("intermediate_size", Value::from(22016)),
+            ("vocab_size", Value::from(151936)),
+        ],
+        _ => return,
+    };
+    for (key, value) in defaults {
+        json.entry(key.to_string()).or_insert_with(|| value.clone());
+    }
+    if !json.contains_key("num_key_value_heads") {
+        let kv = match model_type.as_str() {
+            "mistral" => Some(Value::from(8)),
+            "qwen2" => Some(Value::from(32)),
+            _ => json.get("num_attention_heads").cloned(),
+        };
+        if let Some(kv) = kv {
+            json.insert("num_key_value_heads".into(), kv);
+        }
+    }
+    // LlamaConfig derives head_dim when it is missing or null; MistralConfig keeps it null.
+    if model_type == "llama" && json.get("head_dim").is_none_or(Value::is_null) {
+        let hd = json.get("hidden_size").and_then(Value::as_u64).zip(json.get("num_attention_heads").and_then(Value::as_u64));
+        if let Some((h, n)) = hd.filter(|(_, n)| *n > 0) {
+            json.insert("head_dim".into(), Value::from(h / n));
+        }
     }
 }

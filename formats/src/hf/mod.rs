@@ -6,6 +6,7 @@ mod arch;
 pub mod checkpoint;
 pub mod config;
 mod naming;
+pub mod synthetic;
 pub mod vocab;
 
 pub use arch::{Arch, SUPPORTED};
