@@ -1,0 +1,58 @@
+//! Helpers shared by smelt's integration tests.
+//!
+//! Two tiers: tests that need nothing but the repository run under plain `cargo test`; tests that
+//! need `../shared` (or `$SMELT_SHARED`) and the llama.cpp reference are `#[ignore]`d there and run by
+//! `.ci/run` with `--include-ignored`, where a missing `../shared` or reference build fails them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The smelt binary under test.
+pub fn smelt() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_smelt"))
+}
+
+/// Runs smelt with `args`, returning its output.
+pub fn run(args: &[&str]) -> Output {
+    smelt().args(args).output().expect("smelt runs")
+}
+
+/// `../shared` (or `$SMELT_SHARED`); panics when it is missing, so tier-2 tests fail, not skip.
+pub fn shared() -> PathBuf {
+    let dir = std::env::var_os("SMELT_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    assert!(dir.join("reference").is_dir(), "shared material not found at {} (set SMELT_SHARED)", dir.display());
+    dir
+}
+
+/// The llama.cpp reference folder built by `../shared/tools/llama-ref`; panics when absent.
+pub fn llama_ref() -> PathBuf {
+    let out = Command::new(shared().join("tools/llama-ref")).arg("--path").output().expect("llama-ref runs");
+    assert!(out.status.success(), "llama.cpp reference is not built: run ../shared/tools/llama-ref");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The Python of the reference venv (gguf, numpy; torch and transformers with WITH_CONVERT=1).
+pub fn ref_python() -> PathBuf {
+    llama_ref().join("venv/bin/python")
+}
+
+/// Asserts `out` failed with exit code 2 and a one-line error that mentions `needle`.
+pub fn assert_bad_input(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "expected exit 2, got {:?}; stderr: {stderr}", out.status);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line of error, got: {stderr}");
+    assert!(lines[0].starts_with("smelt: error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "error should mention {needle:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Files in `dir` (names), to check that nothing partial was left behind.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
