@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 
 /// Command-line interface.
 #[derive(Parser)]
-#[command(name = "smelt", version, about = "Turn full-precision checkpoints into small, validated GGUF releases")]
+#[command(
+    name = "smelt",
+    version,
+    about = "Turn full-precision checkpoints into small, validated GGUF releases"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,5 +55,6 @@ fn one_line(s: &str) -> String {
 
 /// `smelt inspect … | head` closes the pipe early; that is not an error.
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    err.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }

@@ -15,7 +15,12 @@ fn synth(dir: &Path, spec: SyntheticSpec) {
 }
 
 fn convert(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["convert", input.to_str().unwrap(), "-o", output.to_str().unwrap()];
+    let mut args = vec![
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     run(&args)
 }
@@ -24,7 +29,13 @@ fn convert(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output 
 fn f32_conversion_keeps_every_value_and_permutes_q_k_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("m");
-    synth(&model, SyntheticSpec { tied: false, ..Default::default() });
+    synth(
+        &model,
+        SyntheticSpec {
+            tied: false,
+            ..Default::default()
+        },
+    );
     let out = tmp.path().join("m.gguf");
     let o = convert(&model, &out, &["--outtype", "f32"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -32,24 +43,47 @@ fn f32_conversion_keeps_every_value_and_permutes_q_k_rows() {
     let ckpt = Checkpoint::open(&model).unwrap();
     let gguf = GgufFile::open(&out).unwrap();
     assert_eq!(gguf.tensors.len(), ckpt.tensors.len());
-    let f32s = |b: &[u8]| b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
-    let q_src = f32s(ckpt.bytes(ckpt.tensor("model.layers.1.self_attn.q_proj.weight").unwrap()));
+    let f32s = |b: &[u8]| {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let q_src = f32s(
+        ckpt.bytes(
+            ckpt.tensor("model.layers.1.self_attn.q_proj.weight")
+                .unwrap(),
+        ),
+    );
     let q_out = f32s(gguf.data(gguf.tensor("blk.1.attn_q.weight").unwrap()));
     // 4 heads of 16 rows: out row 1 of head 0 is source row 8 (second half of the head).
     assert_eq!(&q_out[64..128], &q_src[8 * 64..9 * 64]);
     assert_eq!(&q_out[..64], &q_src[..64]);
     let down_src = f32s(ckpt.bytes(ckpt.tensor("model.layers.0.mlp.down_proj.weight").unwrap()));
-    assert_eq!(f32s(gguf.data(gguf.tensor("blk.0.ffn_down.weight").unwrap())), down_src);
-    assert_eq!(gguf.tensor("blk.0.ffn_down.weight").unwrap().info.dims, vec![128, 64]);
+    assert_eq!(
+        f32s(gguf.data(gguf.tensor("blk.0.ffn_down.weight").unwrap())),
+        down_src
+    );
+    assert_eq!(
+        gguf.tensor("blk.0.ffn_down.weight").unwrap().info.dims,
+        vec![128, 64]
+    );
     assert!(gguf.tensor("output.weight").is_some());
-    assert_eq!(gguf.metadata.get("general.file_type").and_then(|v| v.as_u64()), Some(0));
+    assert_eq!(
+        gguf.metadata
+            .get("general.file_type")
+            .and_then(|v| v.as_u64()),
+        Some(0)
+    );
 }
 
 #[test]
 fn sharded_bf16_converts_like_a_single_file() {
     let tmp = tempfile::tempdir().unwrap();
     let (one, many) = (tmp.path().join("a/model"), tmp.path().join("b/model"));
-    let spec = SyntheticSpec { dtype: FloatType::BF16, ..Default::default() };
+    let spec = SyntheticSpec {
+        dtype: FloatType::BF16,
+        ..Default::default()
+    };
     synth(&one, spec.clone());
     synth(&many, SyntheticSpec { shards: 3, ..spec });
     assert!(many.join("model.safetensors.index.json").is_file());
@@ -62,10 +96,22 @@ fn sharded_bf16_converts_like_a_single_file() {
     assert_eq!(f.tensors.len(), g.tensors.len());
     for t in &f.tensors {
         let u = g.tensor(&t.info.name).unwrap();
-        assert_eq!((&t.info, f.data(t)), (&u.info, g.data(u)), "{}", t.info.name);
+        assert_eq!(
+            (&t.info, f.data(t)),
+            (&u.info, g.data(u)),
+            "{}",
+            t.info.name
+        );
     }
-    assert_eq!(f.tensor("blk.0.ffn_up.weight").unwrap().info.ggml_type, GgmlType::BF16, "default outtype is the checkpoint's own");
-    assert_eq!(f.tensor("blk.0.attn_norm.weight").unwrap().info.ggml_type, GgmlType::F32);
+    assert_eq!(
+        f.tensor("blk.0.ffn_up.weight").unwrap().info.ggml_type,
+        GgmlType::BF16,
+        "default outtype is the checkpoint's own"
+    );
+    assert_eq!(
+        f.tensor("blk.0.attn_norm.weight").unwrap().info.ggml_type,
+        GgmlType::F32
+    );
 }
 
 #[test]
@@ -78,7 +124,14 @@ fn output_is_deterministic_across_thread_counts() {
         let out = tmp.path().join(format!("t{threads}.gguf"));
         let o = common::smelt()
             .env("RAYON_NUM_THREADS", threads)
-            .args(["convert", model.to_str().unwrap(), "-o", out.to_str().unwrap(), "--outtype", "q8_0"])
+            .args([
+                "convert",
+                model.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--outtype",
+                "q8_0",
+            ])
             .output()
             .unwrap();
         assert!(o.status.success());
@@ -99,7 +152,11 @@ fn valid_model(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 fn assert_refused(model: &Path, out: &Path, needle: &str, extra: &[&str]) {
     let o = convert(model, out, extra);
     assert_bad_input(&o, needle);
-    assert!(files_in(out.parent().unwrap()).is_empty(), "left behind: {:?}", files_in(out.parent().unwrap()));
+    assert!(
+        files_in(out.parent().unwrap()).is_empty(),
+        "left behind: {:?}",
+        files_in(out.parent().unwrap())
+    );
 }
 
 fn rewrite_header(st: &Path, edit: impl Fn(&mut serde_json::Value)) {
@@ -142,7 +199,9 @@ fn header_offsets_past_the_end_are_refused() {
 fn unknown_dtype_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, out) = valid_model(tmp.path());
-    rewrite_header(&model.join("model.safetensors"), |h| h["model.norm.weight"]["dtype"] = serde_json::json!("Q9"));
+    rewrite_header(&model.join("model.safetensors"), |h| {
+        h["model.norm.weight"]["dtype"] = serde_json::json!("Q9")
+    });
     assert_refused(&model, &out, "model.safetensors", &[]);
     let (model, out) = (tmp.path().join("m2"), out);
     synth(&model, SyntheticSpec::default());
@@ -157,11 +216,22 @@ fn unknown_dtype_is_refused() {
 fn missing_shard_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("m");
-    synth(&model, SyntheticSpec { shards: 2, ..Default::default() });
+    synth(
+        &model,
+        SyntheticSpec {
+            shards: 2,
+            ..Default::default()
+        },
+    );
     std::fs::remove_file(model.join("model-00002-of-00002.safetensors")).unwrap();
     let outdir = tmp.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
-    assert_refused(&model, &outdir.join("x.gguf"), "model-00002-of-00002.safetensors", &[]);
+    assert_refused(
+        &model,
+        &outdir.join("x.gguf"),
+        "model-00002-of-00002.safetensors",
+        &[],
+    );
 }
 
 #[test]
@@ -169,7 +239,8 @@ fn config_missing_a_required_key_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, out) = valid_model(tmp.path());
     let path = model.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg.as_object_mut().unwrap().remove("num_hidden_layers");
     std::fs::write(&path, cfg.to_string()).unwrap();
     assert_refused(&model, &out, "num_hidden_layers", &[]);
@@ -180,7 +251,9 @@ fn unsupported_architecture_lists_the_supported_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, out) = valid_model(tmp.path());
     let path = model.join("config.json");
-    let text = std::fs::read_to_string(&path).unwrap().replace("LlamaForCausalLM", "GPTNeoXForCausalLM");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("LlamaForCausalLM", "GPTNeoXForCausalLM");
     std::fs::write(&path, text).unwrap();
     assert_refused(&model, &out, "Qwen2ForCausalLM", &[]);
 }

@@ -34,8 +34,21 @@ for t in r.tensors:
 print(n, len(r.tensors), nbytes)
 "#;
     let gguf_py = llama_ref().join("llama.cpp/gguf-py");
-    let o = Command::new(ref_python()).args(["-c", script, path.to_str().unwrap(), gguf_py.to_str().unwrap()]).output().unwrap();
-    assert!(o.status.success(), "gguf-py failed on {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(ref_python())
+        .args([
+            "-c",
+            script,
+            path.to_str().unwrap(),
+            gguf_py.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "gguf-py failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -43,13 +56,56 @@ print(n, len(r.tensors), nbytes)
 #[ignore = "needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
 fn synthetic_models_match_convert_hf_to_gguf_live() {
     let s = shared();
-    let gpt2 = format!("gpt2:{}", s.join("assets/llamacpp-vocab/ggml-vocab-gpt-2.gguf").display());
-    let llama2 = format!("copy:{}", s.join("assets/tokenizers/llama2-32000").display());
+    let gpt2 = format!(
+        "gpt2:{}",
+        s.join("assets/llamacpp-vocab/ggml-vocab-gpt-2.gguf")
+            .display()
+    );
+    let llama2 = format!(
+        "copy:{}",
+        s.join("assets/tokenizers/llama2-32000").display()
+    );
     let tmp = tempfile::tempdir().unwrap();
     let models: [(&str, Vec<&str>); 3] = [
-        ("llama-gpt2", vec!["--arch", "LlamaForCausalLM", "--dtype", "bf16", "--shards", "3", "--tokenizer", &gpt2]),
-        ("qwen2-bias", vec!["--arch", "Qwen2ForCausalLM", "--dtype", "f16", "--untied", "--tokenizer", &gpt2]),
-        ("mistral", vec!["--arch", "MistralForCausalLM", "--dtype", "bf16", "--shards", "2", "--untied", "--tokenizer", &llama2]),
+        (
+            "llama-gpt2",
+            vec![
+                "--arch",
+                "LlamaForCausalLM",
+                "--dtype",
+                "bf16",
+                "--shards",
+                "3",
+                "--tokenizer",
+                &gpt2,
+            ],
+        ),
+        (
+            "qwen2-bias",
+            vec![
+                "--arch",
+                "Qwen2ForCausalLM",
+                "--dtype",
+                "f16",
+                "--untied",
+                "--tokenizer",
+                &gpt2,
+            ],
+        ),
+        (
+            "mistral",
+            vec![
+                "--arch",
+                "MistralForCausalLM",
+                "--dtype",
+                "bf16",
+                "--shards",
+                "2",
+                "--untied",
+                "--tokenizer",
+                &llama2,
+            ],
+        ),
     ];
     let convert_py = llama_ref().join("llama.cpp/convert_hf_to_gguf.py");
     for (name, args) in models {
@@ -58,14 +114,35 @@ fn synthetic_models_match_convert_hf_to_gguf_live() {
         for t in ["f32", "f16", "bf16", "q8_0"] {
             let ours = tmp.path().join(format!("{name}-smelt-{t}.gguf"));
             let theirs = tmp.path().join(format!("{name}-ref-{t}.gguf"));
-            let o = run(&["convert", dir.to_str().unwrap(), "-o", ours.to_str().unwrap(), "--outtype", t]);
+            let o = run(&[
+                "convert",
+                dir.to_str().unwrap(),
+                "-o",
+                ours.to_str().unwrap(),
+                "--outtype",
+                t,
+            ]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             let o = Command::new(ref_python())
-                .args([convert_py.to_str().unwrap(), dir.to_str().unwrap(), "--outfile", theirs.to_str().unwrap(), "--outtype", t])
+                .args([
+                    convert_py.to_str().unwrap(),
+                    dir.to_str().unwrap(),
+                    "--outfile",
+                    theirs.to_str().unwrap(),
+                    "--outtype",
+                    t,
+                ])
                 .output()
                 .unwrap();
-            assert!(o.status.success(), "convert_hf_to_gguf.py failed: {}", String::from_utf8_lossy(&o.stderr));
-            assert!(std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(), "{name} {t}: smelt and convert_hf_to_gguf.py differ");
+            assert!(
+                o.status.success(),
+                "convert_hf_to_gguf.py failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(
+                std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+                "{name} {t}: smelt and convert_hf_to_gguf.py differ"
+            );
             assert_eq!(gguf_py_reads(&ours), gguf_py_reads(&theirs));
         }
     }
@@ -76,22 +153,55 @@ fn synthetic_models_match_convert_hf_to_gguf_live() {
 fn gguf_py_reads_every_converted_real_model() {
     let s = shared();
     let tmp = tempfile::tempdir().unwrap();
-    for (model, t) in [("stories260K", "q8_0"), ("stories260K-bf16", "bf16"), ("tinystories-3M", "f16")] {
+    for (model, t) in [
+        ("stories260K", "q8_0"),
+        ("stories260K-bf16", "bf16"),
+        ("tinystories-3M", "f16"),
+    ] {
         let out = tmp.path().join(format!("{model}-{t}.gguf"));
-        let o = run(&["convert", s.join("assets/models").join(model).to_str().unwrap(), "-o", out.to_str().unwrap(), "--outtype", t]);
+        let o = run(&[
+            "convert",
+            s.join("assets/models").join(model).to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--outtype",
+            t,
+        ]);
         assert!(o.status.success());
         let counts = gguf_py_reads(&out);
         let n_tensors: usize = counts.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert_eq!(n_tensors, if model == "tinystories-3M" { 38 } else { 47 }, "{model}: {counts}");
+        assert_eq!(
+            n_tensors,
+            if model == "tinystories-3M" { 38 } else { 47 },
+            "{model}: {counts}"
+        );
     }
 }
 
 fn complete(model: &Path) -> String {
     let o = Command::new(llama_ref().join("bin/llama-completion"))
-        .args(["-m", model.to_str().unwrap(), "-p", "Once upon a time", "-n", "32", "--temp", "0", "-no-cnv", "-t", "2", "--no-warmup"])
+        .args([
+            "-m",
+            model.to_str().unwrap(),
+            "-p",
+            "Once upon a time",
+            "-n",
+            "32",
+            "--temp",
+            "0",
+            "-no-cnv",
+            "-t",
+            "2",
+            "--no-warmup",
+        ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "llama-completion failed on {}: {}", model.display(), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "llama-completion failed on {}: {}",
+        model.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -100,13 +210,31 @@ fn complete(model: &Path) -> String {
 fn llama_cpp_generates_the_same_text_from_smelt_files() {
     let s = shared();
     let tmp = tempfile::tempdir().unwrap();
-    for (model, t) in [("stories260K", "f32"), ("stories260K", "q8_0"), ("tinystories-3M", "f16")] {
+    for (model, t) in [
+        ("stories260K", "f32"),
+        ("stories260K", "q8_0"),
+        ("tinystories-3M", "f16"),
+    ] {
         let out = tmp.path().join(format!("{model}-{t}.gguf"));
-        let o = run(&["convert", s.join("assets/models").join(model).to_str().unwrap(), "-o", out.to_str().unwrap(), "--outtype", t]);
+        let o = run(&[
+            "convert",
+            s.join("assets/models").join(model).to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--outtype",
+            t,
+        ]);
         assert!(o.status.success());
         let ours = complete(&out);
-        let theirs = complete(&s.join("reference").join(model).join(format!("{model}-{t}.gguf")));
-        assert!(ours.trim_start().starts_with("Once upon a time") && ours.len() > 60, "{model} {t}: {ours:?}");
+        let theirs = complete(
+            &s.join("reference")
+                .join(model)
+                .join(format!("{model}-{t}.gguf")),
+        );
+        assert!(
+            ours.trim_start().starts_with("Once upon a time") && ours.len() > 60,
+            "{model} {t}: {ours:?}"
+        );
         assert_eq!(ours, theirs, "{model} {t}");
     }
 }

@@ -13,11 +13,24 @@ fn convert_and_compare(model: &str, outtype: &str) {
     let s = shared();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("x.gguf");
-    let o = run(&["convert", s.join("assets/models").join(model).to_str().unwrap(), "-o", out.to_str().unwrap(), "--outtype", outtype]);
+    let o = run(&[
+        "convert",
+        s.join("assets/models").join(model).to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--outtype",
+        outtype,
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let reference = s.join("reference").join(model).join(format!("{model}-{outtype}.gguf"));
+    let reference = s
+        .join("reference")
+        .join(model)
+        .join(format!("{model}-{outtype}.gguf"));
     // Strongest form: the whole file, byte for byte (metadata, tensor infos, data, padding).
-    assert!(std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(), "{model} {outtype}: files differ");
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&reference).unwrap(),
+        "{model} {outtype}: files differ"
+    );
 }
 
 #[test]
@@ -42,16 +55,33 @@ fn bf16_checkpoint_converts_to_the_reference_tensors() {
     let s = shared();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("x.gguf");
-    let o = run(&["convert", s.join("assets/models/stories260K-bf16").to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = run(&[
+        "convert",
+        s.join("assets/models/stories260K-bf16").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ours = GgufFile::open(&out).unwrap();
     let theirs = GgufFile::open(&s.join("reference/stories260K/stories260K-bf16.gguf")).unwrap();
-    let differing: Vec<&str> = theirs.metadata.iter().filter(|(k, v)| ours.metadata.get(k) != Some(*v)).map(|(k, _)| k).collect();
-    assert!(differing.iter().all(|k| NAMING_KEYS.contains(k)), "metadata differs: {differing:?}");
+    let differing: Vec<&str> = theirs
+        .metadata
+        .iter()
+        .filter(|(k, v)| ours.metadata.get(k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        differing.iter().all(|k| NAMING_KEYS.contains(k)),
+        "metadata differs: {differing:?}"
+    );
     assert_eq!(ours.metadata.len(), theirs.metadata.len());
     assert_eq!(ours.tensors.len(), theirs.tensors.len());
     for (a, b) in ours.tensors.iter().zip(&theirs.tensors) {
         assert_eq!(a.info, b.info);
-        assert!(ours.data(a) == theirs.data(b), "tensor {} differs", a.info.name);
+        assert!(
+            ours.data(a) == theirs.data(b),
+            "tensor {} differs",
+            a.info.name
+        );
     }
 }

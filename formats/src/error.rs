@@ -19,7 +19,10 @@ pub type Result<T> = std::result::Result<T, FormatError>;
 impl FormatError {
     /// A problem with the content of `path`.
     pub fn new(path: impl AsRef<Path>, message: impl Into<String>) -> Self {
-        FormatError { path: path.as_ref().to_path_buf(), message: message.into() }
+        FormatError {
+            path: path.as_ref().to_path_buf(),
+            message: message.into(),
+        }
     }
 
     /// An I/O failure while touching `path`.

@@ -57,7 +57,12 @@ impl OutType {
 
     /// The checkpoint's own float type: that of its first tensor with two or more dimensions.
     pub fn native(ckpt: &Checkpoint) -> OutType {
-        match ckpt.tensors.iter().find(|t| t.shape.len() >= 2).map(|t| t.dtype) {
+        match ckpt
+            .tensors
+            .iter()
+            .find(|t| t.shape.len() >= 2)
+            .map(|t| t.dtype)
+        {
             Some(FloatType::BF16) => OutType::BF16,
             Some(FloatType::F16) => OutType::F16,
             _ => OutType::F32,
@@ -72,7 +77,7 @@ pub fn tensor_type(t: &PlannedTensor, out: OutType) -> GgmlType {
         return GgmlType::F32;
     }
     let ty = out.ggml_type();
-    if t.row_len() % ty.block_size() == 0 {
+    if t.row_len().is_multiple_of(ty.block_size()) {
         ty
     } else {
         GgmlType::F16
@@ -99,7 +104,11 @@ impl fmt::Display for ConvertError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConvertError::Format(e) => e.fmt(f),
-            ConvertError::NonFinite { file, tensor, value } => {
+            ConvertError::NonFinite {
+                file,
+                tensor,
+                value,
+            } => {
                 write!(f, "{}: tensor {tensor} contains {value} (use --allow-nonfinite to convert anyway)", file.display())
             }
         }
@@ -128,11 +137,20 @@ pub struct ConvertOptions<'a> {
 const CHUNK_VALUES: usize = 1 << 22;
 
 /// Converts `ckpt` as planned into a GGUF at `out`, streaming tensor by tensor.
-pub fn write_gguf(ckpt: &Checkpoint, plan: &ConversionPlan, out: &Path, opts: &ConvertOptions) -> Result<(), ConvertError> {
+pub fn write_gguf(
+    ckpt: &Checkpoint,
+    plan: &ConversionPlan,
+    out: &Path,
+    opts: &ConvertOptions,
+) -> Result<(), ConvertError> {
     let infos: Vec<TensorInfo> = plan
         .tensors
         .iter()
-        .map(|t| TensorInfo { name: t.name.clone(), dims: t.dims.clone(), ggml_type: tensor_type(t, opts.out_type) })
+        .map(|t| TensorInfo {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ggml_type: tensor_type(t, opts.out_type),
+        })
         .collect();
     let mut writer = GgufWriter::create(out, &plan.metadata, &infos)?;
     for (t, info) in plan.tensors.iter().zip(&infos) {
@@ -142,12 +160,20 @@ pub fn write_gguf(ckpt: &Checkpoint, plan: &ConversionPlan, out: &Path, opts: &C
     Ok(())
 }
 
-fn write_tensor(ckpt: &Checkpoint, t: &PlannedTensor, ty: GgmlType, writer: &mut GgufWriter, opts: &ConvertOptions) -> Result<(), ConvertError> {
+fn write_tensor(
+    ckpt: &Checkpoint,
+    t: &PlannedTensor,
+    ty: GgmlType,
+    writer: &mut GgufWriter,
+    opts: &ConvertOptions,
+) -> Result<(), ConvertError> {
     let src = &ckpt.tensors[t.source];
     let bytes = ckpt.bytes(src);
     let (row_len, n_rows) = (t.row_len(), t.n_rows());
     let in_row = row_len * src.dtype.size();
-    let out_row = ty.bytes_for(row_len as u64).expect("row fits the chosen type") as usize;
+    let out_row = ty
+        .bytes_for(row_len as u64)
+        .expect("row fits the chosen type") as usize;
     let rows_per_chunk = (CHUNK_VALUES / row_len.max(1)).max(1);
     let mut encoded = Vec::new();
     for first in (0..n_rows).step_by(rows_per_chunk) {
@@ -169,7 +195,11 @@ fn write_tensor(ckpt: &Checkpoint, t: &PlannedTensor, ty: GgmlType, writer: &mut
             .find_any(|b| b.is_some())
             .flatten();
         if let (Some(value), false) = (bad, opts.allow_nonfinite) {
-            return Err(ConvertError::NonFinite { file: ckpt.shard_path(src).to_path_buf(), tensor: src.name.clone(), value });
+            return Err(ConvertError::NonFinite {
+                file: ckpt.shard_path(src).to_path_buf(),
+                tensor: src.name.clone(),
+                value,
+            });
         }
         writer.write(&encoded)?;
         (opts.progress)((rows * in_row) as u64);

@@ -39,10 +39,23 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => OutType::native(&ckpt),
     };
     let plan = plan(&ckpt, out_type.file_type())?;
-    let total: u64 = plan.tensors.iter().map(|t| ckpt.bytes(&ckpt.tensors[t.source]).len() as u64).sum();
+    let total: u64 = plan
+        .tensors
+        .iter()
+        .map(|t| ckpt.bytes(&ckpt.tensors[t.source]).len() as u64)
+        .sum();
     let bar = super::progress::bytes(total, "convert");
     let progress = |n: u64| bar.inc(n);
-    write_gguf(&ckpt, &plan, &args.output, &ConvertOptions { out_type, allow_nonfinite: args.allow_nonfinite, progress: &progress })?;
+    write_gguf(
+        &ckpt,
+        &plan,
+        &args.output,
+        &ConvertOptions {
+            out_type,
+            allow_nonfinite: args.allow_nonfinite,
+            progress: &progress,
+        },
+    )?;
     bar.finish_and_clear();
     let size = std::fs::metadata(&args.output)?.len();
     if args.json {
@@ -55,7 +68,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         });
         println!("{summary}");
     } else {
-        eprintln!("smelt: wrote {} ({} tensors, {size} bytes) in {:.2}s", args.output.display(), plan.tensors.len(), start.elapsed().as_secs_f64());
+        eprintln!(
+            "smelt: wrote {} ({} tensors, {size} bytes) in {:.2}s",
+            args.output.display(),
+            plan.tensors.len(),
+            start.elapsed().as_secs_f64()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

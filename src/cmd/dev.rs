@@ -68,7 +68,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None if a.tokenizer == "minimal" => SyntheticTokenizer::Minimal,
         Some(("copy", p)) => SyntheticTokenizer::CopyFrom(p.into()),
         Some(("gpt2", p)) => SyntheticTokenizer::Gpt2FromGguf(p.into()),
-        _ => bail!("--tokenizer {}: expected minimal, copy:FOLDER or gpt2:VOCAB.gguf", a.tokenizer),
+        _ => bail!(
+            "--tokenizer {}: expected minimal, copy:FOLDER or gpt2:VOCAB.gguf",
+            a.tokenizer
+        ),
     };
     let spec = SyntheticSpec {
         architecture: a.arch,

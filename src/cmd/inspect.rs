@@ -39,7 +39,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .map(|t| {
                 let ty: GgmlType = tensor_type(t, out);
                 let bytes = ty.bytes_for(t.dims.iter().product()).unwrap_or(0);
-                Row { name: t.name.clone(), dims: t.dims.clone(), ty: ty.name().into(), bytes }
+                Row {
+                    name: t.name.clone(),
+                    dims: t.dims.clone(),
+                    ty: ty.name().into(),
+                    bytes,
+                }
             })
             .collect::<Vec<_>>();
         (plan.metadata, rows)
@@ -48,7 +53,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let rows = file
             .tensors
             .iter()
-            .map(|t| Row { name: t.info.name.clone(), dims: t.info.dims.clone(), ty: t.info.ggml_type.name().into(), bytes: t.n_bytes })
+            .map(|t| Row {
+                name: t.info.name.clone(),
+                dims: t.info.dims.clone(),
+                ty: t.info.ggml_type.name().into(),
+                bytes: t.n_bytes,
+            })
             .collect::<Vec<_>>();
         (file.metadata, rows)
     };
@@ -62,24 +72,45 @@ pub fn run(args: Args) -> Result<ExitCode> {
 }
 
 fn print_json(out: &mut impl Write, metadata: &Metadata, rows: &[Row]) -> std::io::Result<()> {
-    let md: serde_json::Map<String, serde_json::Value> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_json())).collect();
+    let md: serde_json::Map<String, serde_json::Value> = metadata
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_json()))
+        .collect();
     let tensors: Vec<serde_json::Value> = rows
         .iter()
         .map(|r| serde_json::json!({"name": r.name, "shape": r.dims, "type": r.ty, "bytes": r.bytes}))
         .collect();
-    writeln!(out, "{}", serde_json::json!({"metadata": md, "tensors": tensors}))
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({"metadata": md, "tensors": tensors})
+    )
 }
 
 fn print_tables(out: &mut impl Write, metadata: &Metadata, rows: &[Row]) -> std::io::Result<()> {
     writeln!(out, "metadata ({} keys)", metadata.len())?;
     for (k, v) in metadata.iter() {
-        writeln!(out, "  {k:<44} {:<8} {}", v.value_type().name(), v.summary(8))?;
+        writeln!(
+            out,
+            "  {k:<44} {:<8} {}",
+            v.value_type().name(),
+            v.summary(8)
+        )?;
     }
     let total: u64 = rows.iter().map(|r| r.bytes).sum();
     writeln!(out, "tensors ({}, {total} bytes)", rows.len())?;
     for r in rows {
-        let shape = r.dims.iter().map(u64::to_string).collect::<Vec<_>>().join(" × ");
-        writeln!(out, "  {:<36} {:<8} {:>16} {:>12}", r.name, r.ty, shape, r.bytes)?;
+        let shape = r
+            .dims
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" × ");
+        writeln!(
+            out,
+            "  {:<36} {:<8} {:>16} {:>12}",
+            r.name, r.ty, shape, r.bytes
+        )?;
     }
     Ok(())
 }

@@ -23,14 +23,24 @@ pub fn shared() -> PathBuf {
     let dir = std::env::var_os("SMELT_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    assert!(dir.join("reference").is_dir(), "shared material not found at {} (set SMELT_SHARED)", dir.display());
+    assert!(
+        dir.join("reference").is_dir(),
+        "shared material not found at {} (set SMELT_SHARED)",
+        dir.display()
+    );
     dir
 }
 
 /// The llama.cpp reference folder built by `../shared/tools/llama-ref`; panics when absent.
 pub fn llama_ref() -> PathBuf {
-    let out = Command::new(shared().join("tools/llama-ref")).arg("--path").output().expect("llama-ref runs");
-    assert!(out.status.success(), "llama.cpp reference is not built: run ../shared/tools/llama-ref");
+    let out = Command::new(shared().join("tools/llama-ref"))
+        .arg("--path")
+        .output()
+        .expect("llama-ref runs");
+    assert!(
+        out.status.success(),
+        "llama.cpp reference is not built: run ../shared/tools/llama-ref"
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -42,17 +52,28 @@ pub fn ref_python() -> PathBuf {
 /// Asserts `out` failed with exit code 2 and a one-line error that mentions `needle`.
 pub fn assert_bad_input(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "expected exit 2, got {:?}; stderr: {stderr}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "expected exit 2, got {:?}; stderr: {stderr}",
+        out.status
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line of error, got: {stderr}");
     assert!(lines[0].starts_with("smelt: error: "), "{stderr}");
-    assert!(lines[0].contains(needle), "error should mention {needle:?}: {stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "error should mention {needle:?}: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// Files in `dir` (names), to check that nothing partial was left behind.
 pub fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }

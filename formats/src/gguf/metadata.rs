@@ -7,7 +7,19 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub enum ValueType {
-    U8, I8, U16, I16, U32, I32, F32, Bool, String, Array, U64, I64, F64,
+    U8,
+    I8,
+    U16,
+    I16,
+    U32,
+    I32,
+    F32,
+    Bool,
+    String,
+    Array,
+    U64,
+    I64,
+    F64,
 }
 
 impl ValueType {
@@ -15,8 +27,19 @@ impl ValueType {
     pub fn id(self) -> u32 {
         use ValueType::*;
         match self {
-            U8 => 0, I8 => 1, U16 => 2, I16 => 3, U32 => 4, I32 => 5, F32 => 6, Bool => 7,
-            String => 8, Array => 9, U64 => 10, I64 => 11, F64 => 12,
+            U8 => 0,
+            I8 => 1,
+            U16 => 2,
+            I16 => 3,
+            U32 => 4,
+            I32 => 5,
+            F32 => 6,
+            Bool => 7,
+            String => 8,
+            Array => 9,
+            U64 => 10,
+            I64 => 11,
+            F64 => 12,
         }
     }
 
@@ -24,8 +47,19 @@ impl ValueType {
     pub fn from_id(id: u32) -> Option<ValueType> {
         use ValueType::*;
         Some(match id {
-            0 => U8, 1 => I8, 2 => U16, 3 => I16, 4 => U32, 5 => I32, 6 => F32, 7 => Bool,
-            8 => String, 9 => Array, 10 => U64, 11 => I64, 12 => F64,
+            0 => U8,
+            1 => I8,
+            2 => U16,
+            3 => I16,
+            4 => U32,
+            5 => I32,
+            6 => F32,
+            7 => Bool,
+            8 => String,
+            9 => Array,
+            10 => U64,
+            11 => I64,
+            12 => F64,
             _ => return None,
         })
     }
@@ -34,9 +68,19 @@ impl ValueType {
     pub fn name(self) -> &'static str {
         use ValueType::*;
         match self {
-            U8 => "UINT8", I8 => "INT8", U16 => "UINT16", I16 => "INT16", U32 => "UINT32",
-            I32 => "INT32", F32 => "FLOAT32", Bool => "BOOL", String => "STRING", Array => "ARRAY",
-            U64 => "UINT64", I64 => "INT64", F64 => "FLOAT64",
+            U8 => "UINT8",
+            I8 => "INT8",
+            U16 => "UINT16",
+            I16 => "INT16",
+            U32 => "UINT32",
+            I32 => "INT32",
+            F32 => "FLOAT32",
+            Bool => "BOOL",
+            String => "STRING",
+            Array => "ARRAY",
+            U64 => "UINT64",
+            I64 => "INT64",
+            F64 => "FLOAT64",
         }
     }
 }
@@ -82,7 +126,10 @@ impl Value {
 
     /// An array of strings.
     pub fn strings<S: Into<String>>(items: impl IntoIterator<Item = S>) -> Value {
-        Value::Array(ValueType::String, items.into_iter().map(|s| Value::String(s.into())).collect())
+        Value::Array(
+            ValueType::String,
+            items.into_iter().map(|s| Value::String(s.into())).collect(),
+        )
     }
 
     /// An array of f32.
@@ -148,14 +195,25 @@ impl Value {
         match self {
             Value::String(s) => format!("{s:?}"),
             Value::Array(elem, items) => {
-                let shown: Vec<String> = items.iter().take(max_items).map(|v| v.summary(max_items)).collect();
-                let more = if items.len() > max_items { format!(", … ({} items)", items.len()) } else { String::new() };
+                let shown: Vec<String> = items
+                    .iter()
+                    .take(max_items)
+                    .map(|v| v.summary(max_items))
+                    .collect();
+                let more = if items.len() > max_items {
+                    format!(", … ({} items)", items.len())
+                } else {
+                    String::new()
+                };
                 format!("[{}{}] ({})", shown.join(", "), more, elem.name())
             }
             Value::F32(v) => format!("{v}"),
             Value::F64(v) => format!("{v}"),
             Value::Bool(v) => format!("{v}"),
-            other => other.as_u64().map(|v| v.to_string()).unwrap_or_else(|| format!("{other:?}")),
+            other => other
+                .as_u64()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| format!("{other:?}")),
         }
     }
 
@@ -265,8 +323,13 @@ mod tests {
         let mut out = Vec::new();
         m.encode(&mut out);
         let expected: Vec<u8> = [
-            &1u64.to_le_bytes()[..], b"k", &9u32.to_le_bytes(), &8u32.to_le_bytes(),
-            &1u64.to_le_bytes(), &1u64.to_le_bytes(), b"x",
+            &1u64.to_le_bytes()[..],
+            b"k",
+            &9u32.to_le_bytes(),
+            &8u32.to_le_bytes(),
+            &1u64.to_le_bytes(),
+            &1u64.to_le_bytes(),
+            b"x",
         ]
         .concat();
         assert_eq!(out, expected);

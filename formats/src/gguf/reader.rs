@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use super::{pad_to, GgmlType, Metadata, TensorInfo, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC, VERSION};
+use super::{
+    pad_to, GgmlType, Metadata, TensorInfo, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC, VERSION,
+};
 use crate::{FormatError, Result};
 
 /// One tensor of an open GGUF file: its info and where its bytes are.
@@ -40,7 +42,11 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
         // SAFETY: the map is read-only; smelt never writes a file it is reading.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
-        let mut cur = Cursor { buf: &map, pos: 0, path };
+        let mut cur = Cursor {
+            buf: &map,
+            pos: 0,
+            path,
+        };
         if cur.take(4)? != MAGIC {
             return Err(cur.err("not a GGUF file (bad magic)"));
         }
@@ -54,12 +60,16 @@ impl GgufFile {
         for _ in 0..n_kv {
             let key = cur.string()?;
             let tag = cur.u32()?;
-            let vt = ValueType::from_id(tag).ok_or_else(|| cur.err(format!("key {key}: unknown value type {tag}")))?;
+            let vt = ValueType::from_id(tag)
+                .ok_or_else(|| cur.err(format!("key {key}: unknown value type {tag}")))?;
             let value = cur.value(vt, 0)?;
             metadata.set(key, value);
         }
         let alignment = match metadata.get("general.alignment") {
-            Some(v) => v.as_u64().filter(|a| *a > 0).ok_or_else(|| cur.err("bad general.alignment"))?,
+            Some(v) => v
+                .as_u64()
+                .filter(|a| *a > 0)
+                .ok_or_else(|| cur.err("bad general.alignment"))?,
             None => DEFAULT_ALIGNMENT,
         };
         let mut raw = Vec::new();
@@ -71,17 +81,33 @@ impl GgufFile {
             }
             let dims = (0..n_dims).map(|_| cur.u64()).collect::<Result<Vec<_>>>()?;
             let tid = cur.u32()?;
-            let ggml_type = GgmlType::from_id(tid).ok_or_else(|| cur.err(format!("tensor {name}: unknown ggml type {tid}")))?;
+            let ggml_type = GgmlType::from_id(tid)
+                .ok_or_else(|| cur.err(format!("tensor {name}: unknown ggml type {tid}")))?;
             let offset = cur.u64()?;
-            raw.push((TensorInfo { name, dims, ggml_type }, offset));
+            raw.push((
+                TensorInfo {
+                    name,
+                    dims,
+                    ggml_type,
+                },
+                offset,
+            ));
         }
         let data_offset = pad_to(cur.pos as u64, alignment);
         let file_len = map.len() as u64;
         let mut tensors = Vec::with_capacity(raw.len());
         for (info, offset) in raw {
-            let n_bytes = info.dims.iter().try_fold(1u64, |a, d| a.checked_mul(*d)).and_then(|_| info.n_bytes()).ok_or_else(|| {
-                cur.err(format!("tensor {}: shape {:?} does not fit type {}", info.name, info.dims, info.ggml_type))
-            })?;
+            let n_bytes = info
+                .dims
+                .iter()
+                .try_fold(1u64, |a, d| a.checked_mul(*d))
+                .and_then(|_| info.n_bytes())
+                .ok_or_else(|| {
+                    cur.err(format!(
+                        "tensor {}: shape {:?} does not fit type {}",
+                        info.name, info.dims, info.ggml_type
+                    ))
+                })?;
             let start = data_offset.checked_add(offset);
             let end = start.and_then(|s| s.checked_add(n_bytes));
             match (start, end) {
@@ -96,7 +122,14 @@ impl GgufFile {
                 }
             }
         }
-        Ok(GgufFile { path: path.to_path_buf(), map, metadata, tensors, alignment, data_offset })
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            map,
+            metadata,
+            tensors,
+            alignment,
+            data_offset,
+        })
     }
 
     /// The file this was read from.
@@ -116,7 +149,9 @@ impl GgufFile {
 
     /// `general.architecture`, if set.
     pub fn architecture(&self) -> Option<&str> {
-        self.metadata.get("general.architecture").and_then(Value::as_str)
+        self.metadata
+            .get("general.architecture")
+            .and_then(Value::as_str)
     }
 }
 
@@ -135,19 +170,28 @@ impl<'a> Cursor<'a> {
     }
 
     fn take(&mut self, n: u64) -> Result<&'a [u8]> {
-        let end = (self.pos as u64).checked_add(n).filter(|e| *e <= self.buf.len() as u64);
+        let end = (self.pos as u64)
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len() as u64);
         match end {
             Some(end) => {
                 let s = &self.buf[self.pos..end as usize];
                 self.pos = end as usize;
                 Ok(s)
             }
-            None => Err(self.err(format!("truncated: needs {n} more bytes at offset {} of {}", self.pos, self.buf.len()))),
+            None => Err(self.err(format!(
+                "truncated: needs {n} more bytes at offset {} of {}",
+                self.pos,
+                self.buf.len()
+            ))),
         }
     }
 
     fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
-        Ok(self.take(N as u64)?.try_into().expect("take returns N bytes"))
+        Ok(self
+            .take(N as u64)?
+            .try_into()
+            .expect("take returns N bytes"))
     }
 
     fn u32(&mut self) -> Result<u32> {
@@ -162,7 +206,8 @@ impl<'a> Cursor<'a> {
         let n = self.u64()?;
         let at = self.pos;
         let bytes = self.take(n)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.err(format!("string at offset {at} is not valid UTF-8")))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| self.err(format!("string at offset {at} is not valid UTF-8")))
     }
 
     fn value(&mut self, vt: ValueType, depth: usize) -> Result<Value> {
@@ -188,13 +233,18 @@ impl<'a> Cursor<'a> {
                     return Err(self.err("arrays nested too deeply"));
                 }
                 let tag = self.u32()?;
-                let elem = ValueType::from_id(tag).ok_or_else(|| self.err(format!("unknown array element type {tag}")))?;
+                let elem = ValueType::from_id(tag)
+                    .ok_or_else(|| self.err(format!("unknown array element type {tag}")))?;
                 let n = self.u64()?;
                 // Every element takes at least one byte, which bounds the allocation by the file size.
                 if n > (self.buf.len() - self.pos) as u64 {
-                    return Err(self.err(format!("array of {n} items cannot fit in the rest of the file")));
+                    return Err(self.err(format!(
+                        "array of {n} items cannot fit in the rest of the file"
+                    )));
                 }
-                let items = (0..n).map(|_| self.value(elem, depth + 1)).collect::<Result<Vec<_>>>()?;
+                let items = (0..n)
+                    .map(|_| self.value(elem, depth + 1))
+                    .collect::<Result<Vec<_>>>()?;
                 Value::Array(elem, items)
             }
         })
@@ -211,11 +261,22 @@ mod tests {
         let mut md = Metadata::new();
         md.set("general.architecture", Value::String("llama".into()));
         md.set("x.list", Value::i32s([1, -2, 3]));
-        md.set("x.nested", Value::Array(ValueType::Array, vec![Value::strings(["a", "b"])]));
+        md.set(
+            "x.nested",
+            Value::Array(ValueType::Array, vec![Value::strings(["a", "b"])]),
+        );
         md.set("x.f64", Value::F64(0.5));
         let tensors = vec![
-            TensorInfo { name: "a".into(), dims: vec![3], ggml_type: GgmlType::F32 },
-            TensorInfo { name: "b".into(), dims: vec![32, 2], ggml_type: GgmlType::Q8_0 },
+            TensorInfo {
+                name: "a".into(),
+                dims: vec![3],
+                ggml_type: GgmlType::F32,
+            },
+            TensorInfo {
+                name: "b".into(),
+                dims: vec![32, 2],
+                ggml_type: GgmlType::Q8_0,
+            },
         ];
         let mut w = GgufWriter::create(&path, &md, &tensors).unwrap();
         w.write(&[1u8; 12]).unwrap();
@@ -249,7 +310,9 @@ mod tests {
         for cut in 0..bytes.len() {
             let p = dir.path().join("cut.gguf");
             std::fs::write(&p, &bytes[..cut]).unwrap();
-            let err = GgufFile::open(&p).err().unwrap_or_else(|| panic!("cut at {cut} opened"));
+            let err = GgufFile::open(&p)
+                .err()
+                .unwrap_or_else(|| panic!("cut at {cut} opened"));
             assert!(err.to_string().contains("cut.gguf"), "{err}");
         }
     }
@@ -258,7 +321,11 @@ mod tests {
     fn unfinished_writer_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.gguf");
-        let tensors = vec![TensorInfo { name: "a".into(), dims: vec![4], ggml_type: GgmlType::F32 }];
+        let tensors = vec![TensorInfo {
+            name: "a".into(),
+            dims: vec![4],
+            ggml_type: GgmlType::F32,
+        }];
         let mut w = GgufWriter::create(&path, &Metadata::new(), &tensors).unwrap();
         w.write(&[0u8; 8]).unwrap();
         drop(w);

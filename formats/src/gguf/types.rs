@@ -5,9 +5,41 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types, missing_docs)]
 pub enum GgmlType {
-    F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K,
-    IQ2_XXS, IQ2_XS, IQ3_XXS, IQ1_S, IQ4_NL, IQ3_S, IQ2_S, IQ4_XS, I8, I16, I32, I64, F64, IQ1_M,
-    BF16, TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0, Q2_0,
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q8_1,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    Q8_K,
+    IQ2_XXS,
+    IQ2_XS,
+    IQ3_XXS,
+    IQ1_S,
+    IQ4_NL,
+    IQ3_S,
+    IQ2_S,
+    IQ4_XS,
+    I8,
+    I16,
+    I32,
+    I64,
+    F64,
+    IQ1_M,
+    BF16,
+    TQ1_0,
+    TQ2_0,
+    MXFP4,
+    NVFP4,
+    Q1_0,
+    Q2_0,
 }
 
 const QK_K: usize = 256;
@@ -35,7 +67,13 @@ const TABLE: &[(GgmlType, u32, &str, usize, usize)] = {
         (IQ3_XXS, 18, "IQ3_XXS", QK_K, 2 + QK_K / 4 + QK_K / 8),
         (IQ1_S, 19, "IQ1_S", QK_K, 2 + QK_K / 8 + QK_K / 16),
         (IQ4_NL, 20, "IQ4_NL", 32, 2 + 16),
-        (IQ3_S, 21, "IQ3_S", QK_K, 2 + QK_K / 4 + QK_K / 8 + QK_K / 32 + 4),
+        (
+            IQ3_S,
+            21,
+            "IQ3_S",
+            QK_K,
+            2 + QK_K / 4 + QK_K / 8 + QK_K / 32 + 4,
+        ),
         (IQ2_S, 22, "IQ2_S", QK_K, 2 + QK_K / 4 + QK_K / 16),
         (IQ4_XS, 23, "IQ4_XS", QK_K, 2 + 2 + QK_K / 2 + QK_K / 64),
         (I8, 24, "I8", 1, 1),
@@ -56,7 +94,10 @@ const TABLE: &[(GgmlType, u32, &str, usize, usize)] = {
 
 impl GgmlType {
     fn row(self) -> &'static (GgmlType, u32, &'static str, usize, usize) {
-        TABLE.iter().find(|r| r.0 == self).expect("every GgmlType has a table row")
+        TABLE
+            .iter()
+            .find(|r| r.0 == self)
+            .expect("every GgmlType has a table row")
     }
 
     /// Every type, in id order.
@@ -81,7 +122,10 @@ impl GgmlType {
 
     /// The type with ggml's name `name` (case-insensitive).
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        TABLE.iter().find(|r| r.2.eq_ignore_ascii_case(name)).map(|r| r.0)
+        TABLE
+            .iter()
+            .find(|r| r.2.eq_ignore_ascii_case(name))
+            .map(|r| r.0)
     }
 
     /// Elements per block: 1 for plain numbers, 32/64/128/256 for block quants.
@@ -98,7 +142,9 @@ impl GgmlType {
     /// blocks.
     pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        (n_elements % bs == 0).then(|| n_elements / bs * self.block_bytes() as u64)
+        n_elements
+            .is_multiple_of(bs)
+            .then(|| n_elements / bs * self.block_bytes() as u64)
     }
 }
 

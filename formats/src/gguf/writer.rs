@@ -31,7 +31,7 @@ impl TensorInfo {
     /// Encoded size in bytes, or `None` when the row length is not a whole number of blocks.
     pub fn n_bytes(&self) -> Option<u64> {
         let row = *self.dims.first().unwrap_or(&1);
-        if row % self.ggml_type.block_size() as u64 != 0 {
+        if !row.is_multiple_of(self.ggml_type.block_size() as u64) {
             return None;
         }
         self.ggml_type.bytes_for(self.n_elements())
@@ -63,10 +63,16 @@ impl GgufWriter {
         let mut sizes = Vec::with_capacity(tensors.len());
         for t in tensors {
             let n = t.n_bytes().ok_or_else(|| {
-                FormatError::new(path, format!(
-                    "tensor {}: row length {} is not a multiple of {}'s block size {}",
-                    t.name, t.dims.first().copied().unwrap_or(0), t.ggml_type, t.ggml_type.block_size()
-                ))
+                FormatError::new(
+                    path,
+                    format!(
+                        "tensor {}: row length {} is not a multiple of {}'s block size {}",
+                        t.name,
+                        t.dims.first().copied().unwrap_or(0),
+                        t.ggml_type,
+                        t.ggml_type.block_size()
+                    ),
+                )
             })?;
             sizes.push((t.name.clone(), n));
         }
@@ -113,11 +119,17 @@ impl GgufWriter {
     pub fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
         while !bytes.is_empty() {
             let Some((name, size)) = self.sizes.get(self.current).cloned() else {
-                return Err(FormatError::new(&self.final_path, "more tensor data than the tensor infos announce"));
+                return Err(FormatError::new(
+                    &self.final_path,
+                    "more tensor data than the tensor infos announce",
+                ));
             };
             let take = (size - self.written).min(bytes.len() as u64) as usize;
             if take == 0 {
-                return Err(FormatError::new(&self.final_path, format!("tensor {name}: empty tensor cannot take data")));
+                return Err(FormatError::new(
+                    &self.final_path,
+                    format!("tensor {name}: empty tensor cannot take data"),
+                ));
             }
             self.put(&bytes[..take])?;
             self.written += take as u64;
@@ -137,11 +149,20 @@ impl GgufWriter {
     /// Checks that every tensor was written, flushes, syncs and renames the file into place.
     pub fn finish(mut self) -> Result<()> {
         if let Some((name, _)) = self.sizes.get(self.current) {
-            return Err(FormatError::new(&self.final_path, format!("tensor {name} was not written completely")));
+            return Err(FormatError::new(
+                &self.final_path,
+                format!("tensor {name} was not written completely"),
+            ));
         }
-        self.out.flush().map_err(|e| FormatError::io(&self.tmp_path, e))?;
-        self.out.get_ref().sync_all().map_err(|e| FormatError::io(&self.tmp_path, e))?;
-        std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| FormatError::io(&self.final_path, e))?;
+        self.out
+            .flush()
+            .map_err(|e| FormatError::io(&self.tmp_path, e))?;
+        self.out
+            .get_ref()
+            .sync_all()
+            .map_err(|e| FormatError::io(&self.tmp_path, e))?;
+        std::fs::rename(&self.tmp_path, &self.final_path)
+            .map_err(|e| FormatError::io(&self.final_path, e))?;
         self.finished = true;
         Ok(())
     }
@@ -163,7 +184,9 @@ impl GgufWriter {
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).map_err(|e| FormatError::io(&self.tmp_path, e))?;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| FormatError::io(&self.tmp_path, e))?;
         self.position += bytes.len() as u64;
         Ok(())
     }
@@ -180,6 +203,9 @@ impl Drop for GgufWriter {
 /// A hidden temporary name in the same folder as `path`, so the final rename stays on one
 /// filesystem and is atomic.
 pub fn temp_path_for(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     path.with_file_name(format!(".{name}.smelt-tmp-{}", std::process::id()))
 }

@@ -26,7 +26,10 @@ impl Arch {
             "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
             other => Err(FormatError::new(
                 config.path(),
-                format!("unsupported architecture {other} (supported: {})", SUPPORTED.join(", ")),
+                format!(
+                    "unsupported architecture {other} (supported: {})",
+                    SUPPORTED.join(", ")
+                ),
             )),
         }
     }
@@ -67,30 +70,74 @@ pub struct Dims {
 impl Dims {
     /// Reads the hyper-parameters the tensor mapping needs; missing keys are errors.
     pub fn from_config(config: &Config) -> Result<Dims> {
-        let n_layer = config.require_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?;
+        let n_layer =
+            config.require_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?;
         let n_head = config.require_u64(&["n_heads", "num_attention_heads"])?;
         let n_head_kv = config.require_u64(&["n_kv_heads", "num_key_value_heads"])?;
         config.require_u64(&["hidden_size", "n_embd", "dim"])?;
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
             return Err(FormatError::new(config.path(), format!("num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")));
         }
-        Ok(Dims { n_layer, n_head, n_head_kv })
+        Ok(Dims {
+            n_layer,
+            n_head,
+            n_head_kv,
+        })
     }
 }
 
 /// Writes the `{arch}.*` hyper-parameter keys and `general.file_type`, in the converter's order.
-pub fn add_parameters(arch: Arch, config: &Config, dims: &Dims, file_type: u32, md: &mut Metadata) -> Result<()> {
+pub fn add_parameters(
+    arch: Arch,
+    config: &Config,
+    dims: &Dims,
+    file_type: u32,
+    md: &mut Metadata,
+) -> Result<()> {
     let a = arch.gguf_name();
     let u32_of = |v: u64, key: &str| {
-        u32::try_from(v).map_err(|_| FormatError::new(config.path(), format!("{key} = {v} does not fit in 32 bits")))
+        u32::try_from(v).map_err(|_| {
+            FormatError::new(
+                config.path(),
+                format!("{key} = {v} does not fit in 32 bits"),
+            )
+        })
     };
-    md.set(format!("{a}.block_count"), Value::U32(u32_of(dims.n_layer, "num_hidden_layers")?));
+    md.set(
+        format!("{a}.block_count"),
+        Value::U32(u32_of(dims.n_layer, "num_hidden_layers")?),
+    );
     let optional: [(&str, &[&str]); 5] = [
-        ("context_length", &["max_position_embeddings", "n_ctx", "n_positions", "max_length", "max_sequence_length", "model_max_length"]),
+        (
+            "context_length",
+            &[
+                "max_position_embeddings",
+                "n_ctx",
+                "n_positions",
+                "max_length",
+                "max_sequence_length",
+                "model_max_length",
+            ],
+        ),
         ("embedding_length", &["hidden_size", "n_embd", "dim"]),
-        ("feed_forward_length", &["prefix_dense_intermediate_size", "dense_intermediate_size", "intermediate_size", "n_inner", "hidden_dim"]),
-        ("attention.head_count", &["num_attention_heads", "n_head", "n_heads"]),
-        ("attention.head_count_kv", &["num_key_value_heads", "n_kv_heads"]),
+        (
+            "feed_forward_length",
+            &[
+                "prefix_dense_intermediate_size",
+                "dense_intermediate_size",
+                "intermediate_size",
+                "n_inner",
+                "hidden_dim",
+            ],
+        ),
+        (
+            "attention.head_count",
+            &["num_attention_heads", "n_head", "n_heads"],
+        ),
+        (
+            "attention.head_count_kv",
+            &["num_key_value_heads", "n_kv_heads"],
+        ),
     ];
     for (suffix, keys) in optional {
         if let Some(v) = config.find_u64(keys) {
@@ -100,18 +147,36 @@ pub fn add_parameters(arch: Arch, config: &Config, dims: &Dims, file_type: u32, 
     if config.json.get("is_causal") == Some(&serde_json::Value::Bool(false)) {
         md.set(format!("{a}.attention.causal"), Value::Bool(false));
     }
-    if config.find(&["num_local_experts", "num_experts", "n_routed_experts"]).is_some_and(|v| !v.is_null()) {
-        return Err(FormatError::new(config.path(), "mixture-of-experts checkpoints are not supported"));
+    if config
+        .find(&["num_local_experts", "num_experts", "n_routed_experts"])
+        .is_some_and(|v| !v.is_null())
+    {
+        return Err(FormatError::new(
+            config.path(),
+            "mixture-of-experts checkpoints are not supported",
+        ));
     }
 
     let rope = RopeParams::from_config(config);
     match rope.rope_type.as_deref() {
         Some("linear") if rope.factor.is_some() => {
-            md.set(format!("{a}.rope.scaling.type"), Value::String("linear".into()));
-            md.set(format!("{a}.rope.scaling.factor"), Value::F32(rope.factor.unwrap() as f32));
+            md.set(
+                format!("{a}.rope.scaling.type"),
+                Value::String("linear".into()),
+            );
+            md.set(
+                format!("{a}.rope.scaling.factor"),
+                Value::F32(rope.factor.unwrap() as f32),
+            );
         }
         Some("yarn") | Some("su") | Some("longrope") | Some("llama3") => {
-            return Err(FormatError::new(config.path(), format!("rope scaling type {:?} is not supported yet", rope.rope_type.unwrap())));
+            return Err(FormatError::new(
+                config.path(),
+                format!(
+                    "rope scaling type {:?} is not supported yet",
+                    rope.rope_type.unwrap()
+                ),
+            ));
         }
         _ => {}
     }
@@ -119,26 +184,47 @@ pub fn add_parameters(arch: Arch, config: &Config, dims: &Dims, file_type: u32, 
         md.set(format!("{a}.rope.freq_base"), Value::F32(theta as f32));
     }
     if let Some(eps) = config.find_f64(&["rms_norm_eps", "norm_eps"]) {
-        md.set(format!("{a}.attention.layer_norm_rms_epsilon"), Value::F32(eps as f32));
+        md.set(
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(eps as f32),
+        );
     }
     if let Some(eps) = config.find_f64(&["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"]) {
-        md.set(format!("{a}.attention.layer_norm_epsilon"), Value::F32(eps as f32));
+        md.set(
+            format!("{a}.attention.layer_norm_epsilon"),
+            Value::F32(eps as f32),
+        );
     }
-    let head_dim = config.json.get("head_dim").and_then(serde_json::Value::as_u64);
+    let head_dim = config
+        .json
+        .get("head_dim")
+        .and_then(serde_json::Value::as_u64);
     if let Some(hd) = head_dim {
-        md.set(format!("{a}.attention.key_length"), Value::U32(u32_of(hd, "head_dim")?));
-        md.set(format!("{a}.attention.value_length"), Value::U32(u32_of(hd, "head_dim")?));
+        md.set(
+            format!("{a}.attention.key_length"),
+            Value::U32(u32_of(hd, "head_dim")?),
+        );
+        md.set(
+            format!("{a}.attention.value_length"),
+            Value::U32(u32_of(hd, "head_dim")?),
+        );
     }
     md.set("general.file_type", Value::U32(file_type));
 
     if arch == Arch::Llama {
         let vocab = config.require_u64(&["vocab_size"])?;
-        md.set(format!("{a}.vocab_size"), Value::U32(u32_of(vocab, "vocab_size")?));
+        md.set(
+            format!("{a}.vocab_size"),
+            Value::U32(u32_of(vocab, "vocab_size")?),
+        );
         let rope_dim = match head_dim {
             Some(hd) => hd,
             None => config.require_u64(&["hidden_size"])? / dims.n_head,
         };
-        md.set(format!("{a}.rope.dimension_count"), Value::U32(u32_of(rope_dim, "head_dim")?));
+        md.set(
+            format!("{a}.rope.dimension_count"),
+            Value::U32(u32_of(rope_dim, "head_dim")?),
+        );
     }
     Ok(())
 }
@@ -159,19 +245,39 @@ impl RopeParams {
             .find_map(|k| config.json.get(*k).filter(|v| !v.is_null()))
             .and_then(serde_json::Value::as_object)
             .unwrap_or(&empty);
-        let params = params.get("full_attention").and_then(serde_json::Value::as_object).unwrap_or(params);
-        let rope_type = params.get("rope_type").or_else(|| params.get("type")).and_then(|v| v.as_str()).map(str::to_string);
+        let params = params
+            .get("full_attention")
+            .and_then(serde_json::Value::as_object)
+            .unwrap_or(params);
+        let rope_type = params
+            .get("rope_type")
+            .or_else(|| params.get("type"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
         let theta = match params.get("rope_theta") {
             Some(v) => v.as_f64(),
-            None => config.find_f64(&["global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta", "rotary_emb_base"]),
+            None => config.find_f64(&[
+                "global_rope_theta",
+                "rope_global_theta",
+                "rope_theta_global",
+                "rope_theta",
+                "rotary_emb_base",
+            ]),
         };
-        RopeParams { rope_type, factor: params.get("factor").and_then(serde_json::Value::as_f64), theta }
+        RopeParams {
+            rope_type,
+            factor: params.get("factor").and_then(serde_json::Value::as_f64),
+            theta,
+        }
     }
 }
 
 /// Maps a Hugging Face tensor name to its GGUF name (`None` for tensors the converter drops).
 pub fn gguf_tensor_name(hf: &str, n_layer: u64) -> std::result::Result<Option<String>, String> {
-    if hf.ends_with(".attention.masked_bias") || hf.ends_with(".attention.bias") || hf.ends_with(".rotary_emb.inv_freq") {
+    if hf.ends_with(".attention.masked_bias")
+        || hf.ends_with(".attention.bias")
+        || hf.ends_with(".rotary_emb.inv_freq")
+    {
         return Ok(None);
     }
     let (stem, suffix) = match hf.rsplit_once('.') {
@@ -188,11 +294,17 @@ pub fn gguf_tensor_name(hf: &str, n_layer: u64) -> std::result::Result<Option<St
     if let Some(g) = global {
         return Ok(Some(format!("{g}.{suffix}")));
     }
-    let rest = stem.strip_prefix("model.layers.").ok_or_else(|| format!("cannot map tensor {hf}"))?;
-    let (bid, part) = rest.split_once('.').ok_or_else(|| format!("cannot map tensor {hf}"))?;
+    let rest = stem
+        .strip_prefix("model.layers.")
+        .ok_or_else(|| format!("cannot map tensor {hf}"))?;
+    let (bid, part) = rest
+        .split_once('.')
+        .ok_or_else(|| format!("cannot map tensor {hf}"))?;
     let bid: u64 = bid.parse().map_err(|_| format!("cannot map tensor {hf}"))?;
     if bid >= n_layer {
-        return Err(format!("tensor {hf} belongs to block {bid} but config.json has {n_layer} layers"));
+        return Err(format!(
+            "tensor {hf} belongs to block {bid} but config.json has {n_layer} layers"
+        ));
     }
     let name = match part {
         "input_layernorm" => "attn_norm",
@@ -215,10 +327,26 @@ mod tests {
 
     #[test]
     fn names_map_like_the_converter() {
-        assert_eq!(gguf_tensor_name("model.layers.3.mlp.down_proj.weight", 5).unwrap().unwrap(), "blk.3.ffn_down.weight");
-        assert_eq!(gguf_tensor_name("model.layers.0.self_attn.q_proj.bias", 1).unwrap().unwrap(), "blk.0.attn_q.bias");
-        assert_eq!(gguf_tensor_name("lm_head.weight", 1).unwrap().unwrap(), "output.weight");
-        assert_eq!(gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq", 1).unwrap(), None);
+        assert_eq!(
+            gguf_tensor_name("model.layers.3.mlp.down_proj.weight", 5)
+                .unwrap()
+                .unwrap(),
+            "blk.3.ffn_down.weight"
+        );
+        assert_eq!(
+            gguf_tensor_name("model.layers.0.self_attn.q_proj.bias", 1)
+                .unwrap()
+                .unwrap(),
+            "blk.0.attn_q.bias"
+        );
+        assert_eq!(
+            gguf_tensor_name("lm_head.weight", 1).unwrap().unwrap(),
+            "output.weight"
+        );
+        assert_eq!(
+            gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq", 1).unwrap(),
+            None
+        );
         assert!(gguf_tensor_name("model.layers.5.mlp.up_proj.weight", 5).is_err());
         assert!(gguf_tensor_name("vision.patch.weight", 5).is_err());
     }

@@ -74,7 +74,10 @@ impl Checkpoint {
     /// Opens `dir`, reads `config.json` and maps and validates every shard.
     pub fn open(dir: &Path) -> Result<Checkpoint> {
         if !dir.is_dir() {
-            return Err(FormatError::new(dir, "not a checkpoint folder (expected a directory with config.json)"));
+            return Err(FormatError::new(
+                dir,
+                "not a checkpoint folder (expected a directory with config.json)",
+            ));
         }
         let config = Config::load(&dir.join("config.json"))?;
         let index_path = dir.join("model.safetensors.index.json");
@@ -85,7 +88,10 @@ impl Checkpoint {
             (list_parts(dir)?, None)
         };
         if part_names.is_empty() {
-            return Err(FormatError::new(dir, "no model*.safetensors files and no model.safetensors.index.json"));
+            return Err(FormatError::new(
+                dir,
+                "no model*.safetensors files and no model.safetensors.index.json",
+            ));
         }
 
         let mut shards = Vec::new();
@@ -93,7 +99,10 @@ impl Checkpoint {
         for part in &part_names {
             let path = dir.join(part);
             if !path.is_file() {
-                return Err(FormatError::new(&path, "shard listed in model.safetensors.index.json is missing"));
+                return Err(FormatError::new(
+                    &path,
+                    "shard listed in model.safetensors.index.json is missing",
+                ));
             }
             let file = File::open(&path).map_err(|e| FormatError::io(&path, e))?;
             // SAFETY: read-only map of a file smelt does not modify.
@@ -108,13 +117,24 @@ impl Checkpoint {
             let found: BTreeSet<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
             let listed: BTreeSet<&str> = index_names.iter().map(String::as_str).collect();
             if let Some(missing) = listed.difference(&found).next() {
-                return Err(FormatError::new(&index_path, format!("tensor {missing} is listed but in no shard")));
+                return Err(FormatError::new(
+                    &index_path,
+                    format!("tensor {missing} is listed but in no shard"),
+                ));
             }
             if let Some(extra) = found.difference(&listed).next() {
-                return Err(FormatError::new(&index_path, format!("tensor {extra} is in a shard but not listed")));
+                return Err(FormatError::new(
+                    &index_path,
+                    format!("tensor {extra} is in a shard but not listed"),
+                ));
             }
         }
-        Ok(Checkpoint { dir: dir.to_path_buf(), config, shards, tensors })
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            config,
+            shards,
+            tensors,
+        })
     }
 
     /// The checkpoint folder.
@@ -142,7 +162,9 @@ impl Checkpoint {
         if end > start {
             // SAFETY: the map is a private read-only file mapping; dropping its pages only means
             // they are read from the file again if touched.
-            let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
         }
     }
 
@@ -159,15 +181,26 @@ impl Checkpoint {
 
 fn parse_shard(path: &Path, map: &Mmap, shard: usize) -> Result<Vec<CheckpointTensor>> {
     if map.len() < 8 {
-        return Err(FormatError::new(path, format!("truncated safetensors file ({} bytes, header length needs 8)", map.len())));
+        return Err(FormatError::new(
+            path,
+            format!(
+                "truncated safetensors file ({} bytes, header length needs 8)",
+                map.len()
+            ),
+        ));
     }
     let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
     if header_len > map.len() as u64 - 8 {
-        return Err(FormatError::new(path, format!(
-            "truncated safetensors file: header claims {header_len} bytes but the file has {}", map.len()
-        )));
+        return Err(FormatError::new(
+            path,
+            format!(
+                "truncated safetensors file: header claims {header_len} bytes but the file has {}",
+                map.len()
+            ),
+        ));
     }
-    let st = SafeTensors::deserialize(map).map_err(|e| FormatError::new(path, format!("invalid safetensors: {e}")))?;
+    let st = SafeTensors::deserialize(map)
+        .map_err(|e| FormatError::new(path, format!("invalid safetensors: {e}")))?;
     let data_start = 8 + header_len as usize;
     let base = map.as_ptr() as usize;
     let mut out = Vec::new();
@@ -177,7 +210,12 @@ fn parse_shard(path: &Path, map: &Mmap, shard: usize) -> Result<Vec<CheckpointTe
             Dtype::F16 => FloatType::F16,
             Dtype::BF16 => FloatType::BF16,
             other => {
-                return Err(FormatError::new(path, format!("tensor {name} has unsupported dtype {other:?} (F32, F16 or BF16 only)")))
+                return Err(FormatError::new(
+                    path,
+                    format!(
+                        "tensor {name} has unsupported dtype {other:?} (F32, F16 or BF16 only)"
+                    ),
+                ))
             }
         };
         let start = view.data().as_ptr() as usize - base;
@@ -196,7 +234,8 @@ fn parse_shard(path: &Path, map: &Mmap, shard: usize) -> Result<Vec<CheckpointTe
 
 fn read_index(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| FormatError::new(path, format!("invalid JSON: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| FormatError::new(path, format!("invalid JSON: {e}")))?;
     let map = json
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -204,9 +243,14 @@ fn read_index(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let mut parts = BTreeSet::new();
     let mut names = Vec::new();
     for (name, file) in map {
-        let file = file.as_str().ok_or_else(|| FormatError::new(path, format!("weight_map entry {name} is not a file name")))?;
+        let file = file.as_str().ok_or_else(|| {
+            FormatError::new(path, format!("weight_map entry {name} is not a file name"))
+        })?;
         if file.contains('/') || file.contains("..") {
-            return Err(FormatError::new(path, format!("weight_map entry {name} points outside the folder: {file}")));
+            return Err(FormatError::new(
+                path,
+                format!("weight_map entry {name} points outside the folder: {file}"),
+            ));
         }
         parts.insert(file.to_string());
         names.push(name.clone());
@@ -218,7 +262,11 @@ fn read_index(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
 fn list_parts(dir: &Path) -> Result<Vec<String>> {
     let mut parts = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| FormatError::io(dir, e))? {
-        let name = entry.map_err(|e| FormatError::io(dir, e))?.file_name().to_string_lossy().into_owned();
+        let name = entry
+            .map_err(|e| FormatError::io(dir, e))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if name.starts_with("model") && name.ends_with(".safetensors") {
             parts.push(name);
         }

@@ -19,7 +19,8 @@ impl Config {
     /// Reads `path`.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| FormatError::new(path, format!("invalid JSON: {e}")))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| FormatError::new(path, format!("invalid JSON: {e}")))?;
         let Value::Object(mut json) = value else {
             return Err(FormatError::new(path, "not a JSON object"));
         };
@@ -27,7 +28,10 @@ impl Config {
             json.extend(text_config);
         }
         apply_transformers_defaults(&mut json);
-        Ok(Config { path: path.to_path_buf(), json })
+        Ok(Config {
+            path: path.to_path_buf(),
+            json,
+        })
     }
 
     /// The file this came from.
@@ -48,7 +52,13 @@ impl Config {
     /// Like [`Config::find_u64`] but required: a clear error names the file and the keys.
     pub fn require_u64(&self, keys: &[&str]) -> Result<u64> {
         self.find_u64(keys).ok_or_else(|| {
-            FormatError::new(&self.path, format!("missing required key {} (a non-negative integer)", keys.join(" / ")))
+            FormatError::new(
+                &self.path,
+                format!(
+                    "missing required key {} (a non-negative integer)",
+                    keys.join(" / ")
+                ),
+            )
         })
     }
 
@@ -72,7 +82,11 @@ impl Config {
 /// GGUF metadata. The model's shape keys (`hidden_size`, `num_hidden_layers`,
 /// `num_attention_heads`) are left required: a checkpoint without them is refused, not guessed.
 fn apply_transformers_defaults(json: &mut Map<String, Value>) {
-    let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or_default().to_string();
+    let model_type = json
+        .get("model_type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let defaults: &[(&str, Value)] = &match model_type.as_str() {
         "llama" => [
             ("max_position_embeddings", Value::from(2048)),
@@ -112,7 +126,10 @@ fn apply_transformers_defaults(json: &mut Map<String, Value>) {
     }
     // LlamaConfig derives head_dim when it is missing or null; MistralConfig keeps it null.
     if model_type == "llama" && json.get("head_dim").is_none_or(Value::is_null) {
-        let hd = json.get("hidden_size").and_then(Value::as_u64).zip(json.get("num_attention_heads").and_then(Value::as_u64));
+        let hd = json
+            .get("hidden_size")
+            .and_then(Value::as_u64)
+            .zip(json.get("num_attention_heads").and_then(Value::as_u64));
         if let Some((h, n)) = hd.filter(|(_, n)| *n > 0) {
             json.insert("head_dim".into(), Value::from(h / n));
         }

@@ -89,29 +89,56 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
         };
         if let Some(h) = rope_heads {
             if t.shape.is_empty() || t.shape[0] % (2 * h) != 0 {
-                return Err(FormatError::new(ckpt.shard_path(t), format!(
-                    "tensor {} has {} rows, not a multiple of 2 × {h} heads", t.name, t.shape.first().copied().unwrap_or(0)
-                )));
+                return Err(FormatError::new(
+                    ckpt.shard_path(t),
+                    format!(
+                        "tensor {} has {} rows, not a multiple of 2 × {h} heads",
+                        t.name,
+                        t.shape.first().copied().unwrap_or(0)
+                    ),
+                ));
             }
         }
-        let keep_f32 = t.shape.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight");
+        let keep_f32 =
+            t.shape.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight");
         let dims: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
-        tensors.push(PlannedTensor { name, dims: if dims.is_empty() { vec![1] } else { dims }, source, rope_heads, keep_f32 });
+        tensors.push(PlannedTensor {
+            name,
+            dims: if dims.is_empty() { vec![1] } else { dims },
+            source,
+            rope_heads,
+            keep_f32,
+        });
     }
     if !tensors.iter().any(|t| t.name == "token_embd.weight") {
-        return Err(FormatError::new(ckpt.dir(), "no model.embed_tokens.weight tensor"));
+        return Err(FormatError::new(
+            ckpt.dir(),
+            "no model.embed_tokens.weight tensor",
+        ));
     }
 
     let mut md = Metadata::new();
-    md.set("general.architecture", Value::String(arch.gguf_name().into()));
+    md.set(
+        "general.architecture",
+        Value::String(arch.gguf_name().into()),
+    );
     md.set("general.type", Value::String("model".into()));
     let total: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
-    let dir_name = ckpt.dir().canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_default();
+    let dir_name = ckpt
+        .dir()
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
     naming::add_naming(&mut md, &dir_name, total);
     arch::add_parameters(arch, config, &dims, file_type, &mut md)?;
     md.set("general.quantization_version", Value::U32(2));
     vocab::add_vocab(arch.vocab_style(), ckpt.dir(), config, &mut md)?;
-    Ok(ConversionPlan { arch, metadata: md, tensors })
+    Ok(ConversionPlan {
+        arch,
+        metadata: md,
+        tensors,
+    })
 }
 
 #[cfg(test)]
@@ -121,7 +148,13 @@ mod tests {
     #[test]
     fn rope_permutation_matches_the_converter() {
         // permute(w, n_head) = w.reshape(n_head, 2, rows/n_head/2, ...).swapaxes(1, 2)
-        let t = PlannedTensor { name: "q".into(), dims: vec![1, 8], source: 0, rope_heads: Some(2), keep_f32: false };
+        let t = PlannedTensor {
+            name: "q".into(),
+            dims: vec![1, 8],
+            source: 0,
+            rope_heads: Some(2),
+            keep_f32: false,
+        };
         let order: Vec<usize> = (0..8).map(|r| t.source_row(r)).collect();
         assert_eq!(order, [0, 2, 1, 3, 4, 6, 5, 7]);
     }

@@ -9,7 +9,11 @@ use crate::gguf::{Metadata, Value};
 pub fn add_naming(md: &mut Metadata, dir_name: &str, total_params: u64) {
     let parts = ModelId::parse(dir_name, total_params);
     md.set("general.name", Value::String(id_to_title(dir_name)));
-    for (key, value) in [("general.version", &parts.version), ("general.finetune", &parts.finetune), ("general.basename", &parts.basename)] {
+    for (key, value) in [
+        ("general.version", &parts.version),
+        ("general.finetune", &parts.finetune),
+        ("general.basename", &parts.basename),
+    ] {
         if let Some(v) = value {
             md.set(key, Value::String(v.clone()));
         }
@@ -30,7 +34,9 @@ pub fn size_label(n: u64) -> String {
     } else {
         (n * 1e-3, "K")
     };
-    let digits = format!("{}", scaled.round_ties_even() as u64).trim_start_matches('0').len();
+    let digits = format!("{}", scaled.round_ties_even() as u64)
+        .trim_start_matches('0')
+        .len();
     let fix = 2usize.saturating_sub(digits);
     format!("{scaled:.fix$}{suffix}")
 }
@@ -44,7 +50,9 @@ fn id_to_title(id: &str) -> String {
             let is_lower = w.chars().any(char::is_alphabetic) && !w.chars().any(char::is_uppercase);
             if is_lower && !is_version_or_number(w) {
                 let mut c = w.chars();
-                c.next().map(|f| f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase()).unwrap_or_default()
+                c.next()
+                    .map(|f| f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase())
+                    .unwrap_or_default()
             } else {
                 w.to_string()
             }
@@ -58,7 +66,9 @@ fn is_version_or_number(w: &str) -> bool {
 }
 
 fn is_dotted_number(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    !s.is_empty()
+        && s.split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[derive(Default)]
@@ -83,7 +93,11 @@ impl ModelId {
         if id.contains(' ') {
             return ModelId::default();
         }
-        let mut parts: Vec<String> = id.split('-').filter(|p| !p.is_empty()).map(str::to_string).collect();
+        let mut parts: Vec<String> = id
+            .split('-')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
         let mut kinds = vec![Kind::None; parts.len()];
         for (i, part) in parts.iter_mut().enumerate() {
             let lower = part.to_ascii_lowercase();
@@ -98,7 +112,10 @@ impl ModelId {
                 }
                 if total_params > 0 {
                     if let Ok(v) = p[..p.len() - 1].parse::<f64>() {
-                        let scale = " KMBT".find(p.chars().last().unwrap()).map(|e| 1000f64.powi(e as i32)).unwrap_or(0.0);
+                        let scale = " KMBT"
+                            .find(p.chars().last().unwrap())
+                            .map(|e| 1000f64.powi(e as i32))
+                            .unwrap_or(0.0);
                         if (v * scale - total_params as f64).abs() > (7 * total_params / 8) as f64 {
                             kinds[i] = Kind::Finetune;
                             let last = p.pop().unwrap().to_ascii_lowercase();
@@ -114,7 +131,10 @@ impl ModelId {
         let mut basename = Vec::new();
         let mut at_start = true;
         for (part, kind) in parts.iter().zip(kinds.iter_mut()) {
-            if at_start && ((*kind == Kind::None && part.starts_with(char::is_alphabetic)) || *kind == Kind::Version) {
+            if at_start
+                && ((*kind == Kind::None && part.starts_with(char::is_alphabetic))
+                    || *kind == Kind::Version)
+            {
                 if *kind == Kind::None {
                     basename.push(part.clone());
                 }
@@ -126,24 +146,40 @@ impl ModelId {
             }
         }
         let join = |k: Kind| {
-            let v: Vec<&str> = parts.iter().zip(&kinds).filter(|(_, kk)| **kk == k).map(|(p, _)| p.as_str()).collect();
+            let v: Vec<&str> = parts
+                .iter()
+                .zip(&kinds)
+                .filter(|(_, kk)| **kk == k)
+                .map(|(p, _)| p.as_str())
+                .collect();
             (!v.is_empty()).then(|| v.join("-"))
         };
-        let (size_label, finetune, version) = (join(Kind::Size), join(Kind::Finetune), join(Kind::Version));
-        let basename = if size_label.is_none() && finetune.is_none() && version.is_none() || basename.is_empty() {
+        let (size_label, finetune, version) =
+            (join(Kind::Size), join(Kind::Finetune), join(Kind::Version));
+        let basename = if size_label.is_none() && finetune.is_none() && version.is_none()
+            || basename.is_empty()
+        {
             None
         } else {
             Some(basename.join("-"))
         };
-        ModelId { basename, finetune, version, size_label }
+        ModelId {
+            basename,
+            finetune,
+            version,
+            size_label,
+        }
     }
 }
 
 /// `\d+([._]\d+)?[kmbt]` (the numeric size labels gguf-py recognises), lower-cased input.
 fn is_size(p: &str) -> bool {
-    let Some(body) = p.strip_suffix(['k', 'm', 'b', 't']) else { return false };
+    let Some(body) = p.strip_suffix(['k', 'm', 'b', 't']) else {
+        return false;
+    };
     let mut halves = body.splitn(2, ['.', '_']);
-    let ok = |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
+    let ok =
+        |s: Option<&str>| s.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()));
     let first = halves.next();
     let second = halves.next();
     ok(first) && (second.is_none() || ok(second))
@@ -173,8 +209,14 @@ mod tests {
 
         let mut md = Metadata::new();
         add_naming(&mut md, "stories260K", 260_032);
-        assert_eq!(md.get("general.name").and_then(Value::as_str), Some("stories260K"));
+        assert_eq!(
+            md.get("general.name").and_then(Value::as_str),
+            Some("stories260K")
+        );
         assert!(md.get("general.basename").is_none());
-        assert_eq!(md.get("general.size_label").and_then(Value::as_str), Some("260K"));
+        assert_eq!(
+            md.get("general.size_label").and_then(Value::as_str),
+            Some("260K")
+        );
     }
 }

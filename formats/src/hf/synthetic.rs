@@ -109,14 +109,21 @@ pub fn write_synthetic(dir: &Path, spec: &SyntheticSpec) -> Result<()> {
     let mut weight_map = serde_json::Map::new();
     let mut total = 0usize;
     for (i, chunk) in tensors.chunks(per_shard).enumerate() {
-        let name = if n_shards == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{n_shards:05}.safetensors", i + 1) };
+        let name = if n_shards == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{n_shards:05}.safetensors", i + 1)
+        };
         total += write_shard(&dir.join(&name), chunk, spec)?;
         for (t, _) in chunk {
             weight_map.insert(t.clone(), Json::String(name.clone()));
         }
     }
     if n_shards > 1 {
-        write_json(&dir.join("model.safetensors.index.json"), &json!({"metadata": {"total_size": total}, "weight_map": weight_map}))?;
+        write_json(
+            &dir.join("model.safetensors.index.json"),
+            &json!({"metadata": {"total_size": total}, "weight_map": weight_map}),
+        )?;
     }
     Ok(())
 }
@@ -149,13 +156,24 @@ fn tensor_list(spec: &SyntheticSpec, vocab: usize, biases: bool) -> Vec<(String,
     list
 }
 
-fn write_shard(path: &Path, tensors: &[(String, Vec<usize>)], spec: &SyntheticSpec) -> Result<usize> {
-    let dtype = match spec.dtype { FloatType::F32 => "F32", FloatType::F16 => "F16", FloatType::BF16 => "BF16" };
+fn write_shard(
+    path: &Path,
+    tensors: &[(String, Vec<usize>)],
+    spec: &SyntheticSpec,
+) -> Result<usize> {
+    let dtype = match spec.dtype {
+        FloatType::F32 => "F32",
+        FloatType::F16 => "F16",
+        FloatType::BF16 => "BF16",
+    };
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
     for (name, shape) in tensors {
         let n = shape.iter().product::<usize>() * spec.dtype.size();
-        header.insert(name.clone(), json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}));
+        header.insert(
+            name.clone(),
+            json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}),
+        );
         offset += n;
     }
     let mut header = serde_json::to_vec(&Json::Object(header)).expect("serialisable");
@@ -163,18 +181,27 @@ fn write_shard(path: &Path, tensors: &[(String, Vec<usize>)], spec: &SyntheticSp
     let file = File::create(path).map_err(|e| FormatError::io(path, e))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let io = |e| FormatError::io(path, e);
-    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
     out.write_all(&header).map_err(io)?;
     for (name, shape) in tensors {
         let mut rng = SplitMix(spec.seed ^ fnv(name));
         let is_norm = shape.len() == 1 && !name.ends_with(".bias");
         let mut buf = Vec::with_capacity(1 << 16);
         for _ in 0..shape.iter().product::<usize>() {
-            let v = if is_norm { 1.0 + 0.1 * rng.normal() } else { 0.02 * rng.normal() };
+            let v = if is_norm {
+                1.0 + 0.1 * rng.normal()
+            } else {
+                0.02 * rng.normal()
+            };
             match spec.dtype {
                 FloatType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
-                FloatType::F16 => buf.extend_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes()),
-                FloatType::BF16 => buf.extend_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes()),
+                FloatType::F16 => {
+                    buf.extend_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes())
+                }
+                FloatType::BF16 => {
+                    buf.extend_from_slice(&half::bf16::from_f32(v).to_bits().to_le_bytes())
+                }
             }
             if buf.len() >= 1 << 16 {
                 out.write_all(&buf).map_err(io)?;
@@ -191,7 +218,11 @@ fn write_shard(path: &Path, tensors: &[(String, Vec<usize>)], spec: &SyntheticSp
 fn write_tokenizer(dir: &Path, spec: &SyntheticSpec) -> Result<u64> {
     match &spec.tokenizer {
         SyntheticTokenizer::Minimal => {
-            let mut pieces: Vec<(String, f32, u64)> = vec![("<unk>".into(), 0.0, 2), ("<s>".into(), 0.0, 3), ("</s>".into(), 0.0, 3)];
+            let mut pieces: Vec<(String, f32, u64)> = vec![
+                ("<unk>".into(), 0.0, 2),
+                ("<s>".into(), 0.0, 3),
+                ("</s>".into(), 0.0, 3),
+            ];
             pieces.extend((0..256).map(|b| (format!("<0x{b:02X}>"), 0.0, 6)));
             let letters = "abcdefghijklmnopqrstuvwxyz";
             let mut i = 0usize;
@@ -202,13 +233,22 @@ fn write_tokenizer(dir: &Path, spec: &SyntheticSpec) -> Result<u64> {
                 i += 1;
             }
             let n = pieces.len() as u64;
-            std::fs::write(dir.join("tokenizer.model"), encode_sentencepiece(&pieces)).map_err(|e| FormatError::io(dir, e))?;
-            write_json(&dir.join("tokenizer_config.json"), &json!({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true, "add_eos_token": false}))?;
+            std::fs::write(dir.join("tokenizer.model"), encode_sentencepiece(&pieces))
+                .map_err(|e| FormatError::io(dir, e))?;
+            write_json(
+                &dir.join("tokenizer_config.json"),
+                &json!({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "add_bos_token": true, "add_eos_token": false}),
+            )?;
             Ok(n)
         }
         SyntheticTokenizer::CopyFrom(src) => {
             let mut vocab = None;
-            for name in ["tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+            for name in [
+                "tokenizer.model",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+            ] {
                 let from = src.join(name);
                 if from.is_file() {
                     std::fs::copy(&from, dir.join(name)).map_err(|e| FormatError::io(&from, e))?;
@@ -223,15 +263,25 @@ fn write_tokenizer(dir: &Path, spec: &SyntheticSpec) -> Result<u64> {
             let vocab_file = GgufFile::open(gguf)?;
             let strings = |key: &str| -> Result<Vec<String>> {
                 match vocab_file.metadata.get(key) {
-                    Some(Value::Array(_, items)) => Ok(items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()),
+                    Some(Value::Array(_, items)) => Ok(items
+                        .iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()),
                     _ => Err(FormatError::new(gguf, format!("no {key}"))),
                 }
             };
             let tokens = strings("tokenizer.ggml.tokens")?;
             let merges = strings("tokenizer.ggml.merges")?;
             let eot = "<|endoftext|>";
-            let eot_id = tokens.iter().position(|t| t == eot).ok_or_else(|| FormatError::new(gguf, "no <|endoftext|> token"))?;
-            let vocab: serde_json::Map<String, Json> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect();
+            let eot_id = tokens
+                .iter()
+                .position(|t| t == eot)
+                .ok_or_else(|| FormatError::new(gguf, "no <|endoftext|> token"))?;
+            let vocab: serde_json::Map<String, Json> = tokens
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.clone(), json!(i)))
+                .collect();
             let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
             let tokenizer = json!({
                 "version": "1.0", "truncation": null, "padding": null,
@@ -241,7 +291,10 @@ fn write_tokenizer(dir: &Path, spec: &SyntheticSpec) -> Result<u64> {
                           "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": merges},
             });
             write_json(&dir.join("tokenizer.json"), &tokenizer)?;
-            write_json(&dir.join("tokenizer_config.json"), &json!({"bos_token": eot, "eos_token": eot, "unk_token": eot, "model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"}))?;
+            write_json(
+                &dir.join("tokenizer_config.json"),
+                &json!({"bos_token": eot, "eos_token": eot, "unk_token": eot, "model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"}),
+            )?;
             Ok(tokens.len() as u64)
         }
     }
@@ -279,7 +332,9 @@ fn write_json(path: &Path, value: &Json) -> Result<()> {
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// SplitMix64 with a Box–Muller normal: tiny, seedable and the same on every machine.

@@ -31,10 +31,22 @@ mod tests {
     #[test]
     fn rounding_matches_ggml() {
         assert_eq!(from_f32(1.0), 0x3f80);
-        assert_eq!(from_f32(f32::from_bits(0x3f80_8000)), 0x3f80, "tie to even (down)");
-        assert_eq!(from_f32(f32::from_bits(0x3f81_8000)), 0x3f82, "tie to even (up)");
+        assert_eq!(
+            from_f32(f32::from_bits(0x3f80_8000)),
+            0x3f80,
+            "tie to even (down)"
+        );
+        assert_eq!(
+            from_f32(f32::from_bits(0x3f81_8000)),
+            0x3f82,
+            "tie to even (up)"
+        );
         assert_eq!(from_f32(f32::from_bits(0x3f80_8001)), 0x3f81);
-        assert_eq!(from_f32(f32::from_bits(0x7f80_0001)), 0x7fc0, "NaN stays NaN");
+        assert_eq!(
+            from_f32(f32::from_bits(0x7f80_0001)),
+            0x7fc0,
+            "NaN stays NaN"
+        );
         assert_eq!(from_f32(f32::MAX), 0x7f80, "overflow rounds to inf");
     }
 }

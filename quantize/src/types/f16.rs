@@ -26,6 +26,10 @@ mod tests {
         let mut out = [0u8; 4];
         super::quantize(&[1.0 + 1.0 / 2048.0, 65520.0], &mut out);
         assert_eq!(u16::from_le_bytes([out[0], out[1]]), 0x3c00);
-        assert_eq!(u16::from_le_bytes([out[2], out[3]]), 0x7c00, "65520 rounds to +inf");
+        assert_eq!(
+            u16::from_le_bytes([out[2], out[3]]),
+            0x7c00,
+            "65520 rounds to +inf"
+        );
     }
 }

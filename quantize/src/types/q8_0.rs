@@ -10,7 +10,10 @@ pub const BLOCK_BYTES: usize = 2 + BLOCK;
 
 /// Encodes `src` (a multiple of 32 values).
 pub fn quantize(src: &[f32], dst: &mut [u8]) {
-    for (x, y) in src.chunks_exact(BLOCK).zip(dst.chunks_exact_mut(BLOCK_BYTES)) {
+    for (x, y) in src
+        .chunks_exact(BLOCK)
+        .zip(dst.chunks_exact_mut(BLOCK_BYTES))
+    {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -23,7 +26,10 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
 
 /// Decodes blocks back to f32.
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
-    for (y, x) in src.chunks_exact(BLOCK_BYTES).zip(dst.chunks_exact_mut(BLOCK)) {
+    for (y, x) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(BLOCK))
+    {
         let d = f16::from_bits(u16::from_le_bytes([y[0], y[1]])).to_f32();
         for (v, q) in x.iter_mut().zip(&y[2..]) {
             *v = *q as i8 as f32 * d;
@@ -41,12 +47,18 @@ mod tests {
         let mut y = [0u8; BLOCK_BYTES];
         quantize(&x, &mut y);
         // amax 16 → d = 16/127; x = -16 → q = -127, x = 15 → q = round(15·127/16) = 119
-        assert_eq!(f16::from_bits(u16::from_le_bytes([y[0], y[1]])), f16::from_f32(16.0 / 127.0));
+        assert_eq!(
+            f16::from_bits(u16::from_le_bytes([y[0], y[1]])),
+            f16::from_f32(16.0 / 127.0)
+        );
         assert_eq!(y[2] as i8, -127);
         assert_eq!(y[33] as i8, 119);
         let mut back = [0f32; 32];
         dequantize(&y, &mut back);
-        assert!(back.iter().zip(&x).all(|(a, b)| (a - b).abs() <= 16.0 / 127.0 / 2.0 + 1e-3));
+        assert!(back
+            .iter()
+            .zip(&x)
+            .all(|(a, b)| (a - b).abs() <= 16.0 / 127.0 / 2.0 + 1e-3));
     }
 
     #[test]

@@ -18,22 +18,41 @@ use crate::{FormatError, Result};
 /// Adds `tokenizer.ggml.*` for the byte-level BPE `tokenizer.json` in `dir`.
 pub fn add_gpt2_vocab(dir: &Path, config: &Config, md: &mut Metadata) -> Result<()> {
     let path = dir.join("tokenizer.json");
-    let tokenizer = Tokenizer::from_file(&path).map_err(|e| FormatError::new(&path, format!("cannot load tokenizer: {e}")))?;
+    let tokenizer = Tokenizer::from_file(&path)
+        .map_err(|e| FormatError::new(&path, format!("cannot load tokenizer: {e}")))?;
     let json = read_json(&path)?.unwrap_or(Json::Null);
 
     // Added tokens, with the flags the converter reads from `added_tokens_decoder`.
     let mut added: HashMap<u32, (String, bool, bool)> = HashMap::new();
-    for t in json.get("added_tokens").and_then(Json::as_array).into_iter().flatten() {
-        let (Some(id), Some(content)) = (t.get("id").and_then(Json::as_u64), t.get("content").and_then(Json::as_str)) else { continue };
+    for t in json
+        .get("added_tokens")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(id), Some(content)) = (
+            t.get("id").and_then(Json::as_u64),
+            t.get("content").and_then(Json::as_str),
+        ) else {
+            continue;
+        };
         let special = t.get("special").and_then(Json::as_bool).unwrap_or(false);
-        let normalized = t.get("normalized").and_then(Json::as_bool).unwrap_or(!special);
+        let normalized = t
+            .get("normalized")
+            .and_then(Json::as_bool)
+            .unwrap_or(!special);
         added.insert(id as u32, (content.to_string(), special, normalized));
     }
     let vocab = tokenizer.get_vocab(true);
     let max_id = vocab.values().copied().max().unwrap_or(0) as u64;
-    let vocab_size = config.find_u64(&["vocab_size"]).unwrap_or(vocab.len() as u64);
+    let vocab_size = config
+        .find_u64(&["vocab_size"])
+        .unwrap_or(vocab.len() as u64);
     if max_id >= vocab_size {
-        return Err(FormatError::new(&path, format!("token id {max_id} is not below vocab_size {vocab_size} of config.json")));
+        return Err(FormatError::new(
+            &path,
+            format!("token id {max_id} is not below vocab_size {vocab_size} of config.json"),
+        ));
     }
     let pre = pre_tokenizer_name(&tokenizer, &path)?;
 
@@ -50,8 +69,12 @@ pub fn add_gpt2_vocab(dir: &Path, config: &Config, md: &mut Metadata) -> Result<
         match added.get(&i).filter(|(content, ..)| *content == token) {
             Some((_, special, normalized)) => {
                 if !normalized {
-                    let enc = tokenizer.encode(token.as_str(), false).map_err(|e| FormatError::new(&path, e.to_string()))?;
-                    token = tokenizer.decode(enc.get_ids(), false).map_err(|e| FormatError::new(&path, e.to_string()))?;
+                    let enc = tokenizer
+                        .encode(token.as_str(), false)
+                        .map_err(|e| FormatError::new(&path, e.to_string()))?;
+                    token = tokenizer
+                        .decode(enc.get_ids(), false)
+                        .map_err(|e| FormatError::new(&path, e.to_string()))?;
                 }
                 if *special || looks_special(&token) {
                     types.push(PieceType::Control as i32);
@@ -75,9 +98,21 @@ pub fn add_gpt2_vocab(dir: &Path, config: &Config, md: &mut Metadata) -> Result<
 
 /// Names the pre-tokenizer the way llama.cpp does: sha256 of the printed token ids of a fixed text.
 fn pre_tokenizer_name(tokenizer: &Tokenizer, path: &Path) -> Result<String> {
-    let enc = tokenizer.encode(CHECK_TEXT, true).map_err(|e| FormatError::new(path, format!("cannot tokenize: {e}")))?;
-    let printed = format!("[{}]", enc.get_ids().iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
-    let hash: String = Sha256::digest(printed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let enc = tokenizer
+        .encode(CHECK_TEXT, true)
+        .map_err(|e| FormatError::new(path, format!("cannot tokenize: {e}")))?;
+    let printed = format!(
+        "[{}]",
+        enc.get_ids()
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let hash: String = Sha256::digest(printed.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     PRE_TOKENIZER_HASHES
         .iter()
         .rev()

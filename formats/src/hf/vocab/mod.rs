@@ -29,7 +29,10 @@ pub enum VocabStyle {
 pub fn add_vocab(style: VocabStyle, dir: &Path, config: &Config, md: &mut Metadata) -> Result<()> {
     if style == VocabStyle::Llama {
         if let Some(cfg) = read_json(&dir.join("tokenizer_config.json"))? {
-            if let Some(add) = cfg.get("add_prefix_space").and_then(serde_json::Value::as_bool) {
+            if let Some(add) = cfg
+                .get("add_prefix_space")
+                .and_then(serde_json::Value::as_bool)
+            {
                 md.set("tokenizer.ggml.add_space_prefix", Value::Bool(add));
             }
         }
@@ -39,7 +42,10 @@ pub fn add_vocab(style: VocabStyle, dir: &Path, config: &Config, md: &mut Metada
     } else if dir.join("tokenizer.json").is_file() {
         bpe::add_gpt2_vocab(dir, config, md)
     } else {
-        Err(FormatError::new(dir, "no tokenizer: expected tokenizer.model or tokenizer.json"))
+        Err(FormatError::new(
+            dir,
+            "no tokenizer: expected tokenizer.model or tokenizer.json",
+        ))
     }
 }
 
@@ -49,7 +55,9 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| FormatError::new(path, format!("invalid JSON: {e}")))
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| FormatError::new(path, format!("invalid JSON: {e}")))
 }
 
 /// gguf-py's `does_token_look_special`: added tokens some models forget to mark as special.

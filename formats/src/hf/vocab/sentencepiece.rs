@@ -33,7 +33,8 @@ pub struct Piece {
 /// Parses the pieces of the model at `path`.
 pub fn read_pieces(path: &Path) -> Result<Vec<Piece>> {
     let bytes = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
-    parse_pieces(&bytes).map_err(|m| FormatError::new(path, format!("invalid SentencePiece model: {m}")))
+    parse_pieces(&bytes)
+        .map_err(|m| FormatError::new(path, format!("invalid SentencePiece model: {m}")))
 }
 
 fn parse_pieces(buf: &[u8]) -> std::result::Result<Vec<Piece>, String> {
@@ -58,7 +59,10 @@ fn parse_piece(buf: &[u8]) -> std::result::Result<Piece, String> {
     let (mut text, mut score, mut kind) = (None, 0.0f32, PieceType::Normal);
     while !r.done() {
         match r.key()? {
-            (1, 2) => text = Some(String::from_utf8(r.bytes()?.to_vec()).map_err(|_| "piece is not UTF-8")?),
+            (1, 2) => {
+                text =
+                    Some(String::from_utf8(r.bytes()?.to_vec()).map_err(|_| "piece is not UTF-8")?)
+            }
             (2, 5) => score = f32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes")),
             (3, 0) => {
                 kind = match r.varint()? {
@@ -74,7 +78,11 @@ fn parse_piece(buf: &[u8]) -> std::result::Result<Piece, String> {
             (_, wire) => r.skip(wire)?,
         }
     }
-    Ok(Piece { text: text.ok_or("piece without text")?, score, kind })
+    Ok(Piece {
+        text: text.ok_or("piece without text")?,
+        score,
+        kind,
+    })
 }
 
 struct Reader<'a> {
@@ -88,7 +96,11 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or("truncated")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or("truncated")?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -150,7 +162,14 @@ mod tests {
         let pieces = parse_pieces(&buf).unwrap();
         assert_eq!(pieces.len(), 2);
         assert_eq!(pieces[0].kind, PieceType::Unknown);
-        assert_eq!(pieces[1], Piece { text: "▁a".into(), score: -1.5, kind: PieceType::Normal });
+        assert_eq!(
+            pieces[1],
+            Piece {
+                text: "▁a".into(),
+                score: -1.5,
+                kind: PieceType::Normal
+            }
+        );
     }
 
     #[test]

@@ -48,7 +48,10 @@ impl SpecialVocab {
     /// Writes the gathered keys, in gguf-py's order.
     pub fn add_to(&self, md: &mut Metadata) {
         if !self.merges.is_empty() {
-            md.set("tokenizer.ggml.merges", Value::strings(self.merges.iter().cloned()));
+            md.set(
+                "tokenizer.ggml.merges",
+                Value::strings(self.merges.iter().cloned()),
+            );
         }
         for (typ, id) in &self.ids {
             let key = match typ.as_str() {
@@ -99,7 +102,9 @@ impl SpecialVocab {
 
     fn set_special_token(&mut self, typ: &str, id: Option<&Json>) {
         // Python's isinstance(tid, int) is also true for bools; JSON bools are not ids in practice.
-        let Some(id) = id.and_then(Json::as_u64) else { return };
+        let Some(id) = id.and_then(Json::as_u64) else {
+            return;
+        };
         if self.n_vocab.is_none_or(|n| id < n) && !self.ids.iter().any(|(t, _)| t == typ) {
             self.ids.push((typ.to_string(), id));
         }
@@ -118,7 +123,12 @@ impl SpecialVocab {
                 }
             }
             Some("Sequence") => {
-                for inner in n.get("normalizers").and_then(Json::as_array).into_iter().flatten() {
+                for inner in n
+                    .get("normalizers")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     self.parse_normalizer(inner);
                 }
             }
@@ -157,19 +167,27 @@ impl SpecialVocab {
             if let Some(n) = tok.get("normalizer").filter(|n| !n.is_null()) {
                 self.parse_normalizer(n);
             }
-            added_tokens = tok.get("added_tokens").and_then(Json::as_array).cloned().unwrap_or_default();
+            added_tokens = tok
+                .get("added_tokens")
+                .and_then(Json::as_array)
+                .cloned()
+                .unwrap_or_default();
         }
         let mut config: Option<Map<String, Json>> =
             read_json(&dir.join("tokenizer_config.json"))?.and_then(|v| v.as_object().cloned());
         if let Some(tok) = &tokenizer {
             self.read_post_processor(tok, &mut config);
         }
-        let Some(config) = config.filter(|c| !c.is_empty()) else { return Ok(()) };
+        let Some(config) = config.filter(|c| !c.is_empty()) else {
+            return Ok(());
+        };
 
         let jinja = dir.join("chat_template.jinja");
         let json = dir.join("chat_template.json");
         let alt = if jinja.is_file() {
-            Some(Json::String(std::fs::read_to_string(&jinja).map_err(|e| crate::FormatError::io(&jinja, e))?))
+            Some(Json::String(
+                std::fs::read_to_string(&jinja).map_err(|e| crate::FormatError::io(&jinja, e))?,
+            ))
         } else if json.is_file() {
             read_json(&json)?.and_then(|v| v.get("chat_template").cloned())
         } else {
@@ -190,7 +208,10 @@ impl SpecialVocab {
                 },
                 _ => continue,
             };
-            let id = added_tokens.iter().find(|t| t.get("content").and_then(Json::as_str) == Some(&content)).and_then(|t| t.get("id"));
+            let id = added_tokens
+                .iter()
+                .find(|t| t.get("content").and_then(Json::as_str) == Some(&content))
+                .and_then(|t| t.get("id"));
             self.set_special_token(&typ, id);
         }
         Ok(())
@@ -199,7 +220,12 @@ impl SpecialVocab {
     /// gguf-py's "crude parsing" of the post-processor, kept faithful including its quirks (special
     /// tokens are compared as JSON values, so an AddedToken object never equals a plain string).
     fn read_post_processor(&mut self, tok: &Json, config: &mut Option<Map<String, Json>>) {
-        let get = |c: &Option<Map<String, Json>>, k: &str| c.as_ref().and_then(|c| c.get(k)).cloned().unwrap_or(Json::Null);
+        let get = |c: &Option<Map<String, Json>>, k: &str| {
+            c.as_ref()
+                .and_then(|c| c.get(k))
+                .cloned()
+                .unwrap_or(Json::Null)
+        };
         let has_config = config.as_ref().is_some_and(|c| !c.is_empty());
         let mut special_bos = get(config, "bos_token");
         let mut special_cls = get(config, "cls_token");
@@ -213,14 +239,19 @@ impl SpecialVocab {
             special_eos = special_sep.clone();
             set_cfg(config, "eos_token", &special_eos);
         }
-        let Some(pp) = tok.get("post_processor").filter(|p| truthy(p)) else { return };
+        let Some(pp) = tok.get("post_processor").filter(|p| truthy(p)) else {
+            return;
+        };
         let processors = match pp.get("processors").and_then(Json::as_array) {
             Some(list) => list.clone(),
             None => vec![pp.clone()],
         };
         // `entry.get('SpecialToken', {}).get('id')`, as a JSON value (Null when absent).
         let special_id = |v: Option<&Json>| -> Json {
-            v.and_then(|e| e.get("SpecialToken")).and_then(|s| s.get("id")).cloned().unwrap_or(Json::Null)
+            v.and_then(|e| e.get("SpecialToken"))
+                .and_then(|s| s.get("id"))
+                .cloned()
+                .unwrap_or(Json::Null)
         };
         for processor in processors {
             match processor.get("type").and_then(Json::as_str) {
@@ -233,17 +264,33 @@ impl SpecialVocab {
                     self.set_add("eos", true);
                     self.set_add("sep", true);
                     if !truthy(&special_cls) && has_config {
-                        special_cls = processor.get("cls").and_then(|c| c.get(0)).cloned().unwrap_or(special_bos.clone());
+                        special_cls = processor
+                            .get("cls")
+                            .and_then(|c| c.get(0))
+                            .cloned()
+                            .unwrap_or(special_bos.clone());
                         set_cfg(config, "cls_token", &special_cls);
                     }
                     if !truthy(&special_sep) && has_config {
-                        special_sep = processor.get("sep").and_then(|c| c.get(0)).cloned().unwrap_or(special_eos.clone());
+                        special_sep = processor
+                            .get("sep")
+                            .and_then(|c| c.get(0))
+                            .cloned()
+                            .unwrap_or(special_eos.clone());
                         set_cfg(config, "sep_token", &special_sep);
                     }
                 }
                 Some("TemplateProcessing") => {
-                    let single = processor.get("single").and_then(Json::as_array).cloned().unwrap_or_default();
-                    let pair = processor.get("pair").and_then(Json::as_array).cloned().unwrap_or_default();
+                    let single = processor
+                        .get("single")
+                        .and_then(Json::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let pair = processor
+                        .get("pair")
+                        .and_then(Json::as_array)
+                        .cloned()
+                        .unwrap_or_default();
                     let mut special_first = Json::Null;
                     let mut special_last = Json::Null;
                     if single.len() > 1 {
@@ -284,19 +331,30 @@ impl SpecialVocab {
                         }
                     }
                     if !pair.is_empty() {
-                        let start = usize::from(truthy(&special_first) && special_id(pair.first()) == special_first);
-                        let trim_end = truthy(&special_last) && special_id(pair.last()) == special_last;
+                        let start = usize::from(
+                            truthy(&special_first) && special_id(pair.first()) == special_first,
+                        );
+                        let trim_end =
+                            truthy(&special_last) && special_id(pair.last()) == special_last;
                         let end = if trim_end { pair.len() - 1 } else { pair.len() };
                         let inner: &[Json] = if start < end { &pair[start..end] } else { &[] };
                         if !inner.is_empty() {
-                            let seq_id = |v: &Json| v.get("Sequence").and_then(|s| s.get("id")).cloned().unwrap_or(Json::Null);
+                            let seq_id = |v: &Json| {
+                                v.get("Sequence")
+                                    .and_then(|s| s.get("id"))
+                                    .cloned()
+                                    .unwrap_or(Json::Null)
+                            };
                             let is_a = seq_id(&inner[0]) == "A";
                             let is_b = seq_id(&inner[inner.len() - 1]) == "B";
                             // A [sep] [eos] B
                             if is_a && is_b && inner.len() > 2 {
                                 let middle = &inner[1..inner.len() - 1];
-                                let sep_or_eos = |e: &Json| truthy(e) && (*e == special_sep || *e == special_eos);
-                                let mut add_sep = sep_or_eos(&special_id(middle.first())) && !truthy(&special_last);
+                                let sep_or_eos = |e: &Json| {
+                                    truthy(e) && (*e == special_sep || *e == special_eos)
+                                };
+                                let mut add_sep = sep_or_eos(&special_id(middle.first()))
+                                    && !truthy(&special_last);
                                 if middle.len() == 2 && sep_or_eos(&special_id(middle.get(1))) {
                                     add_sep = true;
                                 }
@@ -314,7 +372,9 @@ impl SpecialVocab {
     }
 
     fn load_config_json(&mut self, dir: &Path) -> Result<()> {
-        let Some(config) = read_json(&dir.join("config.json"))? else { return Ok(()) };
+        let Some(config) = read_json(&dir.join("config.json"))? else {
+            return Ok(());
+        };
         for typ in self.types.clone() {
             let key = format!("{typ}_token_id");
             let id = match config.get(&key) {
@@ -348,7 +408,11 @@ fn truthy(v: &Json) -> bool {
 /// `model.merges` of a tokenizer.json in gguf's "left right" string form; the newer pair form has
 /// spaces inside tokens encoded as U+0120 + 256, as gguf-py does.
 fn merges_from_tokenizer_json(tok: &Json, dir: &Path) -> Result<Vec<String>> {
-    let Some(list) = tok.get("model").and_then(|m| m.get("merges")).and_then(Json::as_array) else {
+    let Some(list) = tok
+        .get("model")
+        .and_then(|m| m.get("merges"))
+        .and_then(Json::as_array)
+    else {
         return Ok(Vec::new());
     };
     let mut out = Vec::with_capacity(list.len());
@@ -356,10 +420,29 @@ fn merges_from_tokenizer_json(tok: &Json, dir: &Path) -> Result<Vec<String>> {
         match m {
             Json::String(s) => out.push(s.clone()),
             Json::Array(pair) if pair.len() == 2 && pair.iter().all(Json::is_string) => {
-                let enc = |s: &str| s.chars().map(|c| if c == ' ' { char::from_u32(' ' as u32 + 256).unwrap() } else { c }).collect::<String>();
-                out.push(format!("{} {}", enc(pair[0].as_str().unwrap()), enc(pair[1].as_str().unwrap())));
+                let enc = |s: &str| {
+                    s.chars()
+                        .map(|c| {
+                            if c == ' ' {
+                                char::from_u32(' ' as u32 + 256).unwrap()
+                            } else {
+                                c
+                            }
+                        })
+                        .collect::<String>()
+                };
+                out.push(format!(
+                    "{} {}",
+                    enc(pair[0].as_str().unwrap()),
+                    enc(pair[1].as_str().unwrap())
+                ));
             }
-            _ => return Err(crate::FormatError::new(dir.join("tokenizer.json"), "unknown tokenizer merges format")),
+            _ => {
+                return Err(crate::FormatError::new(
+                    dir.join("tokenizer.json"),
+                    "unknown tokenizer merges format",
+                ))
+            }
         }
     }
     Ok(out)

@@ -47,8 +47,12 @@ pub fn add_sentencepiece_vocab(dir: &Path, config: &Config, md: &mut Metadata) -
     if let Some(cfg) = read_json(&dir.join("tokenizer_config.json"))? {
         if let Some(Json::Object(decoder)) = cfg.get("added_tokens_decoder") {
             for (id, data) in decoder {
-                let Some(id) = id.parse::<usize>().ok().filter(|&i| i < vocab_size) else { continue };
-                let Some(content) = data.get("content").and_then(Json::as_str) else { continue };
+                let Some(id) = id.parse::<usize>().ok().filter(|&i| i < vocab_size) else {
+                    continue;
+                };
+                let Some(content) = data.get("content").and_then(Json::as_str) else {
+                    continue;
+                };
                 let special = data.get("special").and_then(Json::as_bool).unwrap_or(false);
                 if special || looks_special(content) {
                     types[id] = CONTROL;
