@@ -122,16 +122,8 @@ fn output_is_deterministic_across_thread_counts() {
     let mut files = Vec::new();
     for threads in ["1", "2", "4"] {
         let out = tmp.path().join(format!("t{threads}.gguf"));
-        let o = common::smelt()
+        let o = common::convert_command(&model, &out, "q8_0")
             .env("RAYON_NUM_THREADS", threads)
-            .args([
-                "convert",
-                model.to_str().unwrap(),
-                "-o",
-                out.to_str().unwrap(),
-                "--outtype",
-                "q8_0",
-            ])
             .output()
             .unwrap();
         assert!(o.status.success());

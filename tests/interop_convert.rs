@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{llama_ref, ref_python, run, shared};
+use common::{convert_ok, llama_ref, ref_python, run, shared};
 
 fn synth(dir: &Path, args: &[&str]) {
     let mut all = vec!["dev", "synth", dir.to_str().unwrap()];
@@ -114,15 +114,7 @@ fn synthetic_models_match_convert_hf_to_gguf_live() {
         for t in ["f32", "f16", "bf16", "q8_0"] {
             let ours = tmp.path().join(format!("{name}-smelt-{t}.gguf"));
             let theirs = tmp.path().join(format!("{name}-ref-{t}.gguf"));
-            let o = run(&[
-                "convert",
-                dir.to_str().unwrap(),
-                "-o",
-                ours.to_str().unwrap(),
-                "--outtype",
-                t,
-            ]);
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            convert_ok(&dir, &ours, t);
             let o = Command::new(ref_python())
                 .args([
                     convert_py.to_str().unwrap(),
@@ -159,15 +151,7 @@ fn gguf_py_reads_every_converted_real_model() {
         ("tinystories-3M", "f16"),
     ] {
         let out = tmp.path().join(format!("{model}-{t}.gguf"));
-        let o = run(&[
-            "convert",
-            s.join("assets/models").join(model).to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--outtype",
-            t,
-        ]);
-        assert!(o.status.success());
+        convert_ok(&s.join("assets/models").join(model), &out, t);
         let counts = gguf_py_reads(&out);
         let n_tensors: usize = counts.split_whitespace().nth(1).unwrap().parse().unwrap();
         assert_eq!(
@@ -216,15 +200,7 @@ fn llama_cpp_generates_the_same_text_from_smelt_files() {
         ("tinystories-3M", "f16"),
     ] {
         let out = tmp.path().join(format!("{model}-{t}.gguf"));
-        let o = run(&[
-            "convert",
-            s.join("assets/models").join(model).to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--outtype",
-            t,
-        ]);
-        assert!(o.status.success());
+        convert_ok(&s.join("assets/models").join(model), &out, t);
         let ours = complete(&out);
         let theirs = complete(
             &s.join("reference")

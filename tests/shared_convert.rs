@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{run, shared};
+use common::{convert_ok, run, shared};
 use formats::gguf::GgufFile;
 
 /// Keys that only name the file; none differ today, but the comparison below allows these.
@@ -13,15 +13,7 @@ fn convert_and_compare(model: &str, outtype: &str) {
     let s = shared();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("x.gguf");
-    let o = run(&[
-        "convert",
-        s.join("assets/models").join(model).to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--outtype",
-        outtype,
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    convert_ok(&s.join("assets/models").join(model), &out, outtype);
     let reference = s
         .join("reference")
         .join(model)

@@ -77,3 +77,27 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// `smelt convert INPUT -o OUTPUT --outtype OUTTYPE`, ready to run or to add environment to.
+pub fn convert_command(input: &Path, output: &Path, outtype: &str) -> Command {
+    let mut cmd = smelt();
+    cmd.arg("convert")
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .args(["--outtype", outtype]);
+    cmd
+}
+
+/// Runs `smelt convert` and asserts that it succeeded.
+pub fn convert_ok(input: &Path, output: &Path, outtype: &str) {
+    let o = convert_command(input, output, outtype)
+        .output()
+        .expect("smelt runs");
+    assert!(
+        o.status.success(),
+        "smelt convert {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
