@@ -309,7 +309,12 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         // Trailing padding after the last tensor is not needed; any shorter file is broken.
         let f = GgufFile::open(&path).unwrap();
-        let data_end = f.tensors.iter().map(|t| t.file_offset + t.n_bytes).max().unwrap() as usize;
+        let data_end = f
+            .tensors
+            .iter()
+            .map(|t| t.file_offset + t.n_bytes)
+            .max()
+            .unwrap() as usize;
         assert!(data_end < bytes.len(), "the sample ends with padding");
         for cut in 0..data_end {
             let p = dir.path().join("cut.gguf");
