@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// Convert a Hugging Face checkpoint folder to GGUF (like llama.cpp's convert_hf_to_gguf.py).
     Convert(cmd::convert::Args),
+    /// Quantize a GGUF file or a checkpoint folder (like llama-quantize).
+    Quantize(cmd::quantize::Args),
+    /// List the tensor types and file types smelt knows.
+    Types(cmd::types::Args),
     /// Show the metadata and tensor table of a GGUF file or a checkpoint folder.
     Inspect(cmd::inspect::Args),
     /// Developer helpers: synthetic checkpoints for tests and benchmarks.
@@ -36,6 +40,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
+        Command::Quantize(args) => cmd::quantize::run(args),
+        Command::Types(args) => cmd::types::run(args),
         Command::Dev(args) => cmd::dev::run(args),
     };
     match result {

@@ -6,6 +6,9 @@
 //! dequantizer, and their tests. The scalar code defines the bytes; anything faster must match it.
 
 pub mod convert;
+pub mod imatrix;
+pub mod job;
+pub mod mixture;
 pub mod types;
 
 use formats::gguf::GgmlType;

@@ -4,3 +4,5 @@ pub mod convert;
 pub mod dev;
 pub mod inspect;
 mod progress;
+pub mod quantize;
+pub mod types;

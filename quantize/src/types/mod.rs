@@ -1,12 +1,28 @@
-//! One module per ggml type; [`quantize`] and [`dequantize`] dispatch to them.
+//! One module per ggml type family; [`quantize_rows`], [`quantize`] and [`dequantize`] dispatch to
+//! them. Every encoder reproduces ggml-quants.c at llama.cpp 0c1e57098 byte for byte, both its
+//! reference path (no importance matrix) and, where the type has one, its importance-weighted path.
 
 pub mod bf16;
 pub mod f16;
+pub mod iq4;
+mod iq_grids;
+pub mod iq_lattice;
+pub mod legacy;
+pub mod low_bit;
+pub mod q2_k;
+pub mod q3_k;
+pub mod q45_k;
+pub mod q6_k;
 pub mod q8_0;
+pub mod search;
+pub mod ternary;
 
 use formats::gguf::GgmlType;
 
 use crate::QuantError;
+
+/// Values per k-quant super-block.
+pub const QK_K: usize = 256;
 
 fn check(ty: GgmlType, n_values: usize, n_bytes: usize) -> Result<(), QuantError> {
     let block = ty.block_size();
@@ -25,35 +41,173 @@ fn check(ty: GgmlType, n_values: usize, n_bytes: usize) -> Result<(), QuantError
     Ok(())
 }
 
-/// Encodes `src` as `ty` into `dst` (exactly `ty.bytes_for(src.len())` bytes), as ggml's
-/// reference quantizer does.
-pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+/// Whether smelt can encode `ty`.
+pub fn can_quantize(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | IQ4_NL
+            | IQ4_XS
+            | TQ1_0
+            | TQ2_0
+            | Q1_0
+            | Q2_0
+    )
+}
+
+/// Whether smelt can decode `ty`.
+pub fn can_dequantize(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    can_quantize(ty)
+        || matches!(
+            ty,
+            IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M
+        )
+}
+
+/// Whether `ty`'s encoder uses importance weights when given them (llama.cpp ignores them for the
+/// others).
+pub fn uses_importance(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(
+        ty,
+        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS
+    )
+}
+
+/// Encodes one row of `src` (its length is the row length) as `ty` into `dst`, weighting the
+/// search with `imatrix` (one weight per column) where the type has a weighted path — the same
+/// bytes `ggml_quantize_chunk` writes for that row.
+pub fn quantize_row(
+    ty: GgmlType,
+    src: &[f32],
+    dst: &mut [u8],
+    imatrix: Option<&[f32]>,
+) -> Result<(), QuantError> {
     check(ty, src.len(), dst.len())?;
+    if let Some(w) = imatrix {
+        assert_eq!(w.len(), src.len(), "one importance weight per column");
+    }
+    let qw = imatrix.filter(|_| uses_importance(ty));
+    use GgmlType::*;
     match ty {
-        GgmlType::F32 => dst
+        F32 => dst
             .iter_mut()
             .zip(src.iter().flat_map(|v| v.to_le_bytes()))
             .for_each(|(d, s)| *d = s),
-        GgmlType::F16 => f16::quantize(src, dst),
-        GgmlType::BF16 => bf16::quantize(src, dst),
-        GgmlType::Q8_0 => q8_0::quantize(src, dst),
+        F16 => f16::quantize(src, dst),
+        BF16 => bf16::quantize(src, dst),
+        Q8_0 => q8_0::quantize(src, dst),
+        Q4_0 => legacy::Q4_0.quantize_row(src, dst, qw),
+        Q4_1 => legacy::Q4_1.quantize_row(src, dst, qw),
+        Q5_0 => legacy::Q5_0.quantize_row(src, dst, qw),
+        Q5_1 => legacy::Q5_1.quantize_row(src, dst, qw),
+        Q2_K => q2_k::quantize_row(src, dst, qw),
+        Q3_K => q3_k::quantize_row(src, dst, qw),
+        Q4_K => q45_k::Q4_K.quantize_row(src, dst, qw),
+        Q5_K => q45_k::Q5_K.quantize_row(src, dst, qw),
+        Q6_K => q6_k::quantize_row(src, dst, qw),
+        IQ4_NL => iq4::quantize_row_nl(src, dst, qw),
+        IQ4_XS => iq4::quantize_row_xs(src, dst, qw),
+        TQ1_0 => ternary::quantize_tq1(src, dst),
+        TQ2_0 => ternary::quantize_tq2(src, dst),
+        Q1_0 => low_bit::quantize_q1(src, dst),
+        Q2_0 => low_bit::quantize_q2(src, dst),
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())
 }
 
+/// Encodes `src` (any number of whole blocks, treated as one row) as `ty` without importance
+/// weights.
+pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    quantize_row(ty, src, dst, None)
+}
+
 /// Decodes `src` (encoded as `ty`) into `dst`.
 pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     check(ty, dst.len(), src.len())?;
+    use GgmlType::*;
     match ty {
-        GgmlType::F32 => dst
+        F32 => dst
             .iter_mut()
             .zip(src.chunks_exact(4))
             .for_each(|(d, s)| *d = f32::from_le_bytes(s.try_into().unwrap())),
-        GgmlType::F16 => f16::dequantize(src, dst),
-        GgmlType::BF16 => bf16::dequantize(src, dst),
-        GgmlType::Q8_0 => q8_0::dequantize(src, dst),
+        F16 => f16::dequantize(src, dst),
+        BF16 => bf16::dequantize(src, dst),
+        Q8_0 => q8_0::dequantize(src, dst),
+        Q4_0 => legacy::Q4_0.dequantize(src, dst),
+        Q4_1 => legacy::Q4_1.dequantize(src, dst),
+        Q5_0 => legacy::Q5_0.dequantize(src, dst),
+        Q5_1 => legacy::Q5_1.dequantize(src, dst),
+        Q2_K => q2_k::dequantize(src, dst),
+        Q3_K => q3_k::dequantize(src, dst),
+        Q4_K => q45_k::Q4_K.dequantize(src, dst),
+        Q5_K => q45_k::Q5_K.dequantize(src, dst),
+        Q6_K => q6_k::dequantize(src, dst),
+        IQ4_NL => iq4::dequantize_nl(src, dst),
+        IQ4_XS => iq4::dequantize_xs(src, dst),
+        TQ1_0 => ternary::dequantize_tq1(src, dst),
+        TQ2_0 => ternary::dequantize_tq2(src, dst),
+        Q1_0 => low_bit::dequantize_q1(src, dst),
+        Q2_0 => low_bit::dequantize_q2(src, dst),
+        IQ2_XXS => iq_lattice::dequantize_iq2_xxs(src, dst),
+        IQ2_XS => iq_lattice::dequantize_iq2_xs(src, dst),
+        IQ2_S => iq_lattice::dequantize_iq2_s(src, dst),
+        IQ3_XXS => iq_lattice::dequantize_iq3_xxs(src, dst),
+        IQ3_S => iq_lattice::dequantize_iq3_s(src, dst),
+        IQ1_S => iq_lattice::dequantize_iq1_s(src, dst),
+        IQ1_M => iq_lattice::dequantize_iq1_m(src, dst),
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_decodable_type_has_matching_block_sizes() {
+        // Decoding a zeroed buffer exercises each decoder's block walk against the type table.
+        for ty in GgmlType::all().filter(|t| can_dequantize(*t)) {
+            let n = ty.block_size() * 2 * if ty.block_size() == 1 { 256 } else { 1 };
+            let src = vec![0u8; ty.bytes_for(n as u64).unwrap() as usize];
+            let mut dst = vec![1f32; n];
+            dequantize(ty, &src, &mut dst).unwrap();
+            assert!(dst.iter().all(|v| v.is_finite()), "{ty}");
+        }
+    }
+
+    #[test]
+    fn every_encodable_type_round_trips_block_sizes() {
+        for ty in GgmlType::all().filter(|t| can_quantize(*t)) {
+            let n = 512;
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 31 % 97) as f32 - 48.0) / 100.0)
+                .collect();
+            let mut y = vec![0u8; ty.bytes_for(n as u64).unwrap() as usize];
+            quantize_row(ty, &x, &mut y, Some(&vec![1.0; n])).unwrap();
+            let mut back = vec![0f32; n];
+            dequantize(ty, &y, &mut back).unwrap();
+            let max_err = x
+                .iter()
+                .zip(&back)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(max_err < 0.5, "{ty}: max error {max_err}");
+        }
+    }
 }

@@ -1,0 +1,232 @@
+//! Importance-matrix files as `llama-imatrix` writes them and `llama-quantize --imatrix` reads
+//! them: the GGUF format (`<tensor>.in_sum2` and `<tensor>.counts` F32 tensors plus
+//! `imatrix.datasets` / `imatrix.chunk_count` / `imatrix.chunk_size`) and the legacy `.dat` format
+//! (entries of name, call count and values, then the chunk count and dataset name). Reading follows
+//! llama.cpp's `common_imatrix_load`: a file that does not parse as GGUF is read as legacy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::gguf::{GgmlType, GgufFile, Value};
+use crate::{FormatError, Result};
+
+/// One tensor's statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImatrixEntry {
+    /// Per-column sums of squared activations (GGUF: raw sums per expert; legacy: sums already
+    /// divided by the per-call token count and multiplied by the call count).
+    pub sums: Vec<f32>,
+    /// GGUF: tokens seen per expert (rounded to integers, as llama.cpp does); legacy: one entry,
+    /// the number of calls.
+    pub counts: Vec<i64>,
+}
+
+/// A parsed importance-matrix file.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ImatrixFile {
+    /// Entries by tensor name.
+    pub entries: BTreeMap<String, ImatrixEntry>,
+    /// Text files the statistics were collected on.
+    pub datasets: Vec<String>,
+    /// Number of chunks processed.
+    pub chunk_count: u32,
+    /// Tokens per chunk (0 for legacy files, which do not record it).
+    pub chunk_size: u32,
+    /// Read from the legacy `.dat` format.
+    pub legacy: bool,
+    /// A GGUF file with all three metadata keys (llama-quantize refuses GGUF files without them).
+    pub has_metadata: bool,
+}
+
+impl ImatrixFile {
+    /// Reads `path` in either format.
+    pub fn open(path: &Path) -> Result<ImatrixFile> {
+        let head = {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
+            let mut magic = [0u8; 4];
+            let n = f.read(&mut magic).map_err(|e| FormatError::io(path, e))?;
+            magic[..n].to_vec()
+        };
+        if head == b"GGUF" {
+            read_gguf(path)
+        } else {
+            let bytes = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
+            read_legacy(path, &bytes)
+        }
+    }
+}
+
+fn read_gguf(path: &Path) -> Result<ImatrixFile> {
+    let file = GgufFile::open(path)?;
+    let bad = |m: String| FormatError::new(path, m);
+    let mut out = ImatrixFile::default();
+    let datasets = file.metadata.get("imatrix.datasets");
+    if let Some(Value::Array(_, items)) = datasets {
+        out.datasets = items
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect();
+    }
+    let chunk_count = file.metadata.get("imatrix.chunk_count");
+    let chunk_size = file.metadata.get("imatrix.chunk_size");
+    out.has_metadata = datasets.is_some() && chunk_count.is_some() && chunk_size.is_some();
+    out.chunk_count = chunk_count.and_then(Value::as_u64).unwrap_or(0) as u32;
+    out.chunk_size = chunk_size.and_then(Value::as_u64).unwrap_or(0) as u32;
+
+    let mut halves: BTreeMap<String, (Option<Vec<f32>>, Option<Vec<f32>>)> = BTreeMap::new();
+    for t in &file.tensors {
+        let (name, is_sums) = if let Some(n) = t.info.name.strip_suffix(".in_sum2") {
+            (n, true)
+        } else if let Some(n) = t.info.name.strip_suffix(".counts") {
+            (n, false)
+        } else {
+            continue;
+        };
+        if t.info.ggml_type != GgmlType::F32 {
+            return Err(bad(format!("{}: sums and counts must be F32", t.info.name)));
+        }
+        let values: Vec<f32> = file
+            .data(t)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let slot = halves.entry(name.to_string()).or_default();
+        if is_sums {
+            slot.0 = Some(values);
+        } else {
+            slot.1 = Some(values);
+        }
+    }
+    if halves.is_empty() {
+        return Err(bad("no imatrix entries".into()));
+    }
+    for (name, (sums, counts)) in halves {
+        let (Some(sums), Some(counts)) = (sums, counts) else {
+            return Err(bad(format!("mismatched sums and counts for {name}")));
+        };
+        if counts.is_empty() || !sums.len().is_multiple_of(counts.len()) {
+            return Err(bad(format!(
+                "{name}: {} sums do not split into {} experts",
+                sums.len(),
+                counts.len()
+            )));
+        }
+        let counts = counts.iter().map(|c| c.round() as i64).collect();
+        out.entries.insert(name, ImatrixEntry { sums, counts });
+    }
+    Ok(out)
+}
+
+fn read_legacy(path: &Path, bytes: &[u8]) -> Result<ImatrixFile> {
+    let mut pos = 0usize;
+    let truncated = || {
+        FormatError::new(
+            path,
+            "not a GGUF file and truncated as a legacy imatrix file",
+        )
+    };
+    let i32_at = |pos: &mut usize| -> Result<i32> {
+        let b = bytes.get(*pos..*pos + 4).ok_or_else(truncated)?;
+        *pos += 4;
+        Ok(i32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let n_entries = i32_at(&mut pos)?;
+    if n_entries < 1 {
+        return Err(FormatError::new(path, "not an imatrix file (no entries)"));
+    }
+    let mut out = ImatrixFile {
+        legacy: true,
+        ..Default::default()
+    };
+    for i in 0..n_entries {
+        let len = i32_at(&mut pos)?;
+        let name_bytes = usize::try_from(len)
+            .ok()
+            .and_then(|l| bytes.get(pos..pos + l))
+            .ok_or_else(truncated)?;
+        pos += name_bytes.len();
+        let name = String::from_utf8_lossy(name_bytes).into_owned();
+        let ncall = i32_at(&mut pos)?;
+        let nval = i32_at(&mut pos)?;
+        if nval < 1 {
+            return Err(FormatError::new(
+                path,
+                format!("entry {i} ({name}) has no values"),
+            ));
+        }
+        let data = bytes
+            .get(pos..pos + 4 * nval as usize)
+            .ok_or_else(truncated)?;
+        pos += data.len();
+        let sums = data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        out.entries.insert(
+            name,
+            ImatrixEntry {
+                sums,
+                counts: vec![ncall as i64],
+            },
+        );
+    }
+    if pos < bytes.len() {
+        if let Ok(n) = i32_at(&mut pos) {
+            out.chunk_count = n as u32;
+            if let Ok(len) = i32_at(&mut pos) {
+                if let Some(name) = usize::try_from(len)
+                    .ok()
+                    .filter(|l| *l > 0)
+                    .and_then(|l| bytes.get(pos..pos + l))
+                {
+                    out.datasets
+                        .push(String::from_utf8_lossy(name).into_owned());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn legacy_bytes() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(1i32.to_le_bytes());
+        b.extend(3i32.to_le_bytes());
+        b.extend(b"abc");
+        b.extend(7i32.to_le_bytes());
+        b.extend(2i32.to_le_bytes());
+        b.extend(1.5f32.to_le_bytes());
+        b.extend(2.5f32.to_le_bytes());
+        b.extend(9i32.to_le_bytes());
+        b.extend(4i32.to_le_bytes());
+        b.extend(b"text");
+        b
+    }
+
+    #[test]
+    fn reads_legacy_entries_and_trailer() {
+        let f = read_legacy(Path::new("x.dat"), &legacy_bytes()).unwrap();
+        assert!(f.legacy);
+        assert_eq!(
+            f.entries["abc"],
+            ImatrixEntry {
+                sums: vec![1.5, 2.5],
+                counts: vec![7]
+            }
+        );
+        assert_eq!(f.chunk_count, 9);
+        assert_eq!(f.datasets, ["text"]);
+    }
+
+    #[test]
+    fn truncated_legacy_file_is_an_error() {
+        let b = legacy_bytes();
+        let e = read_legacy(Path::new("x.dat"), &b[..20]).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
+}

@@ -1,0 +1,212 @@
+//! Q2_K: super-blocks of 256 values in 16 groups of 16; each group has a 4-bit scale and a 4-bit min,
+//! themselves scaled by the f16 super-block `d` and `dmin`; values are 2-bit levels.
+//! Layout: `scales: [u8; 16]` (scale low nibble, min high nibble), `qs: [u8; 64]`, `d: f16`,
+//! `dmin: f16`. Reproduces `quantize_row_q2_K_ref`, `quantize_row_q2_K_impl` and
+//! `dequantize_row_q2_K`.
+
+use super::search::{
+    f16_at, f16_bytes, make_qkx_quants, make_qp_quants, nearest_int, sum_squares, MinSearch,
+    MinSearchParams,
+};
+use super::QK_K;
+
+/// Bytes per super-block.
+pub const BLOCK_BYTES: usize = 16 + 64 + 4;
+
+/// Encodes one row; `qw` (importance weights) selects the weighted search.
+pub fn quantize_row(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
+    for (i, (xb, yb)) in x
+        .chunks_exact(QK_K)
+        .zip(y.chunks_exact_mut(BLOCK_BYTES))
+        .enumerate()
+    {
+        match qw {
+            None => quantize_block_ref(xb, yb),
+            Some(qw) => quantize_block_weighted(xb, yb, &qw[i * QK_K..(i + 1) * QK_K]),
+        }
+    }
+}
+
+fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    let mut laux = [0u8; 16];
+    let mut weights = [0f32; 16];
+    let mut mins = [0f32; 16];
+    let mut scales = [0f32; 16];
+    let q4scale = 15f32;
+    let params = MinSearchParams {
+        kind: MinSearch::Qkx2,
+        nmax: 3,
+        rmin: -0.5,
+        rdelta: 0.1,
+        nstep: 15,
+        use_mad: true,
+    };
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for j in 0..16 {
+        let xg = &x[16 * j..16 * j + 16];
+        for (w, v) in weights.iter_mut().zip(xg) {
+            *w = v.abs();
+        }
+        (scales[j], mins[j]) = make_qkx_quants(
+            params,
+            xg,
+            Some(&weights),
+            &mut l[16 * j..16 * j + 16],
+            &mut laux,
+        );
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let (sc, rest) = y.split_at_mut(16);
+    if max_scale > 0.0 {
+        let iscale = q4scale / max_scale;
+        for j in 0..16 {
+            sc[j] = nearest_int(iscale * scales[j]) as u8;
+        }
+        rest[64..66].copy_from_slice(&f16_bytes(max_scale / q4scale));
+    } else {
+        sc.fill(0);
+        rest[64..66].copy_from_slice(&f16_bytes(0.0));
+    }
+    if max_min > 0.0 {
+        let iscale = q4scale / max_min;
+        for j in 0..16 {
+            sc[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
+        }
+        rest[66..68].copy_from_slice(&f16_bytes(max_min / q4scale));
+    } else {
+        rest[66..68].copy_from_slice(&f16_bytes(0.0));
+    }
+    requantize_and_pack(x, y, &mut l);
+}
+
+fn quantize_block_weighted(x: &[f32], y: &mut [u8], qw: &[f32]) {
+    let mut l = [0u8; QK_K];
+    let mut laux = [0u8; 16];
+    let mut mins = [0f32; 16];
+    let mut scales = [0f32; 16];
+    let mut sw = [0f32; 16];
+    let mut weight = [0f32; 16];
+    let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
+    let params = MinSearchParams {
+        kind: MinSearch::Qkx3,
+        nmax: 3,
+        rmin: -0.9,
+        rdelta: 0.05,
+        nstep: 36,
+        use_mad: false,
+    };
+    let sigma2 = sum_squares(x) / QK_K as f32;
+    for j in 0..16 {
+        let xg = &x[16 * j..16 * j + 16];
+        for l in 0..16 {
+            weight[l] = qw[16 * j + l] * (sigma2 + xg[l] * xg[l]).sqrt();
+        }
+        for w in weight {
+            sw[j] += w;
+        }
+        (scales[j], mins[j]) = make_qkx_quants(
+            params,
+            xg,
+            Some(&weight),
+            &mut l[16 * j..16 * j + 16],
+            &mut laux,
+        );
+    }
+    let dm = make_qp_quants(15, &scales, &mut ls, &sw);
+    let mm = make_qp_quants(15, &mins, &mut lm, &sw);
+    y[80..82].copy_from_slice(&f16_bytes(dm));
+    y[82..84].copy_from_slice(&f16_bytes(mm));
+    for j in 0..16 {
+        y[j] = ls[j] | (lm[j] << 4);
+    }
+    requantize_and_pack(x, y, &mut l);
+}
+
+/// Recomputes each group's levels from the stored (f16-rounded) scales, then packs them.
+fn requantize_and_pack(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K]) {
+    let d_all = f16_at(y, 80);
+    let m_all = f16_at(y, 82);
+    for j in 0..16 {
+        let d = d_all * (y[j] & 0xF) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = m_all * (y[j] >> 4) as f32;
+        for ii in 0..16 {
+            let q = nearest_int((x[16 * j + ii] + dm) / d);
+            l[16 * j + ii] = q.clamp(0, 3) as u8;
+        }
+    }
+    let qs = &mut y[16..80];
+    for j in (0..QK_K).step_by(128) {
+        for i in 0..32 {
+            qs[j / 4 + i] =
+                l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
+        }
+    }
+}
+
+/// Decodes super-blocks back to f32.
+pub fn dequantize(src: &[u8], dst: &mut [f32]) {
+    for (yb, out) in src
+        .chunks_exact(BLOCK_BYTES)
+        .zip(dst.chunks_exact_mut(QK_K))
+    {
+        let d = f16_at(yb, 80);
+        let min = f16_at(yb, 82);
+        let mut o = 0;
+        let mut is = 0;
+        for n in (0..QK_K).step_by(128) {
+            let q = &yb[16 + n / 4..16 + n / 4 + 32];
+            for shift in [0, 2, 4, 6] {
+                for half in 0..2 {
+                    let sc = yb[is];
+                    is += 1;
+                    let (dl, ml) = (d * (sc & 0xF) as f32, min * (sc >> 4) as f32);
+                    for l in 0..16 {
+                        out[o] = dl * ((q[l + 16 * half] >> shift) & 3) as f32 - ml;
+                        o += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_is_close() {
+        let x: Vec<f32> = (0..QK_K)
+            .map(|i| ((i * 7919 % 256) as f32 / 128.0 - 1.0) * 0.1)
+            .collect();
+        let mut y = vec![0u8; BLOCK_BYTES];
+        quantize_row(&x, &mut y, None);
+        assert!(f16_at(&y, 80) > 0.0);
+        let mut back = vec![0f32; QK_K];
+        dequantize(&y, &mut back);
+        let rms = (x
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            / QK_K as f32)
+            .sqrt();
+        assert!(rms < 0.03, "rms {rms}");
+    }
+
+    #[test]
+    fn zero_block_is_all_zero() {
+        let mut y = vec![0xAAu8; BLOCK_BYTES];
+        quantize_row(&[0.0; QK_K], &mut y, None);
+        assert!(y.iter().all(|&b| b == 0));
+    }
+}

@@ -1,0 +1,196 @@
+//! `smelt quantize`: GGUF or checkpoint folder → quantized GGUF, byte-identical to llama-quantize.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use formats::gguf::{GgmlType, GgufFile};
+use formats::hf::Checkpoint;
+use formats::imatrix::ImatrixFile;
+use quantize::imatrix::ImportanceWeights;
+use quantize::job::{self, JobOptions, Plan, Source};
+use quantize::mixture::{FileType, Overrides, FILE_TYPES};
+use regex::Regex;
+
+/// Arguments of `smelt quantize`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Input: a GGUF file or a Hugging Face checkpoint folder (converted on the fly, in one pass).
+    pub input: PathBuf,
+    /// Output GGUF file (ignored with --dry-run).
+    pub output: PathBuf,
+    /// File type, as llama-quantize names it: Q4_K_M, Q8_0, IQ4_XS, TQ1_0, … (see `smelt types`).
+    #[arg(value_name = "TYPE")]
+    pub ftype: String,
+    /// Importance matrix (llama-imatrix's .gguf or legacy .dat).
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// Use the type's default tensor type everywhere it fits, without the mixture.
+    #[arg(long)]
+    pub pure: bool,
+    /// Override the type of tensors matching a regular expression (repeatable): PATTERN=TYPE.
+    #[arg(long = "tensor-type", value_name = "PATTERN=TYPE")]
+    pub tensor_type: Vec<String>,
+    /// Type for output.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub output_tensor_type: Option<String>,
+    /// Type for token_embd.weight.
+    #[arg(long, value_name = "TYPE")]
+    pub token_embedding_type: Option<String>,
+    /// Leave output.weight as it is.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
+    /// Allow re-quantizing tensors that are already quantized.
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Print the per-tensor types and sizes without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Worker threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a ggml type name the way llama-quantize's `parse_ggml_type` does (case-insensitive).
+fn ggml_type(name: &str) -> Result<GgmlType> {
+    GgmlType::all()
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| anyhow!("unknown ggml type {name:?}"))
+}
+
+fn overrides(args: &Args) -> Result<Overrides> {
+    let mut tensor_types = Vec::new();
+    for spec in &args.tensor_type {
+        let (pattern, ty) = spec
+            .split_once('=')
+            .filter(|(p, t)| !p.is_empty() && !t.is_empty())
+            .ok_or_else(|| anyhow!("--tensor-type {spec:?}: expected PATTERN=TYPE"))?;
+        let re = Regex::new(&pattern.to_lowercase())
+            .with_context(|| format!("--tensor-type {spec:?}: bad pattern"))?;
+        tensor_types.push((re, ggml_type(ty)?));
+    }
+    Ok(Overrides {
+        pure: args.pure,
+        leave_output_tensor: args.leave_output_tensor,
+        output_tensor_type: args
+            .output_tensor_type
+            .as_deref()
+            .map(ggml_type)
+            .transpose()?,
+        token_embedding_type: args
+            .token_embedding_type
+            .as_deref()
+            .map(ggml_type)
+            .transpose()?,
+        tensor_types,
+    })
+}
+
+fn open_source(path: &PathBuf) -> Result<Source> {
+    if path.is_dir() {
+        Ok(Source::checkpoint(Checkpoint::open(path)?)?)
+    } else {
+        Ok(Source::Gguf(GgufFile::open(path)?))
+    }
+}
+
+/// Runs the quantization.
+pub fn run(args: Args) -> Result<ExitCode> {
+    let start = Instant::now();
+    let Some(ftype) = FileType::parse(&args.ftype) else {
+        let names: Vec<&str> = FILE_TYPES.iter().map(|f| f.name).collect();
+        bail!(
+            "unknown type {:?}; expected one of {}",
+            args.ftype,
+            names.join(", ")
+        );
+    };
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
+    }
+    let imatrix = match &args.imatrix {
+        Some(path) => {
+            let file = ImatrixFile::open(path)?;
+            let weights = ImportanceWeights::from_file(&file)
+                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            Some((weights, path.display().to_string()))
+        }
+        None => None,
+    };
+    let source = open_source(&args.input)?;
+    let mut opts = JobOptions {
+        ftype,
+        overrides: overrides(&args)?,
+        imatrix,
+        allow_requantize: args.allow_requantize,
+        progress: &|_| {},
+    };
+    let plan = job::plan(&source, &opts)?;
+    if args.dry_run {
+        report(&args, &plan, ftype, None, start);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = super::progress::bytes(plan.bytes_in(), "quantize");
+    let progress = |n: u64| bar.inc(n);
+    opts.progress = &progress;
+    job::write(&source, &plan, &args.output, &opts)?;
+    bar.finish_and_clear();
+    report(&args, &plan, ftype, Some(&args.output), start);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(args: &Args, plan: &Plan, ftype: FileType, written: Option<&PathBuf>, start: Instant) {
+    let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
+    let bpw = |b: u64| b as f64 * 8.0 / plan.n_elements().max(1) as f64;
+    let fallbacks = plan.tensors.iter().filter(|t| t.fell_back).count();
+    if args.json {
+        let tensors: Vec<_> = plan
+            .tensors
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.info.name, "dims": t.info.dims, "from": t.from.name(),
+                    "type": t.info.ggml_type.name(), "fallback": t.fell_back,
+                    "bytes_in": t.bytes_in, "bytes_out": t.bytes_out,
+                })
+            })
+            .collect();
+        let summary = serde_json::json!({
+            "input": args.input, "output": written, "type": ftype.name, "file_type": ftype.id,
+            "bytes_in": plan.bytes_in(), "bytes_out": plan.bytes_out(),
+            "bpw": bpw(plan.bytes_out()), "fallbacks": fallbacks, "dry_run": written.is_none(),
+            "seconds": start.elapsed().as_secs_f64(), "tensors": tensors,
+        });
+        println!("{summary}");
+        return;
+    }
+    if written.is_none() {
+        for t in &plan.tensors {
+            println!(
+                "{:<36} {:>20} {:>7} -> {:<7} {:>9.3} MiB{}",
+                t.info.name,
+                format!("{:?}", t.info.dims),
+                t.from.name(),
+                t.info.ggml_type.name(),
+                mib(t.bytes_out),
+                if t.fell_back { "  (fallback)" } else { "" }
+            );
+        }
+    }
+    eprintln!(
+        "smelt: {} {}: {:.2} MiB ({:.2} bpw) -> {:.2} MiB ({:.2} bpw), {fallbacks} fallback(s), {:.2}s",
+        if written.is_some() { "quantized" } else { "would quantize" },
+        ftype.name,
+        mib(plan.bytes_in()),
+        bpw(plan.bytes_in()),
+        mib(plan.bytes_out()),
+        bpw(plan.bytes_out()),
+        start.elapsed().as_secs_f64()
+    );
+}
