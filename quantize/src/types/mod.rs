@@ -7,6 +7,7 @@ pub mod f16;
 pub mod iq4;
 mod iq_grids;
 pub mod iq_lattice;
+mod lanes;
 pub mod legacy;
 pub mod low_bit;
 pub mod q2_k;

@@ -7,9 +7,10 @@
 //! Q5_K `d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]`.
 //! Reproduces `quantize_row_q{4,5}_K_ref`, `quantize_row_q{4,5}_K_impl` and the dequantizers.
 
+use super::lanes::{qkx_lanes, to_lanes};
 use super::search::{
-    f16_at, f16_bytes, make_qkx_quants, make_qp_quants, nearest_int, pack_scale_min_k4,
-    scale_min_k4, sum_squares, MinSearch, MinSearchParams,
+    f16_at, f16_bytes, make_qp_quants, nearest_int, pack_scale_min_k4, scale_min_k4, sum_squares,
+    MinSearch, MinSearchParams,
 };
 use super::QK_K;
 
@@ -24,6 +25,23 @@ pub struct KQuant {
 pub const Q4_K: KQuant = KQuant { bits: 4 };
 /// Q5_K.
 pub const Q5_K: KQuant = KQuant { bits: 5 };
+
+/// The scale/min search of all eight groups of a super-block at once; levels go to `l`.
+fn search_groups(
+    params: MinSearchParams,
+    x: &[f32],
+    weights: &[f32; QK_K],
+    l: &mut [u8; QK_K],
+) -> ([f32; 8], [f32; 8]) {
+    let mut lanes = [[0u8; 8]; 32];
+    let out = qkx_lanes::<32>(params, &to_lanes(x, 0), &to_lanes(weights, 0), &mut lanes);
+    for (i, row) in lanes.iter().enumerate() {
+        for (k, &q) in row.iter().enumerate() {
+            l[32 * k + i] = q;
+        }
+    }
+    out
+}
 
 impl KQuant {
     /// Bytes per super-block.
@@ -60,10 +78,7 @@ impl KQuant {
 
     fn quantize_block_ref(self, x: &[f32], y: &mut [u8]) {
         let mut l = [0u8; QK_K];
-        let mut laux = [0u8; 32];
-        let mut weights = [0f32; 32];
-        let mut mins = [0f32; 8];
-        let mut scales = [0f32; 8];
+        let mut weights = [0f32; QK_K];
         let params = if self.bits == 4 {
             MinSearchParams {
                 kind: MinSearch::Qkx2,
@@ -83,20 +98,16 @@ impl KQuant {
                 use_mad: false,
             }
         };
+        for j in 0..8 {
+            let g = 32 * j..32 * j + 32;
+            let av_x = (sum_squares(&x[g.clone()]) / 32.0).sqrt();
+            for k in g {
+                weights[k] = av_x + x[k].abs();
+            }
+        }
+        let (scales, mins) = search_groups(params, x, &weights, &mut l);
         let (mut max_scale, mut max_min) = (0f32, 0f32);
         for j in 0..8 {
-            let xg = &x[32 * j..32 * j + 32];
-            let av_x = (sum_squares(xg) / 32.0).sqrt();
-            for (w, v) in weights.iter_mut().zip(xg) {
-                *w = av_x + v.abs();
-            }
-            (scales[j], mins[j]) = make_qkx_quants(
-                params,
-                xg,
-                Some(&weights),
-                &mut l[32 * j..32 * j + 32],
-                &mut laux,
-            );
             if scales[j] > max_scale {
                 max_scale = scales[j];
             }
@@ -123,12 +134,9 @@ impl KQuant {
 
     fn quantize_block_weighted(self, x: &[f32], y: &mut [u8], qw: &[f32]) {
         let mut l = [0u8; QK_K];
-        let mut laux = [0u8; 32];
         let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
-        let mut weights = [0f32; 32];
+        let mut weights = [0f32; QK_K];
         let mut sw = [0f32; 8];
-        let mut mins = [0f32; 8];
-        let mut scales = [0f32; 8];
         let params = MinSearchParams {
             kind: MinSearch::Qkx3,
             nmax: self.nmax(),
@@ -139,19 +147,13 @@ impl KQuant {
         };
         let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
         for j in 0..8 {
-            let xg = &x[32 * j..32 * j + 32];
-            for k in 0..32 {
-                weights[k] = qw[32 * j + k] * (sigma2 + xg[k] * xg[k]).sqrt();
+            let g = 32 * j..32 * j + 32;
+            for k in g.clone() {
+                weights[k] = qw[k] * (sigma2 + x[k] * x[k]).sqrt();
             }
-            sw[j] = weights.iter().fold(0f32, |s, w| s + w);
-            (scales[j], mins[j]) = make_qkx_quants(
-                params,
-                xg,
-                Some(&weights),
-                &mut l[32 * j..32 * j + 32],
-                &mut laux,
-            );
+            sw[j] = weights[g].iter().fold(0f32, |s, w| s + w);
         }
+        let (scales, mins) = search_groups(params, x, &weights, &mut l);
         let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
         let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
         if self.bits == 5 {

@@ -3,7 +3,8 @@
 //! Layout: `ql: [u8; 128]`, `qh: [u8; 64]`, `scales: [i8; 16]`, `d: f16`. Reproduces
 //! `quantize_row_q6_K_ref`, `quantize_row_q6_K_impl` and `dequantize_row_q6_K`.
 
-use super::search::{f16_at, f16_bytes, make_qx_quants, nearest_int, GROUP_MAX_EPS};
+use super::lanes::{qx_lanes, to_lanes};
+use super::search::{f16_at, f16_bytes, nearest_int, GROUP_MAX_EPS};
 use super::QK_K;
 
 /// Bytes per super-block.
@@ -25,17 +26,19 @@ pub fn quantize_row(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
 fn quantize_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; 16];
+    for half in 0..2 {
+        let mut lanes = [[0i8; 8]; 16];
+        let weights = qw.map(|w| to_lanes::<16>(w, 8 * half));
+        let s = qx_lanes::<16>(32, &to_lanes(x, 8 * half), weights.as_ref(), &mut lanes);
+        scales[8 * half..8 * half + 8].copy_from_slice(&s);
+        for (i, row) in lanes.iter().enumerate() {
+            for (k, &q) in row.iter().enumerate() {
+                l[16 * (8 * half + k) + i] = q;
+            }
+        }
+    }
     let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
-    for ib in 0..16 {
-        let group = 16 * ib..16 * ib + 16;
-        let scale = make_qx_quants(
-            32,
-            &x[group.clone()],
-            &mut l[group.clone()],
-            1,
-            qw.map(|w| &w[group]),
-        );
-        scales[ib] = scale;
+    for &scale in &scales {
         if scale.abs() > max_abs_scale {
             max_abs_scale = scale.abs();
             max_scale = scale;
