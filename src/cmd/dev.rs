@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use formats::hf::synthetic::{write_synthetic, SyntheticSpec, SyntheticTokenizer};
+use formats::hf::synthetic::{write_synthetic, Distribution, SyntheticSpec, SyntheticTokenizer};
 use formats::hf::FloatType;
 
 /// Arguments of `smelt dev`.
@@ -50,6 +50,9 @@ struct SynthArgs {
     untied: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Weight distribution: gaussian, heavy, blocky, tiny or mixed.
+    #[arg(long, default_value = "gaussian")]
+    dist: String,
     /// `minimal`, `copy:FOLDER` (tokenizer.model etc.) or `gpt2:VOCAB.gguf`.
     #[arg(long, default_value = "minimal")]
     tokenizer: String,
@@ -85,6 +88,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         shards: a.shards,
         tied: !a.untied,
         seed: a.seed,
+        distribution: Distribution::from_name(&a.dist).ok_or_else(|| {
+            anyhow::anyhow!("--dist {}: expected gaussian, heavy, blocky, tiny or mixed", a.dist)
+        })?,
         tokenizer,
     };
     write_synthetic(&a.out, &spec)?;

@@ -24,6 +24,67 @@ pub enum SyntheticTokenizer {
     Gpt2FromGguf(PathBuf),
 }
 
+/// How the weights of a synthetic checkpoint are drawn; the non-Gaussian ones exercise the
+/// quantizers' corner cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// N(0, 0.02²).
+    Gaussian,
+    /// Student-t with 3 degrees of freedom, and every 61st column 40× larger (outlier channels).
+    HeavyTailed,
+    /// Runs of 32 values that are all zero, constant, a single spike, or Gaussian.
+    Blocky,
+    /// Gaussian scaled to 1e-6, and to 1e-10 in every third run of 32 (below f16's range).
+    Tiny,
+    /// Each tensor draws one of the four above (chosen from its name).
+    Mixed,
+}
+
+impl Distribution {
+    /// Parses `gaussian`, `heavy`, `blocky`, `tiny` or `mixed`.
+    pub fn from_name(name: &str) -> Option<Distribution> {
+        Some(match name {
+            "gaussian" => Distribution::Gaussian,
+            "heavy" => Distribution::HeavyTailed,
+            "blocky" => Distribution::Blocky,
+            "tiny" => Distribution::Tiny,
+            "mixed" => Distribution::Mixed,
+            _ => return None,
+        })
+    }
+
+    /// Value `index` (row-major) of a matrix whose rows have `cols` values.
+    fn sample(self, rng: &mut SplitMix, index: usize, cols: usize, name_hash: u64) -> f32 {
+        let run = index / 32;
+        match self {
+            Distribution::Gaussian => 0.02 * rng.normal(),
+            Distribution::HeavyTailed => {
+                let chi2: f32 = (0..3).map(|_| rng.normal().powi(2)).sum();
+                let t = rng.normal() / (chi2 / 3.0).sqrt().max(1e-3);
+                let outlier = if (index % cols) % 61 == 7 { 40.0 } else { 1.0 };
+                0.02 * t * outlier
+            }
+            Distribution::Blocky => {
+                let kind = (run as u64).wrapping_mul(0x9e3779b97f4a7c15) >> 62;
+                match kind {
+                    0 => 0.0,
+                    1 => 0.01 * ((run % 5) as f32 - 2.0),
+                    2 => if index % 32 == 5 { 0.3 } else { 0.0 },
+                    _ => 0.02 * rng.normal(),
+                }
+            }
+            Distribution::Tiny => {
+                let scale = if run % 3 == 0 { 1e-10 } else { 1e-6 };
+                scale * rng.normal()
+            }
+            Distribution::Mixed => {
+                let pick = [Self::Gaussian, Self::HeavyTailed, Self::Blocky, Self::Tiny];
+                pick[(name_hash % 4) as usize].sample(rng, index, cols, name_hash)
+            }
+        }
+    }
+}
+
 /// Shape and content of a synthetic checkpoint.
 #[derive(Debug, Clone)]
 pub struct SyntheticSpec {
@@ -49,6 +110,8 @@ pub struct SyntheticSpec {
     pub tied: bool,
     /// Seed of the weights.
     pub seed: u64,
+    /// How matrix weights are drawn.
+    pub distribution: Distribution,
     /// Tokenizer to include.
     pub tokenizer: SyntheticTokenizer,
 }
@@ -67,6 +130,7 @@ impl Default for SyntheticSpec {
             shards: 1,
             tied: true,
             seed: 0,
+            distribution: Distribution::Gaussian,
             tokenizer: SyntheticTokenizer::Minimal,
         }
     }
@@ -187,12 +251,13 @@ fn write_shard(
     for (name, shape) in tensors {
         let mut rng = SplitMix(spec.seed ^ fnv(name));
         let is_norm = shape.len() == 1 && !name.ends_with(".bias");
+        let cols = *shape.last().unwrap_or(&1);
         let mut buf = Vec::with_capacity(1 << 16);
-        for _ in 0..shape.iter().product::<usize>() {
+        for index in 0..shape.iter().product::<usize>() {
             let v = if is_norm {
                 1.0 + 0.1 * rng.normal()
             } else {
-                0.02 * rng.normal()
+                spec.distribution.sample(&mut rng, index, cols, fnv(name))
             };
             match spec.dtype {
                 FloatType::F32 => buf.extend_from_slice(&v.to_le_bytes()),
