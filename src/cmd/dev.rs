@@ -89,7 +89,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
         tied: !a.untied,
         seed: a.seed,
         distribution: Distribution::from_name(&a.dist).ok_or_else(|| {
-            anyhow::anyhow!("--dist {}: expected gaussian, heavy, blocky, tiny or mixed", a.dist)
+            anyhow::anyhow!(
+                "--dist {}: expected gaussian, heavy, blocky, tiny or mixed",
+                a.dist
+            )
         })?,
         tokenizer,
     };

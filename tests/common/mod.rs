@@ -101,3 +101,39 @@ pub fn convert_ok(input: &Path, output: &Path, outtype: &str) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Runs `smelt quantize ARGS…` in `cwd` and asserts that it succeeded.
+pub fn quantize_ok(cwd: &Path, args: &[&str]) {
+    let o = smelt()
+        .current_dir(cwd)
+        .arg("quantize")
+        .args(args)
+        .output()
+        .expect("smelt runs");
+    assert!(
+        o.status.success(),
+        "smelt quantize {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `smelt dev synth OUT ARGS…`, asserting success.
+pub fn synth(out: &Path, args: &[&str]) {
+    let o = smelt()
+        .args(["dev", "synth"])
+        .arg(out)
+        .args(args)
+        .output()
+        .expect("smelt runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Hex SHA-256 of a file.
+pub fn sha256(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -69,7 +69,13 @@ impl Distribution {
                 match kind {
                     0 => 0.0,
                     1 => 0.01 * ((run % 5) as f32 - 2.0),
-                    2 => if index % 32 == 5 { 0.3 } else { 0.0 },
+                    2 => {
+                        if index % 32 == 5 {
+                            0.3
+                        } else {
+                            0.0
+                        }
+                    }
                     _ => 0.02 * rng.normal(),
                 }
             }
