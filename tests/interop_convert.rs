@@ -7,14 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{convert_ok, llama_ref, ref_python, run, shared};
-
-fn synth(dir: &Path, args: &[&str]) {
-    let mut all = vec!["dev", "synth", dir.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let o = run(&all);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
+use common::{convert_ok, llama_complete, llama_ref, ref_python, shared, synth};
 
 /// gguf-py (the copy in the reference tree, which knows every type smelt writes) reads every
 /// field and tensor of `path`; returns its count line.
@@ -162,40 +155,6 @@ fn gguf_py_reads_every_converted_real_model() {
     }
 }
 
-/// Greedy completion by llama.cpp. llama-completion prints through an asynchronous log thread that
-/// can lose its last lines when the process exits under load, so the longest of three runs counts.
-fn complete(model: &Path) -> String {
-    (0..3)
-        .map(|_| {
-            let o = Command::new(llama_ref().join("bin/llama-completion"))
-                .arg("-m")
-                .arg(model)
-                .args([
-                    "-p",
-                    "Once upon a time",
-                    "-n",
-                    "32",
-                    "--temp",
-                    "0",
-                    "-no-cnv",
-                    "-t",
-                    "2",
-                    "--no-warmup",
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                o.status.success(),
-                "llama-completion failed on {}: {}",
-                model.display(),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            String::from_utf8(o.stdout).unwrap()
-        })
-        .max_by_key(String::len)
-        .unwrap()
-}
-
 #[test]
 #[ignore = "needs ../shared and the llama.cpp reference"]
 fn llama_cpp_generates_the_same_text_from_smelt_files() {
@@ -208,8 +167,8 @@ fn llama_cpp_generates_the_same_text_from_smelt_files() {
     ] {
         let out = tmp.path().join(format!("{model}-{t}.gguf"));
         convert_ok(&s.join("assets/models").join(model), &out, t);
-        let ours = complete(&out);
-        let theirs = complete(
+        let ours = llama_complete(&out);
+        let theirs = llama_complete(
             &s.join("reference")
                 .join(model)
                 .join(format!("{model}-{t}.gguf")),

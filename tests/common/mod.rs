@@ -137,3 +137,37 @@ pub fn sha256(path: &Path) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Greedy completion by llama.cpp. llama-completion prints through an asynchronous log thread that
+/// can lose its last lines when the process exits under load, so the longest of three runs counts.
+pub fn llama_complete(model: &Path) -> String {
+    (0..3)
+        .map(|_| {
+            let o = Command::new(llama_ref().join("bin/llama-completion"))
+                .arg("-m")
+                .arg(model)
+                .args([
+                    "-p",
+                    "Once upon a time",
+                    "-n",
+                    "32",
+                    "--temp",
+                    "0",
+                    "-no-cnv",
+                    "-t",
+                    "2",
+                    "--no-warmup",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "llama-completion failed on {}: {}",
+                model.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8(o.stdout).unwrap()
+        })
+        .max_by_key(String::len)
+        .unwrap()
+}
