@@ -14,5 +14,6 @@ mod error;
 pub mod gguf;
 pub mod hf;
 pub mod imatrix;
+mod pages;
 
 pub use error::{FormatError, Result};

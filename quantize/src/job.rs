@@ -139,8 +139,11 @@ impl Source {
     }
 
     fn release(&self, input: &Input) {
-        if let Source::Checkpoint(ckpt, plan) = self {
-            ckpt.release(&ckpt.tensors[plan.tensors[input.index].source]);
+        match self {
+            Source::Gguf(f) => f.release(&f.tensors[input.index]),
+            Source::Checkpoint(ckpt, plan) => {
+                ckpt.release(&ckpt.tensors[plan.tensors[input.index].source])
+            }
         }
     }
 

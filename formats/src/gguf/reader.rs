@@ -142,6 +142,13 @@ impl GgufFile {
         &self.map[tensor.file_offset as usize..(tensor.file_offset + tensor.n_bytes) as usize]
     }
 
+    /// Tells the kernel that `tensor`'s pages will not be needed again (bounded memory when
+    /// streaming a large file).
+    pub fn release(&self, tensor: &TensorEntry) {
+        let start = tensor.file_offset as usize;
+        crate::pages::drop_pages(&self.map, start, start + tensor.n_bytes as usize);
+    }
+
     /// The tensor called `name`.
     pub fn tensor(&self, name: &str) -> Option<&TensorEntry> {
         self.tensors.iter().find(|t| t.info.name == name)

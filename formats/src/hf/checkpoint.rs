@@ -155,17 +155,7 @@ impl Checkpoint {
     /// Tells the kernel that `tensor`'s pages will not be needed again, so that streaming a model
     /// larger than memory keeps resident memory bounded by what is in flight.
     pub fn release(&self, tensor: &CheckpointTensor) {
-        let map = &self.shards[tensor.shard].map;
-        let page = 4096;
-        let start = tensor.start.div_ceil(page) * page;
-        let end = tensor.end / page * page;
-        if end > start {
-            // SAFETY: the map is a private read-only file mapping; dropping its pages only means
-            // they are read from the file again if touched.
-            let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
-            };
-        }
+        crate::pages::drop_pages(&self.shards[tensor.shard].map, tensor.start, tensor.end);
     }
 
     /// The tensor called `name`.
