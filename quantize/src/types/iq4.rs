@@ -6,7 +6,9 @@
 //! Layouts: IQ4_NL `d: f16, qs: [u8; 16]`; IQ4_XS `d: f16, scales_h: u16, scales_l: [u8; 4],
 //! qs: [u8; 128]`.
 
-use super::search::{best_index_int8, f16_at, f16_bytes, nearest_int, GROUP_MAX_EPS};
+use super::search::{
+    best_index_int8, f16_at, f16_bytes, nearest_int, signed_absmax, GROUP_MAX_EPS,
+};
 use super::QK_K;
 
 /// The 16 levels of the non-linear 4-bit grid.
@@ -49,13 +51,7 @@ pub fn quantize_row_xs(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
 /// The best scale for one group of 32 (`None` for an all-zero group), and its levels in `lb`.
 fn group_scale(xb: &[f32], weight: &[f32], lb: &mut [u8]) -> Option<f32> {
     let values = &KVALUES_IQ4NL;
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in xb {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(xb);
     if amax < GROUP_MAX_EPS {
         return None;
     }
@@ -202,29 +198,5 @@ pub fn dequantize_xs(src: &[u8], dst: &mut [f32]) {
                 out[32 * ib + j + 16] = dl * KVALUES_IQ4NL[(qs[j] >> 4) as usize] as f32;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trips_are_close() {
-        let x: Vec<f32> = (0..QK_K)
-            .map(|i| ((i * 7919 % 256) as f32 / 128.0 - 1.0) * 0.1)
-            .collect();
-        let mut y = vec![0u8; XS_BLOCK_BYTES];
-        quantize_row_xs(&x, &mut y, None);
-        let mut back = vec![0f32; QK_K];
-        dequantize_xs(&y, &mut back);
-        let rms = |b: &[f32]| {
-            (x.iter().zip(b).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / QK_K as f32).sqrt()
-        };
-        assert!(rms(&back) < 0.01, "IQ4_XS rms {}", rms(&back));
-        let mut y = vec![0u8; 8 * NL_BLOCK_BYTES];
-        quantize_row_nl(&x, &mut y, None);
-        dequantize_nl(&y, &mut back);
-        assert!(rms(&back) < 0.01, "IQ4_NL rms {}", rms(&back));
     }
 }

@@ -206,6 +206,30 @@ macro_rules! dispatch {
     }};
 }
 
+/// [`super::search::make_qkx_quants`] for consecutive groups of `N` values (a multiple of 8 groups)
+/// with explicit weights, eight groups at a time: writes each group's scale and `the_min` into
+/// `scales` / `mins` and its levels into `l`.
+pub fn qkx_groups<const N: usize>(
+    p: MinSearchParams,
+    x: &[f32],
+    w: &[f32],
+    l: &mut [u8],
+    scales: &mut [f32],
+    mins: &mut [f32],
+) {
+    for first in (0..x.len() / N).step_by(8) {
+        let mut lanes = [[0u8; 8]; N];
+        let (s, m) = qkx_lanes::<N>(p, &to_lanes(x, first), &to_lanes(w, first), &mut lanes);
+        scales[first..first + 8].copy_from_slice(&s);
+        mins[first..first + 8].copy_from_slice(&m);
+        for (i, row) in lanes.iter().enumerate() {
+            for (k, &q) in row.iter().enumerate() {
+                l[(first + k) * N + i] = q;
+            }
+        }
+    }
+}
+
 /// [`super::search::make_qkx_quants`] for 8 groups of `N` values with explicit weights: returns
 /// each group's `(scale, the_min)` and writes its levels into `l`.
 pub fn qkx_lanes<const N: usize>(

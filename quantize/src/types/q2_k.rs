@@ -4,8 +4,9 @@
 //! `dmin: f16`. Reproduces `quantize_row_q2_K_ref`, `quantize_row_q2_K_impl` and
 //! `dequantize_row_q2_K`.
 
+use super::lanes::qkx_groups;
 use super::search::{
-    f16_at, f16_bytes, make_qkx_quants, make_qp_quants, nearest_int, sum_squares, MinSearch,
+    f16_at, f16_bytes, make_qp_quants, nearest_int, pack_2bit, sum_squares, MinSearch,
     MinSearchParams,
 };
 use super::QK_K;
@@ -29,8 +30,6 @@ pub fn quantize_row(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
 
 fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 16];
-    let mut weights = [0f32; 16];
     let mut mins = [0f32; 16];
     let mut scales = [0f32; 16];
     let q4scale = 15f32;
@@ -42,19 +41,10 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
         nstep: 15,
         use_mad: true,
     };
+    let weights = x.iter().map(|v| v.abs()).collect::<Vec<f32>>();
+    qkx_groups::<16>(params, x, &weights, &mut l, &mut scales, &mut mins);
     let (mut max_scale, mut max_min) = (0f32, 0f32);
     for j in 0..16 {
-        let xg = &x[16 * j..16 * j + 16];
-        for (w, v) in weights.iter_mut().zip(xg) {
-            *w = v.abs();
-        }
-        (scales[j], mins[j]) = make_qkx_quants(
-            params,
-            xg,
-            Some(&weights),
-            &mut l[16 * j..16 * j + 16],
-            &mut laux,
-        );
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -87,11 +77,10 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
 
 fn quantize_block_weighted(x: &[f32], y: &mut [u8], qw: &[f32]) {
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 16];
     let mut mins = [0f32; 16];
     let mut scales = [0f32; 16];
     let mut sw = [0f32; 16];
-    let mut weight = [0f32; 16];
+    let mut weight = [0f32; QK_K];
     let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
     let params = MinSearchParams {
         kind: MinSearch::Qkx3,
@@ -103,21 +92,13 @@ fn quantize_block_weighted(x: &[f32], y: &mut [u8], qw: &[f32]) {
     };
     let sigma2 = sum_squares(x) / QK_K as f32;
     for j in 0..16 {
-        let xg = &x[16 * j..16 * j + 16];
-        for l in 0..16 {
-            weight[l] = qw[16 * j + l] * (sigma2 + xg[l] * xg[l]).sqrt();
+        let g = 16 * j..16 * j + 16;
+        for k in g.clone() {
+            weight[k] = qw[k] * (sigma2 + x[k] * x[k]).sqrt();
         }
-        for w in weight {
-            sw[j] += w;
-        }
-        (scales[j], mins[j]) = make_qkx_quants(
-            params,
-            xg,
-            Some(&weight),
-            &mut l[16 * j..16 * j + 16],
-            &mut laux,
-        );
+        sw[j] = weight[g].iter().fold(0f32, |s, w| s + w);
     }
+    qkx_groups::<16>(params, x, &weight, &mut l, &mut scales, &mut mins);
     let dm = make_qp_quants(15, &scales, &mut ls, &sw);
     let mm = make_qp_quants(15, &mins, &mut lm, &sw);
     y[80..82].copy_from_slice(&f16_bytes(dm));
@@ -143,13 +124,7 @@ fn requantize_and_pack(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K]) {
             l[16 * j + ii] = q.clamp(0, 3) as u8;
         }
     }
-    let qs = &mut y[16..80];
-    for j in (0..QK_K).step_by(128) {
-        for i in 0..32 {
-            qs[j / 4 + i] =
-                l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
-        }
-    }
+    pack_2bit(l, &mut y[16..80]);
 }
 
 /// Decodes super-blocks back to f32.
@@ -182,26 +157,6 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn round_trip_is_close() {
-        let x: Vec<f32> = (0..QK_K)
-            .map(|i| ((i * 7919 % 256) as f32 / 128.0 - 1.0) * 0.1)
-            .collect();
-        let mut y = vec![0u8; BLOCK_BYTES];
-        quantize_row(&x, &mut y, None);
-        assert!(f16_at(&y, 80) > 0.0);
-        let mut back = vec![0f32; QK_K];
-        dequantize(&y, &mut back);
-        let rms = (x
-            .iter()
-            .zip(&back)
-            .map(|(a, b)| (a - b) * (a - b))
-            .sum::<f32>()
-            / QK_K as f32)
-            .sqrt();
-        assert!(rms < 0.03, "rms {rms}");
-    }
 
     #[test]
     fn zero_block_is_all_zero() {

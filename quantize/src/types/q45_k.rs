@@ -7,7 +7,7 @@
 //! Q5_K `d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128]`.
 //! Reproduces `quantize_row_q{4,5}_K_ref`, `quantize_row_q{4,5}_K_impl` and the dequantizers.
 
-use super::lanes::{qkx_lanes, to_lanes};
+use super::lanes::qkx_groups;
 use super::search::{
     f16_at, f16_bytes, make_qp_quants, nearest_int, pack_scale_min_k4, scale_min_k4, sum_squares,
     MinSearch, MinSearchParams,
@@ -33,14 +33,9 @@ fn search_groups(
     weights: &[f32; QK_K],
     l: &mut [u8; QK_K],
 ) -> ([f32; 8], [f32; 8]) {
-    let mut lanes = [[0u8; 8]; 32];
-    let out = qkx_lanes::<32>(params, &to_lanes(x, 0), &to_lanes(weights, 0), &mut lanes);
-    for (i, row) in lanes.iter().enumerate() {
-        for (k, &q) in row.iter().enumerate() {
-            l[32 * k + i] = q;
-        }
-    }
-    out
+    let (mut scales, mut mins) = ([0f32; 8], [0f32; 8]);
+    qkx_groups::<32>(params, x, weights, l, &mut scales, &mut mins);
+    (scales, mins)
 }
 
 impl KQuant {
@@ -251,35 +246,6 @@ impl KQuant {
                 }
                 u1 <<= 2;
                 u2 <<= 2;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trip_is_close() {
-        let x: Vec<f32> = (0..2 * QK_K)
-            .map(|i| ((i * 7919 % 509) as f32 / 254.0 - 1.0) * 0.1)
-            .collect();
-        for ty in [Q4_K, Q5_K] {
-            for qw in [None, Some(vec![1.0f32; 2 * QK_K])] {
-                let mut y = vec![0u8; 2 * ty.block_bytes()];
-                ty.quantize_row(&x, &mut y, qw.as_deref());
-                let mut back = vec![0f32; 2 * QK_K];
-                ty.dequantize(&y, &mut back);
-                let rms = (x
-                    .iter()
-                    .zip(&back)
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum::<f32>()
-                    / x.len() as f32)
-                    .sqrt();
-                let bound = 0.2 / (1 << ty.bits) as f32;
-                assert!(rms < bound, "{ty:?}: rms {rms} ≥ {bound}");
             }
         }
     }

@@ -61,6 +61,33 @@ pub fn best_index_int8(values: &[i8], x: f32) -> usize {
     }
 }
 
+/// The value of largest magnitude (the first one on ties) and that magnitude, as the searches
+/// find it.
+#[inline]
+pub fn signed_absmax(x: &[f32]) -> (f32, f32) {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
+/// Packs 256 two-bit levels as Q2_K and Q3_K store them: byte `i` of each 32-byte run holds
+/// levels `i`, `i + 32`, `i + 64` and `i + 96` of its 128 values, lowest bits first.
+pub fn pack_2bit(levels: &[u8; 256], qs: &mut [u8]) {
+    for j in (0..256).step_by(128) {
+        for i in 0..32 {
+            qs[j / 4 + i] = levels[j + i]
+                | (levels[j + i + 32] << 2)
+                | (levels[j + i + 64] << 4)
+                | (levels[j + i + 96] << 6);
+        }
+    }
+}
+
 /// The weight `make_qx_quants` gives value `x` when no importance weights are passed.
 #[inline]
 fn rmse_weight(rmse_type: i32, x: f32) -> f32 {
@@ -82,14 +109,7 @@ pub fn make_qx_quants(
     qw: Option<&[f32]>,
 ) -> f32 {
     let n = x.len();
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(x);
     if amax < GROUP_MAX_EPS {
         l[..n].fill(0);
         return 0.0;
@@ -157,14 +177,7 @@ pub fn make_qx_quants(
 /// when `do_rmse`; writes `level + nmax` and returns the scale.
 pub fn make_q3_quants(nmax: i32, x: &[f32], l: &mut [i8], do_rmse: bool) -> f32 {
     let n = x.len();
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(x);
     if amax < GROUP_MAX_EPS {
         l[..n].fill(0);
         return 0.0;
