@@ -9,7 +9,7 @@
 use super::search::{
     best_index_int8, f16_at, f16_bytes, nearest_int, signed_absmax, GROUP_MAX_EPS,
 };
-use super::QK_K;
+use super::{for_each_block, QK_K};
 
 /// The 16 levels of the non-linear 4-bit grid.
 pub const KVALUES_IQ4NL: [i8; 16] = [
@@ -28,24 +28,12 @@ pub const XS_BLOCK_BYTES: usize = 2 + 2 + 4 + QK_K / 2;
 
 /// Encodes one IQ4_NL row.
 pub fn quantize_row_nl(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x
-        .chunks_exact(GROUP)
-        .zip(y.chunks_exact_mut(NL_BLOCK_BYTES))
-        .enumerate()
-    {
-        quantize_super_block(xb, yb, qw.map(|w| &w[i * GROUP..(i + 1) * GROUP]));
-    }
+    for_each_block(x, y, qw, GROUP, NL_BLOCK_BYTES, quantize_super_block);
 }
 
 /// Encodes one IQ4_XS row.
 pub fn quantize_row_xs(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x
-        .chunks_exact(QK_K)
-        .zip(y.chunks_exact_mut(XS_BLOCK_BYTES))
-        .enumerate()
-    {
-        quantize_super_block(xb, yb, qw.map(|w| &w[i * QK_K..(i + 1) * QK_K]));
-    }
+    for_each_block(x, y, qw, QK_K, XS_BLOCK_BYTES, quantize_super_block);
 }
 
 /// The best scale for one group of 32 (`None` for an all-zero group), and its levels in `lb`.

@@ -42,6 +42,25 @@ fn check(ty: GgmlType, n_values: usize, n_bytes: usize) -> Result<(), QuantError
     Ok(())
 }
 
+/// Calls `f` on each block of `block` values of a row, with its output bytes and its slice of the
+/// row's importance weights.
+fn for_each_block(
+    x: &[f32],
+    y: &mut [u8],
+    qw: Option<&[f32]>,
+    block: usize,
+    block_bytes: usize,
+    mut f: impl FnMut(&[f32], &mut [u8], Option<&[f32]>),
+) {
+    for (i, (xb, yb)) in x
+        .chunks_exact(block)
+        .zip(y.chunks_exact_mut(block_bytes))
+        .enumerate()
+    {
+        f(xb, yb, qw.map(|w| &w[i * block..(i + 1) * block]));
+    }
+}
+
 /// Whether smelt can encode `ty`.
 pub fn can_quantize(ty: GgmlType) -> bool {
     use GgmlType::*;

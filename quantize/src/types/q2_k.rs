@@ -9,23 +9,17 @@ use super::search::{
     f16_at, f16_bytes, make_qp_quants, nearest_int, pack_2bit, sum_squares, MinSearch,
     MinSearchParams,
 };
-use super::QK_K;
+use super::{for_each_block, QK_K};
 
 /// Bytes per super-block.
 pub const BLOCK_BYTES: usize = 16 + 64 + 4;
 
 /// Encodes one row; `qw` (importance weights) selects the weighted search.
 pub fn quantize_row(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x
-        .chunks_exact(QK_K)
-        .zip(y.chunks_exact_mut(BLOCK_BYTES))
-        .enumerate()
-    {
-        match qw {
-            None => quantize_block_ref(xb, yb),
-            Some(qw) => quantize_block_weighted(xb, yb, &qw[i * QK_K..(i + 1) * QK_K]),
-        }
-    }
+    for_each_block(x, y, qw, QK_K, BLOCK_BYTES, |xb, yb, qw| match qw {
+        None => quantize_block_ref(xb, yb),
+        Some(qw) => quantize_block_weighted(xb, yb, qw),
+    });
 }
 
 fn quantize_block_ref(x: &[f32], y: &mut [u8]) {

@@ -12,7 +12,7 @@ use super::search::{
     f16_at, f16_bytes, make_qp_quants, nearest_int, pack_scale_min_k4, scale_min_k4, sum_squares,
     MinSearch, MinSearchParams,
 };
-use super::QK_K;
+use super::{for_each_block, QK_K};
 
 /// Bits per value: 4 (Q4_K) or 5 (Q5_K).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -58,17 +58,10 @@ impl KQuant {
 
     /// Encodes one row; `qw` (importance weights) selects the weighted search.
     pub fn quantize_row(self, x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-        let bytes = self.block_bytes();
-        for (i, (xb, yb)) in x
-            .chunks_exact(QK_K)
-            .zip(y.chunks_exact_mut(bytes))
-            .enumerate()
-        {
-            match qw {
-                None => self.quantize_block_ref(xb, yb),
-                Some(qw) => self.quantize_block_weighted(xb, yb, &qw[i * QK_K..(i + 1) * QK_K]),
-            }
-        }
+        for_each_block(x, y, qw, QK_K, self.block_bytes(), |xb, yb, qw| match qw {
+            None => self.quantize_block_ref(xb, yb),
+            Some(qw) => self.quantize_block_weighted(xb, yb, qw),
+        });
     }
 
     fn quantize_block_ref(self, x: &[f32], y: &mut [u8]) {

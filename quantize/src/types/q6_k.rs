@@ -5,7 +5,7 @@
 
 use super::lanes::{qx_lanes, to_lanes};
 use super::search::{f16_at, f16_bytes, nearest_int, GROUP_MAX_EPS};
-use super::QK_K;
+use super::{for_each_block, QK_K};
 
 /// Bytes per super-block.
 pub const BLOCK_BYTES: usize = 128 + 64 + 16 + 2;
@@ -14,13 +14,7 @@ const D: usize = 208;
 
 /// Encodes one row; `qw` (importance weights) weights the group searches.
 pub fn quantize_row(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x
-        .chunks_exact(QK_K)
-        .zip(y.chunks_exact_mut(BLOCK_BYTES))
-        .enumerate()
-    {
-        quantize_block(xb, yb, qw.map(|w| &w[i * QK_K..(i + 1) * QK_K]));
-    }
+    for_each_block(x, y, qw, QK_K, BLOCK_BYTES, quantize_block);
 }
 
 fn quantize_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
