@@ -74,7 +74,9 @@ fn read_gguf(path: &Path) -> Result<ImatrixFile> {
     out.chunk_count = chunk_count.and_then(Value::as_u64).unwrap_or(0) as u32;
     out.chunk_size = chunk_size.and_then(Value::as_u64).unwrap_or(0) as u32;
 
-    let mut halves: BTreeMap<String, (Option<Vec<f32>>, Option<Vec<f32>>)> = BTreeMap::new();
+    // name → (sums, counts), paired up as the tensors are met
+    type Halves = (Option<Vec<f32>>, Option<Vec<f32>>);
+    let mut halves: BTreeMap<String, Halves> = BTreeMap::new();
     for t in &file.tensors {
         let (name, is_sums) = if let Some(n) = t.info.name.strip_suffix(".in_sum2") {
             (n, true)

@@ -88,11 +88,7 @@ pub struct ModelShape {
 
 impl ModelShape {
     fn n_gqa(&self) -> u32 {
-        if self.n_head_kv == 0 {
-            0
-        } else {
-            self.n_head / self.n_head_kv
-        }
+        self.n_head.checked_div(self.n_head_kv).unwrap_or(0)
     }
 
     /// llama.cpp's `LLM_TYPE_70B` for the families smelt loads (80 layers, grouped-query).
@@ -489,11 +485,7 @@ fn mixture_type(
         let (i, n) = (c.i_ffn_down, c.n_layer);
         match ftype.name {
             "Q2_K" => ty = Q3_K,
-            "Q2_K_S" => {
-                if i < n / 8 {
-                    ty = Q4_K
-                }
-            }
+            "Q2_K_S" if i < n / 8 => ty = Q4_K,
             "IQ3_XXS" if !c.has_imatrix => ty = if i < n / 8 { Q4_K } else { Q3_K },
             "Q3_K_M" => {
                 ty = if i < n / 16 {

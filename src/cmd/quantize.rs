@@ -1,6 +1,6 @@
 //! `smelt quantize`: GGUF or checkpoint folder → quantized GGUF, byte-identical to llama-quantize.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -90,7 +90,7 @@ fn overrides(args: &Args) -> Result<Overrides> {
     })
 }
 
-fn open_source(path: &PathBuf) -> Result<Source> {
+fn open_source(path: &Path) -> Result<Source> {
     if path.is_dir() {
         Ok(Source::checkpoint(Checkpoint::open(path)?)?)
     } else {

@@ -80,7 +80,7 @@ impl Distribution {
                 }
             }
             Distribution::Tiny => {
-                let scale = if run % 3 == 0 { 1e-10 } else { 1e-6 };
+                let scale = if run.is_multiple_of(3) { 1e-10 } else { 1e-6 };
                 scale * rng.normal()
             }
             Distribution::Mixed => {

@@ -28,7 +28,7 @@ fn trit(v: f32, id: f32) -> u8 {
 /// Base-3 digits → the byte whose top trits they are (ceiling of q·256/243).
 #[inline]
 fn pack_trits(q: u8) -> u8 {
-    ((q as u16 * 256 + 242) / 243) as u8
+    (q as u16 * 256).div_ceil(243) as u8
 }
 
 /// Encodes TQ1_0 blocks.
