@@ -139,9 +139,9 @@ pub fn sha256(path: &Path) -> String {
 }
 
 /// Greedy completion by llama.cpp. llama-completion prints through an asynchronous log thread that
-/// can lose its last lines when the process exits under load, so the longest of three runs counts.
+/// can lose its last lines when the process exits under load, so the longest of six runs counts.
 pub fn llama_complete(model: &Path) -> String {
-    (0..3)
+    (0..6)
         .map(|_| {
             let o = Command::new(llama_ref().join("bin/llama-completion"))
                 .arg("-m")
@@ -170,4 +170,22 @@ pub fn llama_complete(model: &Path) -> String {
         })
         .max_by_key(String::len)
         .unwrap()
+}
+
+/// Greedy completion by llama.cpp's `llama-simple` (32 tokens), which prints with plain stdio and
+/// so never loses output.
+pub fn llama_simple(model: &Path) -> String {
+    let o = Command::new(llama_ref().join("bin/llama-simple"))
+        .arg("-m")
+        .arg(model)
+        .args(["-n", "32", "Once upon a time"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "llama-simple failed on {}: {}",
+        model.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
 }
