@@ -4,7 +4,6 @@
 //! checkpoint; a checkpoint is converted on the fly to exactly what `smelt convert` would write (its
 //! own float type), so one pass gives the same bytes as convert followed by quantize.
 
-use std::borrow::Cow;
 use std::path::Path;
 
 use formats::gguf::{GgmlType, GgufFile, GgufWriter, Metadata, TensorInfo, Value};
@@ -118,23 +117,15 @@ impl Source {
         }
     }
 
-    /// The bytes of rows `first..first + n` of `input` in its own type (borrowed from a GGUF,
-    /// encoded as the converter would for a checkpoint).
-    fn rows_raw(&self, input: &Input, first: usize, n: usize) -> Cow<'_, [u8]> {
+    /// The stored bytes of rows `first..first + n` of a GGUF tensor, to copy unchanged. A
+    /// checkpoint stores none in its GGUF type: its rows are always decoded and encoded.
+    fn stored_rows(&self, input: &Input, first: usize, n: usize) -> Option<&[u8]> {
         match self {
             Source::Gguf(f) => {
                 let rb = self.source_row_bytes(input);
-                Cow::Borrowed(&f.data(&f.tensors[input.index])[first * rb..(first + n) * rb])
+                Some(&f.data(&f.tensors[input.index])[first * rb..(first + n) * rb])
             }
-            Source::Checkpoint(..) => {
-                let row = input.info.dims[0] as usize;
-                let mut values = vec![0f32; n * row];
-                self.rows_f32(input, first, &mut values);
-                let ty = input.info.ggml_type;
-                let mut out = vec![0u8; ty.bytes_for((n * row) as u64).unwrap() as usize];
-                quantize_row(ty, &values, &mut out, None).expect("converter types fit their rows");
-                Cow::Owned(out)
-            }
+            Source::Checkpoint(..) => None,
         }
     }
 
@@ -364,7 +355,7 @@ fn plan_tensor(
             ));
         }
         if let Some(w) = opts.imatrix.as_ref().and_then(|(w, _)| w.weights.get(name)) {
-            let want = input.info.dims[0] * input.info.dims.get(2).copied().unwrap_or(1);
+            let want = imatrix_len(&input.info);
             if w.len() as u64 != want
                 && name != "token_embd.weight"
                 && name != "per_layer_token_embd.weight"
@@ -405,11 +396,15 @@ fn n_rows(info: &TensorInfo) -> usize {
 /// The importance weights llama-quantize uses for a tensor: its imatrix entry when the entry has
 /// one value per column and expert (a mismatched token_embd entry is ignored, as in llama.cpp).
 fn importance_for<'a>(info: &TensorInfo, opts: &'a JobOptions) -> Option<&'a Vec<f32>> {
-    let want = info.dims[0] * info.dims.get(2).copied().unwrap_or(1);
     opts.imatrix
         .as_ref()
         .and_then(|(w, _)| w.weights.get(&info.name))
-        .filter(|w| w.len() as u64 == want)
+        .filter(|w| w.len() as u64 == imatrix_len(info))
+}
+
+/// Importance weights a tensor takes: one per column and expert.
+fn imatrix_len(info: &TensorInfo) -> u64 {
+    info.dims[0] * info.dims.get(2).copied().unwrap_or(1)
 }
 
 /// Values per slab: bounds the working memory at ~16 MiB of f32 plus its encoding.
@@ -428,11 +423,10 @@ pub fn write(source: &Source, plan: &Plan, out: &Path, opts: &JobOptions) -> Res
         let in_row = source.source_row_bytes(input);
         for first in (0..n_rows).step_by(rows_per_slab) {
             let rows = rows_per_slab.min(n_rows - first);
-            if t.from == t.info.ggml_type {
-                writer.write(&source.rows_raw(input, first, rows))?;
-            } else {
-                let encoded = encode_slab(source, input, t, first, rows, opts)?;
-                writer.write(&encoded)?;
+            let unchanged = t.from == t.info.ggml_type;
+            match source.stored_rows(input, first, rows).filter(|_| unchanged) {
+                Some(bytes) => writer.write(bytes)?,
+                None => writer.write(&encode_slab(source, input, t, first, rows, opts)?)?,
             }
             (opts.progress)((rows * in_row) as u64);
         }

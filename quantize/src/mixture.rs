@@ -570,10 +570,16 @@ fn requires_imatrix(name: &str, ty: GgmlType, ftype: FileType) -> bool {
         return false;
     }
     match ty {
-        IQ3_XXS | IQ2_XXS | IQ2_XS | IQ2_S | IQ1_M | IQ1_S => true,
         Q2_K => ftype.name == "Q2_K_S",
-        _ => false,
+        other => always_requires_imatrix(other),
     }
+}
+
+/// The very low-bit types llama.cpp never produces without an importance matrix (outside
+/// token_embd/output).
+pub fn always_requires_imatrix(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, IQ3_XXS | IQ2_XXS | IQ2_XS | IQ2_S | IQ1_M | IQ1_S)
 }
 
 #[cfg(test)]

@@ -57,9 +57,7 @@ pub struct Args {
 
 /// Parses a ggml type name the way llama-quantize's `parse_ggml_type` does (case-insensitive).
 fn ggml_type(name: &str) -> Result<GgmlType> {
-    GgmlType::all()
-        .find(|t| t.name().eq_ignore_ascii_case(name))
-        .ok_or_else(|| anyhow!("unknown ggml type {name:?}"))
+    GgmlType::from_name(name).ok_or_else(|| anyhow!("unknown ggml type {name:?}"))
 }
 
 fn overrides(args: &Args) -> Result<Overrides> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use formats::gguf::GgmlType;
-use quantize::mixture::FILE_TYPES;
+use quantize::mixture::{always_requires_imatrix, FILE_TYPES};
 use quantize::types::{can_dequantize, can_quantize, uses_importance};
 
 /// Arguments of `smelt types`.
@@ -14,12 +14,6 @@ pub struct Args {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Tensor types whose quantizers llama.cpp refuses to run without an importance matrix.
-fn needs_imatrix(ty: GgmlType) -> bool {
-    use GgmlType::*;
-    matches!(ty, IQ1_S | IQ1_M | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS)
 }
 
 /// Prints the tables.
@@ -34,7 +28,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     "name": t.name(), "id": t.id(), "block_size": t.block_size(),
                     "block_bytes": t.block_bytes(), "bpw": bpw(t), "quantize": can_quantize(t),
                     "dequantize": true, "uses_imatrix": uses_importance(t),
-                    "needs_imatrix": needs_imatrix(t),
+                    "needs_imatrix": always_requires_imatrix(t),
                 })
             })
             .collect();
@@ -53,7 +47,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         "type", "id", "block", "bytes", "bpw", "encode", "imatrix"
     );
     for t in types {
-        let imatrix = if needs_imatrix(t) {
+        let imatrix = if always_requires_imatrix(t) {
             "required"
         } else if uses_importance(t) {
             "used"
