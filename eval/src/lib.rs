@@ -1,4 +1,8 @@
-//! smelt's model runtime and quality metrics (perplexity, KL divergence, imatrix).
-//!
-//! Not built yet: this crate is reserved so the workspace layout is fixed from the start;
-//! see the `eval` issue for what it will hold.
+//! smelt's model runtime and quality metrics: a CPU forward pass for the Llama family (llama,
+//! qwen2) over GGUF files of any type smelt decodes, llama.cpp's tokenizers, and the numbers
+//! llama.cpp's tools report — perplexity, KL divergence against a base model, importance matrices.
+
+pub mod forward;
+pub mod linear;
+pub mod model;
+pub mod tokenizer;

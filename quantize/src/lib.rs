@@ -5,6 +5,7 @@
 //! Each encoding lives in its own module under [`types`] with its block layout, its quantizer and
 //! dequantizer, and their tests. The scalar code defines the bytes; anything faster must match it.
 
+pub mod activation;
 pub mod convert;
 pub mod imatrix;
 pub mod job;

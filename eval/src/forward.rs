@@ -1,0 +1,282 @@
+//! The Llama-family forward pass over a batch of sequences: RMSNorm, RoPE, causal grouped-query
+//! attention over a key/value cache, SwiGLU. Keys and values are kept rounded to f16, as in
+//! llama.cpp's default cache, so that scores match llama-perplexity's.
+
+use faer::Par;
+use half::f16;
+use rayon::prelude::*;
+
+use crate::linear::{decode_row, linear, multiply, multiply_transposed, Observer};
+use crate::model::{Layer, Model, RopeMode};
+
+/// Keys and values of the positions one sequence has seen, per layer (f16-rounded f32,
+/// `n_past` rows of `n_head_kv · head_dim`).
+#[derive(Default, Clone)]
+struct SequenceCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    n_past: usize,
+}
+
+/// A model with one key/value cache per sequence; each [`Session::forward`] call appends the
+/// same number of tokens to every sequence.
+pub struct Session<'m> {
+    model: &'m Model,
+    caches: Vec<SequenceCache>,
+    rope: RopeTable,
+}
+
+impl<'m> Session<'m> {
+    /// A session for `n_seq` independent sequences, all empty.
+    pub fn new(model: &'m Model, n_seq: usize) -> Session<'m> {
+        let empty = SequenceCache {
+            keys: vec![Vec::new(); model.hparams.n_layer],
+            values: vec![Vec::new(); model.hparams.n_layer],
+            n_past: 0,
+        };
+        Session {
+            model,
+            caches: vec![empty; n_seq],
+            rope: RopeTable::new(model),
+        }
+    }
+
+    /// Positions already in the caches.
+    pub fn n_past(&self) -> usize {
+        self.caches.first().map_or(0, |c| c.n_past)
+    }
+
+    /// Appends `tokens[s]` to sequence `s` (all the same length `t`) and returns the logits of
+    /// the new positions `first_output..t` of every sequence, sequence after sequence
+    /// (`n_seq · (t − first_output)` rows of `n_vocab`).
+    pub fn forward(
+        &mut self,
+        tokens: &[&[u32]],
+        first_output: usize,
+        mut observer: Option<&mut dyn Observer>,
+    ) -> Vec<f32> {
+        let model = self.model;
+        let h = &model.hparams;
+        assert_eq!(tokens.len(), self.caches.len(), "one token list per sequence");
+        let t = tokens[0].len();
+        assert!(tokens.iter().all(|s| s.len() == t), "sequences of equal length");
+        let n_rows = t * tokens.len();
+        let n_past = self.n_past();
+        self.rope.extend(n_past + t);
+
+        let mut x = vec![0.0f32; n_rows * h.n_embd];
+        x.par_chunks_mut(h.n_embd)
+            .zip(tokens.concat().into_par_iter())
+            .for_each(|(row, tok)| decode_row(model, &model.token_embd, tok as usize, row));
+
+        for (il, layer) in model.layers.iter().enumerate() {
+            let normed = rms_norm(&x, &layer.attn_norm, h.rms_eps);
+            let attn = self.attention(il, layer, &normed, t, n_past, &mut observer);
+            let attn = linear(model, &layer.wo, &attn, n_rows, &mut observer);
+            add_in_place(&mut x, &attn);
+            let normed = rms_norm(&x, &layer.ffn_norm, h.rms_eps);
+            let mut gate = linear(model, &layer.gate, &normed, n_rows, &mut observer);
+            let up = linear(model, &layer.up, &normed, n_rows, &mut observer);
+            gate.par_iter_mut()
+                .zip(up.par_iter())
+                .for_each(|(g, u)| *g = silu(*g) * u);
+            let down = linear(model, &layer.down, &gate, n_rows, &mut observer);
+            add_in_place(&mut x, &down);
+        }
+        for cache in &mut self.caches {
+            cache.n_past += t;
+        }
+
+        let kept: Vec<f32> = x
+            .chunks(h.n_embd)
+            .enumerate()
+            .filter(|(r, _)| r % t >= first_output)
+            .flat_map(|(_, row)| row.iter().copied())
+            .collect();
+        let n_out = kept.len() / h.n_embd;
+        let normed = rms_norm(&kept, &model.output_norm, h.rms_eps);
+        linear(model, &model.output, &normed, n_out, &mut observer)
+    }
+
+    /// Projects `normed` to queries, keys and values, appends keys and values to the caches and
+    /// returns the attention output (`n_rows` × `n_head · head_dim`).
+    fn attention(
+        &mut self,
+        il: usize,
+        layer: &Layer,
+        normed: &[f32],
+        t: usize,
+        n_past: usize,
+        observer: &mut Option<&mut dyn Observer>,
+    ) -> Vec<f32> {
+        let model = self.model;
+        let h = &model.hparams;
+        let n_seq = self.caches.len();
+        let n_rows = t * n_seq;
+        let hd = h.head_dim;
+        let q_width = h.n_head * hd;
+        let kv_width = h.n_head_kv * hd;
+        let mut q = linear(model, &layer.wq, normed, n_rows, observer);
+        let mut k = linear(model, &layer.wk, normed, n_rows, observer);
+        let mut v = linear(model, &layer.wv, normed, n_rows, observer);
+        add_bias(&mut q, layer.bq.as_deref());
+        add_bias(&mut k, layer.bk.as_deref());
+        add_bias(&mut v, layer.bv.as_deref());
+        self.rope.apply(&mut q, q_width, hd, t, n_past);
+        self.rope.apply(&mut k, kv_width, hd, t, n_past);
+        round_f16(&mut k);
+        round_f16(&mut v);
+        for (s, cache) in self.caches.iter_mut().enumerate() {
+            cache.keys[il].extend_from_slice(&k[s * t * kv_width..(s + 1) * t * kv_width]);
+            cache.values[il].extend_from_slice(&v[s * t * kv_width..(s + 1) * t * kv_width]);
+        }
+
+        let n_kv = n_past + t;
+        let group = h.n_head / h.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let caches = &self.caches;
+        let heads: Vec<Vec<f32>> = (0..n_seq * h.n_head)
+            .into_par_iter()
+            .map(|task| {
+                let (s, head) = (task / h.n_head, task % h.n_head);
+                let kvh = head / group;
+                let queries: Vec<f32> = (0..t)
+                    .flat_map(|i| {
+                        let at = (s * t + i) * q_width + head * hd;
+                        q[at..at + hd].iter().copied()
+                    })
+                    .collect();
+                let gather = |cache: &[f32]| -> Vec<f32> {
+                    (0..n_kv)
+                        .flat_map(|j| cache[j * kv_width + kvh * hd..][..hd].iter().copied())
+                        .collect()
+                };
+                let keys = gather(&caches[s].keys[il]);
+                let values = gather(&caches[s].values[il]);
+                let mut scores = vec![0.0f32; t * n_kv];
+                multiply_transposed(&mut scores, &queries, &keys, t, hd, n_kv, Par::Seq);
+                for (i, row) in scores.chunks_mut(n_kv).enumerate() {
+                    causal_softmax(row, n_past + i + 1, scale);
+                }
+                let mut out = vec![0.0f32; t * hd];
+                multiply(&mut out, &scores, &values, t, n_kv, hd, Par::Seq);
+                out
+            })
+            .collect();
+        let mut merged = vec![0.0f32; n_rows * q_width];
+        for (task, out) in heads.iter().enumerate() {
+            let (s, head) = (task / h.n_head, task % h.n_head);
+            for i in 0..t {
+                let at = (s * t + i) * q_width + head * hd;
+                merged[at..at + hd].copy_from_slice(&out[i * hd..(i + 1) * hd]);
+            }
+        }
+        merged
+    }
+}
+
+/// Cosines and sines of every (position, pair) RoPE needs, computed like ggml's
+/// `ggml_rope_cache_init`: θ starts at the position and is multiplied by `base^(−2/n_dims)` in f32
+/// for each successive pair.
+struct RopeTable {
+    mode: RopeMode,
+    n_dims: usize,
+    theta_scale: f32,
+    /// `[position][pair] → (cos, sin)`.
+    table: Vec<Vec<(f32, f32)>>,
+}
+
+impl RopeTable {
+    fn new(model: &Model) -> RopeTable {
+        let h = &model.hparams;
+        RopeTable {
+            mode: h.rope_mode,
+            n_dims: h.rope_dims,
+            theta_scale: h.rope_base.powf(-2.0 / h.rope_dims as f32),
+            table: Vec::new(),
+        }
+    }
+
+    fn extend(&mut self, n_pos: usize) {
+        while self.table.len() < n_pos {
+            let mut theta = self.table.len() as f32;
+            let row = (0..self.n_dims / 2)
+                .map(|_| {
+                    let cs = (theta.cos(), theta.sin());
+                    theta *= self.theta_scale;
+                    cs
+                })
+                .collect();
+            self.table.push(row);
+        }
+    }
+
+    /// Rotates every head (of width `hd`) of `x`, rows of `row_width`; row `r` is at position
+    /// `n_past + r % t`.
+    fn apply(&self, x: &mut [f32], row_width: usize, hd: usize, t: usize, n_past: usize) {
+        let half = self.n_dims / 2;
+        x.par_chunks_mut(row_width).enumerate().for_each(|(r, row)| {
+            let cs = &self.table[n_past + r % t];
+            for head in row.chunks_mut(hd) {
+                for (i, &(c, s)) in cs.iter().enumerate() {
+                    let (a, b) = match self.mode {
+                        RopeMode::Normal => (2 * i, 2 * i + 1),
+                        RopeMode::Neox => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c - x1 * s;
+                    head[b] = x0 * s + x1 * c;
+                }
+            }
+        });
+    }
+}
+
+/// ggml's `rms_norm` (sum of squares in f64, then `1/sqrtf(mean + eps)`) followed by the
+/// elementwise weight.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = x.to_vec();
+    out.par_chunks_mut(weight.len()).for_each(|row| {
+        let sum: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let mean = (sum / row.len() as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        row.iter_mut()
+            .zip(weight)
+            .for_each(|(v, w)| *v = (*v * scale) * w);
+    });
+    out
+}
+
+/// `x / (1 + e^−x)`.
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    x.par_iter_mut().zip(y.par_iter()).for_each(|(a, b)| *a += b);
+}
+
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        x.par_chunks_mut(b.len())
+            .for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+    }
+}
+
+fn round_f16(x: &mut [f32]) {
+    x.par_iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32());
+}
+
+/// Softmax of `row[..n_visible] · scale`, zero beyond (the causal mask).
+fn causal_softmax(row: &mut [f32], n_visible: usize, scale: f32) {
+    let (seen, masked) = row.split_at_mut(n_visible);
+    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
+    let mut sum = 0.0f32;
+    for v in seen.iter_mut() {
+        *v = (*v * scale - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    seen.iter_mut().for_each(|v| *v *= inv);
+    masked.fill(0.0);
+}

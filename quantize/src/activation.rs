@@ -1,0 +1,126 @@
+//! What ggml's CPU matrix multiplication does to the activations before the dot products: it
+//! converts them to the weight type's `vec_dot_type` (Q8_0, Q8_1, Q8_K, F16, BF16 or F32, from
+//! `ggml-cpu.c`'s `type_traits_cpu`) and multiplies in that form. Rounding activations the same way
+//! and then multiplying in f32 gives llama.cpp's products up to float summation order, which is
+//! what lets smelt's perplexity and KL divergence agree with llama-perplexity's on quantized files.
+
+use formats::gguf::GgmlType;
+use half::f16;
+
+use crate::types::bf16;
+use crate::types::search::nearest_int;
+use crate::types::QK_K;
+
+/// The form ggml converts activations into before multiplying them with a `weight` tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationForm {
+    /// Kept as f32 (F32 weights).
+    F32,
+    /// Rounded to f16 (F16 weights).
+    F16,
+    /// Rounded to bf16 (BF16 weights).
+    BF16,
+    /// Blocks of 32 with an f16 scale `amax/127` and values rounded half-to-even (Q8_0 and Q8_1:
+    /// the legacy types, IQ4_NL, Q1_0, Q2_0).
+    Q8_0,
+    /// Blocks of 256 with an f32 scale `-max/127` (the k-quants, IQ and TQ types).
+    Q8K,
+}
+
+impl ActivationForm {
+    /// The form used for `weight`'s type on ggml's CPU backend.
+    pub fn for_weight(weight: GgmlType) -> ActivationForm {
+        use GgmlType::*;
+        match weight {
+            F32 => ActivationForm::F32,
+            F16 => ActivationForm::F16,
+            BF16 => ActivationForm::BF16,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | IQ4_NL | Q1_0 | Q2_0 => ActivationForm::Q8_0,
+            _ => ActivationForm::Q8K,
+        }
+    }
+
+    /// Rounds `row` in place to the values this form represents. `row.len()` must be a multiple
+    /// of the form's block (32 or 256), which holds for every row of a tensor of that type.
+    pub fn round(self, row: &mut [f32]) {
+        match self {
+            ActivationForm::F32 => {}
+            ActivationForm::F16 => row.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
+            ActivationForm::BF16 => row
+                .iter_mut()
+                .for_each(|v| *v = f32::from_bits((bf16::from_f32(*v) as u32) << 16)),
+            ActivationForm::Q8_0 => row.chunks_mut(32).for_each(round_q8_0_block),
+            ActivationForm::Q8K => row.chunks_mut(QK_K).for_each(round_q8_k_block),
+        }
+    }
+}
+
+/// `quantize_row_q8_0` (the AVX2 path: `_mm256_round_ps` rounds half to even) followed by the
+/// dot product's use of the f16 scale.
+fn round_q8_0_block(x: &mut [f32]) {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = f16::from_f32(amax / 127.0).to_f32();
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    for v in x.iter_mut() {
+        *v = (*v * id).round_ties_even() * d;
+    }
+}
+
+/// `quantize_row_q8_K_ref`: the scale comes from the signed value of largest magnitude.
+fn round_q8_k_block(x: &mut [f32]) {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in x.iter() {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        x.fill(0.0);
+        return;
+    }
+    let iscale = -127.0 / max;
+    let d = 1.0 / iscale;
+    for v in x.iter_mut() {
+        *v = nearest_int(iscale * *v).min(127) as f32 * d;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_k_keeps_the_extreme_value_and_rounds_the_rest_to_its_grid() {
+        let mut x: Vec<f32> = (0..256).map(|i| (i as f32 - 100.0) * 0.01).collect();
+        let orig = x.clone();
+        ActivationForm::Q8K.round(&mut x);
+        assert!((x[255] - orig[255]).abs() < 1e-6);
+        let step = 1.55 / 127.0;
+        for (a, b) in x.iter().zip(&orig) {
+            assert!((a - b).abs() <= step / 2.0 + 1e-6);
+            let k = a / step;
+            assert!((k - k.round()).abs() < 1e-3, "{a} not on the grid");
+        }
+    }
+
+    #[test]
+    fn q8_0_uses_the_f16_scale_and_zero_blocks_stay_zero() {
+        let mut x = vec![0.0f32; 64];
+        x[33] = 1.0;
+        x[34] = 0.3;
+        ActivationForm::Q8_0.round(&mut x);
+        assert!(x[..32].iter().all(|v| *v == 0.0));
+        let d = f16::from_f32(1.0 / 127.0).to_f32();
+        assert_eq!(x[33], 127.0 * d);
+        assert_eq!(x[34], (0.3f32 * 127.0).round() * d);
+    }
+
+    #[test]
+    fn forms_follow_ggml_cpu_vec_dot_types() {
+        assert_eq!(ActivationForm::for_weight(GgmlType::Q4_K), ActivationForm::Q8K);
+        assert_eq!(ActivationForm::for_weight(GgmlType::IQ4_NL), ActivationForm::Q8_0);
+        assert_eq!(ActivationForm::for_weight(GgmlType::IQ4_XS), ActivationForm::Q8K);
+        assert_eq!(ActivationForm::for_weight(GgmlType::F16), ActivationForm::F16);
+    }
+}
