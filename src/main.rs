@@ -29,6 +29,10 @@ enum Command {
     Quantize(cmd::quantize::Args),
     /// List the tensor types and file types smelt knows.
     Types(cmd::types::Args),
+    /// Perplexity and KL divergence of a GGUF model on a text (like llama-perplexity).
+    Perplexity(cmd::perplexity::Args),
+    /// Collect an importance matrix over a text (like llama-imatrix).
+    Imatrix(cmd::imatrix::Args),
     /// Show the metadata and tensor table of a GGUF file or a checkpoint folder.
     Inspect(cmd::inspect::Args),
     /// Developer helpers: synthetic checkpoints for tests and benchmarks.
@@ -42,6 +46,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
         Command::Types(args) => cmd::types::run(args),
+        Command::Perplexity(args) => cmd::perplexity::run(args),
+        Command::Imatrix(args) => cmd::imatrix::run(args),
         Command::Dev(args) => cmd::dev::run(args),
     };
     match result {

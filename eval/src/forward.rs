@@ -6,6 +6,7 @@ use faer::Par;
 use half::f16;
 use rayon::prelude::*;
 
+use crate::fastmath;
 use crate::linear::{decode_row, linear, multiply, multiply_transposed, Observer};
 use crate::model::{Layer, Model, RopeMode};
 
@@ -77,9 +78,7 @@ impl<'m> Session<'m> {
             let normed = rms_norm(&x, &layer.ffn_norm, h.rms_eps);
             let mut gate = linear(model, &layer.gate, &normed, n_rows, &mut observer);
             let up = linear(model, &layer.up, &normed, n_rows, &mut observer);
-            gate.par_iter_mut()
-                .zip(up.par_iter())
-                .for_each(|(g, u)| *g = silu(*g) * u);
+            swiglu(&mut gate, &up);
             let down = linear(model, &layer.down, &gate, n_rows, &mut observer);
             add_in_place(&mut x, &down);
         }
@@ -140,17 +139,8 @@ impl<'m> Session<'m> {
             .map(|task| {
                 let (s, head) = (task / h.n_head, task % h.n_head);
                 let kvh = head / group;
-                let queries: Vec<f32> = (0..t)
-                    .flat_map(|i| {
-                        let at = (s * t + i) * q_width + head * hd;
-                        q[at..at + hd].iter().copied()
-                    })
-                    .collect();
-                let gather = |cache: &[f32]| -> Vec<f32> {
-                    (0..n_kv)
-                        .flat_map(|j| cache[j * kv_width + kvh * hd..][..hd].iter().copied())
-                        .collect()
-                };
+                let queries = gather_head(&q[s * t * q_width..], t, q_width, head * hd, hd);
+                let gather = |cache: &[f32]| gather_head(cache, n_kv, kv_width, kvh * hd, hd);
                 let keys = gather(&caches[s].keys[il]);
                 let values = gather(&caches[s].values[il]);
                 let mut scores = vec![0.0f32; t * n_kv];
@@ -247,9 +237,17 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
-/// `x / (1 + e^−x)`.
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+/// `gate = silu(gate) · up` with `silu(x) = x / (1 + e^−x)`.
+fn swiglu(gate: &mut [f32], up: &[f32]) {
+    gate.par_chunks_mut(1024)
+        .zip(up.par_chunks(1024))
+        .for_each(|(g, u)| {
+            let mut e: Vec<f32> = g.iter().map(|v| -v).collect();
+            fastmath::exp_in_place(&mut e);
+            for ((g, u), e) in g.iter_mut().zip(u).zip(&e) {
+                *g = *g / (1.0 + e) * u;
+            }
+        });
 }
 
 fn add_in_place(x: &mut [f32], y: &[f32]) {
@@ -267,15 +265,22 @@ fn round_f16(x: &mut [f32]) {
     x.par_iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32());
 }
 
+/// Columns `at..at + hd` of the first `rows` rows of `x` (rows of `width`), packed.
+fn gather_head(x: &[f32], rows: usize, width: usize, at: usize, hd: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * hd);
+    for r in 0..rows {
+        out.extend_from_slice(&x[r * width + at..r * width + at + hd]);
+    }
+    out
+}
+
 /// Softmax of `row[..n_visible] · scale`, zero beyond (the causal mask).
 fn causal_softmax(row: &mut [f32], n_visible: usize, scale: f32) {
     let (seen, masked) = row.split_at_mut(n_visible);
-    let max = seen.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v * scale));
-    let mut sum = 0.0f32;
-    for v in seen.iter_mut() {
-        *v = (*v * scale - max).exp();
-        sum += *v;
-    }
+    let max = fastmath::max(seen) * scale;
+    seen.iter_mut().for_each(|v| *v = *v * scale - max);
+    fastmath::exp_in_place(seen);
+    let sum = fastmath::sum(seen);
     let inv = 1.0 / sum;
     seen.iter_mut().for_each(|v| *v *= inv);
     masked.fill(0.0);

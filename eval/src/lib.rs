@@ -2,7 +2,11 @@
 //! qwen2) over GGUF files of any type smelt decodes, llama.cpp's tokenizers, and the numbers
 //! llama.cpp's tools report — perplexity, KL divergence against a base model, importance matrices.
 
+pub mod fastmath;
 pub mod forward;
+pub mod imatrix;
+pub mod kld;
 pub mod linear;
 pub mod model;
+pub mod perplexity;
 pub mod tokenizer;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::gguf::{GgmlType, GgufFile, Value};
+use crate::gguf::{GgmlType, GgufFile, GgufWriter, Metadata, TensorInfo, Value};
 use crate::{FormatError, Result};
 
 /// One tensor's statistics.
@@ -55,6 +55,76 @@ impl ImatrixFile {
             read_legacy(path, &bytes)
         }
     }
+}
+
+impl ImatrixFile {
+    /// Writes the GGUF form exactly as `llama-imatrix` lays it out: `general.type`, the datasets,
+    /// chunk count and size, then per entry (sorted by name) `<name>.in_sum2` and `<name>.counts`
+    /// as F32 tensors with trailing unit dimensions dropped.
+    pub fn write_gguf(&self, path: &Path) -> Result<()> {
+        let mut metadata = Metadata::new();
+        metadata.set("general.type", Value::String("imatrix".into()));
+        metadata.set("imatrix.datasets", Value::strings(self.datasets.iter().cloned()));
+        metadata.set("imatrix.chunk_count", Value::U32(self.chunk_count));
+        metadata.set("imatrix.chunk_size", Value::U32(self.chunk_size));
+        let dims = |per: usize, n: usize| match n {
+            1 => vec![per as u64],
+            _ => vec![per as u64, n as u64],
+        };
+        let mut infos = Vec::new();
+        for (name, e) in &self.entries {
+            let n_mat = e.counts.len();
+            infos.push(TensorInfo {
+                name: format!("{name}.in_sum2"),
+                dims: dims(e.sums.len() / n_mat, n_mat),
+                ggml_type: GgmlType::F32,
+            });
+            infos.push(TensorInfo {
+                name: format!("{name}.counts"),
+                dims: dims(1, n_mat),
+                ggml_type: GgmlType::F32,
+            });
+        }
+        let mut writer = GgufWriter::create(path, &metadata, &infos)?;
+        for e in self.entries.values() {
+            writer.write(&f32_bytes(e.sums.iter().copied()))?;
+            writer.write(&f32_bytes(e.counts.iter().map(|&c| c as f32)))?;
+        }
+        writer.finish()
+    }
+
+    /// Writes the legacy `.dat` form (`--output-format dat`): per entry the name, the call count
+    /// `ceil(max count / chunk_size)` and the sums divided by their count times the call count;
+    /// then the chunk count and the last dataset name.
+    pub fn write_dat(&self, path: &Path) -> Result<()> {
+        let chunk_size = self.chunk_size.max(1) as i64;
+        let mut out = Vec::new();
+        out.extend((self.entries.len() as i32).to_le_bytes());
+        for (name, e) in &self.entries {
+            out.extend((name.len() as i32).to_le_bytes());
+            out.extend(name.as_bytes());
+            let max_count = e.counts.iter().copied().max().unwrap_or(0);
+            let ncall = ((max_count + chunk_size - 1) / chunk_size) as i32;
+            out.extend(ncall.to_le_bytes());
+            out.extend((e.sums.len() as i32).to_le_bytes());
+            let per = e.sums.len() / e.counts.len().max(1);
+            let scaled = e.sums.iter().enumerate().map(|(i, &v)| {
+                let count = e.counts[i / per] as f32;
+                let (v, count) = if count == 0.0 { (1.0, 1.0) } else { (v, count) };
+                (v / count) * ncall as f32
+            });
+            out.extend(f32_bytes(scaled));
+        }
+        out.extend((self.chunk_count as i32).to_le_bytes());
+        let dataset = self.datasets.last().map(String::as_str).unwrap_or("");
+        out.extend((dataset.len() as i32).to_le_bytes());
+        out.extend(dataset.as_bytes());
+        crate::gguf::write_atomically(path, &out)
+    }
+}
+
+fn f32_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
+    values.flat_map(f32::to_le_bytes).collect()
 }
 
 fn read_gguf(path: &Path) -> Result<ImatrixFile> {

@@ -2,7 +2,30 @@
 
 pub mod convert;
 pub mod dev;
+pub mod imatrix;
 pub mod inspect;
+pub mod perplexity;
 mod progress;
 pub mod quantize;
 pub mod types;
+
+/// Sizes rayon's global pool (`-t`); the default is one thread per core.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    Ok(())
+}
+
+/// Opens a model for evaluation and reads the text it is to be evaluated on.
+pub fn open_model_and_text(
+    model: &std::path::Path,
+    text: &std::path::Path,
+) -> anyhow::Result<(eval::model::Model, eval::tokenizer::Tokenizer, String)> {
+    let m = eval::model::Model::open(model)?;
+    let tokenizer = eval::tokenizer::Tokenizer::from_gguf(&m.file().metadata, model)?;
+    let bytes = std::fs::read(text).map_err(|e| formats::FormatError::io(text, e))?;
+    let text_str = String::from_utf8(bytes)
+        .map_err(|_| formats::FormatError::new(text, "is not UTF-8 text"))?;
+    Ok((m, tokenizer, text_str))
+}

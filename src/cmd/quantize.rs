@@ -107,11 +107,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             names.join(", ")
         );
     };
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()?;
-    }
+    super::set_threads(args.threads)?;
     let imatrix = match &args.imatrix {
         Some(path) => {
             let file = ImatrixFile::open(path)?;

@@ -209,3 +209,14 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
         .unwrap_or_else(|| "out".into());
     path.with_file_name(format!(".{name}.smelt-tmp-{}", std::process::id()))
 }
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that a
+/// failure never leaves a partial file under the final name.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path_for(path);
+    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| FormatError::io(path, e))
+}

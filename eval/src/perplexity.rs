@@ -1,0 +1,174 @@
+//! llama-perplexity's method: tokenize the whole text (with BOS), cut it into `n_ctx`-token chunks,
+//! put BOS in place of each chunk's first token, run every chunk from an empty cache and score
+//! only its second half — each of the last `n_ctx/2 − 1` positions predicting the next token.
+
+use formats::{FormatError, Result};
+use rayon::prelude::*;
+
+use crate::fastmath::sum_exp_shifted;
+use crate::forward::Session;
+use crate::linear::Observer;
+use crate::model::Model;
+
+/// Tokens llama-perplexity puts in one decode call (`-b 2048`); chunks are batched up to it.
+pub const BATCH_TOKENS: usize = 2048;
+
+/// How the text is cut into chunks.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkPlan {
+    /// Tokens per chunk (`-c`).
+    pub n_ctx: usize,
+    /// Chunks evaluated (`--chunks`, capped by the text).
+    pub n_chunks: usize,
+    /// Chunks run together in one batch.
+    pub n_seq: usize,
+}
+
+impl ChunkPlan {
+    /// The plan for `n_tokens` tokens, refusing texts shorter than two chunks as llama.cpp does.
+    pub fn new(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>, text: &std::path::Path) -> Result<ChunkPlan> {
+        if n_ctx < 4 {
+            return Err(FormatError::new(text, format!("context of {n_ctx} tokens is too small")));
+        }
+        if n_tokens < 2 * n_ctx {
+            return Err(FormatError::new(
+                text,
+                format!("tokenizes to only {n_tokens} tokens; a context of {n_ctx} needs at least {}", 2 * n_ctx),
+            ));
+        }
+        let n_chunks = (n_tokens / n_ctx).min(max_chunks.unwrap_or(usize::MAX));
+        if n_chunks == 0 {
+            return Err(FormatError::new(text, "--chunks 0 leaves nothing to evaluate"));
+        }
+        Ok(ChunkPlan {
+            n_ctx,
+            n_chunks,
+            n_seq: (BATCH_TOKENS / n_ctx).max(1),
+        })
+    }
+
+    /// First scored position of a chunk: its second half.
+    pub fn first(&self) -> usize {
+        self.n_ctx / 2
+    }
+
+    /// Scored predictions per chunk.
+    pub fn scored_per_chunk(&self) -> usize {
+        self.n_ctx - 1 - self.first()
+    }
+}
+
+/// The scored part of one chunk: logits of positions `first..n_ctx-1` and the tokens they predict.
+pub struct ScoredChunk<'a> {
+    /// Chunk index.
+    pub index: usize,
+    /// `scored_per_chunk` rows of `n_vocab` logits.
+    pub logits: &'a [f32],
+    /// The token each row predicts.
+    pub targets: &'a [u32],
+}
+
+/// Runs `model` over the chunks of `tokens` in order, calling `on_chunk` for each with its scored
+/// logits. `observer` sees every matrix product's input (importance matrices).
+pub fn run_chunks(
+    model: &Model,
+    tokens: &[u32],
+    plan: &ChunkPlan,
+    bos: Option<u32>,
+    mut observer: Option<&mut dyn Observer>,
+    mut on_chunk: impl FnMut(ScoredChunk),
+) {
+    let n_vocab = model.hparams.n_vocab;
+    let (n_ctx, first) = (plan.n_ctx, plan.first());
+    let rows_out = n_ctx - first;
+    let mut start = 0;
+    while start < plan.n_chunks {
+        let n_seq = plan.n_seq.min(plan.n_chunks - start);
+        let inputs: Vec<Vec<u32>> = (start..start + n_seq)
+            .map(|c| {
+                let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+                if let Some(b) = bos {
+                    chunk[0] = b;
+                }
+                chunk
+            })
+            .collect();
+        let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
+        let mut session = Session::new(model, n_seq);
+        let reborrowed: Option<&mut dyn Observer> = match observer {
+            Some(ref mut o) => Some(&mut **o),
+            None => None,
+        };
+        let logits = session.forward(&refs, first, reborrowed);
+        for s in 0..n_seq {
+            let c = start + s;
+            let rows = &logits[s * rows_out * n_vocab..][..plan.scored_per_chunk() * n_vocab];
+            on_chunk(ScoredChunk {
+                index: c,
+                logits: rows,
+                targets: &tokens[c * n_ctx + first + 1..(c + 1) * n_ctx],
+            });
+        }
+        start += n_seq;
+    }
+}
+
+/// Negative log-likelihoods of each row's target, as llama-perplexity's `log_softmax` computes
+/// them (max-shifted, `expf` terms summed in f64).
+pub fn row_nlls(logits: &[f32], targets: &[u32], n_vocab: usize) -> Vec<f64> {
+    logits
+        .par_chunks(n_vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &tok)| {
+            let max = row.iter().fold(row[0], |m, &v| m.max(v));
+            let sum = sum_exp_shifted(row, max);
+            -((row[tok as usize] - max) as f64 - sum.ln())
+        })
+        .collect()
+}
+
+/// Running perplexity: sums of NLL and NLL² over scored tokens.
+#[derive(Debug, Default, Clone)]
+pub struct PerplexityStats {
+    nll: f64,
+    nll2: f64,
+    count: usize,
+}
+
+impl PerplexityStats {
+    /// Adds one chunk's NLLs.
+    pub fn add(&mut self, nlls: &[f64]) {
+        for &v in nlls {
+            self.nll += v;
+            self.nll2 += v * v;
+        }
+        self.count += nlls.len();
+    }
+
+    /// Statistics from raw sums (the KL-divergence pass accumulates its own).
+    pub fn from_sums(nll: f64, nll2: f64, count: usize) -> PerplexityStats {
+        PerplexityStats { nll, nll2, count }
+    }
+
+    /// Tokens scored so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// `exp(mean NLL)`.
+    pub fn ppl(&self) -> f64 {
+        (self.nll / self.count as f64).exp()
+    }
+
+    /// llama-perplexity's "±": the standard error of the mean NLL times the perplexity.
+    pub fn ppl_err(&self) -> f64 {
+        let n = self.count as f64;
+        let mean = self.nll / n;
+        let var = self.nll2 / n - mean * mean;
+        if var > 0.0 && self.count > 1 {
+            (var / (n - 1.0)).sqrt() * self.ppl()
+        } else {
+            0.0
+        }
+    }
+}

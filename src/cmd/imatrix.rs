@@ -1,0 +1,101 @@
+//! `smelt imatrix`: llama-imatrix's importance matrix, in its GGUF or legacy `.dat` format.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use eval::imatrix::ImatrixCollector;
+use eval::perplexity::{row_nlls, run_chunks, ChunkPlan, PerplexityStats};
+use serde_json::json;
+
+use super::progress;
+
+/// Output formats llama-imatrix writes.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// GGUF (`<tensor>.in_sum2` / `<tensor>.counts`), the default.
+    Gguf,
+    /// The legacy `.dat` format.
+    Dat,
+}
+
+/// Arguments of `smelt imatrix`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// GGUF model to run.
+    pub model: PathBuf,
+    /// Calibration text.
+    #[arg(short = 'f', long = "file")]
+    pub text: PathBuf,
+    /// Output file.
+    #[arg(short = 'o', long = "output-file", default_value = "imatrix.gguf")]
+    pub out: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "gguf")]
+    pub output_format: OutputFormat,
+    /// Tokens per chunk.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub n_ctx: usize,
+    /// Process at most this many chunks.
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `smelt imatrix`.
+pub fn run(args: Args) -> Result<ExitCode> {
+    super::set_threads(args.threads)?;
+    let (model, tokenizer, text) = super::open_model_and_text(&args.model, &args.text)?;
+    let tokens = tokenizer.tokenize(&text, true, false);
+    let plan = ChunkPlan::new(tokens.len(), args.n_ctx, args.chunks, &args.text)?;
+    let bos = tokenizer.add_bos.then_some(tokenizer.bos).flatten();
+    let n_vocab = model.hparams.n_vocab;
+    let mut collector = ImatrixCollector::new(plan.n_ctx);
+    let mut stats = PerplexityStats::default();
+    let started = Instant::now();
+    let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "imatrix");
+    run_chunks(&model, &tokens, &plan, bos, Some(&mut collector), |chunk| {
+        bar.inc(plan.n_ctx as u64);
+        stats.add(&row_nlls(chunk.logits, chunk.targets, n_vocab));
+        if !args.json {
+            print!("[{}]{:.4},", chunk.index + 1, stats.ppl());
+        }
+    });
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let chunks_seen = collector.chunks_seen();
+    let file = collector
+        .into_file(vec![args.text.display().to_string()])
+        .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
+    match args.output_format {
+        OutputFormat::Gguf => file.write_gguf(&args.out)?,
+        OutputFormat::Dat => file.write_dat(&args.out)?,
+    }
+    if args.json {
+        let out = json!({
+            "output": args.out.display().to_string(),
+            "entries": file.entries.len(),
+            "chunk_count": chunks_seen,
+            "chunk_size": plan.n_ctx,
+            "ppl": stats.ppl(),
+            "ppl_err": stats.ppl_err(),
+            "tokens_per_s": (plan.n_chunks * plan.n_ctx) as f64 / seconds,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!();
+        println!("Final estimate: PPL = {:.4} +/- {:.5}", stats.ppl(), stats.ppl_err());
+        eprintln!(
+            "stored {} entries after {chunks_seen} chunks in {}",
+            file.entries.len(),
+            args.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
