@@ -10,6 +10,11 @@ use crate::fastmath;
 use crate::linear::{decode_row, linear, multiply, multiply_transposed, Observer};
 use crate::model::{Layer, Model, RopeMode};
 
+/// ggml's CPU flash attention switches to its tiled f32 kernel from this many query rows per
+/// micro-batch; below it (short prompts, token-by-token decoding) it rounds queries to f16 and
+/// accumulates the weighted values in f16, which [`attend_f16_accumulator`] reproduces.
+const FA_TILE_ROWS: usize = 64;
+
 /// Keys and values of the positions one sequence has seen, per layer (f16-rounded f32,
 /// `n_past` rows of `n_head_kv · head_dim`).
 #[derive(Default, Clone)]
@@ -143,13 +148,20 @@ impl<'m> Session<'m> {
                 let gather = |cache: &[f32]| gather_head(cache, n_kv, kv_width, kvh * hd, hd);
                 let keys = gather(&caches[s].keys[il]);
                 let values = gather(&caches[s].values[il]);
-                let mut scores = vec![0.0f32; t * n_kv];
-                multiply_transposed(&mut scores, &queries, &keys, t, hd, n_kv, Par::Seq);
-                for (i, row) in scores.chunks_mut(n_kv).enumerate() {
-                    causal_softmax(row, n_past + i + 1, scale);
-                }
                 let mut out = vec![0.0f32; t * hd];
-                multiply(&mut out, &scores, &values, t, n_kv, hd, Par::Seq);
+                if n_rows < FA_TILE_ROWS {
+                    for (i, o) in out.chunks_mut(hd).enumerate() {
+                        let query = &queries[i * hd..(i + 1) * hd];
+                        attend_f16_accumulator(query, &keys, &values, n_past + i + 1, scale, o);
+                    }
+                } else {
+                    let mut scores = vec![0.0f32; t * n_kv];
+                    multiply_transposed(&mut scores, &queries, &keys, t, hd, n_kv, Par::Seq);
+                    for (i, row) in scores.chunks_mut(n_kv).enumerate() {
+                        causal_softmax(row, n_past + i + 1, scale);
+                    }
+                    multiply(&mut out, &scores, &values, t, n_kv, hd, Par::Seq);
+                }
                 out
             })
             .collect();
@@ -227,7 +239,7 @@ impl RopeTable {
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
     let mut out = x.to_vec();
     out.par_chunks_mut(weight.len()).for_each(|row| {
-        let sum: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
         let mean = (sum / row.len() as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
         row.iter_mut()
@@ -263,6 +275,36 @@ fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
 
 fn round_f16(x: &mut [f32]) {
     x.par_iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32());
+}
+
+/// One query row through ggml's `flash_attn_ext_f16_one_chunk`: f16 query, online softmax, and
+/// the value accumulator rounded to f16 after every update. For heads narrower than ggml's SIMD
+/// step (64) the operation order is ggml's scalar one — products in f32 summed in f64, updates
+/// fused as the `-march=native` build fuses them — so the rounding steps land where llama.cpp's do.
+fn attend_f16_accumulator(query: &[f32], keys: &[f32], values: &[f32], n_visible: usize, scale: f32, out: &mut [f32]) {
+    let hd = query.len();
+    let q: Vec<f32> = query.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+    let (mut sum, mut max) = (0.0f32, f32::NEG_INFINITY);
+    out.fill(0.0);
+    for j in 0..n_visible {
+        let k = &keys[j * hd..(j + 1) * hd];
+        let dot: f64 = k.iter().zip(&q).map(|(a, b)| (a * b) as f64).sum();
+        let s = dot as f32 * scale;
+        let (mut ms, mut vs) = (1.0f32, 1.0f32);
+        if s > max {
+            ms = (max - s).exp();
+            max = s;
+            out.iter_mut().for_each(|v| *v = f16::from_f32(*v * ms).to_f32());
+        } else {
+            vs = (s - max).exp();
+        }
+        for (acc, &v) in out.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
+            *acc = f16::from_f32(v.mul_add(vs, *acc)).to_f32();
+        }
+        sum = sum.mul_add(ms, vs);
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    out.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// Columns `at..at + hd` of the first `rows` rows of `x` (rows of `width`), packed.

@@ -1,0 +1,129 @@
+//! Tier 2: smelt's forward pass against llama.cpp's own (the reference build's static libraries,
+//! driven by `scripts/llama_logits.cpp`): logits of a short prompt agree within 1e-3 max-abs on
+//! the f32 reference models and on synthetic qwen2 (biases, NeoX RoPE) and untied GQA models.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use eval::forward::Session;
+use eval::model::Model;
+use eval::tokenizer::Tokenizer;
+
+/// Compiles `scripts/llama_logits.cpp` against the reference build into `dir`.
+fn build_llama_logits(dir: &Path) -> PathBuf {
+    let src = common::llama_ref().join("llama.cpp");
+    let lib = src.join("build");
+    let exe = dir.join("llama_logits");
+    let out = Command::new("g++")
+        .args(["-O1", "-std=c++17"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/llama_logits.cpp"))
+        .arg(format!("-I{}", src.join("include").display()))
+        .arg(format!("-I{}", src.join("ggml/include").display()))
+        .arg(lib.join("src/libllama.a"))
+        .arg(lib.join("ggml/src/libggml.a"))
+        .arg(lib.join("ggml/src/libggml-cpu.a"))
+        .arg(lib.join("ggml/src/libggml-base.a"))
+        .args(["-fopenmp", "-lpthread", "-ldl", "-o"])
+        .arg(&exe)
+        .output()
+        .expect("g++ runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+fn llama_logits(exe: &Path, model: &Path, tokens: &[u32], out: &Path) -> Vec<f32> {
+    let o = Command::new(exe)
+        .arg(model)
+        .arg(out)
+        .args(tokens.iter().map(u32::to_string))
+        .output()
+        .expect("llama_logits runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(out)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// Max-abs difference of all logits of `prompt` (whole prompt in one pass, and again fed in two
+/// parts through the key/value cache).
+fn compare(exe: &Path, model_path: &Path, prompt: &str, tmp: &Path) -> f32 {
+    let model = Model::open(model_path).unwrap();
+    let tok = Tokenizer::from_gguf(&model.file().metadata, model_path).unwrap();
+    let mut tokens = tok.tokenize(prompt, true, false);
+    if let Ok(t) = std::env::var("SMELT_DEBUG_TOKENS") {
+        tokens = t.split(' ').map(|v| v.parse().unwrap()).collect();
+    }
+    assert!(tokens.len() >= 4, "prompt too short: {tokens:?}");
+    let theirs = llama_logits(exe, model_path, &tokens, &tmp.join("logits.f32"));
+    let ours = Session::new(&model, 1).forward(&[&tokens], 0, None);
+    assert_eq!(ours.len(), theirs.len());
+    let mut session = Session::new(&model, 1);
+    let half = tokens.len() / 2;
+    let mut stepped = session.forward(&[&tokens[..half]], 0, None);
+    stepped.extend(session.forward(&[&tokens[half..]], 0, None));
+    assert!(tokens.len() - half >= 64 && half >= 64, "{} tokens: each half must take the tiled kernel", tokens.len());
+    let cached = max_abs(&stepped, &ours);
+    assert!(cached < 1e-4, "{}: KV-cache pass differs from one pass by {cached}", model_path.display());
+    if std::env::var_os("SMELT_DEBUG_LOGITS").is_some() {
+        let nv = model.hparams.n_vocab;
+        for (i, (a, b)) in ours.chunks(nv).zip(theirs.chunks(nv)).enumerate() {
+            eprintln!("pos {i}: max|Δ| {:e}, max|logit| {}", max_abs(a, b), b.iter().fold(0f32, |m, v| m.max(v.abs())));
+        }
+    }
+    max_abs(&ours, &theirs)
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// About 150 tokens: long enough that llama.cpp takes its tiled f32 attention kernel (64+ query
+/// rows) for the whole prompt and for each half fed through the cache.
+const PROMPT: &str = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her dog, Max. One day, Lily saw a big red ball under a tree. She ran to get it, but Max was faster. He took the ball in his mouth and ran away. Lily laughed and chased him around the park until they were both tired. Then they sat under the tree and ate apples.";
+
+/// Under 64 tokens: llama.cpp's one-row-at-a-time kernel with f16 accumulators.
+const SHORT_PROMPT: &str = "Once upon a time, there was a little girl named Lily.";
+
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn f32_reference_logits_match_llama_cpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_llama_logits(tmp.path());
+    let shared = common::shared();
+    for model in [
+        "reference/stories260K/stories260K-f32.gguf",
+        "reference/tinystories-3M/tinystories-3M-f32.gguf",
+    ] {
+        let d = compare(&exe, &shared.join(model), PROMPT, tmp.path());
+        eprintln!("{model}: max |Δlogit| = {d:e}");
+        if std::env::var_os("SMELT_DEBUG_LOGITS").is_none() {
+            assert!(d < 1e-3, "{model}: max |Δlogit| = {d}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn synthetic_qwen2_and_untied_gqa_logits_match_llama_cpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_llama_logits(tmp.path());
+    let tokenizer = format!("copy:{}", common::shared().join("assets/models/stories260K").display());
+    for (name, args) in [
+        ("qwen2", vec!["--arch", "Qwen2ForCausalLM", "--hidden", "128", "--heads", "4", "--kv-heads", "2"]),
+        ("llama-gqa-untied", vec!["--hidden", "128", "--heads", "8", "--kv-heads", "2", "--untied"]),
+    ] {
+        let dir = tmp.path().join(name);
+        let mut all = args.clone();
+        all.extend(["--ffn", "256", "--layers", "2", "--tokenizer", &tokenizer]);
+        common::synth(&dir, &all);
+        let gguf = tmp.path().join(format!("{name}.gguf"));
+        common::convert_ok(&dir, &gguf, "f32");
+        let d = compare(&exe, &gguf, PROMPT, tmp.path());
+        eprintln!("{name}: max |Δlogit| = {d:e}");
+        assert!(d < 1e-3, "{name}: max |Δlogit| = {d}");
+    }
+}
