@@ -69,7 +69,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if base.n_vocab != n_vocab {
             bail!("{}: vocabulary of {} tokens, the model has {n_vocab}", base_path.display(), base.n_vocab);
         }
-        let plan = ChunkPlan::new(base.tokens.len(), base.n_ctx, None, &base_path)?;
+        let plan = ChunkPlan::new(base.tokens.len(), base.n_ctx, args.chunks, &base_path)?;
         let tokens = std::mem::take(&mut base.tokens);
         let mut stats = KldStats::default();
         let mut err = None;

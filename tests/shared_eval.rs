@@ -1,0 +1,261 @@
+//! Tier 2: `smelt perplexity` and `smelt imatrix` against what llama.cpp printed and wrote for the
+//! reference models (`../shared/reference/<model>/logs`, `kld-base.bin`, `imatrix.gguf`).
+//!
+//! * every `ppl-*.log` (tinystories-eval.txt) and `wiki-*.log` (wiki.test.raw), `-c 512`: final
+//!   PPL within 0.1 % for f32 files and 0.5 % for the rest;
+//! * every `kld-*.log` (40 chunks against llama.cpp's `kld-base.bin`): PPL(Q) within the same
+//!   bounds, mean KLD within 2 %, "same top p" within 0.5 points;
+//! * a base saved by smelt has llama.cpp's header and tokens and gives the same statistics;
+//! * `smelt imatrix` (`-c 256`, tinystories-calib.txt) agrees with llama-imatrix's file within
+//!   1e-3 relative per value, with the same counts and chunk count, and llama-quantize takes it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// The number after `marker` on the first line of `log` containing it.
+fn number_after(log: &str, marker: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(marker))?;
+    let rest = &line[line.find(marker)? + marker.len()..];
+    rest.split_whitespace().next()?.trim_end_matches('%').parse().ok()
+}
+
+/// Some reference runs were cut short: their logs end in the running values of the last chunk
+/// they finished. Returns (chunks, PPL) from `[N]ppl,` entries.
+fn last_running_ppl(log: &str) -> Option<(usize, f64)> {
+    let re = regex::Regex::new(r"\[(\d+)\]([0-9.]+),").unwrap();
+    let c = re.captures_iter(log).last()?;
+    Some((c[1].parse().ok()?, c[2].parse().ok()?))
+}
+
+/// (chunks, PPL, mean KLD, same top p %) from the last per-chunk row of a KL-divergence log.
+fn last_running_kld(log: &str) -> Option<(usize, f64, f64, f64)> {
+    let fields = |l: &str| -> Vec<String> {
+        l.split_whitespace().filter(|w| *w != "±" && *w != "%").map(String::from).collect()
+    };
+    // complete rows only: chunk, then five (value, error) pairs
+    let f = log
+        .lines()
+        .map(fields)
+        .filter(|f| f.len() == 11 && f[0].chars().all(|c| c.is_ascii_digit()))
+        .last()?;
+    Some((f[0].parse().ok()?, f[1].parse().ok()?, f[5].parse().ok()?, f[9].parse().ok()?))
+}
+
+fn smelt_json(args: &[&str], cwd: &Path) -> Value {
+    let out = common::smelt().current_dir(cwd).args(args).arg("--json").output().unwrap();
+    assert!(out.status.success(), "smelt {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// (log file, model file) pairs of `model`'s logs starting with `prefix`.
+fn logs(model: &str, prefix: &str) -> Vec<(PathBuf, PathBuf)> {
+    let dir = common::shared().join("reference").join(model);
+    let mut out: Vec<_> = std::fs::read_dir(dir.join("logs"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let stem = name.strip_prefix(prefix)?.strip_suffix(".log")?.to_string();
+            let gguf = match stem.as_str() {
+                "f32" => format!("{model}-f32.gguf"),
+                s => format!("{s}.gguf"),
+            };
+            Some((dir.join("logs").join(&name), dir.join(gguf)))
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no {prefix}*.log for {model}");
+    out
+}
+
+/// 0.1 % for full-precision files, 0.5 % for quantized ones.
+fn ppl_tolerance(gguf: &Path) -> f64 {
+    if gguf.to_string_lossy().ends_with("-f32.gguf") { 0.001 } else { 0.005 }
+}
+
+fn check_perplexity_logs(model: &str, prefix: &str, text: &str) {
+    let shared = common::shared();
+    let text = shared.join("assets/text").join(text);
+    let mut failures = Vec::new();
+    for (log, gguf) in logs(model, prefix) {
+        let log = std::fs::read_to_string(&log).unwrap();
+        let (chunks, expected) = match number_after(&log, "Final estimate: PPL = ") {
+            Some(ppl) => (None, ppl),
+            None => {
+                let (n, ppl) = last_running_ppl(&log).expect("log with at least one chunk");
+                (Some(n.to_string()), ppl)
+            }
+        };
+        let mut args = vec!["perplexity", gguf.to_str().unwrap(), "-f", text.to_str().unwrap(), "-c", "512"];
+        if let Some(n) = &chunks {
+            args.extend(["--chunks", n]);
+        }
+        let got = smelt_json(&args, &shared);
+        let ppl = got["ppl"].as_f64().unwrap();
+        let rel = (ppl / expected - 1.0).abs();
+        eprintln!("{}: {ppl:.4} vs llama.cpp {expected:.4} ({:.3} %)", gguf.display(), 100.0 * rel);
+        if rel > ppl_tolerance(&gguf) {
+            failures.push(format!("{}: PPL {ppl:.4} vs {expected:.4}", gguf.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn check_kld_logs(model: &str) {
+    let shared = common::shared();
+    let base = shared.join("reference").join(model).join("kld-base.bin");
+    let text = shared.join("assets/text/tinystories-eval.txt");
+    let mut failures = Vec::new();
+    for (log, gguf) in logs(model, "kld-") {
+        let log = std::fs::read_to_string(&log).unwrap();
+        let (chunks, ppl, kld, same) = match (
+            number_after(&log, "Mean PPL(Q)                   :"),
+            number_after(&log, "Mean    KLD:"),
+            number_after(&log, "Same top p:"),
+        ) {
+            (Some(p), Some(k), Some(s)) => (None, p, k, s),
+            _ => {
+                let (n, p, k, s) = last_running_kld(&log).expect("log with at least one chunk");
+                (Some(n.to_string()), p, k, s)
+            }
+        };
+        let mut args = vec!["perplexity", gguf.to_str().unwrap(), "-f", text.to_str().unwrap(), "--kld", base.to_str().unwrap()];
+        if let Some(n) = &chunks {
+            args.extend(["--chunks", n]);
+        }
+        let got = smelt_json(&args, &shared);
+        let (g_ppl, g_kld) = (got["ppl"].as_f64().unwrap(), got["kld"]["mean"].as_f64().unwrap());
+        let g_same = 100.0 * got["same_top_p"].as_f64().unwrap();
+        eprintln!(
+            "{}: PPL {g_ppl:.4}/{ppl:.4} KLD {g_kld:.6}/{kld:.6} same top {g_same:.3}/{same:.3}",
+            gguf.display()
+        );
+        let kld_ok = (g_kld / kld - 1.0).abs() <= 0.02 || (g_kld - kld).abs() < 1e-6;
+        if (g_ppl / ppl - 1.0).abs() > ppl_tolerance(&gguf) || !kld_ok || (g_same - same).abs() > 0.5 {
+            failures.push(format!(
+                "{}: PPL {g_ppl:.4} vs {ppl:.4}, KLD {g_kld:.6} vs {kld:.6}, same top p {g_same:.3} vs {same:.3}",
+                gguf.display()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared"]
+fn stories260k_perplexity_matches_llama_perplexity() {
+    check_perplexity_logs("stories260K", "ppl-", "tinystories-eval.txt");
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared"]
+fn stories260k_wikitext_perplexity_matches_llama_perplexity() {
+    check_perplexity_logs("stories260K", "wiki-", "wiki.test.raw");
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared"]
+fn tinystories3m_perplexity_matches_llama_perplexity() {
+    check_perplexity_logs("tinystories-3M", "ppl-", "tinystories-eval.txt");
+    check_perplexity_logs("tinystories-3M", "wiki-", "wiki.test.raw");
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared"]
+fn stories260k_kl_divergence_matches_llama_perplexity() {
+    check_kld_logs("stories260K");
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared"]
+fn tinystories3m_kl_divergence_matches_llama_perplexity() {
+    check_kld_logs("tinystories-3M");
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared"]
+fn saved_kld_base_has_llama_cpp_layout_and_statistics() {
+    let shared = common::shared();
+    let dir = shared.join("reference/stories260K");
+    let tmp = tempfile::tempdir().unwrap();
+    let ours = tmp.path().join("base.kld");
+    let text = shared.join("assets/text/tinystories-eval.txt");
+    smelt_json(
+        &["perplexity", dir.join("stories260K-f32.gguf").to_str().unwrap(), "-f", text.to_str().unwrap(),
+          "--chunks", "40", "--kld-save", ours.to_str().unwrap()],
+        &shared,
+    );
+    let (a, b) = (std::fs::read(&ours).unwrap(), std::fs::read(dir.join("kld-base.bin")).unwrap());
+    assert_eq!(a.len(), b.len(), "file size");
+    let header = 20 + 4 * 40 * 512;
+    assert_eq!(a[..header], b[..header], "header and token list");
+    let q = dir.join("stories260K-Q4_K_M.gguf");
+    let with = |base: &Path| {
+        smelt_json(&["perplexity", q.to_str().unwrap(), "-f", text.to_str().unwrap(), "--kld", base.to_str().unwrap()], &shared)
+    };
+    let (x, y) = (with(&ours), with(&dir.join("kld-base.bin")));
+    let kx = x["kld"]["mean"].as_f64().unwrap();
+    let ky = y["kld"]["mean"].as_f64().unwrap();
+    assert!((kx / ky - 1.0).abs() < 0.01, "mean KLD against our base {kx} vs against llama.cpp's {ky}");
+    let (sx, sy) = (x["same_top_p"].as_f64().unwrap(), y["same_top_p"].as_f64().unwrap());
+    assert!((sx - sy).abs() < 0.002, "same top p {sx} vs {sy}");
+}
+
+fn read_imatrix(path: &Path) -> formats::imatrix::ImatrixFile {
+    formats::imatrix::ImatrixFile::open(path).unwrap()
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn imatrix_matches_llama_imatrix_and_llama_quantize_accepts_it() {
+    let shared = common::shared();
+    let dir = shared.join("reference/stories260K");
+    let tmp = tempfile::tempdir().unwrap();
+    let model = dir.join("stories260K-f32.gguf");
+    let calib = shared.join("assets/text/tinystories-calib.txt");
+    for format in ["gguf", "dat"] {
+        let out = tmp.path().join(format!("imatrix.{format}"));
+        let got = smelt_json(
+            &["imatrix", model.to_str().unwrap(), "-f", calib.to_str().unwrap(), "-c", "256",
+              "-o", out.to_str().unwrap(), "--output-format", format],
+            &shared,
+        );
+        let reference = read_imatrix(&dir.join(format!("imatrix.{format}")));
+        let ours = read_imatrix(&out);
+        assert_eq!(ours.chunk_count, reference.chunk_count, "{format}: chunk count");
+        assert_eq!(got["chunk_count"].as_u64().unwrap(), reference.chunk_count as u64);
+        assert_eq!(ours.entries.keys().collect::<Vec<_>>(), reference.entries.keys().collect::<Vec<_>>());
+        let mut worst = 0.0f64;
+        for (name, e) in &reference.entries {
+            let o = &ours.entries[name];
+            assert_eq!(o.counts, e.counts, "{format}: counts of {name}");
+            for (a, b) in o.sums.iter().zip(&e.sums) {
+                worst = worst.max(((a - b) / b.abs().max(1e-30)).abs() as f64);
+            }
+        }
+        eprintln!("{format}: max relative difference {worst:e}");
+        assert!(worst < 1e-3, "{format}: max relative difference {worst}");
+        // llama-quantize takes our file and writes the bytes smelt quantize writes with it.
+        let quant = common::llama_ref().join("bin/llama-quantize");
+        for ty in ["Q4_K_M", "IQ4_XS", "Q2_K"] {
+            let theirs = tmp.path().join(format!("llama-{ty}.gguf"));
+            let o = std::process::Command::new(&quant)
+                .current_dir(tmp.path())
+                .args(["--imatrix", &format!("imatrix.{format}")])
+                .arg(&model)
+                .arg(&theirs)
+                .arg(ty)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "llama-quantize: {}", String::from_utf8_lossy(&o.stderr));
+            let mine = tmp.path().join(format!("smelt-{ty}.gguf"));
+            common::quantize_ok(
+                tmp.path(),
+                &["--imatrix", &format!("imatrix.{format}"), model.to_str().unwrap(), mine.to_str().unwrap(), ty],
+            );
+            assert_eq!(common::sha256(&theirs), common::sha256(&mine), "{format} {ty}");
+        }
+    }
+}
