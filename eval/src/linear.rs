@@ -48,8 +48,32 @@ pub fn linear(
         }
     };
     let w = decode(model, weight);
-    let mut out = vec![0.0f32; n_rows * weight.rows];
-    multiply_transposed(&mut out, &x, &w, n_rows, weight.cols, weight.rows, Par::rayon(0));
+    multiply_transposed_in_blocks(&x, &w, n_rows, weight.cols, weight.rows)
+}
+
+/// Weight rows per parallel GEMM task.
+const GEMM_BLOCK: usize = 128;
+
+/// `a` (`m` × `k`) · `b`ᵀ (`b` is `n` × `k`) as independent single-threaded products over blocks
+/// of `b`'s rows: each output element is summed the same way whatever the number of threads, so
+/// results do not depend on `-t`.
+fn multiply_transposed_in_blocks(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let blocks: Vec<Vec<f32>> = b
+        .par_chunks(GEMM_BLOCK * k)
+        .map(|rows| {
+            let nb = rows.len() / k;
+            let mut block = vec![0.0f32; m * nb];
+            multiply_transposed(&mut block, a, rows, m, k, nb, Par::Seq);
+            block
+        })
+        .collect();
+    let mut out = vec![0.0f32; m * n];
+    out.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
+        for (bi, block) in blocks.iter().enumerate() {
+            let nb = block.len() / m;
+            row[bi * GEMM_BLOCK..bi * GEMM_BLOCK + nb].copy_from_slice(&block[r * nb..(r + 1) * nb]);
+        }
+    });
     out
 }
 

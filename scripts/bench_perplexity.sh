@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Prompt-processing speed and peak RSS of `smelt perplexity` vs llama-perplexity on the same GGUF
+# (a synthetic ~110M-parameter Llama, rows of 768/2048, Llama-2 tokenizer), F16 and Q4_K_M, same
+# machine, same thread count, same text and chunks (-c 512), one run each, in turn.
+# Output feeds docs/PERFORMANCE.md.
+#   scripts/bench_perplexity.sh [CHUNKS]      (default: 8 chunks = 4096 tokens)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SMELT_SHARED:-../shared}
+REF=$("$SHARED/tools/llama-ref")
+CHUNKS=${1:-8}
+T=$(nproc)
+TEXT="$SHARED/assets/text/wiki.test.raw"
+W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
+cargo build --release -q
+./target/release/smelt dev synth "$W/m" --hidden 768 --ffn 2048 --layers 12 --heads 12 --kv-heads 12 \
+  --dtype f16 --tokenizer "copy:$SHARED/assets/tokenizers/llama2-32000" >/dev/null
+./target/release/smelt convert "$W/m" -o "$W/F16.gguf" --outtype f16 2>/dev/null
+./target/release/smelt quantize "$W/F16.gguf" "$W/Q4_K_M.gguf" Q4_K_M >/dev/null 2>&1
+rm -rf "$W/m"
+params=$(./target/release/smelt inspect "$W/F16.gguf" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(__import__("math").prod(t["shape"]) for t in d["tensors"]))')
+tokens=$((CHUNKS * 512))
+echo "model: synthetic Llama, $params parameters (hidden 768, ffn 2048, 12 layers, vocab 32000, tied); text: wiki.test.raw, -c 512 --chunks $CHUNKS ($tokens tokens); threads: $T; $(lscpu | sed -n 's/^Model name: *//p')"
+measure() { /usr/bin/time -o "$W/time" -f "%e %M" "$@" >"$W/log" 2>&1 || { tail -3 "$W/log"; exit 1; }; cat "$W/time"; }
+for ty in F16 Q4_K_M; do
+  read -r ref_s ref_kb < <(measure "$REF/bin/llama-perplexity" -m "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T")
+  ref_ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$W/log")
+  ref_pass=$(sed -n 's/.*perplexity: \([0-9.]*\) seconds per pass.*/\1/p' "$W/log")
+  read -r our_s our_kb < <(measure ./target/release/smelt perplexity "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T" --json)
+  our_ppl=$(python3 -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["ppl"])' "$W/log")
+  our_tps=$(python3 -c 'import json,sys; print("%.1f" % json.load(open(sys.argv[1]))["tokens_per_s"])' "$W/log")
+  awk -v t="$ty" -v rs="$ref_s" -v rk="$ref_kb" -v rp="$ref_pass" -v os="$our_s" -v ok="$our_kb" -v n="$tokens" \
+      -v rppl="$ref_ppl" -v oppl="$our_ppl" -v otps="$our_tps" 'BEGIN {
+    printf "%s: llama-perplexity %.1f s wall (%.1f tokens/s; first 2048-token pass %.2f s = %.1f tokens/s), %d MiB peak | smelt %.1f s wall (%.1f tokens/s; forward passes alone %.1f tokens/s), %d MiB peak | speed-up %.2fx wall | PPL %s vs %s\n",
+      t, rs, n/rs, rp, 2048/rp, rk/1024, os, n/os, otps, ok/1024, rs/os, rppl, oppl }'
+done

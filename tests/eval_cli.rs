@@ -1,0 +1,145 @@
+//! Tier 1: `smelt perplexity` and `smelt imatrix` on synthetic models — determinism, thread
+//! independence, the KL-divergence round trip, imatrix files smelt quantize reads back — and bad
+//! input: a model whose metadata and tensors disagree, empty or too-short text. No ../shared.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use formats::gguf::{GgufFile, GgufWriter, Metadata, TensorInfo, Value};
+use serde_json::Value as Json;
+
+/// A small synthetic Llama (GQA, SentencePiece-style vocabulary) as F32 GGUF, and a text.
+fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    let hf = dir.join("hf");
+    common::synth(&hf, &["--hidden", "64", "--ffn", "128", "--layers", "2", "--heads", "4", "--kv-heads", "2"]);
+    let gguf = dir.join("model.gguf");
+    common::convert_ok(&hf, &gguf, "f32");
+    let text = dir.join("text.txt");
+    let story = "Once upon a time there was a little cat. It liked milk and naps in the sun. ";
+    std::fs::write(&text, story.repeat(60)).unwrap();
+    (gguf, text)
+}
+
+fn json_of(args: &[&str]) -> Json {
+    let out = common::run(args);
+    assert!(out.status.success(), "smelt {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn perplexity_is_deterministic_across_thread_counts_and_kld_of_a_model_with_itself_is_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, text) = setup(tmp.path());
+    let one = json_of(&["perplexity", s(&model), "-f", s(&text), "-c", "64", "-t", "1", "--json"]);
+    let two = json_of(&["perplexity", s(&model), "-f", s(&text), "-c", "64", "-t", "2", "--json"]);
+    assert_eq!(one["ppl"], two["ppl"]);
+    assert!(one["ppl"].as_f64().unwrap() > 1.0);
+    assert_eq!(one["n_ctx"], 64);
+    let n_chunks = one["n_chunks"].as_u64().unwrap();
+    assert_eq!(one["n_scored"].as_u64().unwrap(), n_chunks * 31);
+
+    let base = tmp.path().join("base.kld");
+    let saved = json_of(&["perplexity", s(&model), "-f", s(&text), "-c", "64", "--kld-save", s(&base), "--json"]);
+    // the base-saving pass sums f32 NLLs, as llama-perplexity's does
+    assert!((saved["ppl"].as_f64().unwrap() / one["ppl"].as_f64().unwrap() - 1.0).abs() < 1e-5);
+    let header = std::fs::read(&base).unwrap();
+    assert_eq!(&header[..8], b"_logits_");
+    let same = json_of(&["perplexity", s(&model), "-f", s(&text), "--kld", s(&base), "--json"]);
+    assert!(same["kld"]["mean"].as_f64().unwrap().abs() < 1e-4, "{same}");
+    assert_eq!(same["same_top_p"].as_f64().unwrap(), 1.0);
+    assert!((same["ppl_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-3);
+
+    // a quantized copy differs from its base, measurably and not absurdly
+    let q = tmp.path().join("q.gguf");
+    common::quantize_ok(tmp.path(), &[s(&model), s(&q), "Q4_0", "--pure"]);
+    let cmp = json_of(&["perplexity", s(&q), "-f", s(&text), "--kld", s(&base), "--json"]);
+    let kld = cmp["kld"]["mean"].as_f64().unwrap();
+    assert!(kld > 1e-6 && kld < 1.0, "{cmp}");
+    for key in ["median", "p90", "p99", "max"] {
+        assert!(cmp["kld"][key].is_number(), "{key}");
+    }
+    assert!(cmp["delta_p"]["rms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn imatrix_files_are_read_back_by_smelt_quantize() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, text) = setup(tmp.path());
+    for format in ["gguf", "dat"] {
+        let out = tmp.path().join(format!("imatrix.{format}"));
+        let j = json_of(&["imatrix", s(&model), "-f", s(&text), "-c", "64", "-o", s(&out), "--output-format", format, "--json"]);
+        assert_eq!(j["entries"], 14, "7 matrices per block, 2 blocks");
+        let file = formats::imatrix::ImatrixFile::open(&out).unwrap();
+        assert_eq!(file.entries.len(), 14);
+        assert!(file.entries.values().all(|e| e.sums.iter().all(|v| *v > 0.0)));
+        let q = tmp.path().join(format!("q-{format}.gguf"));
+        common::quantize_ok(tmp.path(), &["--imatrix", s(&out), s(&model), s(&q), "IQ4_NL"]);
+    }
+}
+
+/// Rewrites `src` into `dst` with `edit` applied to its metadata and tensors dropped by `keep`.
+fn rewrite(src: &Path, dst: &Path, edit: impl Fn(&mut Metadata), keep: impl Fn(&str) -> bool) {
+    let file = GgufFile::open(src).unwrap();
+    let mut md = file.metadata.clone();
+    edit(&mut md);
+    let kept: Vec<_> = file.tensors.iter().filter(|t| keep(&t.info.name)).collect();
+    let infos: Vec<TensorInfo> = kept.iter().map(|t| t.info.clone()).collect();
+    let mut w = GgufWriter::create(dst, &md, &infos).unwrap();
+    for t in kept {
+        w.write(file.data(t)).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+#[test]
+fn inconsistent_models_and_short_texts_are_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, text) = setup(tmp.path());
+    let bad = tmp.path().join("bad.gguf");
+    let perplexity = |m: &Path, t: &Path| common::run(&["perplexity", s(m), "-f", s(t), "-c", "64"]);
+
+    rewrite(&model, &bad, |_| {}, |n| n != "blk.1.ffn_down.weight");
+    common::assert_bad_input(&perplexity(&bad, &text), "blk.1.ffn_down.weight is missing");
+
+    rewrite(&model, &bad, |md| md.set("llama.feed_forward_length", Value::U32(96)), |_| true);
+    common::assert_bad_input(&perplexity(&bad, &text), "has shape");
+
+    let three_heads = |md: &mut Metadata| {
+        md.set("llama.attention.head_count", Value::U32(3));
+        md.set("llama.attention.head_count_kv", Value::U32(3));
+        md.remove("llama.attention.key_length");
+    };
+    rewrite(&model, &bad, three_heads, |_| true);
+    common::assert_bad_input(&perplexity(&bad, &text), "does not divide");
+
+    rewrite(&model, &bad, |md| md.set("general.architecture", Value::String("gpt-neox".into())), |_| true);
+    common::assert_bad_input(&perplexity(&bad, &text), "not supported");
+
+    rewrite(&model, &bad, |md| { md.remove("tokenizer.ggml.model"); }, |_| true);
+    common::assert_bad_input(&perplexity(&bad, &text), "no tokenizer");
+
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    common::assert_bad_input(&perplexity(&model, &empty), "empty.txt");
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "Once upon a time there was a cat.").unwrap();
+    common::assert_bad_input(&perplexity(&model, &short), "needs at least 128");
+    let out = tmp.path().join("imatrix.gguf");
+    common::assert_bad_input(
+        &common::run(&["imatrix", s(&model), "-f", s(&short), "-c", "64", "-o", s(&out)]),
+        "needs at least 128",
+    );
+    assert!(!out.exists(), "no partial imatrix");
+
+    let garbage = tmp.path().join("garbage.kld");
+    std::fs::write(&garbage, b"_logits_\x40\x00\x00\x00").unwrap();
+    common::assert_bad_input(
+        &common::run(&["perplexity", s(&model), "-f", s(&text), "--kld", s(&garbage)]),
+        "garbage.kld",
+    );
+}
