@@ -26,7 +26,7 @@ fn number_after(log: &str, marker: &str) -> Option<f64> {
 /// they finished. Returns (chunks, PPL) from `[N]ppl,` entries.
 fn last_running_ppl(log: &str) -> Option<(usize, f64)> {
     let re = regex::Regex::new(r"\[(\d+)\]([0-9.]+),").unwrap();
-    let c = re.captures_iter(log).last()?;
+    let c = re.captures_iter(log).last()?; // forward-only iterator
     Some((c[1].parse().ok()?, c[2].parse().ok()?))
 }
 
@@ -39,8 +39,7 @@ fn last_running_kld(log: &str) -> Option<(usize, f64, f64, f64)> {
     let f = log
         .lines()
         .map(fields)
-        .filter(|f| f.len() == 11 && f[0].chars().all(|c| c.is_ascii_digit()))
-        .last()?;
+        .rfind(|f| f.len() == 11 && f[0].chars().all(|c| c.is_ascii_digit()))?;
     Some((f[0].parse().ok()?, f[1].parse().ok()?, f[5].parse().ok()?, f[9].parse().ok()?))
 }
 

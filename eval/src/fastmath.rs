@@ -45,25 +45,6 @@ fn exp1(x: f32) -> f32 {
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn matches_libm_to_a_few_ulp_over_the_softmax_range() {
-        let mut xs: Vec<f32> = (0..200_000).map(|i| -87.0 + i as f32 * 0.00047).collect();
-        xs.extend([0.0, -0.0, 1.0, 10.0, 88.0]);
-        let expected: Vec<f32> = xs.iter().map(|x| x.exp()).collect();
-        exp_in_place(&mut xs);
-        for (got, want) in xs.iter().zip(&expected) {
-            let rel = ((got - want) / want).abs();
-            assert!(rel < 1e-6, "{got} vs {want}");
-        }
-        let mut tiny = [-100.0f32, -1000.0, f32::NEG_INFINITY];
-        exp_in_place(&mut tiny);
-        assert!(tiny.iter().all(|v| *v < 1e-37));
-    }
-}
 
 /// Elements handled per stack buffer by the row helpers.
 const STRIDE: usize = 256;
@@ -120,4 +101,24 @@ pub fn sum(values: &[f32]) -> f32 {
         acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v);
     }
     acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_libm_to_a_few_ulp_over_the_softmax_range() {
+        let mut xs: Vec<f32> = (0..200_000).map(|i| -87.0 + i as f32 * 0.00047).collect();
+        xs.extend([0.0, -0.0, 1.0, 10.0, 88.0]);
+        let expected: Vec<f32> = xs.iter().map(|x| x.exp()).collect();
+        exp_in_place(&mut xs);
+        for (got, want) in xs.iter().zip(&expected) {
+            let rel = ((got - want) / want).abs();
+            assert!(rel < 1e-6, "{got} vs {want}");
+        }
+        let mut tiny = [-100.0f32, -1000.0, f32::NEG_INFINITY];
+        exp_in_place(&mut tiny);
+        assert!(tiny.iter().all(|v| *v < 1e-37));
+    }
 }

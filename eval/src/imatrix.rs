@@ -63,7 +63,7 @@ impl ImatrixCollector {
 
 impl Observer for ImatrixCollector {
     fn matmul_input(&mut self, weight: &Weight, x: &[f32], n_rows: usize) {
-        if !weight.name.starts_with("blk.") || n_rows % self.n_ctx != 0 {
+        if !weight.name.starts_with("blk.") || !n_rows.is_multiple_of(self.n_ctx) {
             return;
         }
         let cols = weight.cols;

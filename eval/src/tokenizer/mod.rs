@@ -37,7 +37,7 @@ impl TokenType {
 /// Which merging algorithm the vocabulary uses.
 enum Algorithm {
     Spm,
-    Bpe(bpe::Bpe),
+    Bpe(Box<bpe::Bpe>),
 }
 
 /// A tokenizer built from GGUF metadata.
@@ -130,7 +130,7 @@ impl Tokenizer {
                     _ => return Err(err("tokenizer.ggml.merges is missing".into())),
                 };
                 let bpe = bpe::Bpe::new(pre, &merges).map_err(err)?;
-                (Algorithm::Bpe(bpe), Some(11), false, false)
+                (Algorithm::Bpe(Box::new(bpe)), Some(11), false, false)
             }
             other => {
                 return Err(err(format!(
