@@ -7,7 +7,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use formats::gguf::{GgufFile, GgufWriter, Metadata, TensorInfo, Value};
-use serde_json::Value as Json;
 
 /// A small synthetic Llama (GQA, SentencePiece-style vocabulary) as F32 GGUF, and a text.
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
@@ -21,12 +20,6 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     (gguf, text)
 }
 
-fn json_of(args: &[&str]) -> Json {
-    let out = common::run(args);
-    assert!(out.status.success(), "smelt {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -35,8 +28,8 @@ fn s(p: &Path) -> &str {
 fn perplexity_is_deterministic_across_thread_counts_and_kld_of_a_model_with_itself_is_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, text) = setup(tmp.path());
-    let one = json_of(&["perplexity", s(&model), "-f", s(&text), "-c", "64", "-t", "1", "--json"]);
-    let two = json_of(&["perplexity", s(&model), "-f", s(&text), "-c", "64", "-t", "2", "--json"]);
+    let one = common::smelt_json(tmp.path(), &["perplexity", s(&model), "-f", s(&text), "-c", "64", "-t", "1"]);
+    let two = common::smelt_json(tmp.path(), &["perplexity", s(&model), "-f", s(&text), "-c", "64", "-t", "2"]);
     assert_eq!(one["ppl"], two["ppl"]);
     assert!(one["ppl"].as_f64().unwrap() > 1.0);
     assert_eq!(one["n_ctx"], 64);
@@ -44,12 +37,12 @@ fn perplexity_is_deterministic_across_thread_counts_and_kld_of_a_model_with_itse
     assert_eq!(one["n_scored"].as_u64().unwrap(), n_chunks * 31);
 
     let base = tmp.path().join("base.kld");
-    let saved = json_of(&["perplexity", s(&model), "-f", s(&text), "-c", "64", "--kld-save", s(&base), "--json"]);
+    let saved = common::smelt_json(tmp.path(), &["perplexity", s(&model), "-f", s(&text), "-c", "64", "--kld-save", s(&base)]);
     // the base-saving pass sums f32 NLLs, as llama-perplexity's does
     assert!((saved["ppl"].as_f64().unwrap() / one["ppl"].as_f64().unwrap() - 1.0).abs() < 1e-5);
     let header = std::fs::read(&base).unwrap();
     assert_eq!(&header[..8], b"_logits_");
-    let same = json_of(&["perplexity", s(&model), "-f", s(&text), "--kld", s(&base), "--json"]);
+    let same = common::smelt_json(tmp.path(), &["perplexity", s(&model), "-f", s(&text), "--kld", s(&base)]);
     assert!(same["kld"]["mean"].as_f64().unwrap().abs() < 1e-4, "{same}");
     assert_eq!(same["same_top_p"].as_f64().unwrap(), 1.0);
     assert!((same["ppl_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-3);
@@ -57,7 +50,7 @@ fn perplexity_is_deterministic_across_thread_counts_and_kld_of_a_model_with_itse
     // a quantized copy differs from its base, measurably and not absurdly
     let q = tmp.path().join("q.gguf");
     common::quantize_ok(tmp.path(), &[s(&model), s(&q), "Q4_0", "--pure"]);
-    let cmp = json_of(&["perplexity", s(&q), "-f", s(&text), "--kld", s(&base), "--json"]);
+    let cmp = common::smelt_json(tmp.path(), &["perplexity", s(&q), "-f", s(&text), "--kld", s(&base)]);
     let kld = cmp["kld"]["mean"].as_f64().unwrap();
     assert!(kld > 1e-6 && kld < 1.0, "{cmp}");
     for key in ["median", "p90", "p99", "max"] {
@@ -72,7 +65,7 @@ fn imatrix_files_are_read_back_by_smelt_quantize() {
     let (model, text) = setup(tmp.path());
     for format in ["gguf", "dat"] {
         let out = tmp.path().join(format!("imatrix.{format}"));
-        let j = json_of(&["imatrix", s(&model), "-f", s(&text), "-c", "64", "-o", s(&out), "--output-format", format, "--json"]);
+        let j = common::smelt_json(tmp.path(), &["imatrix", s(&model), "-f", s(&text), "-c", "64", "-o", s(&out), "--output-format", format]);
         assert_eq!(j["entries"], 14, "7 matrices per block, 2 blocks");
         let file = formats::imatrix::ImatrixFile::open(&out).unwrap();
         assert_eq!(file.entries.len(), 14);

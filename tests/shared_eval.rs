@@ -13,8 +13,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 /// The number after `marker` on the first line of `log` containing it.
 fn number_after(log: &str, marker: &str) -> Option<f64> {
     let line = log.lines().find(|l| l.contains(marker))?;
@@ -41,12 +39,6 @@ fn last_running_kld(log: &str) -> Option<(usize, f64, f64, f64)> {
         .map(fields)
         .rfind(|f| f.len() == 11 && f[0].chars().all(|c| c.is_ascii_digit()))?;
     Some((f[0].parse().ok()?, f[1].parse().ok()?, f[5].parse().ok()?, f[9].parse().ok()?))
-}
-
-fn smelt_json(args: &[&str], cwd: &Path) -> Value {
-    let out = common::smelt().current_dir(cwd).args(args).arg("--json").output().unwrap();
-    assert!(out.status.success(), "smelt {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// (log file, model file) pairs of `model`'s logs starting with `prefix`.
@@ -91,7 +83,7 @@ fn check_perplexity_logs(model: &str, prefix: &str, text: &str) {
         if let Some(n) = &chunks {
             args.extend(["--chunks", n]);
         }
-        let got = smelt_json(&args, &shared);
+        let got = common::smelt_json(&shared, &args);
         let ppl = got["ppl"].as_f64().unwrap();
         let rel = (ppl / expected - 1.0).abs();
         eprintln!("{}: {ppl:.4} vs llama.cpp {expected:.4} ({:.3} %)", gguf.display(), 100.0 * rel);
@@ -124,7 +116,7 @@ fn check_kld_logs(model: &str) {
         if let Some(n) = &chunks {
             args.extend(["--chunks", n]);
         }
-        let got = smelt_json(&args, &shared);
+        let got = common::smelt_json(&shared, &args);
         let (g_ppl, g_kld) = (got["ppl"].as_f64().unwrap(), got["kld"]["mean"].as_f64().unwrap());
         let g_same = 100.0 * got["same_top_p"].as_f64().unwrap();
         eprintln!(
@@ -181,18 +173,15 @@ fn saved_kld_base_has_llama_cpp_layout_and_statistics() {
     let tmp = tempfile::tempdir().unwrap();
     let ours = tmp.path().join("base.kld");
     let text = shared.join("assets/text/tinystories-eval.txt");
-    smelt_json(
-        &["perplexity", dir.join("stories260K-f32.gguf").to_str().unwrap(), "-f", text.to_str().unwrap(),
-          "--chunks", "40", "--kld-save", ours.to_str().unwrap()],
-        &shared,
-    );
+    common::smelt_json(&shared, &["perplexity", dir.join("stories260K-f32.gguf").to_str().unwrap(), "-f", text.to_str().unwrap(),
+          "--chunks", "40", "--kld-save", ours.to_str().unwrap()]);
     let (a, b) = (std::fs::read(&ours).unwrap(), std::fs::read(dir.join("kld-base.bin")).unwrap());
     assert_eq!(a.len(), b.len(), "file size");
     let header = 20 + 4 * 40 * 512;
     assert_eq!(a[..header], b[..header], "header and token list");
     let q = dir.join("stories260K-Q4_K_M.gguf");
     let with = |base: &Path| {
-        smelt_json(&["perplexity", q.to_str().unwrap(), "-f", text.to_str().unwrap(), "--kld", base.to_str().unwrap()], &shared)
+        common::smelt_json(&shared, &["perplexity", q.to_str().unwrap(), "-f", text.to_str().unwrap(), "--kld", base.to_str().unwrap()])
     };
     let (x, y) = (with(&ours), with(&dir.join("kld-base.bin")));
     let kx = x["kld"]["mean"].as_f64().unwrap();
@@ -216,11 +205,8 @@ fn imatrix_matches_llama_imatrix_and_llama_quantize_accepts_it() {
     let calib = shared.join("assets/text/tinystories-calib.txt");
     for format in ["gguf", "dat"] {
         let out = tmp.path().join(format!("imatrix.{format}"));
-        let got = smelt_json(
-            &["imatrix", model.to_str().unwrap(), "-f", calib.to_str().unwrap(), "-c", "256",
-              "-o", out.to_str().unwrap(), "--output-format", format],
-            &shared,
-        );
+        let got = common::smelt_json(&shared, &["imatrix", model.to_str().unwrap(), "-f", calib.to_str().unwrap(), "-c", "256",
+              "-o", out.to_str().unwrap(), "--output-format", format]);
         let reference = read_imatrix(&dir.join(format!("imatrix.{format}")));
         let ours = read_imatrix(&out);
         assert_eq!(ours.chunk_count, reference.chunk_count, "{format}: chunk count");

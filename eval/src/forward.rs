@@ -2,7 +2,6 @@
 //! attention over a key/value cache, SwiGLU. Keys and values are kept rounded to f16, as in
 //! llama.cpp's default cache, so that scores match llama-perplexity's.
 
-use faer::Par;
 use half::f16;
 use rayon::prelude::*;
 
@@ -156,11 +155,11 @@ impl<'m> Session<'m> {
                     }
                 } else {
                     let mut scores = vec![0.0f32; t * n_kv];
-                    multiply_transposed(&mut scores, &queries, &keys, t, hd, n_kv, Par::Seq);
+                    multiply_transposed(&mut scores, &queries, &keys, t, hd, n_kv);
                     for (i, row) in scores.chunks_mut(n_kv).enumerate() {
                         causal_softmax(row, n_past + i + 1, scale);
                     }
-                    multiply(&mut out, &scores, &values, t, n_kv, hd, Par::Seq);
+                    multiply(&mut out, &scores, &values, t, n_kv, hd);
                 }
                 out
             })

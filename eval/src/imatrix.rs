@@ -34,7 +34,7 @@ impl ImatrixCollector {
     }
 
     /// Chunks' worth of rows the busiest entry has seen (llama-imatrix's `m_last_chunk`).
-    pub fn chunks_seen(&self) -> u32 {
+    fn chunks_seen(&self) -> u32 {
         let max = self.stats.values().map(|(_, c)| *c).max().unwrap_or(0);
         (max / self.n_ctx as i64) as u32
     }

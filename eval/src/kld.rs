@@ -8,6 +8,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use formats::{FormatError, Result};
+use quantize::types::search::nearest_int;
 use rayon::prelude::*;
 
 use crate::fastmath::{for_each_exp, sum_exp_shifted};
@@ -19,12 +20,6 @@ const MAGIC: &[u8; 8] = b"_logits_";
 /// an even count (llama.cpp's `nv`).
 pub fn row_slots(n_vocab: usize) -> usize {
     2 * n_vocab.div_ceil(2) + 4
-}
-
-/// llama.cpp's `nearest_int`: round half to even through the 1.5·2²³ trick.
-fn nearest_int(v: f32) -> i32 {
-    let bits = (v + 12582912.0f32).to_bits() as i32;
-    (bits & 0x007f_ffff) - 0x0040_0000
 }
 
 /// Encodes one row of logits as llama-perplexity's `log_softmax` does into `slots`

@@ -63,7 +63,7 @@ fn multiply_transposed_in_blocks(a: &[f32], b: &[f32], m: usize, k: usize, n: us
         .map(|rows| {
             let nb = rows.len() / k;
             let mut block = vec![0.0f32; m * nb];
-            multiply_transposed(&mut block, a, rows, m, k, nb, Par::Seq);
+            multiply_transposed(&mut block, a, rows, m, k, nb);
             block
         })
         .collect();
@@ -77,28 +77,21 @@ fn multiply_transposed_in_blocks(a: &[f32], b: &[f32], m: usize, k: usize, n: us
     out
 }
 
-/// `out` (`m` × `n`) = `a` (`m` × `k`) · `b`ᵀ where `b` is `n` × `k`, all row-major.
-pub fn multiply_transposed(
-    out: &mut [f32],
-    a: &[f32],
-    b: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    par: Par,
-) {
+/// `out` (`m` × `n`) = `a` (`m` × `k`) · `b`ᵀ where `b` is `n` × `k`, all row-major, on the
+/// calling thread (callers parallelize over independent products).
+pub fn multiply_transposed(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
     let dst = MatMut::from_row_major_slice_mut(out, m, n);
     let lhs = MatRef::from_row_major_slice(a, m, k);
     let rhs = MatRef::from_row_major_slice(b, n, k).transpose();
-    matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
+    matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
 }
 
-/// `out` (`m` × `n`) = `a` (`m` × `k`) · `b` (`k` × `n`), all row-major.
-pub fn multiply(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, par: Par) {
+/// `out` (`m` × `n`) = `a` (`m` × `k`) · `b` (`k` × `n`), all row-major, on the calling thread.
+pub fn multiply(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
     let dst = MatMut::from_row_major_slice_mut(out, m, n);
     let lhs = MatRef::from_row_major_slice(a, m, k);
     let rhs = MatRef::from_row_major_slice(b, k, n);
-    matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
+    matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
 }
 
 /// The weight as f32 rows: borrowed straight from the file for F32 tensors, decoded otherwise.

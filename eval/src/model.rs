@@ -168,20 +168,6 @@ impl Model {
     pub fn bytes(&self, weight: &Weight) -> &[u8] {
         self.file.data(&weight.entry)
     }
-
-    /// Number of parameters in the weights the forward pass uses.
-    pub fn n_params(&self) -> usize {
-        let h = &self.hparams;
-        let per_layer: usize = self.layers.first().map_or(0, |l| {
-            [&l.wq, &l.wk, &l.wv, &l.wo, &l.gate, &l.up, &l.down]
-                .iter()
-                .map(|w| w.rows * w.cols)
-                .sum::<usize>()
-                + 2 * h.n_embd
-        });
-        let tied = self.output.name == self.token_embd.name;
-        h.n_vocab * h.n_embd * if tied { 1 } else { 2 } + h.n_embd + per_layer * h.n_layer
-    }
 }
 
 struct Tensors<'a> {

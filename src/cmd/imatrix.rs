@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let (model, tokenizer, text) = super::open_model_and_text(&args.model, &args.text)?;
     let tokens = tokenizer.tokenize(&text, true, false);
     let plan = ChunkPlan::new(tokens.len(), args.n_ctx, args.chunks, &args.text)?;
-    let bos = tokenizer.add_bos.then_some(tokenizer.bos).flatten();
+    let bos = tokenizer.bos_to_add();
     let n_vocab = model.hparams.n_vocab;
     let mut collector = ImatrixCollector::new(plan.n_ctx);
     let mut stats = PerplexityStats::default();
@@ -69,7 +69,6 @@ pub fn run(args: Args) -> Result<ExitCode> {
     });
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    let chunks_seen = collector.chunks_seen();
     let file = collector
         .into_file(vec![args.text.display().to_string()])
         .map_err(|e| anyhow!("{}: {e}", args.model.display()))?;
@@ -81,7 +80,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let out = json!({
             "output": args.out.display().to_string(),
             "entries": file.entries.len(),
-            "chunk_count": chunks_seen,
+            "chunk_count": file.chunk_count,
             "chunk_size": plan.n_ctx,
             "ppl": stats.ppl(),
             "ppl_err": stats.ppl_err(),
@@ -92,8 +91,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!();
         println!("Final estimate: PPL = {:.4} +/- {:.5}", stats.ppl(), stats.ppl_err());
         eprintln!(
-            "stored {} entries after {chunks_seen} chunks in {}",
+            "stored {} entries after {} chunks in {}",
             file.entries.len(),
+            file.chunk_count,
             args.out.display()
         );
     }

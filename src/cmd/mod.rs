@@ -24,6 +24,14 @@ pub fn open_model_and_text(
 ) -> anyhow::Result<(eval::model::Model, eval::tokenizer::Tokenizer, String)> {
     let m = eval::model::Model::open(model)?;
     let tokenizer = eval::tokenizer::Tokenizer::from_gguf(&m.file().metadata, model)?;
+    if tokenizer.n_tokens() != m.hparams.n_vocab {
+        anyhow::bail!(
+            "{}: the tokenizer has {} tokens but token_embd.weight has {} rows",
+            model.display(),
+            tokenizer.n_tokens(),
+            m.hparams.n_vocab
+        );
+    }
     let bytes = std::fs::read(text).map_err(|e| formats::FormatError::io(text, e))?;
     let text_str = String::from_utf8(bytes)
         .map_err(|_| formats::FormatError::new(text, "is not UTF-8 text"))?;

@@ -55,14 +55,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     };
     let (model, tokenizer, text) = super::open_model_and_text(&args.model, &args.text)?;
     let n_vocab = model.hparams.n_vocab;
-    if tokenizer.n_tokens() != n_vocab {
-        bail!(
-            "{}: the tokenizer has {} tokens but token_embd.weight has {n_vocab} rows",
-            args.model.display(),
-            tokenizer.n_tokens()
-        );
-    }
-    let bos = tokenizer.add_bos.then_some(tokenizer.bos).flatten();
+    let bos = tokenizer.bos_to_add();
 
     if let Some(base_path) = compare {
         let mut base = BaseReader::open(&base_path)?;

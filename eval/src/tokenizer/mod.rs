@@ -160,6 +160,12 @@ impl Tokenizer {
         })
     }
 
+    /// The token `tokenize(…, add_special = true)` starts with, if any (it also replaces the
+    /// first token of each perplexity chunk).
+    pub fn bos_to_add(&self) -> Option<u32> {
+        self.bos.filter(|_| self.add_bos)
+    }
+
     /// Number of tokens in the vocabulary.
     pub fn n_tokens(&self) -> usize {
         self.tokens.len()
@@ -169,9 +175,8 @@ impl Tokenizer {
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
         let fragments = self.partition(text, parse_special);
         let mut out = Vec::new();
-        let add_bos = add_special && self.add_bos && self.bos.is_some();
-        if add_bos {
-            out.push(self.bos.expect("checked"));
+        if let Some(bos) = self.bos_to_add().filter(|_| add_special) {
+            out.push(bos);
         }
         let mut prev_special = true;
         for fragment in fragments {
