@@ -11,7 +11,21 @@ use formats::gguf::{GgufFile, GgufWriter, Metadata, TensorInfo, Value};
 /// A small synthetic Llama (GQA, SentencePiece-style vocabulary) as F32 GGUF, and a text.
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
     let hf = dir.join("hf");
-    common::synth(&hf, &["--hidden", "64", "--ffn", "128", "--layers", "2", "--heads", "4", "--kv-heads", "2"]);
+    common::synth(
+        &hf,
+        &[
+            "--hidden",
+            "64",
+            "--ffn",
+            "128",
+            "--layers",
+            "2",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+        ],
+    );
     let gguf = dir.join("model.gguf");
     common::convert_ok(&hf, &gguf, "f32");
     let text = dir.join("text.txt");
@@ -28,8 +42,32 @@ fn s(p: &Path) -> &str {
 fn perplexity_is_deterministic_across_thread_counts_and_kld_of_a_model_with_itself_is_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, text) = setup(tmp.path());
-    let one = common::smelt_json(tmp.path(), &["perplexity", s(&model), "-f", s(&text), "-c", "64", "-t", "1"]);
-    let two = common::smelt_json(tmp.path(), &["perplexity", s(&model), "-f", s(&text), "-c", "64", "-t", "2"]);
+    let one = common::smelt_json(
+        tmp.path(),
+        &[
+            "perplexity",
+            s(&model),
+            "-f",
+            s(&text),
+            "-c",
+            "64",
+            "-t",
+            "1",
+        ],
+    );
+    let two = common::smelt_json(
+        tmp.path(),
+        &[
+            "perplexity",
+            s(&model),
+            "-f",
+            s(&text),
+            "-c",
+            "64",
+            "-t",
+            "2",
+        ],
+    );
     assert_eq!(one["ppl"], two["ppl"]);
     assert!(one["ppl"].as_f64().unwrap() > 1.0);
     assert_eq!(one["n_ctx"], 64);
@@ -37,12 +75,27 @@ fn perplexity_is_deterministic_across_thread_counts_and_kld_of_a_model_with_itse
     assert_eq!(one["n_scored"].as_u64().unwrap(), n_chunks * 31);
 
     let base = tmp.path().join("base.kld");
-    let saved = common::smelt_json(tmp.path(), &["perplexity", s(&model), "-f", s(&text), "-c", "64", "--kld-save", s(&base)]);
+    let saved = common::smelt_json(
+        tmp.path(),
+        &[
+            "perplexity",
+            s(&model),
+            "-f",
+            s(&text),
+            "-c",
+            "64",
+            "--kld-save",
+            s(&base),
+        ],
+    );
     // the base-saving pass sums f32 NLLs, as llama-perplexity's does
     assert!((saved["ppl"].as_f64().unwrap() / one["ppl"].as_f64().unwrap() - 1.0).abs() < 1e-5);
     let header = std::fs::read(&base).unwrap();
     assert_eq!(&header[..8], b"_logits_");
-    let same = common::smelt_json(tmp.path(), &["perplexity", s(&model), "-f", s(&text), "--kld", s(&base)]);
+    let same = common::smelt_json(
+        tmp.path(),
+        &["perplexity", s(&model), "-f", s(&text), "--kld", s(&base)],
+    );
     assert!(same["kld"]["mean"].as_f64().unwrap().abs() < 1e-4, "{same}");
     assert_eq!(same["same_top_p"].as_f64().unwrap(), 1.0);
     assert!((same["ppl_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-3);
@@ -50,7 +103,10 @@ fn perplexity_is_deterministic_across_thread_counts_and_kld_of_a_model_with_itse
     // a quantized copy differs from its base, measurably and not absurdly
     let q = tmp.path().join("q.gguf");
     common::quantize_ok(tmp.path(), &[s(&model), s(&q), "Q4_0", "--pure"]);
-    let cmp = common::smelt_json(tmp.path(), &["perplexity", s(&q), "-f", s(&text), "--kld", s(&base)]);
+    let cmp = common::smelt_json(
+        tmp.path(),
+        &["perplexity", s(&q), "-f", s(&text), "--kld", s(&base)],
+    );
     let kld = cmp["kld"]["mean"].as_f64().unwrap();
     assert!(kld > 1e-6 && kld < 1.0, "{cmp}");
     for key in ["median", "p90", "p99", "max"] {
@@ -65,13 +121,33 @@ fn imatrix_files_are_read_back_by_smelt_quantize() {
     let (model, text) = setup(tmp.path());
     for format in ["gguf", "dat"] {
         let out = tmp.path().join(format!("imatrix.{format}"));
-        let j = common::smelt_json(tmp.path(), &["imatrix", s(&model), "-f", s(&text), "-c", "64", "-o", s(&out), "--output-format", format]);
+        let j = common::smelt_json(
+            tmp.path(),
+            &[
+                "imatrix",
+                s(&model),
+                "-f",
+                s(&text),
+                "-c",
+                "64",
+                "-o",
+                s(&out),
+                "--output-format",
+                format,
+            ],
+        );
         assert_eq!(j["entries"], 14, "7 matrices per block, 2 blocks");
         let file = formats::imatrix::ImatrixFile::open(&out).unwrap();
         assert_eq!(file.entries.len(), 14);
-        assert!(file.entries.values().all(|e| e.sums.iter().all(|v| *v > 0.0)));
+        assert!(file
+            .entries
+            .values()
+            .all(|e| e.sums.iter().all(|v| *v > 0.0)));
         let q = tmp.path().join(format!("q-{format}.gguf"));
-        common::quantize_ok(tmp.path(), &["--imatrix", s(&out), s(&model), s(&q), "IQ4_NL"]);
+        common::quantize_ok(
+            tmp.path(),
+            &["--imatrix", s(&out), s(&model), s(&q), "IQ4_NL"],
+        );
     }
 }
 
@@ -94,12 +170,18 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, text) = setup(tmp.path());
     let bad = tmp.path().join("bad.gguf");
-    let perplexity = |m: &Path, t: &Path| common::run(&["perplexity", s(m), "-f", s(t), "-c", "64"]);
+    let perplexity =
+        |m: &Path, t: &Path| common::run(&["perplexity", s(m), "-f", s(t), "-c", "64"]);
 
     rewrite(&model, &bad, |_| {}, |n| n != "blk.1.ffn_down.weight");
     common::assert_bad_input(&perplexity(&bad, &text), "blk.1.ffn_down.weight is missing");
 
-    rewrite(&model, &bad, |md| md.set("llama.feed_forward_length", Value::U32(96)), |_| true);
+    rewrite(
+        &model,
+        &bad,
+        |md| md.set("llama.feed_forward_length", Value::U32(96)),
+        |_| true,
+    );
     common::assert_bad_input(&perplexity(&bad, &text), "has shape");
 
     let three_heads = |md: &mut Metadata| {
@@ -110,10 +192,22 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
     rewrite(&model, &bad, three_heads, |_| true);
     common::assert_bad_input(&perplexity(&bad, &text), "does not divide");
 
-    rewrite(&model, &bad, |md| md.set("general.architecture", Value::String("gpt-neox".into())), |_| true);
+    rewrite(
+        &model,
+        &bad,
+        |md| md.set("general.architecture", Value::String("gpt-neox".into())),
+        |_| true,
+    );
     common::assert_bad_input(&perplexity(&bad, &text), "not supported");
 
-    rewrite(&model, &bad, |md| { md.remove("tokenizer.ggml.model"); }, |_| true);
+    rewrite(
+        &model,
+        &bad,
+        |md| {
+            md.remove("tokenizer.ggml.model");
+        },
+        |_| true,
+    );
     common::assert_bad_input(&perplexity(&bad, &text), "no tokenizer");
 
     let empty = tmp.path().join("empty.txt");
@@ -124,7 +218,16 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
     common::assert_bad_input(&perplexity(&model, &short), "needs at least 128");
     let out = tmp.path().join("imatrix.gguf");
     common::assert_bad_input(
-        &common::run(&["imatrix", s(&model), "-f", s(&short), "-c", "64", "-o", s(&out)]),
+        &common::run(&[
+            "imatrix",
+            s(&model),
+            "-f",
+            s(&short),
+            "-c",
+            "64",
+            "-o",
+            s(&out),
+        ]),
         "needs at least 128",
     );
     assert!(!out.exists(), "no partial imatrix");
@@ -132,7 +235,14 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
     let garbage = tmp.path().join("garbage.kld");
     std::fs::write(&garbage, b"_logits_\x40\x00\x00\x00").unwrap();
     common::assert_bad_input(
-        &common::run(&["perplexity", s(&model), "-f", s(&text), "--kld", s(&garbage)]),
+        &common::run(&[
+            "perplexity",
+            s(&model),
+            "-f",
+            s(&text),
+            "--kld",
+            s(&garbage),
+        ]),
         "garbage.kld",
     );
 }

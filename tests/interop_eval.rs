@@ -30,7 +30,11 @@ fn build_llama_logits(dir: &Path) -> PathBuf {
         .arg(&exe)
         .output()
         .expect("g++ runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     exe
 }
 
@@ -67,20 +71,35 @@ fn compare(exe: &Path, model_path: &Path, prompt: &str, tmp: &Path) -> f32 {
     let half = tokens.len() / 2;
     let mut stepped = session.forward(&[&tokens[..half]], 0, None);
     stepped.extend(session.forward(&[&tokens[half..]], 0, None));
-    assert!(tokens.len() - half >= 64 && half >= 64, "{} tokens: each half must take the tiled kernel", tokens.len());
+    assert!(
+        tokens.len() - half >= 64 && half >= 64,
+        "{} tokens: each half must take the tiled kernel",
+        tokens.len()
+    );
     let cached = max_abs(&stepped, &ours);
-    assert!(cached < 1e-4, "{}: KV-cache pass differs from one pass by {cached}", model_path.display());
+    assert!(
+        cached < 1e-4,
+        "{}: KV-cache pass differs from one pass by {cached}",
+        model_path.display()
+    );
     if std::env::var_os("SMELT_DEBUG_LOGITS").is_some() {
         let nv = model.hparams.n_vocab;
         for (i, (a, b)) in ours.chunks(nv).zip(theirs.chunks(nv)).enumerate() {
-            eprintln!("pos {i}: max|Δ| {:e}, max|logit| {}", max_abs(a, b), b.iter().fold(0f32, |m, v| m.max(v.abs())));
+            eprintln!(
+                "pos {i}: max|Δ| {:e}, max|logit| {}",
+                max_abs(a, b),
+                b.iter().fold(0f32, |m, v| m.max(v.abs()))
+            );
         }
     }
     max_abs(&ours, &theirs)
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// About 150 tokens: long enough that llama.cpp takes its tiled f32 attention kernel (64+ query
@@ -117,10 +136,36 @@ fn f32_reference_logits_match_llama_cpp() {
 fn synthetic_qwen2_and_untied_gqa_logits_match_llama_cpp() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = build_llama_logits(tmp.path());
-    let tokenizer = format!("copy:{}", common::shared().join("assets/models/stories260K").display());
+    let tokenizer = format!(
+        "copy:{}",
+        common::shared().join("assets/models/stories260K").display()
+    );
     for (name, args) in [
-        ("qwen2", vec!["--arch", "Qwen2ForCausalLM", "--hidden", "128", "--heads", "4", "--kv-heads", "2"]),
-        ("llama-gqa-untied", vec!["--hidden", "128", "--heads", "8", "--kv-heads", "2", "--untied"]),
+        (
+            "qwen2",
+            vec![
+                "--arch",
+                "Qwen2ForCausalLM",
+                "--hidden",
+                "128",
+                "--heads",
+                "4",
+                "--kv-heads",
+                "2",
+            ],
+        ),
+        (
+            "llama-gqa-untied",
+            vec![
+                "--hidden",
+                "128",
+                "--heads",
+                "8",
+                "--kv-heads",
+                "2",
+                "--untied",
+            ],
+        ),
     ] {
         let dir = tmp.path().join(name);
         let mut all = args.clone();
@@ -130,7 +175,10 @@ fn synthetic_qwen2_and_untied_gqa_logits_match_llama_cpp() {
         common::convert_ok(&dir, &gguf, "f32");
         for prompt in [PROMPT, SHORT_PROMPT] {
             let d = compare(&exe, &gguf, prompt, tmp.path());
-            eprintln!("{name}, {} bytes of prompt: max |Δlogit| = {d:e}", prompt.len());
+            eprintln!(
+                "{name}, {} bytes of prompt: max |Δlogit| = {d:e}",
+                prompt.len()
+            );
             assert!(d < 1e-3, "{name}: max |Δlogit| = {d}");
         }
     }

@@ -17,7 +17,11 @@ use std::path::{Path, PathBuf};
 fn number_after(log: &str, marker: &str) -> Option<f64> {
     let line = log.lines().find(|l| l.contains(marker))?;
     let rest = &line[line.find(marker)? + marker.len()..];
-    rest.split_whitespace().next()?.trim_end_matches('%').parse().ok()
+    rest.split_whitespace()
+        .next()?
+        .trim_end_matches('%')
+        .parse()
+        .ok()
 }
 
 /// Some reference runs were cut short: their logs end in the running values of the last chunk
@@ -31,14 +35,22 @@ fn last_running_ppl(log: &str) -> Option<(usize, f64)> {
 /// (chunks, PPL, mean KLD, same top p %) from the last per-chunk row of a KL-divergence log.
 fn last_running_kld(log: &str) -> Option<(usize, f64, f64, f64)> {
     let fields = |l: &str| -> Vec<String> {
-        l.split_whitespace().filter(|w| *w != "±" && *w != "%").map(String::from).collect()
+        l.split_whitespace()
+            .filter(|w| *w != "±" && *w != "%")
+            .map(String::from)
+            .collect()
     };
     // complete rows only: chunk, then five (value, error) pairs
     let f = log
         .lines()
         .map(fields)
         .rfind(|f| f.len() == 11 && f[0].chars().all(|c| c.is_ascii_digit()))?;
-    Some((f[0].parse().ok()?, f[1].parse().ok()?, f[5].parse().ok()?, f[9].parse().ok()?))
+    Some((
+        f[0].parse().ok()?,
+        f[1].parse().ok()?,
+        f[5].parse().ok()?,
+        f[9].parse().ok()?,
+    ))
 }
 
 /// (log file, model file) pairs of `model`'s logs starting with `prefix`.
@@ -63,7 +75,11 @@ fn logs(model: &str, prefix: &str) -> Vec<(PathBuf, PathBuf)> {
 
 /// 0.1 % for full-precision files, 0.5 % for quantized ones.
 fn ppl_tolerance(gguf: &Path) -> f64 {
-    if gguf.to_string_lossy().ends_with("-f32.gguf") { 0.001 } else { 0.005 }
+    if gguf.to_string_lossy().ends_with("-f32.gguf") {
+        0.001
+    } else {
+        0.005
+    }
 }
 
 fn check_perplexity_logs(model: &str, prefix: &str, text: &str) {
@@ -79,14 +95,25 @@ fn check_perplexity_logs(model: &str, prefix: &str, text: &str) {
                 (Some(n.to_string()), ppl)
             }
         };
-        let mut args = vec!["perplexity", gguf.to_str().unwrap(), "-f", text.to_str().unwrap(), "-c", "512"];
+        let mut args = vec![
+            "perplexity",
+            gguf.to_str().unwrap(),
+            "-f",
+            text.to_str().unwrap(),
+            "-c",
+            "512",
+        ];
         if let Some(n) = &chunks {
             args.extend(["--chunks", n]);
         }
         let got = common::smelt_json(&shared, &args);
         let ppl = got["ppl"].as_f64().unwrap();
         let rel = (ppl / expected - 1.0).abs();
-        eprintln!("{}: {ppl:.4} vs llama.cpp {expected:.4} ({:.3} %)", gguf.display(), 100.0 * rel);
+        eprintln!(
+            "{}: {ppl:.4} vs llama.cpp {expected:.4} ({:.3} %)",
+            gguf.display(),
+            100.0 * rel
+        );
         if rel > ppl_tolerance(&gguf) {
             failures.push(format!("{}: PPL {ppl:.4} vs {expected:.4}", gguf.display()));
         }
@@ -112,19 +139,32 @@ fn check_kld_logs(model: &str) {
                 (Some(n.to_string()), p, k, s)
             }
         };
-        let mut args = vec!["perplexity", gguf.to_str().unwrap(), "-f", text.to_str().unwrap(), "--kld", base.to_str().unwrap()];
+        let mut args = vec![
+            "perplexity",
+            gguf.to_str().unwrap(),
+            "-f",
+            text.to_str().unwrap(),
+            "--kld",
+            base.to_str().unwrap(),
+        ];
         if let Some(n) = &chunks {
             args.extend(["--chunks", n]);
         }
         let got = common::smelt_json(&shared, &args);
-        let (g_ppl, g_kld) = (got["ppl"].as_f64().unwrap(), got["kld"]["mean"].as_f64().unwrap());
+        let (g_ppl, g_kld) = (
+            got["ppl"].as_f64().unwrap(),
+            got["kld"]["mean"].as_f64().unwrap(),
+        );
         let g_same = 100.0 * got["same_top_p"].as_f64().unwrap();
         eprintln!(
             "{}: PPL {g_ppl:.4}/{ppl:.4} KLD {g_kld:.6}/{kld:.6} same top {g_same:.3}/{same:.3}",
             gguf.display()
         );
         let kld_ok = (g_kld / kld - 1.0).abs() <= 0.02 || (g_kld - kld).abs() < 1e-6;
-        if (g_ppl / ppl - 1.0).abs() > ppl_tolerance(&gguf) || !kld_ok || (g_same - same).abs() > 0.5 {
+        if (g_ppl / ppl - 1.0).abs() > ppl_tolerance(&gguf)
+            || !kld_ok
+            || (g_same - same).abs() > 0.5
+        {
             failures.push(format!(
                 "{}: PPL {g_ppl:.4} vs {ppl:.4}, KLD {g_kld:.6} vs {kld:.6}, same top p {g_same:.3} vs {same:.3}",
                 gguf.display()
@@ -173,21 +213,51 @@ fn saved_kld_base_has_llama_cpp_layout_and_statistics() {
     let tmp = tempfile::tempdir().unwrap();
     let ours = tmp.path().join("base.kld");
     let text = shared.join("assets/text/tinystories-eval.txt");
-    common::smelt_json(&shared, &["perplexity", dir.join("stories260K-f32.gguf").to_str().unwrap(), "-f", text.to_str().unwrap(),
-          "--chunks", "40", "--kld-save", ours.to_str().unwrap()]);
-    let (a, b) = (std::fs::read(&ours).unwrap(), std::fs::read(dir.join("kld-base.bin")).unwrap());
+    common::smelt_json(
+        &shared,
+        &[
+            "perplexity",
+            dir.join("stories260K-f32.gguf").to_str().unwrap(),
+            "-f",
+            text.to_str().unwrap(),
+            "--chunks",
+            "40",
+            "--kld-save",
+            ours.to_str().unwrap(),
+        ],
+    );
+    let (a, b) = (
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(dir.join("kld-base.bin")).unwrap(),
+    );
     assert_eq!(a.len(), b.len(), "file size");
     let header = 20 + 4 * 40 * 512;
     assert_eq!(a[..header], b[..header], "header and token list");
     let q = dir.join("stories260K-Q4_K_M.gguf");
     let with = |base: &Path| {
-        common::smelt_json(&shared, &["perplexity", q.to_str().unwrap(), "-f", text.to_str().unwrap(), "--kld", base.to_str().unwrap()])
+        common::smelt_json(
+            &shared,
+            &[
+                "perplexity",
+                q.to_str().unwrap(),
+                "-f",
+                text.to_str().unwrap(),
+                "--kld",
+                base.to_str().unwrap(),
+            ],
+        )
     };
     let (x, y) = (with(&ours), with(&dir.join("kld-base.bin")));
     let kx = x["kld"]["mean"].as_f64().unwrap();
     let ky = y["kld"]["mean"].as_f64().unwrap();
-    assert!((kx / ky - 1.0).abs() < 0.01, "mean KLD against our base {kx} vs against llama.cpp's {ky}");
-    let (sx, sy) = (x["same_top_p"].as_f64().unwrap(), y["same_top_p"].as_f64().unwrap());
+    assert!(
+        (kx / ky - 1.0).abs() < 0.01,
+        "mean KLD against our base {kx} vs against llama.cpp's {ky}"
+    );
+    let (sx, sy) = (
+        x["same_top_p"].as_f64().unwrap(),
+        y["same_top_p"].as_f64().unwrap(),
+    );
     assert!((sx - sy).abs() < 0.002, "same top p {sx} vs {sy}");
 }
 
@@ -205,13 +275,35 @@ fn imatrix_matches_llama_imatrix_and_llama_quantize_accepts_it() {
     let calib = shared.join("assets/text/tinystories-calib.txt");
     for format in ["gguf", "dat"] {
         let out = tmp.path().join(format!("imatrix.{format}"));
-        let got = common::smelt_json(&shared, &["imatrix", model.to_str().unwrap(), "-f", calib.to_str().unwrap(), "-c", "256",
-              "-o", out.to_str().unwrap(), "--output-format", format]);
+        let got = common::smelt_json(
+            &shared,
+            &[
+                "imatrix",
+                model.to_str().unwrap(),
+                "-f",
+                calib.to_str().unwrap(),
+                "-c",
+                "256",
+                "-o",
+                out.to_str().unwrap(),
+                "--output-format",
+                format,
+            ],
+        );
         let reference = read_imatrix(&dir.join(format!("imatrix.{format}")));
         let ours = read_imatrix(&out);
-        assert_eq!(ours.chunk_count, reference.chunk_count, "{format}: chunk count");
-        assert_eq!(got["chunk_count"].as_u64().unwrap(), reference.chunk_count as u64);
-        assert_eq!(ours.entries.keys().collect::<Vec<_>>(), reference.entries.keys().collect::<Vec<_>>());
+        assert_eq!(
+            ours.chunk_count, reference.chunk_count,
+            "{format}: chunk count"
+        );
+        assert_eq!(
+            got["chunk_count"].as_u64().unwrap(),
+            reference.chunk_count as u64
+        );
+        assert_eq!(
+            ours.entries.keys().collect::<Vec<_>>(),
+            reference.entries.keys().collect::<Vec<_>>()
+        );
         let mut worst = 0.0f64;
         for (name, e) in &reference.entries {
             let o = &ours.entries[name];
@@ -234,13 +326,27 @@ fn imatrix_matches_llama_imatrix_and_llama_quantize_accepts_it() {
                 .arg(ty)
                 .output()
                 .unwrap();
-            assert!(o.status.success(), "llama-quantize: {}", String::from_utf8_lossy(&o.stderr));
+            assert!(
+                o.status.success(),
+                "llama-quantize: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             let mine = tmp.path().join(format!("smelt-{ty}.gguf"));
             common::quantize_ok(
                 tmp.path(),
-                &["--imatrix", &format!("imatrix.{format}"), model.to_str().unwrap(), mine.to_str().unwrap(), ty],
+                &[
+                    "--imatrix",
+                    &format!("imatrix.{format}"),
+                    model.to_str().unwrap(),
+                    mine.to_str().unwrap(),
+                    ty,
+                ],
             );
-            assert_eq!(common::sha256(&theirs), common::sha256(&mine), "{format} {ty}");
+            assert_eq!(
+                common::sha256(&theirs),
+                common::sha256(&mine),
+                "{format} {ty}"
+            );
         }
     }
 }

@@ -29,7 +29,13 @@ fn check_vectors(vocab: &str) {
             failures.push(format!("{text:?}: expected {ids:?}, got {got:?}"));
         }
     }
-    assert!(failures.is_empty(), "{vocab}: {} of {} differ:\n{}", failures.len(), expected.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{vocab}: {} of {} differ:\n{}",
+        failures.len(),
+        expected.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -53,11 +59,20 @@ fn gpt2_bpe_vectors() {
 /// Token ids of `text_file` under `vocab` from llama-tokenize (BOS added as llama-perplexity does).
 fn llama_tokenize(vocab: &Path, text_file: &Path) -> Vec<u32> {
     let out = std::process::Command::new(common::llama_ref().join("bin/llama-tokenize"))
-        .args(["-m".as_ref(), vocab.as_os_str(), "-f".as_ref(), text_file.as_os_str()])
+        .args([
+            "-m".as_ref(),
+            vocab.as_os_str(),
+            "-f".as_ref(),
+            text_file.as_os_str(),
+        ])
         .args(["--ids", "--log-disable"])
         .output()
         .expect("llama-tokenize runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let list = text.trim().trim_start_matches('[').trim_end_matches(']');
     list.split(", ").map(|v| v.parse().unwrap()).collect()
@@ -70,11 +85,26 @@ fn llama_tokenize(vocab: &Path, text_file: &Path) -> Vec<u32> {
 fn evaluation_texts_tokenize_like_llama_tokenize() {
     let shared = common::shared();
     let cases = [
-        ("reference/stories260K/stories260K-f32.gguf", "assets/text/wiki.test.raw"),
-        ("reference/stories260K/stories260K-f32.gguf", "assets/text/tinystories-eval.txt"),
-        ("reference/tinystories-3M/tinystories-3M-f32.gguf", "assets/text/tinyshakespeare.txt"),
-        ("assets/llamacpp-vocab/ggml-vocab-llama-spm.gguf", "assets/text/wiki.test.raw"),
-        ("assets/llamacpp-vocab/ggml-vocab-gpt-2.gguf", "assets/text/wiki.test.raw"),
+        (
+            "reference/stories260K/stories260K-f32.gguf",
+            "assets/text/wiki.test.raw",
+        ),
+        (
+            "reference/stories260K/stories260K-f32.gguf",
+            "assets/text/tinystories-eval.txt",
+        ),
+        (
+            "reference/tinystories-3M/tinystories-3M-f32.gguf",
+            "assets/text/tinyshakespeare.txt",
+        ),
+        (
+            "assets/llamacpp-vocab/ggml-vocab-llama-spm.gguf",
+            "assets/text/wiki.test.raw",
+        ),
+        (
+            "assets/llamacpp-vocab/ggml-vocab-gpt-2.gguf",
+            "assets/text/wiki.test.raw",
+        ),
     ];
     for (vocab, text) in cases {
         let vocab = shared.join(vocab);

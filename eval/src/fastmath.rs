@@ -7,7 +7,8 @@
 pub fn exp_in_place(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports the features the function is compiled for.
             return unsafe { exp_avx2(values) };
         }
@@ -45,7 +46,6 @@ fn exp1(x: f32) -> f32 {
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
-
 /// Elements handled per stack buffer by the row helpers.
 const STRIDE: usize = 256;
 
@@ -71,7 +71,9 @@ pub fn for_each_exp(n: usize, x: impl Fn(usize) -> f32, mut f: impl FnMut(usize,
     while start < n {
         let len = STRIDE.min(n - start);
         let b = &mut buf[..len];
-        b.iter_mut().enumerate().for_each(|(i, d)| *d = x(start + i));
+        b.iter_mut()
+            .enumerate()
+            .for_each(|(i, d)| *d = x(start + i));
         exp_in_place(b);
         b.iter().enumerate().for_each(|(i, &e)| f(start + i, e));
         start += len;
@@ -89,7 +91,9 @@ pub fn max(values: &[f32]) -> f32 {
     for c in chunks {
         acc.iter_mut().zip(c).for_each(|(a, &v)| *a = a.max(v));
     }
-    tail.iter().chain(&acc).fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+    tail.iter()
+        .chain(&acc)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
 /// Sum of the elements, in `LANES` interleaved partial sums.

@@ -62,9 +62,16 @@ impl<'m> Session<'m> {
     ) -> Vec<f32> {
         let model = self.model;
         let h = &model.hparams;
-        assert_eq!(tokens.len(), self.caches.len(), "one token list per sequence");
+        assert_eq!(
+            tokens.len(),
+            self.caches.len(),
+            "one token list per sequence"
+        );
         let t = tokens[0].len();
-        assert!(tokens.iter().all(|s| s.len() == t), "sequences of equal length");
+        assert!(
+            tokens.iter().all(|s| s.len() == t),
+            "sequences of equal length"
+        );
         let n_rows = t * tokens.len();
         let n_past = self.n_past();
         self.rope.extend(n_past + t);
@@ -216,20 +223,22 @@ impl RopeTable {
     /// `n_past + r % t`.
     fn apply(&self, x: &mut [f32], row_width: usize, hd: usize, t: usize, n_past: usize) {
         let half = self.n_dims / 2;
-        x.par_chunks_mut(row_width).enumerate().for_each(|(r, row)| {
-            let cs = &self.table[n_past + r % t];
-            for head in row.chunks_mut(hd) {
-                for (i, &(c, s)) in cs.iter().enumerate() {
-                    let (a, b) = match self.mode {
-                        RopeMode::Normal => (2 * i, 2 * i + 1),
-                        RopeMode::Neox => (i, i + half),
-                    };
-                    let (x0, x1) = (head[a], head[b]);
-                    head[a] = x0 * c - x1 * s;
-                    head[b] = x0 * s + x1 * c;
+        x.par_chunks_mut(row_width)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let cs = &self.table[n_past + r % t];
+                for head in row.chunks_mut(hd) {
+                    for (i, &(c, s)) in cs.iter().enumerate() {
+                        let (a, b) = match self.mode {
+                            RopeMode::Normal => (2 * i, 2 * i + 1),
+                            RopeMode::Neox => (i, i + half),
+                        };
+                        let (x0, x1) = (head[a], head[b]);
+                        head[a] = x0 * c - x1 * s;
+                        head[b] = x0 * s + x1 * c;
+                    }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -262,7 +271,9 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
 }
 
 fn add_in_place(x: &mut [f32], y: &[f32]) {
-    x.par_iter_mut().zip(y.par_iter()).for_each(|(a, b)| *a += b);
+    x.par_iter_mut()
+        .zip(y.par_iter())
+        .for_each(|(a, b)| *a += b);
 }
 
 fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
@@ -273,14 +284,22 @@ fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
 }
 
 fn round_f16(x: &mut [f32]) {
-    x.par_iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32());
+    x.par_iter_mut()
+        .for_each(|v| *v = f16::from_f32(*v).to_f32());
 }
 
 /// One query row through ggml's `flash_attn_ext_f16_one_chunk`: f16 query, online softmax, and
 /// the value accumulator rounded to f16 after every update. For heads narrower than ggml's SIMD
 /// step (64) the operation order is ggml's scalar one — products in f32 summed in f64, updates
 /// fused as the `-march=native` build fuses them — so the rounding steps land where llama.cpp's do.
-fn attend_f16_accumulator(query: &[f32], keys: &[f32], values: &[f32], n_visible: usize, scale: f32, out: &mut [f32]) {
+fn attend_f16_accumulator(
+    query: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    n_visible: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
     let hd = query.len();
     let q: Vec<f32> = query.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
     let (mut sum, mut max) = (0.0f32, f32::NEG_INFINITY);
@@ -293,7 +312,8 @@ fn attend_f16_accumulator(query: &[f32], keys: &[f32], values: &[f32], n_visible
         if s > max {
             ms = (max - s).exp();
             max = s;
-            out.iter_mut().for_each(|v| *v = f16::from_f32(*v * ms).to_f32());
+            out.iter_mut()
+                .for_each(|v| *v = f16::from_f32(*v * ms).to_f32());
         } else {
             vs = (s - max).exp();
         }

@@ -42,7 +42,11 @@ impl ImatrixCollector {
     /// The collected statistics as an imatrix file recording `datasets`; the name of the first
     /// tensor whose sums overflowed to a non-finite value is the error (llama-imatrix stops there).
     pub fn into_file(self, datasets: Vec<String>) -> Result<ImatrixFile, String> {
-        if let Some((name, _)) = self.stats.iter().find(|(_, (s, _))| !s.iter().all(|v| v.is_finite())) {
+        if let Some((name, _)) = self
+            .stats
+            .iter()
+            .find(|(_, (s, _))| !s.iter().all(|v| v.is_finite()))
+        {
             return Err(format!("non-finite activations in the input of {name}"));
         }
         let chunk_count = self.chunks_seen();
@@ -50,7 +54,15 @@ impl ImatrixCollector {
             entries: self
                 .stats
                 .into_iter()
-                .map(|(name, (sums, count))| (name, ImatrixEntry { sums, counts: vec![count] }))
+                .map(|(name, (sums, count))| {
+                    (
+                        name,
+                        ImatrixEntry {
+                            sums,
+                            counts: vec![count],
+                        },
+                    )
+                })
                 .collect(),
             datasets,
             chunk_count,

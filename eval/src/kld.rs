@@ -26,7 +26,10 @@ pub fn row_slots(n_vocab: usize) -> usize {
 /// ([`row_slots`] long); returns the NLL of `target`.
 pub fn encode_row(logits: &[f32], target: u32, slots: &mut [u16]) -> f64 {
     let max = logits.iter().fold(logits[0], |m, &v| m.max(v));
-    let min = logits.iter().fold(logits[0], |m, &v| m.min(v)).max(max - 16.0);
+    let min = logits
+        .iter()
+        .fold(logits[0], |m, &v| m.min(v))
+        .max(max - 16.0);
     let sum = sum_exp_shifted(logits, max);
     let log_sum = sum.ln() as f32;
     let min_log_prob = min - max - log_sum;
@@ -40,7 +43,11 @@ pub fn encode_row(logits: &[f32], target: u32, slots: &mut [u16]) -> f64 {
     if scale != 0.0 {
         let inv = 1.0 / scale;
         for (c, &v) in codes.iter_mut().zip(logits) {
-            *c = if v > min { nearest_int(inv * (v - min)) as u16 } else { 0 };
+            *c = if v > min {
+                nearest_int(inv * (v - min)) as u16
+            } else {
+                0
+            };
         }
     } else {
         codes.fill(0);
@@ -59,7 +66,13 @@ pub struct BaseWriter {
 impl BaseWriter {
     /// Starts `path` with the header and the evaluated tokens (`n_chunks · n_ctx`, original
     /// tokens, not the BOS-replaced ones).
-    pub fn create(path: &Path, n_ctx: usize, n_vocab: usize, n_chunks: usize, tokens: &[u32]) -> Result<BaseWriter> {
+    pub fn create(
+        path: &Path,
+        n_ctx: usize,
+        n_vocab: usize,
+        n_chunks: usize,
+        tokens: &[u32],
+    ) -> Result<BaseWriter> {
         let tmp = formats::gguf::temp_path_for(path);
         let file = File::create(&tmp).map_err(|e| FormatError::io(path, e))?;
         let mut w = BaseWriter {
@@ -79,7 +92,12 @@ impl BaseWriter {
     }
 
     /// Appends one chunk's scored rows; returns their NLLs.
-    pub fn write_chunk(&mut self, logits: &[f32], targets: &[u32], n_vocab: usize) -> Result<Vec<f64>> {
+    pub fn write_chunk(
+        &mut self,
+        logits: &[f32],
+        targets: &[u32],
+        n_vocab: usize,
+    ) -> Result<Vec<f64>> {
         let nv = row_slots(n_vocab);
         let mut slots = vec![0u16; targets.len() * nv];
         let nlls: Vec<f64> = slots
@@ -94,7 +112,9 @@ impl BaseWriter {
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).map_err(|e| FormatError::io(&self.path, e))
+        self.out
+            .write_all(bytes)
+            .map_err(|e| FormatError::io(&self.path, e))
     }
 
     /// Flushes and moves the file into place.
@@ -103,7 +123,8 @@ impl BaseWriter {
             .out
             .into_inner()
             .map_err(|e| FormatError::io(&self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| FormatError::io(&self.path, e))?;
+        file.sync_all()
+            .map_err(|e| FormatError::io(&self.path, e))?;
         std::fs::rename(&self.tmp, &self.path).map_err(|e| FormatError::io(&self.path, e))
     }
 }
@@ -134,11 +155,15 @@ impl BaseReader {
             .read_exact(&mut magic)
             .map_err(|_| bad("too short to be a KL-divergence base file"))?;
         if &magic != MAGIC {
-            return Err(bad("does not look like a file of log-probabilities (no _logits_ magic)"));
+            return Err(bad(
+                "does not look like a file of log-probabilities (no _logits_ magic)",
+            ));
         }
         let mut read_i32 = |what: &str| -> Result<usize> {
             let mut b = [0u8; 4];
-            input.read_exact(&mut b).map_err(|_| bad(&format!("truncated before {what}")))?;
+            input
+                .read_exact(&mut b)
+                .map_err(|_| bad(&format!("truncated before {what}")))?;
             usize::try_from(i32::from_le_bytes(b)).map_err(|_| bad(&format!("negative {what}")))
         };
         let n_ctx = read_i32("n_ctx")?;
@@ -148,7 +173,8 @@ impl BaseReader {
             return Err(bad("implausible header (n_ctx < 4 or empty vocabulary)"));
         }
         let n_tokens = n_ctx * n_chunks;
-        let expected = 20 + 4 * n_tokens as u64
+        let expected = 20
+            + 4 * n_tokens as u64
             + (n_chunks * (n_ctx - 1 - n_ctx / 2) * row_slots(n_vocab) * 2) as u64;
         if len != expected {
             return Err(bad(&format!(
@@ -156,7 +182,9 @@ impl BaseReader {
             )));
         }
         let mut raw = vec![0u8; 4 * n_tokens];
-        input.read_exact(&mut raw).map_err(|_| bad("truncated in the token list"))?;
+        input
+            .read_exact(&mut raw)
+            .map_err(|_| bad("truncated in the token list"))?;
         let tokens = raw
             .chunks_exact(4)
             .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as u32)
@@ -258,7 +286,11 @@ fn mean_and_uncertainty(sum: f64, sum2: f64, count: usize) -> (f64, f64) {
     }
     let f = sum / count as f64;
     let df = sum2 / count as f64 - f * f;
-    let df = if df > 0.0 && count > 10 { (df / (count - 1) as f64).sqrt() } else { 0.0 };
+    let df = if df > 0.0 && count > 10 {
+        (df / (count - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
     (f, df)
 }
 
@@ -340,7 +372,13 @@ impl Quantiles {
 
 impl KldStats {
     /// Compares one chunk's logits with its base rows; returns the chunk's running line values.
-    pub fn add_chunk(&mut self, logits: &[f32], base_rows: &[u16], targets: &[u32], n_vocab: usize) {
+    pub fn add_chunk(
+        &mut self,
+        logits: &[f32],
+        base_rows: &[u16],
+        targets: &[u32],
+        n_vocab: usize,
+    ) {
         let nv = row_slots(n_vocab);
         let rows: Vec<TokenComparison> = logits
             .par_chunks(n_vocab)
@@ -387,7 +425,8 @@ impl KldStats {
             0.0
         } else {
             let mean_product = self.sum_nll_nll_base / n as f64;
-            (mean_product - (self.sum_nll / n as f64) * (self.sum_nll_base / n as f64)) / (n - 1) as f64
+            (mean_product - (self.sum_nll / n as f64) * (self.sum_nll_base / n as f64))
+                / (n - 1) as f64
         };
         let mse = mean_and_uncertainty(self.sum_p_diff2, self.sum_p_diff4, n);
         let rms = mse.0.sqrt();
@@ -411,7 +450,13 @@ impl KldStats {
     pub fn running_line(&self) -> [(f64, f64); 5] {
         let m = self.moments();
         let ppl = m.log_ppl.0.exp();
-        [(ppl, ppl * m.log_ppl.1), m.ln_ratio, m.kld, m.rms, m.same_top]
+        [
+            (ppl, ppl * m.log_ppl.1),
+            m.ln_ratio,
+            m.kld,
+            m.rms,
+            m.same_top,
+        ]
     }
 
     /// Everything llama-perplexity prints after the chunks (needs at least one position).

@@ -71,7 +71,8 @@ fn multiply_transposed_in_blocks(a: &[f32], b: &[f32], m: usize, k: usize, n: us
     out.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
         for (bi, block) in blocks.iter().enumerate() {
             let nb = block.len() / m;
-            row[bi * GEMM_BLOCK..bi * GEMM_BLOCK + nb].copy_from_slice(&block[r * nb..(r + 1) * nb]);
+            row[bi * GEMM_BLOCK..bi * GEMM_BLOCK + nb]
+                .copy_from_slice(&block[r * nb..(r + 1) * nb]);
         }
     });
     out
@@ -107,7 +108,8 @@ pub fn decode<'m>(model: &'m Model, weight: &Weight) -> Cow<'m, [f32]> {
     out.par_chunks_mut(weight.cols * DECODE_ROWS)
         .zip(bytes.par_chunks(row_bytes * DECODE_ROWS))
         .for_each(|(dst, src)| {
-            quantize::dequantize(weight.ty, src, dst).expect("types checked when the model was opened")
+            quantize::dequantize(weight.ty, src, dst)
+                .expect("types checked when the model was opened")
         });
     Cow::Owned(out)
 }
@@ -116,6 +118,10 @@ pub fn decode<'m>(model: &'m Model, weight: &Weight) -> Cow<'m, [f32]> {
 pub fn decode_row(model: &Model, weight: &Weight, row: usize, out: &mut [f32]) {
     let bytes = model.bytes(weight);
     let row_bytes = bytes.len() / weight.rows;
-    quantize::dequantize(weight.ty, &bytes[row * row_bytes..(row + 1) * row_bytes], out)
-        .expect("types checked when the model was opened");
+    quantize::dequantize(
+        weight.ty,
+        &bytes[row * row_bytes..(row + 1) * row_bytes],
+        out,
+    )
+    .expect("types checked when the model was opened");
 }

@@ -191,7 +191,9 @@ impl Tensors<'_> {
         if dims.len() != 2 || dims[0] != cols as u64 || dims[1] != rows as u64 {
             return Err(FormatError::new(
                 self.file.path(),
-                format!("tensor {name} has shape {dims:?}, but the metadata implies [{cols}, {rows}]"),
+                format!(
+                    "tensor {name} has shape {dims:?}, but the metadata implies [{cols}, {rows}]"
+                ),
             ));
         }
         let ty = entry.info.ggml_type;
@@ -272,21 +274,30 @@ fn read_hparams(file: &GgufFile) -> Result<Hparams> {
     if n_embd % n_head != 0 && uint("attention.key_length")?.is_none() {
         return Err(FormatError::new(
             path,
-            format!("{}: n_head {n_head} does not divide the width {n_embd}", key("attention.head_count")),
+            format!(
+                "{}: n_head {n_head} does not divide the width {n_embd}",
+                key("attention.head_count")
+            ),
         ));
     }
     let head_dim = uint("attention.key_length")?.unwrap_or(n_embd / n_head.max(1));
     if n_head_kv == 0 || n_head % n_head_kv != 0 {
         return Err(FormatError::new(
             path,
-            format!("{}: {n_head_kv} key/value heads do not divide {n_head} heads", key("attention.head_count_kv")),
+            format!(
+                "{}: {n_head_kv} key/value heads do not divide {n_head} heads",
+                key("attention.head_count_kv")
+            ),
         ));
     }
     let rope_dims = uint("rope.dimension_count")?.unwrap_or(head_dim);
     if rope_dims > head_dim || rope_dims % 2 != 0 {
         return Err(FormatError::new(
             path,
-            format!("{} = {rope_dims} does not fit a head of {head_dim}", key("rope.dimension_count")),
+            format!(
+                "{} = {rope_dims} does not fit a head of {head_dim}",
+                key("rope.dimension_count")
+            ),
         ));
     }
     let n_vocab = file

@@ -26,19 +26,33 @@ pub struct ChunkPlan {
 
 impl ChunkPlan {
     /// The plan for `n_tokens` tokens, refusing texts shorter than two chunks as llama.cpp does.
-    pub fn new(n_tokens: usize, n_ctx: usize, max_chunks: Option<usize>, text: &std::path::Path) -> Result<ChunkPlan> {
+    pub fn new(
+        n_tokens: usize,
+        n_ctx: usize,
+        max_chunks: Option<usize>,
+        text: &std::path::Path,
+    ) -> Result<ChunkPlan> {
         if n_ctx < 4 {
-            return Err(FormatError::new(text, format!("context of {n_ctx} tokens is too small")));
+            return Err(FormatError::new(
+                text,
+                format!("context of {n_ctx} tokens is too small"),
+            ));
         }
         if n_tokens < 2 * n_ctx {
             return Err(FormatError::new(
                 text,
-                format!("tokenizes to only {n_tokens} tokens; a context of {n_ctx} needs at least {}", 2 * n_ctx),
+                format!(
+                    "tokenizes to only {n_tokens} tokens; a context of {n_ctx} needs at least {}",
+                    2 * n_ctx
+                ),
             ));
         }
         let n_chunks = (n_tokens / n_ctx).min(max_chunks.unwrap_or(usize::MAX));
         if n_chunks == 0 {
-            return Err(FormatError::new(text, "--chunks 0 leaves nothing to evaluate"));
+            return Err(FormatError::new(
+                text,
+                "--chunks 0 leaves nothing to evaluate",
+            ));
         }
         Ok(ChunkPlan {
             n_ctx,

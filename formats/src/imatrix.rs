@@ -64,7 +64,10 @@ impl ImatrixFile {
     pub fn write_gguf(&self, path: &Path) -> Result<()> {
         let mut metadata = Metadata::new();
         metadata.set("general.type", Value::String("imatrix".into()));
-        metadata.set("imatrix.datasets", Value::strings(self.datasets.iter().cloned()));
+        metadata.set(
+            "imatrix.datasets",
+            Value::strings(self.datasets.iter().cloned()),
+        );
         metadata.set("imatrix.chunk_count", Value::U32(self.chunk_count));
         metadata.set("imatrix.chunk_size", Value::U32(self.chunk_size));
         let dims = |per: usize, n: usize| match n {

@@ -118,9 +118,21 @@ mod tests {
 
     #[test]
     fn forms_follow_ggml_cpu_vec_dot_types() {
-        assert_eq!(ActivationForm::for_weight(GgmlType::Q4_K), ActivationForm::Q8K);
-        assert_eq!(ActivationForm::for_weight(GgmlType::IQ4_NL), ActivationForm::Q8_0);
-        assert_eq!(ActivationForm::for_weight(GgmlType::IQ4_XS), ActivationForm::Q8K);
-        assert_eq!(ActivationForm::for_weight(GgmlType::F16), ActivationForm::F16);
+        assert_eq!(
+            ActivationForm::for_weight(GgmlType::Q4_K),
+            ActivationForm::Q8K
+        );
+        assert_eq!(
+            ActivationForm::for_weight(GgmlType::IQ4_NL),
+            ActivationForm::Q8_0
+        );
+        assert_eq!(
+            ActivationForm::for_weight(GgmlType::IQ4_XS),
+            ActivationForm::Q8K
+        );
+        assert_eq!(
+            ActivationForm::for_weight(GgmlType::F16),
+            ActivationForm::F16
+        );
     }
 }

@@ -89,7 +89,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!();
-        println!("Final estimate: PPL = {:.4} +/- {:.5}", stats.ppl(), stats.ppl_err());
+        println!(
+            "Final estimate: PPL = {:.4} +/- {:.5}",
+            stats.ppl(),
+            stats.ppl_err()
+        );
         eprintln!(
             "stored {} entries after {} chunks in {}",
             file.entries.len(),

@@ -60,7 +60,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if let Some(base_path) = compare {
         let mut base = BaseReader::open(&base_path)?;
         if base.n_vocab != n_vocab {
-            bail!("{}: vocabulary of {} tokens, the model has {n_vocab}", base_path.display(), base.n_vocab);
+            bail!(
+                "{}: vocabulary of {} tokens, the model has {n_vocab}",
+                base_path.display(),
+                base.n_vocab
+            );
         }
         let plan = ChunkPlan::new(base.tokens.len(), base.n_ctx, args.chunks, &base_path)?;
         let tokens = std::mem::take(&mut base.tokens);
@@ -119,7 +123,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let tokens = tokenizer.tokenize(&text, true, false);
     let plan = ChunkPlan::new(tokens.len(), args.n_ctx, args.chunks, &args.text)?;
     let mut writer = match &save {
-        Some(path) => Some(BaseWriter::create(path, plan.n_ctx, n_vocab, plan.n_chunks, &tokens)?),
+        Some(path) => Some(BaseWriter::create(
+            path,
+            plan.n_ctx,
+            n_vocab,
+            plan.n_chunks,
+            &tokens,
+        )?),
         None => None,
     };
     let mut stats = PerplexityStats::default();
@@ -149,10 +159,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report_json(&stats, &plan, seconds))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(&stats, &plan, seconds))?
+        );
     } else {
         println!();
-        println!("Final estimate: PPL = {:.4} +/- {:.5}", stats.ppl(), stats.ppl_err());
+        println!(
+            "Final estimate: PPL = {:.4} +/- {:.5}",
+            stats.ppl(),
+            stats.ppl_err()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -175,12 +192,30 @@ fn report_json(stats: &PerplexityStats, plan: &ChunkPlan, seconds: f64) -> serde
 fn print_kld_summary(s: &KldSummary) {
     println!();
     println!("====== Perplexity statistics ======");
-    println!("Mean PPL(Q)                   : {:10.6} ± {:10.6}", s.ppl.0, s.ppl.1);
-    println!("Mean PPL(base)                : {:10.6} ± {:10.6}", s.ppl_base.0, s.ppl_base.1);
-    println!("Cor(ln(PPL(Q)), ln(PPL(base))): {:6.2}%", 100.0 * s.ln_ppl_correlation);
-    println!("Mean ln(PPL(Q)/PPL(base))     : {:10.6} ± {:10.6}", s.ln_ppl_ratio.0, s.ln_ppl_ratio.1);
-    println!("Mean PPL(Q)/PPL(base)         : {:10.6} ± {:10.6}", s.ppl_ratio.0, s.ppl_ratio.1);
-    println!("Mean PPL(Q)-PPL(base)         : {:10.6} ± {:10.6}", s.ppl_diff.0, s.ppl_diff.1);
+    println!(
+        "Mean PPL(Q)                   : {:10.6} ± {:10.6}",
+        s.ppl.0, s.ppl.1
+    );
+    println!(
+        "Mean PPL(base)                : {:10.6} ± {:10.6}",
+        s.ppl_base.0, s.ppl_base.1
+    );
+    println!(
+        "Cor(ln(PPL(Q)), ln(PPL(base))): {:6.2}%",
+        100.0 * s.ln_ppl_correlation
+    );
+    println!(
+        "Mean ln(PPL(Q)/PPL(base))     : {:10.6} ± {:10.6}",
+        s.ln_ppl_ratio.0, s.ln_ppl_ratio.1
+    );
+    println!(
+        "Mean PPL(Q)/PPL(base)         : {:10.6} ± {:10.6}",
+        s.ppl_ratio.0, s.ppl_ratio.1
+    );
+    println!(
+        "Mean PPL(Q)-PPL(base)         : {:10.6} ± {:10.6}",
+        s.ppl_diff.0, s.ppl_diff.1
+    );
     println!();
     println!("====== KL divergence statistics ======");
     println!("Mean    KLD: {:10.6} ± {:10.6}", s.kld_mean.0, s.kld_mean.1);
@@ -191,12 +226,24 @@ fn print_kld_summary(s: &KldSummary) {
     println!("Minimum KLD: {:10.6}", s.kld_quantiles.min);
     println!();
     println!("====== Token probability statistics ======");
-    println!("Mean    Δp: {:6.3} ± {:5.3} %", 100.0 * s.delta_p_mean.0, 100.0 * s.delta_p_mean.1);
+    println!(
+        "Mean    Δp: {:6.3} ± {:5.3} %",
+        100.0 * s.delta_p_mean.0,
+        100.0 * s.delta_p_mean.1
+    );
     println!("Maximum Δp: {:6.3}%", 100.0 * s.delta_p_quantiles.max);
     for (label, v) in &s.delta_p_quantiles.levels {
         println!("{label:<8}Δp: {:6.3}%", 100.0 * v);
     }
     println!("Minimum Δp: {:6.3}%", 100.0 * s.delta_p_quantiles.min);
-    println!("RMS Δp    : {:6.3} ± {:5.3} %", 100.0 * s.delta_p_rms.0, 100.0 * s.delta_p_rms.1);
-    println!("Same top p: {:6.3} ± {:5.3} %", 100.0 * s.same_top.0, 100.0 * s.same_top.1);
+    println!(
+        "RMS Δp    : {:6.3} ± {:5.3} %",
+        100.0 * s.delta_p_rms.0,
+        100.0 * s.delta_p_rms.1
+    );
+    println!(
+        "Same top p: {:6.3} ± {:5.3} %",
+        100.0 * s.same_top.0,
+        100.0 * s.same_top.1
+    );
 }

@@ -119,8 +119,17 @@ pub fn quantize_ok(cwd: &Path, args: &[&str]) {
 
 /// Runs `smelt ARGS… --json` in `cwd`, asserting success, and parses its JSON output.
 pub fn smelt_json(cwd: &Path, args: &[&str]) -> serde_json::Value {
-    let out = smelt().current_dir(cwd).args(args).arg("--json").output().expect("smelt runs");
-    assert!(out.status.success(), "smelt {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = smelt()
+        .current_dir(cwd)
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("smelt runs");
+    assert!(
+        out.status.success(),
+        "smelt {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
 }
 

@@ -31,7 +31,11 @@ impl Bpe {
             "gpt-2" | "gpt2" => GPT2,
             "llama3" | "llama-bpe" | "llama-v3" => LLAMA3,
             "qwen2" => QWEN2,
-            other => return Err(format!("BPE pre-tokenizer {other:?} is not supported (gpt-2, llama3, qwen2)")),
+            other => {
+                return Err(format!(
+                    "BPE pre-tokenizer {other:?} is not supported (gpt-2, llama3, qwen2)"
+                ))
+            }
         };
         let ranks = merges
             .iter()
@@ -119,9 +123,11 @@ impl Bpe {
             let piece = text(pieces[at]);
             match vocab.id(piece) {
                 Some(id) => out.push(id),
-                None => out.extend(piece.bytes().filter_map(|b| {
-                    std::str::from_utf8(&[b]).ok().and_then(|s| vocab.id(s))
-                })),
+                None => out.extend(
+                    piece
+                        .bytes()
+                        .filter_map(|b| std::str::from_utf8(&[b]).ok().and_then(|s| vocab.id(s))),
+                ),
             }
             i = next[at];
         }
@@ -158,7 +164,8 @@ impl Ord for Pair {
 
 /// GPT-2's `bytes_to_unicode`: printable bytes map to themselves, the rest to U+0100 onwards.
 fn byte_alphabet() -> [char; 256] {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut table = ['\0'; 256];
     let mut extra = 0;
     for b in 0..256u32 {

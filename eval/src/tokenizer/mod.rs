@@ -70,7 +70,9 @@ impl Tokenizer {
         let model = metadata
             .get("tokenizer.ggml.model")
             .and_then(Value::as_str)
-            .ok_or_else(|| err("tokenizer.ggml.model is missing: the file has no tokenizer".into()))?;
+            .ok_or_else(|| {
+                err("tokenizer.ggml.model is missing: the file has no tokenizer".into())
+            })?;
         let tokens: Vec<String> = match metadata.get("tokenizer.ggml.tokens") {
             Some(Value::Array(_, items)) => items
                 .iter()
@@ -123,10 +125,9 @@ impl Tokenizer {
                     .and_then(Value::as_str)
                     .unwrap_or("default");
                 let merges = match metadata.get("tokenizer.ggml.merges") {
-                    Some(Value::Array(_, items)) => items
-                        .iter()
-                        .filter_map(|v| v.as_str())
-                        .collect::<Vec<_>>(),
+                    Some(Value::Array(_, items)) => {
+                        items.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()
+                    }
                     _ => return Err(err("tokenizer.ggml.merges is missing".into())),
                 };
                 let bpe = bpe::Bpe::new(pre, &merges).map_err(err)?;
@@ -269,7 +270,10 @@ mod tests {
             "tokenizer.ggml.tokens",
             Value::strings(tokens.iter().map(|t| t.0)),
         );
-        md.set("tokenizer.ggml.scores", Value::f32s(tokens.iter().map(|t| t.1)));
+        md.set(
+            "tokenizer.ggml.scores",
+            Value::f32s(tokens.iter().map(|t| t.1)),
+        );
         Tokenizer::from_gguf(&md, Path::new("test.gguf")).unwrap()
     }
 
@@ -278,7 +282,13 @@ mod tests {
         let mut tokens = vec![("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0)];
         let bytes: Vec<String> = (0..256).map(|b| format!("<0x{b:02X}>")).collect();
         tokens.extend(bytes.iter().map(|b| (b.as_str(), 0.0)));
-        tokens.extend([("\u{2581}", -1.0), ("a", -2.0), ("b", -2.0), ("ab", -0.5), ("\u{2581}ab", -0.1)]);
+        tokens.extend([
+            ("\u{2581}", -1.0),
+            ("a", -2.0),
+            ("b", -2.0),
+            ("ab", -0.5),
+            ("\u{2581}ab", -0.1),
+        ]);
         let t = vocab(&tokens);
         let ab = t.id("\u{2581}ab").unwrap();
         assert_eq!(t.tokenize("ab", true, false), vec![1, ab]);

@@ -113,7 +113,10 @@ impl<'a> Session<'a> {
         let start = self.symbols[left].start;
         let size = self.symbols[left].len + self.symbols[right].len;
         let text = &self.text[start..start + size];
-        let Some(id) = std::str::from_utf8(text).ok().and_then(|t| self.vocab.id(t)) else {
+        let Some(id) = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| self.vocab.id(t))
+        else {
             return;
         };
         self.queue.push(Bigram {
@@ -127,7 +130,10 @@ impl<'a> Session<'a> {
 
     fn resegment(&self, at: usize, out: &mut Vec<u32>) {
         let text = self.piece(at);
-        if let Some(id) = std::str::from_utf8(text).ok().and_then(|t| self.vocab.id(t)) {
+        if let Some(id) = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| self.vocab.id(t))
+        {
             out.push(id);
             return;
         }
@@ -144,7 +150,11 @@ impl<'a> Session<'a> {
     fn byte_token(&self, b: u8) -> u32 {
         self.vocab
             .id(&format!("<0x{b:02X}>"))
-            .or_else(|| std::str::from_utf8(&[b]).ok().and_then(|s| self.vocab.id(s)))
+            .or_else(|| {
+                std::str::from_utf8(&[b])
+                    .ok()
+                    .and_then(|s| self.vocab.id(s))
+            })
             .unwrap_or(0)
     }
 }
