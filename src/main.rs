@@ -4,6 +4,7 @@
 //! numbers. Exit codes: 0 success, 1 a quality gate failed, 2 bad input.
 
 mod cmd;
+mod release;
 
 /// mimalloc keeps freed pages for reuse: the forward pass allocates and frees large activation
 /// buffers every layer, which with the system allocator meant a page fault per 4 KiB each time.
@@ -38,6 +39,8 @@ enum Command {
     Perplexity(cmd::perplexity::Args),
     /// Collect an importance matrix over a text (like llama-imatrix).
     Imatrix(cmd::imatrix::Args),
+    /// Quantize, evaluate and gate a whole release from a recipe (TOML).
+    Release(cmd::release::Args),
     /// Show the metadata and tensor table of a GGUF file or a checkpoint folder.
     Inspect(cmd::inspect::Args),
     /// Developer helpers: synthetic checkpoints for tests and benchmarks.
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Types(args) => cmd::types::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Imatrix(args) => cmd::imatrix::run(args),
+        Command::Release(args) => cmd::release::run(args),
         Command::Dev(args) => cmd::dev::run(args),
     };
     match result {

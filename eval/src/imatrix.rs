@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use formats::imatrix::{ImatrixEntry, ImatrixFile};
 
 use crate::linear::Observer;
-use crate::model::Weight;
+use crate::model::{Model, Weight};
+use crate::perplexity::{row_nlls, run_chunks, ChunkPlan, PerplexityStats};
 
 /// Rows in one llama.cpp micro-batch (`-ub`, default 512).
 const UBATCH: usize = 512;
@@ -71,6 +72,25 @@ impl ImatrixCollector {
             has_metadata: true,
         })
     }
+}
+
+/// Runs `model` over the planned chunks of `tokens` collecting its importance matrix (and, as
+/// llama-imatrix prints it, its perplexity); `on_chunk` sees the chunk index and running PPL.
+pub fn collect(
+    model: &Model,
+    tokens: &[u32],
+    plan: &ChunkPlan,
+    bos: Option<u32>,
+    mut on_chunk: impl FnMut(usize, &PerplexityStats),
+) -> (ImatrixCollector, PerplexityStats) {
+    let n_vocab = model.hparams.n_vocab;
+    let mut collector = ImatrixCollector::new(plan.n_ctx);
+    let mut stats = PerplexityStats::default();
+    run_chunks(model, tokens, plan, bos, Some(&mut collector), |chunk| {
+        stats.add(&row_nlls(chunk.logits, chunk.targets, n_vocab));
+        on_chunk(chunk.index, &stats);
+    });
+    (collector, stats)
 }
 
 impl Observer for ImatrixCollector {

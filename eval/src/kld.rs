@@ -12,7 +12,8 @@ use quantize::types::search::nearest_int;
 use rayon::prelude::*;
 
 use crate::fastmath::{for_each_exp, sum_exp_shifted};
-use crate::perplexity::PerplexityStats;
+use crate::model::Model;
+use crate::perplexity::{run_chunks, ChunkPlan, PerplexityStats};
 
 const MAGIC: &[u8; 8] = b"_logits_";
 
@@ -527,5 +528,46 @@ impl Quantiles {
             levels,
             min: v[0],
         }
+    }
+}
+
+/// Runs `model` over the chunks `base` holds (at most `max_chunks`), comparing each with the
+/// base's rows; `on_chunk` sees the chunk index and the running statistics after it (progress,
+/// llama-perplexity's per-chunk line). Used by `smelt perplexity --kld` and `smelt release`.
+pub fn compare_with_base(
+    model: &Model,
+    base: &mut BaseReader,
+    max_chunks: Option<usize>,
+    bos: Option<u32>,
+    mut on_chunk: impl FnMut(usize, &KldStats),
+) -> Result<KldStats> {
+    let n_vocab = model.hparams.n_vocab;
+    if base.n_vocab != n_vocab {
+        return Err(FormatError::new(
+            &base.path,
+            format!(
+                "vocabulary of {} tokens, the model has {n_vocab}",
+                base.n_vocab
+            ),
+        ));
+    }
+    let plan = ChunkPlan::new(base.tokens.len(), base.n_ctx, max_chunks, &base.path)?;
+    let tokens = std::mem::take(&mut base.tokens);
+    let mut stats = KldStats::default();
+    let mut err = None;
+    run_chunks(model, &tokens, &plan, bos, None, |chunk| {
+        if err.is_some() {
+            return;
+        }
+        match base.next_chunk() {
+            Ok(rows) => stats.add_chunk(chunk.logits, &rows, chunk.targets, n_vocab),
+            Err(e) => return err = Some(e),
+        }
+        on_chunk(chunk.index, &stats);
+    });
+    base.tokens = tokens;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(stats),
     }
 }

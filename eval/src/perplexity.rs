@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::fastmath::sum_exp_shifted;
 use crate::forward::Session;
+use crate::kld::BaseWriter;
 use crate::linear::Observer;
 use crate::model::Model;
 
@@ -125,6 +126,43 @@ pub fn run_chunks(
         }
         start += n_seq;
     }
+}
+
+/// Runs `model` over the planned chunks of `tokens`, accumulating its perplexity; with `base`,
+/// also saves each chunk's log-probabilities there (a KL-divergence base, finished on success).
+/// `on_chunk` sees the chunk index and the running statistics (progress, the `[i]ppl,` line).
+pub fn score(
+    model: &Model,
+    tokens: &[u32],
+    plan: &ChunkPlan,
+    bos: Option<u32>,
+    mut base: Option<BaseWriter>,
+    mut on_chunk: impl FnMut(usize, &PerplexityStats),
+) -> Result<PerplexityStats> {
+    let n_vocab = model.hparams.n_vocab;
+    let mut stats = PerplexityStats::default();
+    let mut err = None;
+    run_chunks(model, tokens, plan, bos, None, |chunk| {
+        if err.is_some() {
+            return;
+        }
+        let nlls = match base.as_mut() {
+            Some(w) => match w.write_chunk(chunk.logits, chunk.targets, n_vocab) {
+                Ok(n) => n,
+                Err(e) => return err = Some(e),
+            },
+            None => row_nlls(chunk.logits, chunk.targets, n_vocab),
+        };
+        stats.add(&nlls);
+        on_chunk(chunk.index, &stats);
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    if let Some(w) = base {
+        w.finish()?;
+    }
+    Ok(stats)
 }
 
 /// Negative log-likelihoods of each row's target, as llama-perplexity's `log_softmax` computes

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use eval::imatrix::ImatrixCollector;
-use eval::perplexity::{row_nlls, run_chunks, ChunkPlan, PerplexityStats};
+use eval::imatrix::collect;
+use eval::perplexity::ChunkPlan;
 use serde_json::json;
 
 use super::progress;
@@ -54,17 +54,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let (model, tokenizer, text) = super::open_model_and_text(&args.model, &args.text)?;
     let tokens = tokenizer.tokenize(&text, true, false);
     let plan = ChunkPlan::new(tokens.len(), args.n_ctx, args.chunks, &args.text)?;
-    let bos = tokenizer.bos_to_add();
-    let n_vocab = model.hparams.n_vocab;
-    let mut collector = ImatrixCollector::new(plan.n_ctx);
-    let mut stats = PerplexityStats::default();
     let started = Instant::now();
     let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "imatrix");
-    run_chunks(&model, &tokens, &plan, bos, Some(&mut collector), |chunk| {
+    let (collector, stats) = collect(&model, &tokens, &plan, tokenizer.bos_to_add(), |index, stats| {
         bar.inc(plan.n_ctx as u64);
-        stats.add(&row_nlls(chunk.logits, chunk.targets, n_vocab));
         if !args.json {
-            print!("[{}]{:.4},", chunk.index + 1, stats.ppl());
+            print!("[{}]{:.4},", index + 1, stats.ppl());
         }
     });
     bar.finish_and_clear();

@@ -5,8 +5,9 @@ pub mod dev;
 pub mod imatrix;
 pub mod inspect;
 pub mod perplexity;
-mod progress;
+pub mod progress;
 pub mod quantize;
+pub mod release;
 pub mod types;
 
 /// Sizes rayon's global pool (`-t`); the default is one thread per core.

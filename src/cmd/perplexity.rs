@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
-use eval::kld::{BaseReader, BaseWriter, KldStats, KldSummary};
-use eval::perplexity::{row_nlls, run_chunks, ChunkPlan, PerplexityStats};
+use anyhow::Result;
+use eval::kld::{compare_with_base, BaseReader, BaseWriter, KldSummary};
+use eval::perplexity::{score, ChunkPlan, PerplexityStats};
 use serde_json::json;
 
 use super::progress;
@@ -59,60 +59,33 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     if let Some(base_path) = compare {
         let mut base = BaseReader::open(&base_path)?;
-        if base.n_vocab != n_vocab {
-            bail!(
-                "{}: vocabulary of {} tokens, the model has {n_vocab}",
-                base_path.display(),
-                base.n_vocab
-            );
-        }
-        let plan = ChunkPlan::new(base.tokens.len(), base.n_ctx, args.chunks, &base_path)?;
-        let tokens = std::mem::take(&mut base.tokens);
-        let mut stats = KldStats::default();
-        let mut err = None;
-        let started = Instant::now();
-        let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "kl-divergence");
+        let (n_ctx, n_chunks) = (base.n_ctx, args.chunks.unwrap_or(usize::MAX).min(base.n_chunks));
+        let bar = progress::tokens((n_chunks * n_ctx) as u64, "kl-divergence");
         if !args.json {
             println!("chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              Δp RMS            Same top p");
         }
-        run_chunks(&model, &tokens, &plan, bos, None, |chunk| {
-            bar.inc(plan.n_ctx as u64);
-            if err.is_some() {
-                return;
-            }
-            match base.next_chunk() {
-                Ok(rows) => stats.add_chunk(chunk.logits, &rows, chunk.targets, n_vocab),
-                Err(e) => return err = Some(e),
-            }
+        let started = Instant::now();
+        let stats = compare_with_base(&model, &mut base, args.chunks, bos, |index, stats| {
+            bar.inc(n_ctx as u64);
             if !args.json {
                 let [ppl, ratio, kld, rms, same] = stats.running_line();
                 println!(
                     "{:4}    {:9.4} ± {:9.4}    {:10.5} ± {:10.5}    {:10.5} ± {:10.5}    {:6.3} ± {:6.3} %    {:6.3} ± {:6.3} %",
-                    chunk.index + 1, ppl.0, ppl.1, ratio.0, ratio.1, kld.0, kld.1,
+                    index + 1, ppl.0, ppl.1, ratio.0, ratio.1, kld.0, kld.1,
                     100.0 * rms.0, 100.0 * rms.1, 100.0 * same.0, 100.0 * same.1
                 );
             }
-        });
+        })?;
         bar.finish_and_clear();
-        if let Some(e) = err {
-            return Err(e.into());
-        }
         let seconds = started.elapsed().as_secs_f64();
         let summary = stats.summary();
         if args.json {
-            let ppl = stats.perplexity();
-            let mut out = report_json(&ppl, &plan, seconds);
-            out["ppl_base"] = json!(summary.ppl_base.0);
-            out["kld"] = json!({
-                "mean": summary.kld_mean.0,
-                "median": summary.kld_quantiles.get("Median"),
-                "p90": summary.kld_quantiles.get("90.0%"),
-                "p99": summary.kld_quantiles.get("99.0%"),
-                "max": summary.kld_quantiles.max,
-            });
-            out["same_top_p"] = json!(summary.same_top.0);
-            out["delta_p"] = json!({"mean": summary.delta_p_mean.0, "rms": summary.delta_p_rms.0});
-            out["ppl_ratio"] = json!(summary.ppl_ratio.0);
+            let plan = ChunkPlan::new(base.tokens.len(), base.n_ctx, args.chunks, &base_path)?;
+            let mut out = report_json(&stats.perplexity(), &plan, seconds);
+            let fields = serde_json::to_value(KldHeadline::from(&summary))?;
+            let object = out.as_object_mut().expect("an object");
+            object.insert("ppl_base".into(), json!(summary.ppl_base.0));
+            object.extend(fields.as_object().expect("an object").clone());
             println!("{}", serde_json::to_string_pretty(&out)?);
         } else {
             print_kld_summary(&summary);
@@ -122,7 +95,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let tokens = tokenizer.tokenize(&text, true, false);
     let plan = ChunkPlan::new(tokens.len(), args.n_ctx, args.chunks, &args.text)?;
-    let mut writer = match &save {
+    let writer = match &save {
         Some(path) => Some(BaseWriter::create(
             path,
             plan.n_ctx,
@@ -132,31 +105,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         )?),
         None => None,
     };
-    let mut stats = PerplexityStats::default();
-    let mut err = None;
     let started = Instant::now();
     let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "perplexity");
-    run_chunks(&model, &tokens, &plan, bos, None, |chunk| {
+    let stats = score(&model, &tokens, &plan, bos, writer, |index, stats| {
         bar.inc(plan.n_ctx as u64);
-        let nlls = match writer.as_mut() {
-            Some(w) => match w.write_chunk(chunk.logits, chunk.targets, n_vocab) {
-                Ok(n) => n,
-                Err(e) => return err = Some(e),
-            },
-            None => row_nlls(chunk.logits, chunk.targets, n_vocab),
-        };
-        stats.add(&nlls);
         if !args.json {
-            print!("[{}]{:.4},", chunk.index + 1, stats.ppl());
+            print!("[{}]{:.4},", index + 1, stats.ppl());
         }
-    });
+    })?;
     bar.finish_and_clear();
-    if let Some(e) = err {
-        return Err(e.into());
-    }
-    if let Some(w) = writer {
-        w.finish()?;
-    }
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         println!(
@@ -172,6 +129,64 @@ pub fn run(args: Args) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The headline KL-divergence figures: the KLD part of `--json` and of `smelt release`'s report.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct KldHeadline {
+    /// KL divergence from the base: mean, median, p90, p99, max.
+    pub kld: KldFigures,
+    /// Fraction of positions whose most likely token is the base's.
+    pub same_top_p: f64,
+    /// Δp of the correct token: mean and RMS (fractions).
+    pub delta_p: DeltaP,
+    /// PPL(model) / PPL(base).
+    pub ppl_ratio: f64,
+}
+
+/// KL-divergence figures.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct KldFigures {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub median: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// Δp figures.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct DeltaP {
+    /// Mean.
+    pub mean: f64,
+    /// Root mean square.
+    pub rms: f64,
+}
+
+impl From<&KldSummary> for KldHeadline {
+    fn from(s: &KldSummary) -> KldHeadline {
+        let q = |label| s.kld_quantiles.get(label) as f64;
+        KldHeadline {
+            kld: KldFigures {
+                mean: s.kld_mean.0,
+                median: q("Median"),
+                p90: q("90.0%"),
+                p99: q("99.0%"),
+                max: s.kld_quantiles.max as f64,
+            },
+            same_top_p: s.same_top.0,
+            delta_p: DeltaP {
+                mean: s.delta_p_mean.0,
+                rms: s.delta_p_rms.0,
+            },
+            ppl_ratio: s.ppl_ratio.0,
+        }
+    }
 }
 
 fn report_json(stats: &PerplexityStats, plan: &ChunkPlan, seconds: f64) -> serde_json::Value {

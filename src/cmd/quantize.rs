@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use formats::gguf::{GgmlType, GgufFile};
 use formats::hf::Checkpoint;
 use formats::imatrix::ImatrixFile;
@@ -26,6 +26,28 @@ pub struct Args {
     /// Importance matrix (llama-imatrix's .gguf or legacy .dat).
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
+    /// Per-tensor choices besides the file type.
+    #[command(flatten)]
+    pub choices: TensorChoices,
+    /// Allow re-quantizing tensors that are already quantized.
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Print the per-tensor types and sizes without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Worker threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What llama-quantize lets a user choose per tensor besides the file type; the same fields are
+/// the per-type `[quantize.TYPE]` tables of a release recipe.
+#[derive(clap::Args, serde::Deserialize, serde::Serialize, Debug, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorChoices {
     /// Use the type's default tensor type everywhere it fits, without the mixture.
     #[arg(long)]
     pub pure: bool,
@@ -41,18 +63,6 @@ pub struct Args {
     /// Leave output.weight as it is.
     #[arg(long)]
     pub leave_output_tensor: bool,
-    /// Allow re-quantizing tensors that are already quantized.
-    #[arg(long)]
-    pub allow_requantize: bool,
-    /// Print the per-tensor types and sizes without writing anything.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Worker threads (default: all cores).
-    #[arg(short, long)]
-    pub threads: Option<usize>,
-    /// Print a JSON summary on stdout.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Parses a ggml type name the way llama-quantize's `parse_ggml_type` does (case-insensitive).
@@ -60,35 +70,35 @@ fn ggml_type(name: &str) -> Result<GgmlType> {
     GgmlType::from_name(name).ok_or_else(|| anyhow!("unknown ggml type {name:?}"))
 }
 
-fn overrides(args: &Args) -> Result<Overrides> {
-    let mut tensor_types = Vec::new();
-    for spec in &args.tensor_type {
-        let (pattern, ty) = spec
-            .split_once('=')
-            .filter(|(p, t)| !p.is_empty() && !t.is_empty())
-            .ok_or_else(|| anyhow!("--tensor-type {spec:?}: expected PATTERN=TYPE"))?;
-        let re = Regex::new(&pattern.to_lowercase())
-            .with_context(|| format!("--tensor-type {spec:?}: bad pattern"))?;
-        tensor_types.push((re, ggml_type(ty)?));
+impl TensorChoices {
+    /// The choices as the quantizer takes them (patterns compiled, type names resolved).
+    pub fn overrides(&self) -> Result<Overrides> {
+        let mut tensor_types = Vec::new();
+        for spec in &self.tensor_type {
+            let (pattern, ty) = spec
+                .split_once('=')
+                .filter(|(p, t)| !p.is_empty() && !t.is_empty())
+                .ok_or_else(|| anyhow!("--tensor-type {spec:?}: expected PATTERN=TYPE"))?;
+            let re = Regex::new(&pattern.to_lowercase())
+                .with_context(|| format!("--tensor-type {spec:?}: bad pattern"))?;
+            tensor_types.push((re, ggml_type(ty)?));
+        }
+        Ok(Overrides {
+            pure: self.pure,
+            leave_output_tensor: self.leave_output_tensor,
+            output_tensor_type: self.output_tensor_type.as_deref().map(ggml_type).transpose()?,
+            token_embedding_type: self
+                .token_embedding_type
+                .as_deref()
+                .map(ggml_type)
+                .transpose()?,
+            tensor_types,
+        })
     }
-    Ok(Overrides {
-        pure: args.pure,
-        leave_output_tensor: args.leave_output_tensor,
-        output_tensor_type: args
-            .output_tensor_type
-            .as_deref()
-            .map(ggml_type)
-            .transpose()?,
-        token_embedding_type: args
-            .token_embedding_type
-            .as_deref()
-            .map(ggml_type)
-            .transpose()?,
-        tensor_types,
-    })
 }
 
-fn open_source(path: &Path) -> Result<Source> {
+/// Opens a quantization input: a checkpoint folder (converted on the fly) or a GGUF file.
+pub fn open_source(path: &Path) -> Result<Source> {
     if path.is_dir() {
         Ok(Source::checkpoint(Checkpoint::open(path)?)?)
     } else {
@@ -96,31 +106,35 @@ fn open_source(path: &Path) -> Result<Source> {
     }
 }
 
+/// Parses a file type name, listing the known ones when it is not one.
+pub fn file_type(name: &str) -> Result<FileType> {
+    FileType::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = FILE_TYPES.iter().map(|f| f.name).collect();
+        anyhow!("unknown type {name:?}; expected one of {}", names.join(", "))
+    })
+}
+
+/// Reads an importance matrix for the quantizer, recording it under `name` in the output.
+pub fn importance_weights(path: &Path, name: String) -> Result<(ImportanceWeights, String)> {
+    let file = ImatrixFile::open(path)?;
+    let weights =
+        ImportanceWeights::from_file(&file).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok((weights, name))
+}
+
 /// Runs the quantization.
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
-    let Some(ftype) = FileType::parse(&args.ftype) else {
-        let names: Vec<&str> = FILE_TYPES.iter().map(|f| f.name).collect();
-        bail!(
-            "unknown type {:?}; expected one of {}",
-            args.ftype,
-            names.join(", ")
-        );
-    };
+    let ftype = file_type(&args.ftype)?;
     super::set_threads(args.threads)?;
     let imatrix = match &args.imatrix {
-        Some(path) => {
-            let file = ImatrixFile::open(path)?;
-            let weights = ImportanceWeights::from_file(&file)
-                .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-            Some((weights, path.display().to_string()))
-        }
+        Some(path) => Some(importance_weights(path, path.display().to_string())?),
         None => None,
     };
     let source = open_source(&args.input)?;
     let mut opts = JobOptions {
         ftype,
-        overrides: overrides(&args)?,
+        overrides: args.choices.overrides()?,
         imatrix,
         allow_requantize: args.allow_requantize,
         progress: &|_| {},

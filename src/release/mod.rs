@@ -1,0 +1,197 @@
+//! `smelt release`: a checkpoint → a folder of quantized GGUFs that each passed their quality
+//! gates, with a report and a model card.
+//!
+//! Shared work (teacher conversion, imatrix, the teacher's KL-divergence base) is done once; each
+//! type is quantized into the cache's work folder, measured against the teacher, and moved into
+//! the release folder only when it passes — so the release folder never holds a partial or an
+//! ungated file, whatever happens to the process. Everything is cached by content hash
+//! ([`cache`]), so a rerun does only the work whose inputs changed.
+
+pub mod cache;
+mod plot;
+pub mod quant;
+pub mod recipe;
+mod report;
+pub mod stages;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::MultiProgress;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::cmd::quantize::{importance_weights, open_source};
+use cache::{hash_file, hash_source};
+use quant::{Shared, TypeOutcome, IMATRIX_NAME};
+use recipe::Recipe;
+use stages::{StageRun, TeacherScore, TextInput};
+
+/// Content hashes of the inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputHashes {
+    /// The checkpoint folder or GGUF.
+    pub source_sha256: String,
+    /// The calibration text.
+    pub calibration_sha256: Option<String>,
+    /// The evaluation text.
+    pub evaluation_sha256: String,
+}
+
+/// The shared stages of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stages {
+    /// Converting a checkpoint folder to the teacher GGUF.
+    pub teacher: StageRun,
+    /// Collecting the imatrix (absent without calibration text).
+    pub imatrix: Option<StageRun>,
+    /// The teacher's pass over the evaluation text.
+    pub kld_base: StageRun,
+}
+
+/// Everything a run produced: the content of `report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    /// smelt's version.
+    pub smelt_version: &'static str,
+    /// Release name.
+    pub name: String,
+    /// The source as the recipe named it.
+    pub source: String,
+    /// The evaluation text's file name.
+    pub evaluation: String,
+    /// The calibration text's file name.
+    pub calibration: Option<String>,
+    /// Context size.
+    pub ctx: usize,
+    /// The teacher's figures on the evaluation text.
+    pub teacher: TeacherScore,
+    /// Input hashes.
+    pub inputs: InputHashes,
+    /// Shared stages.
+    pub stages: Stages,
+    /// Every type, in recipe order.
+    pub types: Vec<TypeOutcome>,
+    /// Every type passed its gates.
+    pub passed: bool,
+    /// Wall-clock seconds of the run.
+    pub seconds: f64,
+}
+
+/// Runs the recipe and writes the release folder (GGUFs that passed, `report.json`, `report.md`,
+/// `size-vs-kld.svg`, `README.md`).
+pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
+    let start = Instant::now();
+    for dir in [&recipe.output, &recipe.cache] {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    let work = recipe.cache.join("work");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)
+            .with_context(|| format!("{}: cannot clear", work.display()))?;
+    }
+    for dir in [work, recipe.cache.join("types")] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+
+    let inputs = InputHashes {
+        source_sha256: hash_source(&recipe.source)?,
+        calibration_sha256: recipe.calibration.as_deref().map(hash_file).transpose()?,
+        evaluation_sha256: hash_file(&recipe.evaluation)?,
+    };
+    let source_hash = inputs.source_sha256.as_str();
+    let (teacher, teacher_run) = stages::teacher(&recipe.source, source_hash, &recipe.cache, bars)?;
+    let imatrix = match (&recipe.calibration, &inputs.calibration_sha256) {
+        (Some(path), Some(hash)) => {
+            let text = TextInput {
+                path,
+                hash,
+                ctx: recipe.ctx,
+                chunks: recipe.calibration_chunks,
+            };
+            Some(stages::imatrix(&teacher, source_hash, &text, &recipe.cache, bars)?)
+        }
+        _ => None,
+    };
+    let evaluation = TextInput {
+        path: &recipe.evaluation,
+        hash: &inputs.evaluation_sha256,
+        ctx: recipe.ctx,
+        chunks: recipe.chunks,
+    };
+    let (base, base_key, teacher_score, base_run) =
+        stages::kld_base(&teacher, source_hash, &evaluation, &recipe.cache, bars)?;
+
+    let weights = match &imatrix {
+        Some((path, _, _)) => Some(importance_weights(path, IMATRIX_NAME.into())?.0),
+        None => None,
+    };
+    let source = open_source(&recipe.source)?;
+    let shared = Shared {
+        name: &recipe.name,
+        source: &source,
+        source_hash,
+        imatrix: weights
+            .as_ref()
+            .zip(imatrix.as_ref().map(|(_, key, _)| key.as_str())),
+        base: (&base, &base_key),
+        output: &recipe.output,
+        cache: &recipe.cache,
+    };
+    for t in &recipe.types {
+        shared
+            .check(t)
+            .with_context(|| format!("type {}", t.ftype.name))?;
+    }
+    let at_once = parallel_types(&teacher, recipe.types.len());
+    let mut types = Vec::with_capacity(recipe.types.len());
+    for group in recipe.types.chunks(at_once) {
+        let done: Result<Vec<TypeOutcome>> =
+            group.par_iter().map(|t| shared.run(t, bars)).collect();
+        types.extend(done?);
+    }
+
+    let release = Release {
+        smelt_version: env!("CARGO_PKG_VERSION"),
+        name: recipe.name.clone(),
+        source: stages::file_name(&recipe.source),
+        evaluation: stages::file_name(&recipe.evaluation),
+        calibration: recipe.calibration.as_deref().map(stages::file_name),
+        ctx: recipe.ctx,
+        teacher: teacher_score,
+        inputs,
+        stages: Stages {
+            teacher: teacher_run,
+            imatrix: imatrix.map(|(_, _, run)| run),
+            kld_base: base_run,
+        },
+        passed: types.iter().all(|t| t.verdict.passed),
+        types,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    report::write(&release, &recipe.output)?;
+    Ok(release)
+}
+
+/// The results table (all types, failures with their reasons) as `report.md` holds it.
+pub fn report_table(release: &Release) -> String {
+    report::table(release, true)
+}
+
+/// How many types to quantize and evaluate at once: as many as there are threads, unless the
+/// available memory (each type holds its quantized model mapped plus about two f32 copies of the
+/// largest weights and the activations; bounded here by twice the teacher's size) says fewer.
+fn parallel_types(teacher: &Path, n_types: usize) -> usize {
+    let per_type = 2 * std::fs::metadata(teacher).map_or(0, |m| m.len()).max(1 << 20);
+    let by_memory = available_memory().map_or(1, |bytes| (bytes / per_type) as usize);
+    by_memory.min(rayon::current_num_threads()).min(n_types).max(1)
+}
+
+/// `MemAvailable` from /proc/meminfo (Linux); `None` elsewhere.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

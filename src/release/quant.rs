@@ -1,0 +1,287 @@
+//! One type of a release: quantize into the cache's work folder, measure against the teacher's
+//! KL-divergence base, judge by the gates, and move the file into the release folder only when it
+//! passes. Results are recorded by content key, so unchanged types cost nothing on a rerun.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use eval::kld::{compare_with_base, BaseReader, KldSummary};
+use eval::model::Model;
+use eval::tokenizer::Tokenizer;
+use formats::gguf::GgufFile;
+use indicatif::MultiProgress;
+use quantize::imatrix::ImportanceWeights;
+use quantize::job::{self, JobOptions, Source};
+use serde::{Deserialize, Serialize};
+
+use super::cache::{hash_file, load_record, save_record, Key};
+use super::recipe::{Gates, TypeRecipe};
+use crate::cmd::perplexity::KldHeadline;
+use crate::cmd::progress;
+
+/// What a type measured against the teacher (cached by the type's key).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    /// SHA-256 of the quantized GGUF.
+    pub sha256: String,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Bits per weight over all tensors.
+    pub bpw: f64,
+    /// Perplexity on the evaluation text.
+    pub ppl: f64,
+    /// Its standard error.
+    pub ppl_err: f64,
+    /// KLD, same-top-p, Δp and PPL ratio against the teacher.
+    #[serde(flatten)]
+    pub versus_teacher: KldHeadline,
+    /// Seconds the quantization took when it was done.
+    pub quantize_s: f64,
+    /// Seconds the evaluation took when it was done.
+    pub eval_s: f64,
+}
+
+/// A gate verdict: passed, or the limits that were broken, each with the figure that broke it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// Every gate held.
+    pub passed: bool,
+    /// One line per broken limit.
+    pub failures: Vec<String>,
+}
+
+/// Judges a measurement by its gates.
+pub fn judge(gates: &Gates, m: &Measurement) -> Verdict {
+    let mut failures = Vec::new();
+    if let Some(max) = gates.max_mean_kld.filter(|&max| m.versus_teacher.kld.mean > max) {
+        failures.push(format!(
+            "mean KLD {:.6} > max_mean_kld {max}",
+            m.versus_teacher.kld.mean
+        ));
+    }
+    if let Some(max) = gates.max_ppl_ratio.filter(|&max| m.versus_teacher.ppl_ratio > max) {
+        failures.push(format!(
+            "PPL ratio {:.6} > max_ppl_ratio {max}",
+            m.versus_teacher.ppl_ratio
+        ));
+    }
+    if let Some(min) = gates.min_same_top_p.filter(|&min| m.versus_teacher.same_top_p < min) {
+        failures.push(format!(
+            "same top p {:.6} < min_same_top_p {min}",
+            m.versus_teacher.same_top_p
+        ));
+    }
+    Verdict {
+        passed: failures.is_empty(),
+        failures,
+    }
+}
+
+/// What a type ended as in this run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TypeOutcome {
+    /// File type name.
+    #[serde(rename = "type")]
+    pub ftype: &'static str,
+    /// Content key of its inputs (source, type, tensor choices, imatrix, evaluation base).
+    pub key: String,
+    /// File name in the release folder, when it passed.
+    pub file: Option<String>,
+    /// The figures.
+    #[serde(flatten)]
+    pub measurement: Measurement,
+    /// The gates it was judged by.
+    pub gates: Gates,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Quantized in this run.
+    pub quantized: bool,
+    /// Evaluated in this run.
+    pub evaluated: bool,
+    /// Seconds this run spent on it.
+    pub seconds: f64,
+}
+
+/// What every type shares.
+pub struct Shared<'a> {
+    /// Release name.
+    pub name: &'a str,
+    /// The quantization input.
+    pub source: &'a Source,
+    /// Content hash of the source.
+    pub source_hash: &'a str,
+    /// The importance matrix, its key and its recorded name.
+    pub imatrix: Option<(&'a ImportanceWeights, &'a str)>,
+    /// The teacher's KL-divergence base and its key.
+    pub base: (&'a Path, &'a str),
+    /// Release folder.
+    pub output: &'a Path,
+    /// Cache folder.
+    pub cache: &'a Path,
+}
+
+/// Name under which quantized files record the release's imatrix (independent of where the
+/// cache lives, so the bytes are too).
+pub const IMATRIX_NAME: &str = "imatrix.gguf";
+
+impl Shared<'_> {
+    fn key(&self, t: &TypeRecipe) -> String {
+        Key::new("type")
+            .with(env!("CARGO_PKG_VERSION"))
+            .with(self.source_hash)
+            .with(t.ftype.name)
+            .with(&serde_json::to_string(&t.choices).expect("serializable"))
+            .with(self.imatrix.map_or("none", |(_, key)| key))
+            .with(self.base.1)
+            .short()
+    }
+
+    fn options(&self, t: &TypeRecipe) -> Result<JobOptions<'static>> {
+        Ok(JobOptions {
+            ftype: t.ftype,
+            overrides: t.choices.overrides()?,
+            imatrix: self
+                .imatrix
+                .map(|(w, _)| (w.clone(), IMATRIX_NAME.to_string())),
+            allow_requantize: false,
+            progress: &|_| {},
+        })
+    }
+
+    /// Checks that `t` can be quantized from this source (before any work is done).
+    pub fn check(&self, t: &TypeRecipe) -> Result<()> {
+        job::plan(self.source, &self.options(t)?)?;
+        Ok(())
+    }
+
+    /// The release file of `t`.
+    pub fn release_file(&self, t: &TypeRecipe) -> String {
+        format!("{}-{}.gguf", self.name, t.ftype.name)
+    }
+
+    /// Brings type `t` up to date: reuses its recorded result when its key is unchanged,
+    /// otherwise quantizes and evaluates; then places or removes its release file by the verdict.
+    pub fn run(&self, t: &TypeRecipe, bars: &MultiProgress) -> Result<TypeOutcome> {
+        let start = Instant::now();
+        let key = self.key(t);
+        let record_path = self.cache.join("types").join(format!("{key}.json"));
+        let file_name = self.release_file(t);
+        let target = self.output.join(&file_name);
+        let work = self.cache.join("work").join(&file_name);
+        let (mut quantized, mut evaluated) = (false, false);
+
+        let mut measurement: Option<Measurement> = load_record(&record_path);
+        let in_place = |m: &Measurement| target.exists() && hash_file(&target).ok() == Some(m.sha256.clone());
+        let needs_file = |m: &Option<Measurement>| match m {
+            None => true,
+            Some(m) => judge(&t.gates, m).passed && !in_place(m),
+        };
+        if needs_file(&measurement) {
+            let quantize_s = self.quantize(t, &work, bars)?;
+            quantized = true;
+            let sha256 = hash_file(&work)?;
+            if measurement.as_ref().is_none_or(|m| m.sha256 != sha256) {
+                let mut m = self.evaluate(&t.ftype.name, &work, sha256, bars)?;
+                m.quantize_s = quantize_s;
+                evaluated = true;
+                save_record(&record_path, &m)?;
+                measurement = Some(m);
+            }
+        }
+        let measurement = measurement.expect("recorded or measured");
+        let verdict = judge(&t.gates, &measurement);
+        let file = if verdict.passed {
+            if work.exists() {
+                std::fs::rename(&work, &target)?;
+            }
+            Some(file_name)
+        } else {
+            remove_if_present(&work)?;
+            remove_if_present(&target)?;
+            None
+        };
+        Ok(TypeOutcome {
+            ftype: t.ftype.name,
+            key,
+            file,
+            measurement,
+            gates: t.gates,
+            verdict,
+            quantized,
+            evaluated,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    fn quantize(&self, t: &TypeRecipe, work: &Path, bars: &MultiProgress) -> Result<f64> {
+        let start = Instant::now();
+        let mut opts = self.options(t)?;
+        let plan = job::plan(self.source, &opts)?;
+        let bar = bars.add(progress::bytes(
+            plan.bytes_in(),
+            &format!("{}: quantize", t.ftype.name),
+        ));
+        let progress = |n: u64| bar.inc(n);
+        opts.progress = &progress;
+        job::write(self.source, &plan, work, &opts)?;
+        bar.finish_and_clear();
+        Ok(start.elapsed().as_secs_f64())
+    }
+
+    fn evaluate(
+        &self,
+        ftype: &str,
+        path: &Path,
+        sha256: String,
+        bars: &MultiProgress,
+    ) -> Result<Measurement> {
+        let start = Instant::now();
+        let model = Model::open(path)?;
+        let bos = Tokenizer::from_gguf(&model.file().metadata, path)?.bos_to_add();
+        let mut base = BaseReader::open(self.base.0)?;
+        let bar = bars.add(progress::tokens(
+            (base.n_chunks * base.n_ctx) as u64,
+            &format!("{ftype}: kl-divergence"),
+        ));
+        let n_ctx = base.n_ctx as u64;
+        let stats = compare_with_base(&model, &mut base, None, bos, |_, _| bar.inc(n_ctx))?;
+        bar.finish_and_clear();
+        let ppl = stats.perplexity();
+        Ok(figures(
+            &stats.summary(),
+            (ppl.ppl(), ppl.ppl_err()),
+            model.file(),
+            sha256,
+            start.elapsed().as_secs_f64(),
+        ))
+    }
+}
+
+fn figures(
+    s: &KldSummary,
+    ppl: (f64, f64),
+    file: &GgufFile,
+    sha256: String,
+    eval_s: f64,
+) -> Measurement {
+    let bytes: u64 = file.tensors.iter().map(|t| t.n_bytes).sum();
+    let elements: u64 = file.tensors.iter().map(|t| t.info.n_elements()).sum();
+    Measurement {
+        sha256,
+        bytes: std::fs::metadata(file.path()).map_or(0, |m| m.len()),
+        bpw: bytes as f64 * 8.0 / elements.max(1) as f64,
+        ppl: ppl.0,
+        ppl_err: ppl.1,
+        versus_teacher: KldHeadline::from(s),
+        quantize_s: 0.0,
+        eval_s,
+    }
+}
+
+fn remove_if_present(path: &PathBuf) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}

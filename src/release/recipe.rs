@@ -1,0 +1,247 @@
+//! The release recipe (`RECIPE.toml`): what to release, from what, and the quality each file must
+//! keep. Relative paths resolve against the recipe's folder; command-line flags override keys.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use quantize::mixture::FileType;
+use serde::{Deserialize, Serialize};
+
+use crate::cmd::quantize::{file_type, TensorChoices};
+
+/// The recipe file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    name: Option<String>,
+    source: PathBuf,
+    output: PathBuf,
+    types: Vec<String>,
+    calibration: Option<PathBuf>,
+    calibration_chunks: Option<usize>,
+    evaluation: PathBuf,
+    #[serde(default = "default_ctx")]
+    ctx: usize,
+    chunks: Option<usize>,
+    cache: Option<PathBuf>,
+    #[serde(default)]
+    quantize: BTreeMap<String, TensorChoices>,
+    #[serde(default)]
+    gates: toml::Table,
+}
+
+fn default_ctx() -> usize {
+    512
+}
+
+/// Recipe keys a command line may override.
+#[derive(Default)]
+pub struct RecipeOverrides {
+    /// `--output`.
+    pub output: Option<PathBuf>,
+    /// `--types Q4_K_M,Q8_0`.
+    pub types: Option<Vec<String>>,
+    /// `--calibration`.
+    pub calibration: Option<PathBuf>,
+    /// `--evaluation`.
+    pub evaluation: Option<PathBuf>,
+    /// `--ctx`.
+    pub ctx: Option<usize>,
+    /// `--chunks`.
+    pub chunks: Option<usize>,
+    /// `--max-mean-kld`, `--max-ppl-ratio`, `--min-same-top-p` (global gates).
+    pub gates: Gates,
+}
+
+/// Quality limits; an unset limit is not checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gates {
+    /// Largest mean KL divergence from the teacher.
+    pub max_mean_kld: Option<f64>,
+    /// Largest PPL(quant) / PPL(teacher).
+    pub max_ppl_ratio: Option<f64>,
+    /// Smallest fraction (0–1) of positions whose most likely token equals the teacher's.
+    pub min_same_top_p: Option<f64>,
+}
+
+impl Gates {
+    /// `self` with every limit `over` sets replaced.
+    pub fn overridden_by(self, over: Gates) -> Gates {
+        Gates {
+            max_mean_kld: over.max_mean_kld.or(self.max_mean_kld),
+            max_ppl_ratio: over.max_ppl_ratio.or(self.max_ppl_ratio),
+            min_same_top_p: over.min_same_top_p.or(self.min_same_top_p),
+        }
+    }
+
+    fn check(&self, what: &str) -> Result<()> {
+        for (key, v) in [
+            ("max_mean_kld", self.max_mean_kld),
+            ("max_ppl_ratio", self.max_ppl_ratio),
+            ("min_same_top_p", self.min_same_top_p),
+        ] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                bail!("{what}: {key} must be a non-negative number");
+            }
+        }
+        if self.min_same_top_p.is_some_and(|v| v > 1.0) {
+            bail!("{what}: min_same_top_p is a fraction between 0 and 1");
+        }
+        Ok(())
+    }
+}
+
+/// One type of the release and how to make it.
+#[derive(Debug, Clone)]
+pub struct TypeRecipe {
+    /// The file type.
+    pub ftype: FileType,
+    /// Per-tensor choices (`[quantize.TYPE]`).
+    pub choices: TensorChoices,
+    /// Its gates: the global ones with `[gates.TYPE]` applied.
+    pub gates: Gates,
+}
+
+/// A checked recipe with absolute paths.
+pub struct Recipe {
+    /// Release name: file names are `<name>-<TYPE>.gguf`.
+    pub name: String,
+    /// Checkpoint folder or GGUF file (the teacher).
+    pub source: PathBuf,
+    /// Release folder.
+    pub output: PathBuf,
+    /// Work shared between runs (teacher conversion, imatrix, KLD base, per-type results).
+    pub cache: PathBuf,
+    /// The types, in recipe order.
+    pub types: Vec<TypeRecipe>,
+    /// Imatrix text, if any.
+    pub calibration: Option<PathBuf>,
+    /// Chunks of the calibration text to use (default: all).
+    pub calibration_chunks: Option<usize>,
+    /// Evaluation text.
+    pub evaluation: PathBuf,
+    /// Context size of imatrix and evaluation chunks.
+    pub ctx: usize,
+    /// Evaluation chunks (default: all).
+    pub chunks: Option<usize>,
+}
+
+impl Recipe {
+    /// Reads `path` and applies `over`. Every problem is an error naming the recipe.
+    pub fn load(path: &Path, over: RecipeOverrides) -> Result<Recipe> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the recipe", path.display()))?;
+        let file: RecipeFile = toml::from_str(&text)
+            .map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
+        Self::from_file(file, path, over).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+    }
+
+    fn from_file(file: RecipeFile, path: &Path, over: RecipeOverrides) -> Result<Recipe> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
+        let source = resolve(file.source);
+        if !source.exists() {
+            bail!("source {} does not exist", source.display());
+        }
+        let ctx = over.ctx.unwrap_or(file.ctx);
+        let evaluation = over.evaluation.unwrap_or_else(|| resolve(file.evaluation));
+        let calibration = over.calibration.or(file.calibration.map(&resolve));
+        let (global, per_type) = parse_gates(&file.gates)?;
+        let global = global.overridden_by(over.gates);
+        global.check("[gates]")?;
+        let names = over.types.unwrap_or(file.types);
+        if names.is_empty() {
+            bail!("types is empty: nothing to release");
+        }
+        let mut types: Vec<TypeRecipe> = Vec::new();
+        for name in &names {
+            let ftype = file_type(name)?;
+            if types.iter().any(|t| t.ftype == ftype) {
+                bail!("type {} is listed twice", ftype.name);
+            }
+            types.push(TypeRecipe {
+                ftype,
+                choices: TensorChoices::default(),
+                gates: global,
+            });
+        }
+        let find = |types: &[TypeRecipe], key: &str, table: &str| {
+            let ftype = file_type(key).with_context(|| format!("[{table}.{key}]"))?;
+            types
+                .iter()
+                .position(|t| t.ftype == ftype)
+                .ok_or_else(|| anyhow!("[{table}.{key}]: {key} is not among the types"))
+        };
+        for (key, gates) in per_type {
+            let i = find(&types, &key, "gates")?;
+            types[i].gates = global.overridden_by(gates);
+            types[i].gates.check(&format!("[gates.{key}]"))?;
+        }
+        for (key, choices) in file.quantize {
+            let i = find(&types, &key, "quantize")?;
+            choices
+                .overrides()
+                .with_context(|| format!("[quantize.{key}]"))?;
+            types[i].choices = choices;
+        }
+        let name = match file.name {
+            Some(n) if !n.is_empty() && !n.contains(['/', '\\']) => n,
+            Some(n) => bail!("name {n:?} cannot be part of a file name"),
+            None => default_name(&source),
+        };
+        Ok(Recipe {
+            name,
+            output: over.output.unwrap_or_else(|| resolve(file.output)),
+            cache: resolve(file.cache.unwrap_or_else(|| ".smelt-cache".into())),
+            source,
+            types,
+            calibration,
+            calibration_chunks: file.calibration_chunks,
+            evaluation,
+            ctx,
+            chunks: over.chunks.or(file.chunks),
+        })
+    }
+}
+
+/// Splits `[gates]` into its global limits and its `[gates.TYPE]` tables.
+fn parse_gates(table: &toml::Table) -> Result<(Gates, Vec<(String, Gates)>)> {
+    let mut global = toml::Table::new();
+    let mut per_type = Vec::new();
+    for (key, value) in table {
+        match value {
+            toml::Value::Table(t) => {
+                let gates: Gates = t
+                    .clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| anyhow!("[gates.{key}]: {}", e.message()))?;
+                per_type.push((key.clone(), gates));
+            }
+            v => {
+                global.insert(key.clone(), v.clone());
+            }
+        }
+    }
+    let global: Gates = global
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow!("[gates]: {}", e.message()))?;
+    Ok((global, per_type))
+}
+
+/// A checkpoint folder's name, or a GGUF file's stem.
+fn default_name(source: &Path) -> String {
+    let name = if source.is_dir() {
+        source.file_name()
+    } else {
+        source.file_stem()
+    };
+    name.map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
