@@ -41,6 +41,8 @@ enum Command {
     Imatrix(cmd::imatrix::Args),
     /// Quantize, evaluate and gate a whole release from a recipe (TOML).
     Release(cmd::release::Args),
+    /// The release job end to end on a small random checkpoint (no download needed).
+    Demo(cmd::demo::Args),
     /// Show the metadata and tensor table of a GGUF file or a checkpoint folder.
     Inspect(cmd::inspect::Args),
     /// Developer helpers: synthetic checkpoints for tests and benchmarks.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Imatrix(args) => cmd::imatrix::run(args),
         Command::Release(args) => cmd::release::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Dev(args) => cmd::dev::run(args),
     };
     match result {

@@ -56,12 +56,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let plan = ChunkPlan::new(tokens.len(), args.n_ctx, args.chunks, &args.text)?;
     let started = Instant::now();
     let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "imatrix");
-    let (collector, stats) = collect(&model, &tokens, &plan, tokenizer.bos_to_add(), |index, stats| {
-        bar.inc(plan.n_ctx as u64);
-        if !args.json {
-            print!("[{}]{:.4},", index + 1, stats.ppl());
-        }
-    });
+    let (collector, stats) = collect(
+        &model,
+        &tokens,
+        &plan,
+        tokenizer.bos_to_add(),
+        |index, stats| {
+            bar.inc(plan.n_ctx as u64);
+            if !args.json {
+                print!("[{}]{:.4},", index + 1, stats.ppl());
+            }
+        },
+    );
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let file = collector

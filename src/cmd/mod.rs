@@ -1,6 +1,7 @@
 //! One module per subcommand; each has an `Args` (clap) and a `run`.
 
 pub mod convert;
+pub mod demo;
 pub mod dev;
 pub mod imatrix;
 pub mod inspect;

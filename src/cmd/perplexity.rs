@@ -59,7 +59,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     if let Some(base_path) = compare {
         let mut base = BaseReader::open(&base_path)?;
-        let (n_ctx, n_chunks) = (base.n_ctx, args.chunks.unwrap_or(usize::MAX).min(base.n_chunks));
+        let (n_ctx, n_chunks) = (
+            base.n_ctx,
+            args.chunks.unwrap_or(usize::MAX).min(base.n_chunks),
+        );
         let bar = progress::tokens((n_chunks * n_ctx) as u64, "kl-divergence");
         if !args.json {
             println!("chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              Δp RMS            Same top p");

@@ -86,7 +86,11 @@ impl TensorChoices {
         Ok(Overrides {
             pure: self.pure,
             leave_output_tensor: self.leave_output_tensor,
-            output_tensor_type: self.output_tensor_type.as_deref().map(ggml_type).transpose()?,
+            output_tensor_type: self
+                .output_tensor_type
+                .as_deref()
+                .map(ggml_type)
+                .transpose()?,
             token_embedding_type: self
                 .token_embedding_type
                 .as_deref()
@@ -110,7 +114,10 @@ pub fn open_source(path: &Path) -> Result<Source> {
 pub fn file_type(name: &str) -> Result<FileType> {
     FileType::parse(name).ok_or_else(|| {
         let names: Vec<&str> = FILE_TYPES.iter().map(|f| f.name).collect();
-        anyhow!("unknown type {name:?}; expected one of {}", names.join(", "))
+        anyhow!(
+            "unknown type {name:?}; expected one of {}",
+            names.join(", ")
+        )
     })
 }
 

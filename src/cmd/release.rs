@@ -90,7 +90,11 @@ pub fn run_recipe(recipe: &Recipe, json: bool) -> Result<ExitCode> {
 
 fn summarize(release: &Release, recipe: &Recipe) {
     let emitted = release.types.iter().filter(|t| t.verdict.passed).count();
-    let redone = release.types.iter().filter(|t| t.quantized || t.evaluated).count();
+    let redone = release
+        .types
+        .iter()
+        .filter(|t| t.quantized || t.evaluated)
+        .count();
     eprintln!(
         "smelt: {emitted} of {} types released in {} ({redone} (re)made, the rest cached) in {:.1}s",
         release.types.len(),

@@ -37,7 +37,10 @@ pub fn hash_source(path: &Path) -> Result<String> {
         .with_context(|| format!("{}: cannot list", path.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_file())
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     names.sort();
     let mut key = Key::new("checkpoint");

@@ -84,7 +84,8 @@ pub struct Release {
 pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
     let start = Instant::now();
     for dir in [&recipe.output, &recipe.cache] {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
     }
     let work = recipe.cache.join("work");
     if work.exists() {
@@ -92,7 +93,8 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
             .with_context(|| format!("{}: cannot clear", work.display()))?;
     }
     for dir in [work, recipe.cache.join("types")] {
-        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
     }
 
     let inputs = InputHashes {
@@ -110,7 +112,13 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
                 ctx: recipe.ctx,
                 chunks: recipe.calibration_chunks,
             };
-            Some(stages::imatrix(&teacher, source_hash, &text, &recipe.cache, bars)?)
+            Some(stages::imatrix(
+                &teacher,
+                source_hash,
+                &text,
+                &recipe.cache,
+                bars,
+            )?)
         }
         _ => None,
     };
@@ -152,6 +160,7 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
         types.extend(done?);
     }
 
+    remove_dropped_types(recipe)?;
     let release = Release {
         smelt_version: env!("CARGO_PKG_VERSION"),
         name: recipe.name.clone(),
@@ -179,13 +188,34 @@ pub fn report_table(release: &Release) -> String {
     report::table(release, true)
 }
 
+/// Removes the release files of types the recipe no longer lists: the folder holds exactly the
+/// recipe's passing types, so a report never sits beside files it does not describe.
+fn remove_dropped_types(recipe: &Recipe) -> Result<()> {
+    for ftype in quantize::mixture::FILE_TYPES {
+        if recipe.types.iter().any(|t| t.ftype == *ftype) {
+            continue;
+        }
+        quant::remove_if_present(
+            &recipe
+                .output
+                .join(format!("{}-{}.gguf", recipe.name, ftype.name)),
+        )?;
+    }
+    Ok(())
+}
+
 /// How many types to quantize and evaluate at once: as many as there are threads, unless the
 /// available memory (each type holds its quantized model mapped plus about two f32 copies of the
 /// largest weights and the activations; bounded here by twice the teacher's size) says fewer.
 fn parallel_types(teacher: &Path, n_types: usize) -> usize {
-    let per_type = 2 * std::fs::metadata(teacher).map_or(0, |m| m.len()).max(1 << 20);
+    let per_type = 2 * std::fs::metadata(teacher)
+        .map_or(0, |m| m.len())
+        .max(1 << 20);
     let by_memory = available_memory().map_or(1, |bytes| (bytes / per_type) as usize);
-    by_memory.min(rayon::current_num_threads()).min(n_types).max(1)
+    by_memory
+        .min(rayon::current_num_threads())
+        .min(n_types)
+        .max(1)
 }
 
 /// `MemAvailable` from /proc/meminfo (Linux); `None` elsewhere.

@@ -2,10 +2,10 @@
 //! KL-divergence base, judge by the gates, and move the file into the release folder only when it
 //! passes. Results are recorded by content key, so unchanged types cost nothing on a rerun.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use eval::kld::{compare_with_base, BaseReader, KldSummary};
 use eval::model::Model;
 use eval::tokenizer::Tokenizer;
@@ -54,19 +54,28 @@ pub struct Verdict {
 /// Judges a measurement by its gates.
 pub fn judge(gates: &Gates, m: &Measurement) -> Verdict {
     let mut failures = Vec::new();
-    if let Some(max) = gates.max_mean_kld.filter(|&max| m.versus_teacher.kld.mean > max) {
+    if let Some(max) = gates
+        .max_mean_kld
+        .filter(|&max| m.versus_teacher.kld.mean > max)
+    {
         failures.push(format!(
             "mean KLD {:.6} > max_mean_kld {max}",
             m.versus_teacher.kld.mean
         ));
     }
-    if let Some(max) = gates.max_ppl_ratio.filter(|&max| m.versus_teacher.ppl_ratio > max) {
+    if let Some(max) = gates
+        .max_ppl_ratio
+        .filter(|&max| m.versus_teacher.ppl_ratio > max)
+    {
         failures.push(format!(
             "PPL ratio {:.6} > max_ppl_ratio {max}",
             m.versus_teacher.ppl_ratio
         ));
     }
-    if let Some(min) = gates.min_same_top_p.filter(|&min| m.versus_teacher.same_top_p < min) {
+    if let Some(min) = gates
+        .min_same_top_p
+        .filter(|&min| m.versus_teacher.same_top_p < min)
+    {
         failures.push(format!(
             "same top p {:.6} < min_same_top_p {min}",
             m.versus_teacher.same_top_p
@@ -172,7 +181,8 @@ impl Shared<'_> {
         let (mut quantized, mut evaluated) = (false, false);
 
         let mut measurement: Option<Measurement> = load_record(&record_path);
-        let in_place = |m: &Measurement| target.exists() && hash_file(&target).ok() == Some(m.sha256.clone());
+        let in_place =
+            |m: &Measurement| target.exists() && hash_file(&target).ok() == Some(m.sha256.clone());
         let needs_file = |m: &Option<Measurement>| match m {
             None => true,
             Some(m) => judge(&t.gates, m).passed && !in_place(m),
@@ -279,9 +289,12 @@ fn figures(
     }
 }
 
-fn remove_if_present(path: &PathBuf) -> Result<()> {
+/// Removes `path` unless it is already gone.
+pub fn remove_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("{}: cannot remove", path.display()))
+        }
         _ => Ok(()),
     }
 }

@@ -133,8 +133,8 @@ impl Recipe {
     pub fn load(path: &Path, over: RecipeOverrides) -> Result<Recipe> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the recipe", path.display()))?;
-        let file: RecipeFile = toml::from_str(&text)
-            .map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
+        let file: RecipeFile =
+            toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
         Self::from_file(file, path, over).map_err(|e| anyhow!("{}: {e:#}", path.display()))
     }
 
@@ -156,6 +156,8 @@ impl Recipe {
         let (global, per_type) = parse_gates(&file.gates)?;
         let global = global.overridden_by(over.gates);
         global.check("[gates]")?;
+        // tables for types a --types override left out are ignored, not errors
+        let types_overridden = over.types.is_some();
         let names = over.types.unwrap_or(file.types);
         if names.is_empty() {
             bail!("types is empty: nothing to release");
@@ -172,20 +174,24 @@ impl Recipe {
                 gates: global,
             });
         }
-        let find = |types: &[TypeRecipe], key: &str, table: &str| {
+        let find = |types: &[TypeRecipe], key: &str, table: &str| -> Result<Option<usize>> {
             let ftype = file_type(key).with_context(|| format!("[{table}.{key}]"))?;
-            types
-                .iter()
-                .position(|t| t.ftype == ftype)
-                .ok_or_else(|| anyhow!("[{table}.{key}]: {key} is not among the types"))
+            match types.iter().position(|t| t.ftype == ftype) {
+                None if !types_overridden => bail!("[{table}.{key}]: {key} is not among the types"),
+                i => Ok(i),
+            }
         };
         for (key, gates) in per_type {
-            let i = find(&types, &key, "gates")?;
+            let Some(i) = find(&types, &key, "gates")? else {
+                continue;
+            };
             types[i].gates = global.overridden_by(gates);
             types[i].gates.check(&format!("[gates.{key}]"))?;
         }
         for (key, choices) in file.quantize {
-            let i = find(&types, &key, "quantize")?;
+            let Some(i) = find(&types, &key, "quantize")? else {
+                continue;
+            };
             choices
                 .overrides()
                 .with_context(|| format!("[quantize.{key}]"))?;

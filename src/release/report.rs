@@ -20,10 +20,7 @@ pub const PLOT_SVG: &str = "size-vs-kld.svg";
 
 /// Writes all four documents into `dir`, each atomically.
 pub fn write(release: &Release, dir: &Path) -> Result<()> {
-    write_atomically(
-        &dir.join(REPORT_JSON),
-        &serde_json::to_vec_pretty(release)?,
-    )?;
+    write_atomically(&dir.join(REPORT_JSON), &serde_json::to_vec_pretty(release)?)?;
     write_atomically(&dir.join(REPORT_MD), table(release, true).as_bytes())?;
     write_atomically(&dir.join(PLOT_SVG), plot::size_vs_kld(release).as_bytes())?;
     write_atomically(&dir.join("README.md"), model_card(release).as_bytes())?;

@@ -130,7 +130,8 @@ pub fn imatrix(
         if path.exists() {
             return Ok(path);
         }
-        let (model, bos, tokens, plan) = tokens_and_plan(teacher, text.path, text.ctx, text.chunks)?;
+        let (model, bos, tokens, plan) =
+            tokens_and_plan(teacher, text.path, text.ctx, text.chunks)?;
         let bar = bars.add(progress::tokens(
             (plan.n_chunks * plan.n_ctx) as u64,
             "teacher: imatrix",
@@ -179,7 +180,8 @@ pub fn kld_base(
         if let Some(s) = found {
             return Ok(s);
         }
-        let (model, bos, tokens, plan) = tokens_and_plan(teacher, text.path, text.ctx, text.chunks)?;
+        let (model, bos, tokens, plan) =
+            tokens_and_plan(teacher, text.path, text.ctx, text.chunks)?;
         let n_tokens = (plan.n_chunks * plan.n_ctx) as u64;
         let writer = BaseWriter::create(
             &path,

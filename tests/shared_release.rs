@@ -1,0 +1,102 @@
+//! `smelt release` on the real stories260K checkpoint (tier 2: needs `../shared` and the
+//! llama.cpp reference): eight types, each emitted GGUF loaded by llama-perplexity, whose PPL must
+//! equal the one in smelt's report within 0.5 %.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+const TYPES: [&str; 8] = [
+    "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "TQ1_0",
+];
+const CTX: &str = "256";
+const CHUNKS: &str = "20";
+
+/// llama-perplexity's final PPL of `model` on `text`. Its asynchronous log thread can lose the
+/// last lines when the process exits under load, so a run without them is repeated.
+fn llama_perplexity(model: &Path, text: &Path) -> f64 {
+    (0..6)
+        .find_map(|_| try_llama_perplexity(model, text))
+        .unwrap_or_else(|| {
+            panic!(
+                "llama-perplexity never printed a final estimate for {}",
+                model.display()
+            )
+        })
+}
+
+fn try_llama_perplexity(model: &Path, text: &Path) -> Option<f64> {
+    let out = Command::new(common::llama_ref().join("bin/llama-perplexity"))
+        .arg("-m")
+        .arg(model)
+        .arg("-f")
+        .arg(text)
+        .args(["-c", CTX, "--chunks", CHUNKS, "-t", "2"])
+        .output()
+        .expect("llama-perplexity runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "llama-perplexity failed on {}: {all}",
+        model.display()
+    );
+    let line = all.lines().find(|l| l.contains("Final estimate: PPL ="))?;
+    line.split("PPL =")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn stories260k_release_loads_in_llama_cpp_with_the_reported_perplexity() {
+    let shared = common::shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let eval_text = shared.join("assets/text/tinystories-eval.txt");
+    let recipe = format!(
+        "source = {:?}\noutput = \"release\"\ntypes = {TYPES:?}\ncalibration = {:?}\n\
+         evaluation = {:?}\nctx = {CTX}\nchunks = {CHUNKS}\n\n[gates]\nmax_mean_kld = 0.2\n\
+         min_same_top_p = 0.8\n",
+        shared.join("assets/models/stories260K"),
+        shared.join("assets/text/tinystories-calib.txt"),
+        eval_text,
+    );
+    let recipe_path = tmp.path().join("recipe.toml");
+    std::fs::write(&recipe_path, recipe).unwrap();
+    let report = common::smelt_json(tmp.path(), &["release", recipe_path.to_str().unwrap()]);
+    assert_eq!(report["passed"], true, "{report}");
+    let out = tmp.path().join("release");
+    for doc in ["report.json", "report.md", "size-vs-kld.svg", "README.md"] {
+        assert!(out.join(doc).is_file(), "{doc} missing");
+    }
+    let teacher = llama_perplexity(
+        &shared.join("reference/stories260K/stories260K-f32.gguf"),
+        &eval_text,
+    );
+    let reported = report["teacher"]["ppl"].as_f64().unwrap();
+    assert!(
+        (reported / teacher - 1.0).abs() < 0.001,
+        "teacher {reported} vs llama.cpp {teacher}"
+    );
+    for entry in report["types"].as_array().unwrap() {
+        let file = out.join(entry["file"].as_str().expect("every type passed"));
+        let llama = llama_perplexity(&file, &eval_text);
+        let ours = entry["ppl"].as_f64().unwrap();
+        eprintln!(
+            "{}: smelt {ours:.4}, llama-perplexity {llama:.4}",
+            entry["type"]
+        );
+        assert!(
+            (ours / llama - 1.0).abs() < 0.005,
+            "{}: smelt {ours} vs llama-perplexity {llama}",
+            entry["type"]
+        );
+    }
+}
