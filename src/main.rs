@@ -39,6 +39,8 @@ enum Command {
     Perplexity(cmd::perplexity::Args),
     /// Collect an importance matrix over a text (like llama-imatrix).
     Imatrix(cmd::imatrix::Args),
+    /// Prune layers, FFN channels, heads or weights (magnitude, Wanda, N:M) of a float model.
+    Prune(cmd::prune::Args),
     /// Quantize, evaluate and gate a whole release from a recipe (TOML).
     Release(cmd::release::Args),
     /// The release job end to end on a small random checkpoint (no download needed).
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Types(args) => cmd::types::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Imatrix(args) => cmd::imatrix::run(args),
+        Command::Prune(args) => cmd::prune::run(args),
         Command::Release(args) => cmd::release::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Dev(args) => cmd::dev::run(args),

@@ -82,6 +82,10 @@ impl<'m> Session<'m> {
             .for_each(|(row, tok)| decode_row(model, &model.token_embd, tok as usize, row));
 
         for (il, layer) in model.layers.iter().enumerate() {
+            let block_input = observer
+                .as_ref()
+                .filter(|o| o.wants_block_io())
+                .map(|_| x.clone());
             let normed = rms_norm(&x, &layer.attn_norm, h.rms_eps);
             let attn = self.attention(il, layer, &normed, t, n_past, &mut observer);
             let attn = linear(model, &layer.wo, &attn, n_rows, &mut observer);
@@ -92,6 +96,9 @@ impl<'m> Session<'m> {
             swiglu(&mut gate, &up);
             let down = linear(model, &layer.down, &gate, n_rows, &mut observer);
             add_in_place(&mut x, &down);
+            if let (Some(o), Some(input)) = (observer.as_mut(), block_input) {
+                o.block_io(il, &input, &x, h.n_embd);
+            }
         }
         for cache in &mut self.caches {
             cache.n_past += t;

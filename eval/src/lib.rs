@@ -2,6 +2,7 @@
 //! qwen2) over GGUF files of any type smelt decodes, llama.cpp's tokenizers, and the numbers
 //! llama.cpp's tools report — perplexity, KL divergence against a base model, importance matrices.
 
+pub mod calibration;
 pub mod fastmath;
 pub mod forward;
 pub mod imatrix;

@@ -17,11 +17,20 @@ use crate::model::{Model, Weight};
 /// Rows of a weight decoded per parallel task.
 const DECODE_ROWS: usize = 64;
 
-/// Sees the input of every matrix product before it is rounded (for importance matrices).
+/// Sees the input of every matrix product before it is rounded (importance matrices, pruning
+/// statistics) and, optionally, each block's residual stream before and after it.
 pub trait Observer {
     /// `x` holds `n_rows` rows of `weight.cols` activations that are about to be multiplied
     /// with `weight`.
     fn matmul_input(&mut self, weight: &Weight, x: &[f32], n_rows: usize);
+
+    /// Whether [`Observer::block_io`] is wanted (the pass copies the residual stream for it).
+    fn wants_block_io(&self) -> bool {
+        false
+    }
+
+    /// Block `layer` turned the residual stream `input` into `output` (rows of `n_embd`).
+    fn block_io(&mut self, _layer: usize, _input: &[f32], _output: &[f32], _n_embd: usize) {}
 }
 
 /// `x` (`n_rows` × `weight.cols`, row-major) times `weightᵀ`: `n_rows` × `weight.rows`.

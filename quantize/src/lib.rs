@@ -10,6 +10,7 @@ pub mod convert;
 pub mod imatrix;
 pub mod job;
 pub mod mixture;
+pub mod prune;
 pub mod types;
 
 use formats::gguf::GgmlType;

@@ -7,6 +7,7 @@ pub mod imatrix;
 pub mod inspect;
 pub mod perplexity;
 pub mod progress;
+pub mod prune;
 pub mod quantize;
 pub mod release;
 pub mod types;

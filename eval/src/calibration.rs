@@ -1,0 +1,116 @@
+//! Activation statistics for pruning, collected over a calibration text: the squared norm of every
+//! input channel of every block matrix (Wanda's ‖X_j‖₂; the FFN neurons' magnitudes are the input
+//! channels of `ffn_down`, the attention heads' output norms those of `attn_output`), and each
+//! block's mean cosine similarity between its residual input and output (Block Influence).
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+
+use crate::linear::Observer;
+use crate::model::{Model, Weight};
+use crate::perplexity::{run_chunks, ChunkPlan};
+
+/// What a calibration pass saw.
+#[derive(Debug, Default)]
+pub struct ActivationStats {
+    /// Per weight: per-input-channel sums of squares (f64) over all rows.
+    sum_sq: BTreeMap<String, Vec<f64>>,
+    /// Per block: sum over rows of cos(input, output), and the row count.
+    cosine: BTreeMap<usize, (f64, usize)>,
+}
+
+impl Observer for ActivationStats {
+    fn matmul_input(&mut self, weight: &Weight, x: &[f32], _n_rows: usize) {
+        if !weight.name.starts_with("blk.") {
+            return;
+        }
+        let cols = weight.cols;
+        let partial = x
+            .par_chunks(cols * 64)
+            .map(|rows| {
+                let mut acc = vec![0f64; cols];
+                for row in rows.chunks(cols) {
+                    acc.iter_mut()
+                        .zip(row)
+                        .for_each(|(a, &v)| *a += (v as f64) * (v as f64));
+                }
+                acc
+            })
+            .reduce(
+                || vec![0f64; cols],
+                |mut a, b| {
+                    a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+        let sums = self
+            .sum_sq
+            .entry(weight.name.clone())
+            .or_insert_with(|| vec![0.0; cols]);
+        sums.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
+    }
+
+    fn wants_block_io(&self) -> bool {
+        true
+    }
+
+    fn block_io(&mut self, layer: usize, input: &[f32], output: &[f32], n_embd: usize) {
+        let rows = input.len() / n_embd;
+        let sum: f64 = input
+            .par_chunks(n_embd)
+            .zip(output.par_chunks(n_embd))
+            .map(|(a, b)| cosine(a, b))
+            .sum();
+        let entry = self.cosine.entry(layer).or_insert((0.0, 0));
+        entry.0 += sum;
+        entry.1 += rows;
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64, y as f64);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        return 1.0;
+    }
+    ab / (aa.sqrt() * bb.sqrt())
+}
+
+impl ActivationStats {
+    /// Runs `model` over the planned chunks of `tokens`, collecting the statistics.
+    pub fn collect(
+        model: &Model,
+        tokens: &[u32],
+        plan: &ChunkPlan,
+        bos: Option<u32>,
+        mut on_chunk: impl FnMut(usize),
+    ) -> ActivationStats {
+        let mut stats = ActivationStats::default();
+        run_chunks(model, tokens, plan, bos, Some(&mut stats), |chunk| {
+            on_chunk(chunk.index)
+        });
+        stats
+    }
+
+    /// ‖X_j‖₂ of every input channel of `weight` (Wanda's activation norm); `None` when the
+    /// pass never multiplied it.
+    pub fn input_norms(&self, weight: &str) -> Option<Vec<f32>> {
+        self.sum_sq
+            .get(weight)
+            .map(|s| s.iter().map(|v| v.sqrt() as f32).collect())
+    }
+
+    /// Block Influence of `layer`: 1 − mean cos(block input, block output). Low means the block
+    /// changes little and is the first to drop.
+    pub fn block_influence(&self, layer: usize) -> Option<f64> {
+        self.cosine
+            .get(&layer)
+            .map(|&(sum, n)| 1.0 - sum / n.max(1) as f64)
+    }
+}

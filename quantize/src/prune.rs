@@ -1,0 +1,461 @@
+//! Pruning a float GGUF: structured (drop blocks, FFN channels, attention head groups) and
+//! unstructured (magnitude or Wanda scores at a ratio or an N:M pattern), tensor by tensor.
+//!
+//! The choices themselves (which layers, channels, heads) are made from scores the caller passes
+//! in — activation statistics come from the eval runtime — so this module only knows numbers:
+//! which rows and columns survive, which weights become zero, and what the metadata must say for
+//! llama.cpp to load the result (`block_count`, `feed_forward_length`, head counts and, once heads
+//! are gone, the explicit `key_length`/`value_length`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use formats::gguf::{GgmlType, GgufFile, GgufWriter, Metadata, TensorInfo, Value};
+use rayon::prelude::*;
+
+/// Why a pruning request cannot be carried out (always bad input: exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// A file could not be read or written.
+    #[error(transparent)]
+    Format(#[from] formats::FormatError),
+    /// The request does not fit this model.
+    #[error("{0}")]
+    Bad(String),
+}
+
+fn bad(message: impl Into<String>) -> PruneError {
+    PruneError::Bad(message.into())
+}
+
+/// The model facts pruning needs, from the GGUF metadata.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PruneShape {
+    /// Blocks.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// FFN hidden width.
+    pub n_ff: usize,
+}
+
+impl PruneShape {
+    /// Reads the shape of `file` (llama-family keys).
+    pub fn of(file: &GgufFile) -> Result<PruneShape, PruneError> {
+        let arch = file
+            .architecture()
+            .ok_or_else(|| bad("general.architecture is missing"))?;
+        let get = |k: &str| {
+            file.metadata
+                .get(&format!("{arch}.{k}"))
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+        };
+        let need = |k: &str| get(k).ok_or_else(|| bad(format!("{arch}.{k} is missing")));
+        let n_head = need("attention.head_count")?;
+        let n_embd = need("embedding_length")?;
+        Ok(PruneShape {
+            n_layer: need("block_count")?,
+            n_head,
+            n_head_kv: get("attention.head_count_kv").unwrap_or(n_head),
+            head_dim: get("attention.key_length").unwrap_or(n_embd / n_head.max(1)),
+            n_ff: need("feed_forward_length")?,
+        })
+    }
+
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.n_head / self.n_head_kv.max(1)
+    }
+}
+
+/// How many of `n` items a ratio removes: `round(ratio · n)`, which must leave at least one and
+/// remove at least one.
+pub fn count_to_remove(n: usize, ratio: f64, what: &str) -> Result<usize, PruneError> {
+    if !(ratio > 0.0 && ratio < 1.0) {
+        return Err(bad(format!("--ratio {ratio} is outside (0, 1)")));
+    }
+    let k = (ratio * n as f64).round() as usize;
+    if k == 0 || k >= n {
+        return Err(bad(format!(
+            "--ratio {ratio} of {n} {what} removes {k}: nothing or everything"
+        )));
+    }
+    Ok(k)
+}
+
+/// Indices of the `keep` highest scores, in ascending index order (ties keep the lower index).
+pub fn keep_highest(scores: &[f64], keep: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let mut kept = order[..keep.min(order.len())].to_vec();
+    kept.sort_unstable();
+    kept
+}
+
+/// A structural change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Structure {
+    /// Nothing removed.
+    Unchanged,
+    /// Blocks dropped (sorted, existing, not all).
+    DropLayers(Vec<usize>),
+    /// FFN channels kept, the same number in every layer (per layer, ascending).
+    KeepFfn(Vec<Vec<usize>>),
+    /// Key/value heads kept with their query heads, the same number in every layer.
+    KeepHeadGroups(Vec<Vec<usize>>),
+}
+
+/// Checks a list of blocks to drop.
+pub fn layers_to_drop(shape: &PruneShape, layers: &[usize]) -> Result<Structure, PruneError> {
+    let mut list = layers.to_vec();
+    list.sort_unstable();
+    list.dedup();
+    if let Some(&l) = list.iter().find(|&&l| l >= shape.n_layer) {
+        return Err(bad(format!(
+            "--layers: layer {l} does not exist (the model has {} blocks, 0–{})",
+            shape.n_layer,
+            shape.n_layer - 1
+        )));
+    }
+    if list.is_empty() || list.len() == shape.n_layer {
+        return Err(bad("--layers must drop at least one block and keep at least one"));
+    }
+    Ok(Structure::DropLayers(list))
+}
+
+/// Head groups to keep per layer from per-query-head scores (`scores[layer][head]`), removing
+/// `ratio` of the query heads in whole GQA groups (a key/value head with all its query heads).
+pub fn head_groups_to_keep(
+    shape: &PruneShape,
+    ratio: f64,
+    scores: &[Vec<f64>],
+) -> Result<Structure, PruneError> {
+    let remove = count_to_remove(shape.n_head, ratio, "heads")?;
+    let group = shape.group();
+    if remove % group != 0 {
+        return Err(bad(format!(
+            "removing {remove} of {} heads breaks GQA groups of {group} query heads per key/value head; \
+             choose a ratio that removes a multiple of {group}",
+            shape.n_head
+        )));
+    }
+    let keep = shape.n_head_kv - remove / group;
+    let kept = scores
+        .iter()
+        .map(|heads| {
+            let per_group: Vec<f64> = heads.chunks(group).map(|g| g.iter().sum()).collect();
+            keep_highest(&per_group, keep)
+        })
+        .collect();
+    Ok(Structure::KeepHeadGroups(kept))
+}
+
+/// FFN channels to keep per layer from per-channel scores (`scores[layer][channel]`), removing
+/// `ratio` of them in every layer (Minitron-style width pruning, uniform across layers).
+pub fn ffn_channels_to_keep(
+    shape: &PruneShape,
+    ratio: f64,
+    scores: &[Vec<f64>],
+) -> Result<Structure, PruneError> {
+    let keep = shape.n_ff - count_to_remove(shape.n_ff, ratio, "FFN channels")?;
+    Ok(Structure::KeepFfn(
+        scores.iter().map(|s| keep_highest(s, keep)).collect(),
+    ))
+}
+
+/// Which weights of each row an unstructured pruning zeroes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pattern {
+    /// The lowest-scoring `ratio` of every row.
+    Ratio(f64),
+    /// In every `m` consecutive weights of a row, all but the `n` highest-scoring.
+    NOfM(usize, usize),
+}
+
+/// Unstructured pruning: a pattern, scored by |W| (magnitude) or |W|·‖X_j‖₂ (Wanda, `norms` per
+/// tensor name).
+#[derive(Debug, Clone, Default)]
+pub struct Sparsify {
+    /// The pattern (`None`: no unstructured pruning).
+    pub pattern: Option<Pattern>,
+    /// Wanda's per-input-channel activation norms; without them scores are magnitudes.
+    pub norms: Option<HashMap<String, Vec<f32>>>,
+}
+
+impl Pattern {
+    /// Checks the pattern against a row length.
+    fn check(&self, name: &str, cols: usize) -> Result<(), PruneError> {
+        match *self {
+            Pattern::Ratio(r) if !(r > 0.0 && r < 1.0) => {
+                Err(bad(format!("--ratio {r} is outside (0, 1)")))
+            }
+            Pattern::NOfM(n, m) if n == 0 || n >= m => Err(bad(format!(
+                "--nm {n}:{m}: N must be at least 1 and below M"
+            ))),
+            Pattern::NOfM(n, m) if cols % m != 0 => Err(bad(format!(
+                "--nm {n}:{m} does not divide the rows of {name} ({cols} wide)"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Zeroes the lowest-scoring weights of `row` (`score(j)` for weight j).
+    fn apply(&self, row: &mut [f32], score: impl Fn(usize, f32) -> f32) {
+        let scores: Vec<f32> = row.iter().enumerate().map(|(j, &w)| score(j, w)).collect();
+        let zero_lowest = |row: &mut [f32], scores: &[f32], k: usize| {
+            let mut order: Vec<usize> = (0..scores.len()).collect();
+            order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+            for &j in &order[..k] {
+                row[j] = 0.0;
+            }
+        };
+        match *self {
+            Pattern::Ratio(r) => {
+                let k = (r * row.len() as f64).round() as usize;
+                zero_lowest(row, &scores, k);
+            }
+            Pattern::NOfM(n, m) => {
+                for (group, s) in row.chunks_mut(m).zip(scores.chunks(m)) {
+                    zero_lowest(group, s, m - n);
+                }
+            }
+        }
+    }
+}
+
+/// Zeros in one written tensor.
+#[derive(Debug, Clone)]
+pub struct TensorSparsity {
+    /// Output tensor name.
+    pub name: String,
+    /// Zero weights.
+    pub zeros: u64,
+    /// All weights.
+    pub total: u64,
+}
+
+/// What a pruning wrote.
+#[derive(Debug, Clone)]
+pub struct PruneReport {
+    /// The output's shape.
+    pub shape: PruneShape,
+    /// Per block matrix: achieved sparsity.
+    pub sparsity: Vec<TensorSparsity>,
+    /// Parameters before and after.
+    pub params: (u64, u64),
+}
+
+/// Where an output tensor's values come from.
+struct Mapping {
+    layer: Option<usize>,
+    rows: Option<Vec<usize>>,
+    cols: Option<Vec<usize>>,
+}
+
+/// The output name of `name` (`None`: dropped) and which rows/columns it keeps.
+fn map_tensor(name: &str, shape: &PruneShape, structure: &Structure) -> Option<(String, Mapping)> {
+    let layer = name
+        .strip_prefix("blk.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    let mut out_name = name.to_string();
+    let mut mapping = Mapping {
+        layer,
+        rows: None,
+        cols: None,
+    };
+    let Some(il) = layer else {
+        return Some((out_name, mapping));
+    };
+    let role = &name[format!("blk.{il}.").len()..];
+    let spread = |units: &[usize], width: usize| -> Vec<usize> {
+        units
+            .iter()
+            .flat_map(|&u| u * width..(u + 1) * width)
+            .collect()
+    };
+    match structure {
+        Structure::Unchanged => {}
+        Structure::DropLayers(drop) => {
+            if drop.contains(&il) {
+                return None;
+            }
+            let new = il - drop.iter().filter(|&&d| d < il).count();
+            out_name = format!("blk.{new}.{role}");
+        }
+        Structure::KeepFfn(kept) => match role {
+            "ffn_gate.weight" | "ffn_up.weight" => mapping.rows = Some(kept[il].clone()),
+            "ffn_down.weight" => mapping.cols = Some(kept[il].clone()),
+            _ => {}
+        },
+        Structure::KeepHeadGroups(kept) => {
+            let g = shape.group();
+            let q_heads: Vec<usize> = kept[il].iter().flat_map(|&k| k * g..(k + 1) * g).collect();
+            let q = spread(&q_heads, shape.head_dim);
+            let kv = spread(&kept[il], shape.head_dim);
+            match role {
+                "attn_q.weight" | "attn_q.bias" => mapping.rows = Some(q),
+                "attn_k.weight" | "attn_k.bias" | "attn_v.weight" | "attn_v.bias" => {
+                    mapping.rows = Some(kv)
+                }
+                "attn_output.weight" => mapping.cols = Some(q),
+                _ => {}
+            }
+        }
+    }
+    Some((out_name, mapping))
+}
+
+/// The output's metadata: the input's with the changed shape keys.
+fn metadata(file: &GgufFile, shape: &PruneShape, out: &PruneShape) -> Metadata {
+    let arch = file.architecture().unwrap_or("llama").to_string();
+    let mut md = file.metadata.clone();
+    let mut set = |k: &str, v: usize| md.set(format!("{arch}.{k}"), Value::U32(v as u32));
+    if out.n_layer != shape.n_layer {
+        set("block_count", out.n_layer);
+    }
+    if out.n_ff != shape.n_ff {
+        set("feed_forward_length", out.n_ff);
+    }
+    if out.n_head != shape.n_head {
+        set("attention.head_count", out.n_head);
+        set("attention.head_count_kv", out.n_head_kv);
+        set("attention.key_length", out.head_dim);
+        set("attention.value_length", out.head_dim);
+    }
+    md
+}
+
+fn output_shape(shape: &PruneShape, structure: &Structure) -> PruneShape {
+    let mut out = *shape;
+    match structure {
+        Structure::Unchanged => {}
+        Structure::DropLayers(d) => out.n_layer -= d.len(),
+        Structure::KeepFfn(k) => out.n_ff = k[0].len(),
+        Structure::KeepHeadGroups(k) => {
+            out.n_head_kv = k[0].len();
+            out.n_head = out.n_head_kv * shape.group();
+        }
+    }
+    out
+}
+
+/// Writes `file` pruned by `structure` and `sparsify` to `out` (atomically). Tensors must be
+/// F32, F16 or BF16 (prune before quantizing); each keeps its type.
+pub fn prune_gguf(
+    file: &GgufFile,
+    structure: &Structure,
+    sparsify: &Sparsify,
+    out: &Path,
+) -> Result<PruneReport, PruneError> {
+    let shape = PruneShape::of(file)?;
+    let new_shape = output_shape(&shape, structure);
+    let mut plan = Vec::new();
+    for t in &file.tensors {
+        let ty = t.info.ggml_type;
+        if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+            return Err(bad(format!(
+                "{}: tensor {} is {ty}; prune a float model (F32/F16/BF16), then quantize",
+                file.path().display(),
+                t.info.name
+            )));
+        }
+        let Some((name, mapping)) = map_tensor(&t.info.name, &shape, structure) else {
+            continue;
+        };
+        let mut dims = t.info.dims.clone();
+        if let Some(r) = &mapping.rows {
+            *dims.last_mut().expect("a dimension") = r.len() as u64;
+        }
+        if let Some(c) = &mapping.cols {
+            dims[0] = c.len() as u64;
+        }
+        let sparse = sparsify
+            .pattern
+            .filter(|_| mapping.layer.is_some() && dims.len() == 2 && name.ends_with(".weight"));
+        if let Some(p) = sparse {
+            p.check(&t.info.name, dims[0] as usize)?;
+        }
+        plan.push((t, name, dims, mapping, sparse));
+    }
+    let infos: Vec<TensorInfo> = plan
+        .iter()
+        .map(|(t, name, dims, _, _)| TensorInfo {
+            name: name.clone(),
+            dims: dims.clone(),
+            ggml_type: t.info.ggml_type,
+        })
+        .collect();
+    let mut writer = GgufWriter::create(out, &metadata(file, &shape, &new_shape), &infos)?;
+    let mut report = PruneReport {
+        shape: new_shape,
+        sparsity: Vec::new(),
+        params: (
+            file.tensors.iter().map(|t| t.info.n_elements()).sum(),
+            infos.iter().map(|t| t.n_elements()).sum(),
+        ),
+    };
+    for (t, name, dims, mapping, sparse) in plan {
+        let ty = t.info.ggml_type;
+        let cols = t.info.dims[0] as usize;
+        let mut values = vec![0f32; t.info.n_elements() as usize];
+        crate::dequantize(ty, file.data(t), &mut values).expect("float types decode");
+        let mut values = select(values, &t.info.dims, &mapping);
+        if let Some(p) = sparse {
+            let new_cols = dims[0] as usize;
+            let norms = sparsify.norms.as_ref().map(|n| {
+                let raw = n.get(&t.info.name).cloned().unwrap_or_default();
+                match &mapping.cols {
+                    Some(c) if raw.len() == cols => c.iter().map(|&j| raw[j]).collect(),
+                    _ => raw,
+                }
+            });
+            if let Some(n) = &norms {
+                if n.len() != new_cols {
+                    return Err(bad(format!(
+                        "no calibration statistics for {} (Wanda needs -f CALIB)",
+                        t.info.name
+                    )));
+                }
+            }
+            values.par_chunks_mut(new_cols).for_each(|row| {
+                p.apply(row, |j, w| w.abs() * norms.as_ref().map_or(1.0, |n| n[j]))
+            });
+            report.sparsity.push(TensorSparsity {
+                name: name.clone(),
+                zeros: values.iter().filter(|v| **v == 0.0).count() as u64,
+                total: values.len() as u64,
+            });
+        }
+        let mut bytes = vec![0u8; ty.bytes_for(values.len() as u64).expect("float") as usize];
+        crate::quantize(ty, &values, &mut bytes).expect("float types encode");
+        writer.write(&bytes)?;
+        file.release(t);
+    }
+    writer.finish()?;
+    Ok(report)
+}
+
+/// Keeps the mapped rows and columns of a tensor (a vector's elements count as rows).
+fn select(values: Vec<f32>, dims: &[u64], mapping: &Mapping) -> Vec<f32> {
+    let cols = if dims.len() == 1 { 1 } else { dims[0] as usize };
+    let values = match &mapping.rows {
+        None => values,
+        Some(rows) => rows
+            .iter()
+            .flat_map(|&r| values[r * cols..(r + 1) * cols].iter().copied())
+            .collect(),
+    };
+    match &mapping.cols {
+        None => values,
+        Some(keep) => values
+            .chunks(cols)
+            .flat_map(|row| keep.iter().map(|&j| row[j]))
+            .collect(),
+    }
+}

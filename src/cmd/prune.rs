@@ -1,0 +1,321 @@
+//! `smelt prune`: structured (depth, FFN width, attention heads) and unstructured (magnitude,
+//! Wanda; ratio or N:M) pruning of a float model, optionally quantized in the same invocation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use eval::calibration::ActivationStats;
+use eval::perplexity::ChunkPlan;
+use formats::gguf::GgufFile;
+use formats::hf::Checkpoint;
+use quantize::convert::{write_gguf, ConvertOptions, OutType};
+use quantize::job::{self, JobOptions, Source};
+use quantize::prune::{
+    count_to_remove, ffn_channels_to_keep, head_groups_to_keep, keep_highest, layers_to_drop,
+    prune_gguf, Pattern, PruneShape, Sparsify, Structure,
+};
+use serde_json::json;
+
+use super::progress;
+use super::quantize::file_type;
+
+/// Pruning methods.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Method {
+    /// Drop whole blocks: `--layers`, or `--ratio` of them by Block Influence (needs -f).
+    Depth,
+    /// Remove FFN channels by activation magnitude, the same share in every layer (needs -f).
+    Ffn,
+    /// Remove attention heads by output norm, whole GQA groups (needs -f).
+    Heads,
+    /// Zero the smallest |W| of every row (`--ratio` or `--nm`).
+    Magnitude,
+    /// Zero the smallest |W|·‖X‖₂ of every row (`--ratio` or `--nm`; needs -f).
+    Wanda,
+}
+
+/// Arguments of `smelt prune`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Input: a float GGUF or a checkpoint folder.
+    pub input: PathBuf,
+    /// Output GGUF.
+    pub output: PathBuf,
+    /// What to remove.
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Share to remove, in (0, 1): of the layers, FFN channels, query heads or each row's weights.
+    #[arg(long, conflicts_with_all = ["layers", "nm"])]
+    pub ratio: Option<f64>,
+    /// Blocks to drop (depth): comma-separated indices.
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<usize>>,
+    /// N:M sparsity (magnitude, wanda): keep N of every M consecutive weights, e.g. 2:4.
+    #[arg(long, value_name = "N:M")]
+    pub nm: Option<String>,
+    /// Calibration text (activation statistics).
+    #[arg(short = 'f', long = "file")]
+    pub calibration: Option<PathBuf>,
+    /// Tokens per calibration chunk.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub n_ctx: usize,
+    /// Calibration chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Quantize the pruned model to this type in the same run (as `smelt quantize`).
+    #[arg(long, value_name = "TYPE")]
+    pub quantize: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A file removed when dropped (intermediate GGUFs beside the output).
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn scratch_beside(out: &Path, what: &str) -> Scratch {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Scratch(out.with_file_name(format!(".{name}.{what}.gguf")))
+}
+
+/// Runs `smelt prune`.
+pub fn run(args: Args) -> Result<ExitCode> {
+    super::set_threads(args.threads)?;
+    let ftype = args.quantize.as_deref().map(file_type).transpose()?;
+    let pattern = pattern(&args)?;
+    let source_scratch;
+    let input = if args.input.is_dir() {
+        source_scratch = scratch_beside(&args.output, "source");
+        convert(&args.input, &source_scratch.0)?;
+        source_scratch.0.clone()
+    } else {
+        args.input.clone()
+    };
+    let file = GgufFile::open(&input)?;
+    let shape = PruneShape::of(&file).map_err(|e| anyhow!("{}: {e}", args.input.display()))?;
+    let needs_stats = match args.method {
+        Method::Depth => args.layers.is_none(),
+        Method::Magnitude => false,
+        Method::Ffn | Method::Heads | Method::Wanda => true,
+    };
+    let stats = match (&args.calibration, needs_stats) {
+        (_, false) => None,
+        (Some(text), true) => Some(calibrate(&input, text, args.n_ctx, args.chunks)?),
+        (None, true) => bail!(
+            "--method {:?} needs a calibration text (-f FILE)",
+            args.method
+        ),
+    };
+    let bad = |e: quantize::prune::PruneError| anyhow!("{}: {e}", args.input.display());
+    let mut influence = None;
+    let structure = match args.method {
+        Method::Depth => match (&args.layers, args.ratio, &stats) {
+            (Some(list), _, _) => layers_to_drop(&shape, list).map_err(bad)?,
+            (None, Some(r), Some(s)) => {
+                let bi: Vec<f64> = (0..shape.n_layer)
+                    .map(|l| s.block_influence(l).unwrap_or(0.0))
+                    .collect();
+                let drop = count_to_remove(shape.n_layer, r, "layers").map_err(bad)?;
+                let keep = keep_highest(&bi, shape.n_layer - drop);
+                let dropped: Vec<usize> = (0..shape.n_layer).filter(|l| !keep.contains(l)).collect();
+                influence = Some(bi);
+                layers_to_drop(&shape, &dropped).map_err(bad)?
+            }
+            _ => bail!("--method depth needs --layers or --ratio"),
+        },
+        Method::Ffn => {
+            let s = stats.as_ref().expect("calibrated");
+            let scores = per_layer(&shape, s, "ffn_down.weight", 1)?;
+            ffn_channels_to_keep(&shape, ratio(&args)?, &scores).map_err(bad)?
+        }
+        Method::Heads => {
+            let s = stats.as_ref().expect("calibrated");
+            let scores = per_layer(&shape, s, "attn_output.weight", shape.head_dim)?;
+            head_groups_to_keep(&shape, ratio(&args)?, &scores).map_err(bad)?
+        }
+        Method::Magnitude | Method::Wanda => Structure::Unchanged,
+    };
+    let sparsify = Sparsify {
+        pattern,
+        norms: match (args.method, &stats) {
+            (Method::Wanda, Some(s)) => Some(wanda_norms(&file, s)),
+            _ => None,
+        },
+    };
+
+    let pruned_scratch = scratch_beside(&args.output, "pruned");
+    let pruned_path = if ftype.is_some() {
+        &pruned_scratch.0
+    } else {
+        &args.output
+    };
+    let report = prune_gguf(&file, &structure, &sparsify, pruned_path).map_err(bad)?;
+    if let Some(ftype) = ftype {
+        let source = Source::Gguf(GgufFile::open(pruned_path)?);
+        let opts = JobOptions {
+            ftype,
+            overrides: Default::default(),
+            imatrix: None,
+            allow_requantize: false,
+            progress: &|_| {},
+        };
+        let plan = job::plan(&source, &opts)?;
+        job::write(&source, &plan, &args.output, &opts)?;
+    }
+
+    let zeros: u64 = report.sparsity.iter().map(|t| t.zeros).sum();
+    let total: u64 = report.sparsity.iter().map(|t| t.total).sum();
+    if args.json {
+        let out = json!({
+            "output": args.output,
+            "method": format!("{:?}", args.method).to_lowercase(),
+            "params_before": report.params.0,
+            "params_after": report.params.1,
+            "block_count": report.shape.n_layer,
+            "feed_forward_length": report.shape.n_ff,
+            "head_count": report.shape.n_head,
+            "head_count_kv": report.shape.n_head_kv,
+            "dropped_layers": match &structure { Structure::DropLayers(d) => json!(d), _ => json!(null) },
+            "block_influence": influence,
+            "sparsity": if total > 0 { json!(zeros as f64 / total as f64) } else { json!(null) },
+            "tensors": report.sparsity.iter().map(|t| json!({
+                "name": t.name, "zeros": t.zeros, "total": t.total,
+                "sparsity": t.zeros as f64 / t.total as f64,
+            })).collect::<Vec<_>>(),
+            "quantized": ftype.map(|f| f.name),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for t in &report.sparsity {
+            println!(
+                "{:<32} {:>6.2} % zero ({} of {})",
+                t.name,
+                100.0 * t.zeros as f64 / t.total as f64,
+                t.zeros,
+                t.total
+            );
+        }
+        eprintln!(
+            "smelt: pruned {} ({:?}): {} → {} parameters, {} blocks, FFN {}, {}/{} heads{}",
+            args.output.display(),
+            args.method,
+            report.params.0,
+            report.params.1,
+            report.shape.n_layer,
+            report.shape.n_ff,
+            report.shape.n_head,
+            report.shape.n_head_kv,
+            if total > 0 {
+                format!(", {:.2} % of block weights zero", 100.0 * zeros as f64 / total as f64)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ratio(args: &Args) -> Result<f64> {
+    args.ratio
+        .ok_or_else(|| anyhow!("--method {:?} needs --ratio", args.method))
+}
+
+/// The unstructured pattern the arguments ask for (checked against the method).
+fn pattern(args: &Args) -> Result<Option<Pattern>> {
+    let unstructured = matches!(args.method, Method::Magnitude | Method::Wanda);
+    if args.layers.is_some() && args.method != Method::Depth {
+        bail!("--layers applies to --method depth only");
+    }
+    match (&args.nm, args.ratio) {
+        (Some(_), _) if !unstructured => bail!("--nm applies to magnitude and wanda only"),
+        (Some(spec), _) => {
+            let parsed = spec
+                .split_once(':')
+                .and_then(|(n, m)| Some((n.parse().ok()?, m.parse().ok()?)));
+            match parsed {
+                Some((n, m)) if n >= 1 && n < m => Ok(Some(Pattern::NOfM(n, m))),
+                _ => bail!("--nm {spec:?}: expected N:M with 1 ≤ N < M, e.g. 2:4"),
+            }
+        }
+        (None, Some(r)) if unstructured => {
+            count_to_remove(1000, r, "weights").map_err(|e| anyhow!("{e}"))?;
+            Ok(Some(Pattern::Ratio(r)))
+        }
+        (None, None) if unstructured => bail!("--method {:?} needs --ratio or --nm", args.method),
+        _ => Ok(None),
+    }
+}
+
+/// Converts a checkpoint folder to a GGUF at its own float type.
+fn convert(dir: &Path, out: &Path) -> Result<()> {
+    let ckpt = Checkpoint::open(dir)?;
+    let out_type = OutType::native(&ckpt);
+    let plan = formats::hf::plan(&ckpt, out_type.file_type())?;
+    let opts = ConvertOptions {
+        out_type,
+        allow_nonfinite: false,
+        progress: &|_| {},
+    };
+    write_gguf(&ckpt, &plan, out, &opts)?;
+    Ok(())
+}
+
+/// Runs the model over the calibration text collecting activation statistics.
+fn calibrate(model: &Path, text: &Path, n_ctx: usize, chunks: Option<usize>) -> Result<ActivationStats> {
+    let (m, tokenizer, text_str) = super::open_model_and_text(model, text)?;
+    let tokens = tokenizer.tokenize(&text_str, true, false);
+    let plan = ChunkPlan::new(tokens.len(), n_ctx, chunks, text)?;
+    let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "calibration");
+    let stats = ActivationStats::collect(&m, &tokens, &plan, tokenizer.bos_to_add(), |_| {
+        bar.inc(plan.n_ctx as u64)
+    });
+    bar.finish_and_clear();
+    Ok(stats)
+}
+
+/// Per layer, the summed squared input norms of `role`'s columns in groups of `width` (FFN
+/// neurons: width 1 on `ffn_down`; heads: `head_dim` on `attn_output`).
+fn per_layer(
+    shape: &PruneShape,
+    stats: &ActivationStats,
+    role: &str,
+    width: usize,
+) -> Result<Vec<Vec<f64>>> {
+    (0..shape.n_layer)
+        .map(|l| {
+            let name = format!("blk.{l}.{role}");
+            let norms = stats
+                .input_norms(&name)
+                .with_context(|| format!("no calibration statistics for {name}"))?;
+            Ok(norms
+                .chunks(width)
+                .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+                .collect())
+        })
+        .collect()
+}
+
+/// Wanda's ‖X_j‖₂ for every block matrix of the file.
+fn wanda_norms(file: &GgufFile, stats: &ActivationStats) -> HashMap<String, Vec<f32>> {
+    file.tensors
+        .iter()
+        .filter_map(|t| {
+            let name = &t.info.name;
+            stats.input_norms(name).map(|n| (name.clone(), n))
+        })
+        .collect()
+}
