@@ -36,6 +36,19 @@ pub enum Method {
     Wanda,
 }
 
+impl Method {
+    /// The name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Method::Depth => "depth",
+            Method::Ffn => "ffn",
+            Method::Heads => "heads",
+            Method::Magnitude => "magnitude",
+            Method::Wanda => "wanda",
+        }
+    }
+}
+
 /// Arguments of `smelt prune`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -116,8 +129,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         (_, false) => None,
         (Some(text), true) => Some(calibrate(&input, text, args.n_ctx, args.chunks)?),
         (None, true) => bail!(
-            "--method {:?} needs a calibration text (-f FILE)",
-            args.method
+            "--method {} needs a calibration text (-f FILE)",
+            args.method.name()
         ),
     };
     let bad = |e: quantize::prune::PruneError| anyhow!("{}: {e}", args.input.display());
@@ -182,7 +195,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if args.json {
         let out = json!({
             "output": args.output,
-            "method": format!("{:?}", args.method).to_lowercase(),
+            "method": args.method.name(),
             "params_before": report.params.0,
             "params_after": report.params.1,
             "block_count": report.shape.n_layer,
@@ -210,9 +223,9 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
         }
         eprintln!(
-            "smelt: pruned {} ({:?}): {} → {} parameters, {} blocks, FFN {}, {}/{} heads{}",
+            "smelt: pruned {} ({}): {} → {} parameters, {} blocks, FFN {}, {}/{} heads{}",
             args.output.display(),
-            args.method,
+            args.method.name(),
             report.params.0,
             report.params.1,
             report.shape.n_layer,
@@ -231,12 +244,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 fn ratio(args: &Args) -> Result<f64> {
     args.ratio
-        .ok_or_else(|| anyhow!("--method {:?} needs --ratio", args.method))
+        .ok_or_else(|| anyhow!("--method {} needs --ratio", args.method.name()))
 }
 
 /// The unstructured pattern the arguments ask for (checked against the method).
 fn pattern(args: &Args) -> Result<Option<Pattern>> {
     let unstructured = matches!(args.method, Method::Magnitude | Method::Wanda);
+    if let Some(r) = args.ratio.filter(|r| !(*r > 0.0 && *r < 1.0)) {
+        bail!("--ratio {r} is outside (0, 1)");
+    }
     if args.layers.is_some() && args.method != Method::Depth {
         bail!("--layers applies to --method depth only");
     }
@@ -251,11 +267,8 @@ fn pattern(args: &Args) -> Result<Option<Pattern>> {
                 _ => bail!("--nm {spec:?}: expected N:M with 1 ≤ N < M, e.g. 2:4"),
             }
         }
-        (None, Some(r)) if unstructured => {
-            count_to_remove(1000, r, "weights").map_err(|e| anyhow!("{e}"))?;
-            Ok(Some(Pattern::Ratio(r)))
-        }
-        (None, None) if unstructured => bail!("--method {:?} needs --ratio or --nm", args.method),
+        (None, Some(r)) if unstructured => Ok(Some(Pattern::Ratio(r))),
+        (None, None) if unstructured => bail!("--method {} needs --ratio or --nm", args.method.name()),
         _ => Ok(None),
     }
 }
