@@ -4,55 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 const TYPES: [&str; 8] = [
     "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "TQ1_0",
 ];
 const CTX: &str = "256";
 const CHUNKS: &str = "20";
-
-/// llama-perplexity's final PPL of `model` on `text`. Its asynchronous log thread can lose the
-/// last lines when the process exits under load, so a run without them is repeated.
-fn llama_perplexity(model: &Path, text: &Path) -> f64 {
-    (0..6)
-        .find_map(|_| try_llama_perplexity(model, text))
-        .unwrap_or_else(|| {
-            panic!(
-                "llama-perplexity never printed a final estimate for {}",
-                model.display()
-            )
-        })
-}
-
-fn try_llama_perplexity(model: &Path, text: &Path) -> Option<f64> {
-    let out = Command::new(common::llama_ref().join("bin/llama-perplexity"))
-        .arg("-m")
-        .arg(model)
-        .arg("-f")
-        .arg(text)
-        .args(["-c", CTX, "--chunks", CHUNKS, "-t", "2"])
-        .output()
-        .expect("llama-perplexity runs");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "llama-perplexity failed on {}: {all}",
-        model.display()
-    );
-    let line = all.lines().find(|l| l.contains("Final estimate: PPL ="))?;
-    line.split("PPL =")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
 
 #[test]
 #[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
@@ -76,9 +32,10 @@ fn stories260k_release_loads_in_llama_cpp_with_the_reported_perplexity() {
     for doc in ["report.json", "report.md", "size-vs-kld.svg", "README.md"] {
         assert!(out.join(doc).is_file(), "{doc} missing");
     }
-    let teacher = llama_perplexity(
+    let teacher = common::llama_perplexity(
         &shared.join("reference/stories260K/stories260K-f32.gguf"),
         &eval_text,
+        &["-c", CTX, "--chunks", CHUNKS],
     );
     let reported = report["teacher"]["ppl"].as_f64().unwrap();
     assert!(
@@ -87,7 +44,7 @@ fn stories260k_release_loads_in_llama_cpp_with_the_reported_perplexity() {
     );
     for entry in report["types"].as_array().unwrap() {
         let file = out.join(entry["file"].as_str().expect("every type passed"));
-        let llama = llama_perplexity(&file, &eval_text);
+        let llama = common::llama_perplexity(&file, &eval_text, &["-c", CTX, "--chunks", CHUNKS]);
         let ours = entry["ppl"].as_f64().unwrap();
         eprintln!(
             "{}: smelt {ours:.4}, llama-perplexity {llama:.4}",

@@ -205,3 +205,47 @@ pub fn llama_simple(model: &Path) -> String {
     );
     String::from_utf8(o.stdout).unwrap()
 }
+
+/// llama-perplexity's final PPL of `model` on `text`. Its asynchronous log thread can lose the
+/// last lines when the process exits under load: then the running value after the last of the
+/// announced chunks (the same number) is taken, and a run without either is repeated.
+pub fn llama_perplexity(model: &Path, text: &Path, args: &[&str]) -> f64 {
+    (0..6)
+        .find_map(|_| try_llama_perplexity(model, text, args))
+        .unwrap_or_else(|| {
+            panic!(
+                "llama-perplexity never printed a final estimate for {}",
+                model.display()
+            )
+        })
+}
+
+fn try_llama_perplexity(model: &Path, text: &Path, args: &[&str]) -> Option<f64> {
+    let out = Command::new(llama_ref().join("bin/llama-perplexity"))
+        .arg("-m")
+        .arg(model)
+        .arg("-f")
+        .arg(text)
+        .args(args)
+        .args(["-t", "2"])
+        .output()
+        .expect("llama-perplexity runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "llama-perplexity failed on {}: {all}",
+        model.display()
+    );
+    let line = all.lines().find(|l| l.contains("Final estimate: PPL ="))?;
+    line.split("PPL =")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
