@@ -16,7 +16,18 @@ fn setup(tmp: &Path) -> (PathBuf, PathBuf) {
     let ck = tmp.join("ck");
     common::synth(
         &ck,
-        &["--hidden", "256", "--ffn", "512", "--layers", "4", "--heads", "4", "--kv-heads", "2"],
+        &[
+            "--hidden",
+            "256",
+            "--ffn",
+            "512",
+            "--layers",
+            "4",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+        ],
     );
     let model = tmp.join("model.gguf");
     common::convert_ok(&ck, &model, "f32");
@@ -33,20 +44,34 @@ fn prune(tmp: &Path, model: &Path, out: &str, args: &[&str]) -> (PathBuf, serde_
 }
 
 fn values(file: &GgufFile, name: &str) -> Vec<f32> {
-    let t = file.tensor(name).unwrap_or_else(|| panic!("{name} missing"));
+    let t = file
+        .tensor(name)
+        .unwrap_or_else(|| panic!("{name} missing"));
     let mut v = vec![0f32; t.info.n_elements() as usize];
     quantize::dequantize(t.info.ggml_type, file.data(t), &mut v).unwrap();
     v
 }
 
 fn meta(file: &GgufFile, key: &str) -> u64 {
-    file.metadata.get(&format!("llama.{key}")).and_then(Value::as_u64).unwrap()
+    file.metadata
+        .get(&format!("llama.{key}"))
+        .and_then(Value::as_u64)
+        .unwrap()
 }
 
 fn ppl(tmp: &Path, model: &Path, text: &Path) -> f64 {
     let r = common::smelt_json(
         tmp,
-        &["perplexity", s(model), "-f", s(text), "-c", "128", "--chunks", "4"],
+        &[
+            "perplexity",
+            s(model),
+            "-f",
+            s(text),
+            "-c",
+            "128",
+            "--chunks",
+            "4",
+        ],
     );
     r["ppl"].as_f64().unwrap()
 }
@@ -59,13 +84,24 @@ fn structured_pruning_rewrites_shapes_and_metadata_and_the_result_runs() {
     let calib = ["-f", s(&text), "-c", "128", "--chunks", "4"];
 
     // depth by index: blocks renumbered, block_count rewritten, tensors moved unchanged
-    let (out, report) = prune(tmp.path(), &model, "depth.gguf", &["--method", "depth", "--layers", "1"]);
+    let (out, report) = prune(
+        tmp.path(),
+        &model,
+        "depth.gguf",
+        &["--method", "depth", "--layers", "1"],
+    );
     let f = GgufFile::open(&out).unwrap();
     assert_eq!(meta(&f, "block_count"), 3);
     assert_eq!(report["dropped_layers"], serde_json::json!([1]));
     assert!(f.tensor("blk.3.attn_q.weight").is_none());
-    assert_eq!(values(&f, "blk.1.ffn_up.weight"), values(&original, "blk.2.ffn_up.weight"));
-    assert_eq!(values(&f, "blk.2.attn_norm.weight"), values(&original, "blk.3.attn_norm.weight"));
+    assert_eq!(
+        values(&f, "blk.1.ffn_up.weight"),
+        values(&original, "blk.2.ffn_up.weight")
+    );
+    assert_eq!(
+        values(&f, "blk.2.attn_norm.weight"),
+        values(&original, "blk.3.attn_norm.weight")
+    );
     assert!(ppl(tmp.path(), &out, &text).is_finite());
 
     // depth by Block Influence: drops the block with the lowest 1 - cos
@@ -78,7 +114,9 @@ fn structured_pruning_rewrites_shapes_and_metadata_and_the_result_runs() {
         .iter()
         .map(|v| v.as_f64().unwrap())
         .collect();
-    let lowest = (0..bi.len()).min_by(|&a, &b| bi[a].total_cmp(&bi[b])).unwrap();
+    let lowest = (0..bi.len())
+        .min_by(|&a, &b| bi[a].total_cmp(&bi[b]))
+        .unwrap();
     assert_eq!(report["dropped_layers"], serde_json::json!([lowest]));
 
     // FFN width: rows of gate/up and columns of down kept consistently
@@ -87,13 +125,28 @@ fn structured_pruning_rewrites_shapes_and_metadata_and_the_result_runs() {
     let (out, _) = prune(tmp.path(), &model, "ffn.gguf", &args);
     let f = GgufFile::open(&out).unwrap();
     assert_eq!(meta(&f, "feed_forward_length"), 256);
-    assert_eq!(f.tensor("blk.0.ffn_gate.weight").unwrap().info.dims, [256, 256]);
-    assert_eq!(f.tensor("blk.0.ffn_down.weight").unwrap().info.dims, [256, 256]);
-    let (gate, gate0) = (values(&f, "blk.0.ffn_gate.weight"), values(&original, "blk.0.ffn_gate.weight"));
-    let (down, down0) = (values(&f, "blk.0.ffn_down.weight"), values(&original, "blk.0.ffn_down.weight"));
+    assert_eq!(
+        f.tensor("blk.0.ffn_gate.weight").unwrap().info.dims,
+        [256, 256]
+    );
+    assert_eq!(
+        f.tensor("blk.0.ffn_down.weight").unwrap().info.dims,
+        [256, 256]
+    );
+    let (gate, gate0) = (
+        values(&f, "blk.0.ffn_gate.weight"),
+        values(&original, "blk.0.ffn_gate.weight"),
+    );
+    let (down, down0) = (
+        values(&f, "blk.0.ffn_down.weight"),
+        values(&original, "blk.0.ffn_down.weight"),
+    );
     // the kept channel c' = c: gate row c' is an original row c and down column c' its column c
     let first_row = &gate[..256];
-    let c = gate0.chunks(256).position(|r| r == first_row).expect("a kept original row");
+    let c = gate0
+        .chunks(256)
+        .position(|r| r == first_row)
+        .expect("a kept original row");
     assert_eq!(down[0], down0[c]);
     assert!(ppl(tmp.path(), &out, &text).is_finite());
 
@@ -101,13 +154,34 @@ fn structured_pruning_rewrites_shapes_and_metadata_and_the_result_runs() {
     let mut args = vec!["--method", "heads", "--ratio", "0.5"];
     args.extend_from_slice(&calib);
     let (out, report) = prune(tmp.path(), &model, "heads.gguf", &args);
-    assert_eq!((report["head_count"].as_u64(), report["head_count_kv"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (
+            report["head_count"].as_u64(),
+            report["head_count_kv"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
     let f = GgufFile::open(&out).unwrap();
-    assert_eq!((meta(&f, "attention.head_count"), meta(&f, "attention.head_count_kv")), (2, 1));
+    assert_eq!(
+        (
+            meta(&f, "attention.head_count"),
+            meta(&f, "attention.head_count_kv")
+        ),
+        (2, 1)
+    );
     assert_eq!(meta(&f, "attention.key_length"), 64);
-    assert_eq!(f.tensor("blk.0.attn_q.weight").unwrap().info.dims, [256, 128]);
-    assert_eq!(f.tensor("blk.0.attn_k.weight").unwrap().info.dims, [256, 64]);
-    assert_eq!(f.tensor("blk.0.attn_output.weight").unwrap().info.dims, [128, 256]);
+    assert_eq!(
+        f.tensor("blk.0.attn_q.weight").unwrap().info.dims,
+        [256, 128]
+    );
+    assert_eq!(
+        f.tensor("blk.0.attn_k.weight").unwrap().info.dims,
+        [256, 64]
+    );
+    assert_eq!(
+        f.tensor("blk.0.attn_output.weight").unwrap().info.dims,
+        [128, 256]
+    );
     assert!(ppl(tmp.path(), &out, &text).is_finite());
 
     // prune and quantize in one invocation
@@ -115,9 +189,17 @@ fn structured_pruning_rewrites_shapes_and_metadata_and_the_result_runs() {
     args.extend_from_slice(&calib);
     let (out, _) = prune(tmp.path(), &model, "ffn-q4.gguf", &args);
     let f = GgufFile::open(&out).unwrap();
-    assert_eq!(f.tensor("blk.0.ffn_gate.weight").unwrap().info.ggml_type, GgmlType::Q4_K);
+    assert_eq!(
+        f.tensor("blk.0.ffn_gate.weight").unwrap().info.ggml_type,
+        GgmlType::Q4_K
+    );
     assert!(ppl(tmp.path(), &out, &text).is_finite());
-    assert!(!common::files_in(tmp.path()).iter().any(|n| n.starts_with('.')), "scratch left behind");
+    assert!(
+        !common::files_in(tmp.path())
+            .iter()
+            .any(|n| n.starts_with('.')),
+        "scratch left behind"
+    );
 }
 
 #[test]
@@ -125,7 +207,18 @@ fn unstructured_pruning_hits_its_ratio_and_pattern_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, text) = setup(tmp.path());
     for method in ["magnitude", "wanda"] {
-        let mut args = vec!["--method", method, "--ratio", "0.75", "-f", s(&text), "-c", "128", "--chunks", "4"];
+        let mut args = vec![
+            "--method",
+            method,
+            "--ratio",
+            "0.75",
+            "-f",
+            s(&text),
+            "-c",
+            "128",
+            "--chunks",
+            "4",
+        ];
         let (out, report) = prune(tmp.path(), &model, &format!("{method}.gguf"), &args);
         assert_eq!(report["sparsity"].as_f64(), Some(0.75), "{report}");
         let f = GgufFile::open(&out).unwrap();
@@ -148,8 +241,14 @@ fn unstructured_pruning_hits_its_ratio_and_pattern_exactly() {
     }
     // magnitude keeps the largest |W| of a row; Wanda weighs them by activation norms, so the
     // two differ somewhere
-    let m = values(&GgufFile::open(&tmp.path().join("magnitude.gguf")).unwrap(), "blk.0.attn_q.weight");
-    let w = values(&GgufFile::open(&tmp.path().join("wanda.gguf")).unwrap(), "blk.0.attn_q.weight");
+    let m = values(
+        &GgufFile::open(&tmp.path().join("magnitude.gguf")).unwrap(),
+        "blk.0.attn_q.weight",
+    );
+    let w = values(
+        &GgufFile::open(&tmp.path().join("wanda.gguf")).unwrap(),
+        "blk.0.attn_q.weight",
+    );
     assert_ne!(m, w);
     let original = values(&GgufFile::open(&model).unwrap(), "blk.0.attn_q.weight");
     let row = &original[..256];
@@ -168,11 +267,26 @@ fn bad_pruning_requests_exit_2_without_output() {
     let out = tmp.path().join("out.gguf");
     let calib = ["-f", s(&text), "-c", "128", "--chunks", "2"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--method", "depth", "--layers", "7"], "layer 7 does not exist"),
-        (vec!["--method", "depth", "--layers", "0,1,2,3"], "keep at least one"),
-        (vec!["--method", "magnitude", "--ratio", "0"], "outside (0, 1)"),
-        (vec!["--method", "magnitude", "--ratio", "1.5"], "outside (0, 1)"),
-        (vec!["--method", "magnitude", "--nm", "2:3"], "does not divide"),
+        (
+            vec!["--method", "depth", "--layers", "7"],
+            "layer 7 does not exist",
+        ),
+        (
+            vec!["--method", "depth", "--layers", "0,1,2,3"],
+            "keep at least one",
+        ),
+        (
+            vec!["--method", "magnitude", "--ratio", "0"],
+            "outside (0, 1)",
+        ),
+        (
+            vec!["--method", "magnitude", "--ratio", "1.5"],
+            "outside (0, 1)",
+        ),
+        (
+            vec!["--method", "magnitude", "--nm", "2:3"],
+            "does not divide",
+        ),
         (vec!["--method", "magnitude", "--nm", "4:4"], "N:M"),
         (vec!["--method", "ffn", "--ratio", "1"], "outside (0, 1)"),
         (vec!["--method", "wanda", "--ratio", "0.5"], "-f"),
@@ -184,11 +298,29 @@ fn bad_pruning_requests_exit_2_without_output() {
         common::assert_bad_input(&common::run(&all), needle);
         assert!(!out.exists());
     }
-    let mut heads = vec!["prune", s(&model), s(&out), "--method", "heads", "--ratio", "0.25"];
+    let mut heads = vec![
+        "prune",
+        s(&model),
+        s(&out),
+        "--method",
+        "heads",
+        "--ratio",
+        "0.25",
+    ];
     heads.extend_from_slice(&calib);
     common::assert_bad_input(&common::run(&heads), "breaks GQA groups");
-    let quantized = ["prune", s(&q8), s(&out), "--method", "magnitude", "--ratio", "0.5"];
+    let quantized = [
+        "prune",
+        s(&q8),
+        s(&out),
+        "--method",
+        "magnitude",
+        "--ratio",
+        "0.5",
+    ];
     common::assert_bad_input(&common::run(&quantized), "prune a float model");
     assert!(!out.exists());
-    assert!(!common::files_in(tmp.path()).iter().any(|n| n.starts_with('.')));
+    assert!(!common::files_in(tmp.path())
+        .iter()
+        .any(|n| n.starts_with('.')));
 }

@@ -39,7 +39,9 @@ impl Setup {
     fn ppl(&self, model: &Path) -> f64 {
         let mut args = vec!["perplexity", p(model), "-f", p(&self.eval)];
         args.extend_from_slice(&EVAL);
-        common::smelt_json(self.tmp.path(), &args)["ppl"].as_f64().unwrap()
+        common::smelt_json(self.tmp.path(), &args)["ppl"]
+            .as_f64()
+            .unwrap()
     }
 }
 
@@ -62,10 +64,16 @@ fn structured_outputs_load_and_generate_in_llama_cpp_with_equal_perplexity() {
         let ours = s.ppl(&out);
         let llama = common::llama_perplexity(&out, &s.eval, &EVAL);
         eprintln!("{name}: smelt {ours:.4}, llama-perplexity {llama:.4}");
-        assert!((ours / llama - 1.0).abs() < 0.001, "{name}: smelt {ours} vs llama.cpp {llama}");
+        assert!(
+            (ours / llama - 1.0).abs() < 0.001,
+            "{name}: smelt {ours} vs llama.cpp {llama}"
+        );
         let text = common::llama_simple(&out);
         let continuation = text.split("Once upon a time").nth(1).unwrap_or("");
-        assert!(continuation.split_whitespace().count() >= 3, "{name} generated {text:?}");
+        assert!(
+            continuation.split_whitespace().count() >= 3,
+            "{name} generated {text:?}"
+        );
     }
 }
 
@@ -73,8 +81,14 @@ fn structured_outputs_load_and_generate_in_llama_cpp_with_equal_perplexity() {
 #[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
 fn wanda_beats_magnitude_at_half_sparsity() {
     let s = setup();
-    let magnitude = s.ppl(&s.prune("m50.gguf", &["--method", "magnitude", "--ratio", "0.5"]).0);
-    let wanda = s.ppl(&s.prune("w50.gguf", &["--method", "wanda", "--ratio", "0.5"]).0);
+    let magnitude = s.ppl(
+        &s.prune("m50.gguf", &["--method", "magnitude", "--ratio", "0.5"])
+            .0,
+    );
+    let wanda = s.ppl(
+        &s.prune("w50.gguf", &["--method", "wanda", "--ratio", "0.5"])
+            .0,
+    );
     eprintln!("50 %: magnitude {magnitude:.3}, wanda {wanda:.3}");
     assert!(wanda < magnitude, "wanda {wanda} vs magnitude {magnitude}");
 }
@@ -89,12 +103,19 @@ fn block_influence_beats_a_random_layer_drop() {
     let all: Vec<f64> = (0..5)
         .map(|l| {
             let layer = l.to_string();
-            let out = s.prune(&format!("drop{l}.gguf"), &["--method", "depth", "--layers", &layer]).0;
+            let out = s
+                .prune(
+                    &format!("drop{l}.gguf"),
+                    &["--method", "depth", "--layers", &layer],
+                )
+                .0;
             s.ppl(&out)
         })
         .collect();
     let mean = all.iter().sum::<f64>() / all.len() as f64;
-    eprintln!("Block Influence drops layer {chosen}: PPL {bi:.3}; each layer: {all:.3?}; mean {mean:.3}");
+    eprintln!(
+        "Block Influence drops layer {chosen}: PPL {bi:.3}; each layer: {all:.3?}; mean {mean:.3}"
+    );
     assert_eq!(bi, all[chosen as usize]);
     assert!(bi < mean, "BI {bi} vs mean random {mean}");
 }

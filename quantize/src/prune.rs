@@ -123,7 +123,9 @@ pub fn layers_to_drop(shape: &PruneShape, layers: &[usize]) -> Result<Structure,
         )));
     }
     if list.is_empty() || list.len() == shape.n_layer {
-        return Err(bad("--layers must drop at least one block and keep at least one"));
+        return Err(bad(
+            "--layers must drop at least one block and keep at least one",
+        ));
     }
     Ok(Structure::DropLayers(list))
 }
@@ -197,7 +199,7 @@ impl Pattern {
             Pattern::NOfM(n, m) if n == 0 || n >= m => Err(bad(format!(
                 "--nm {n}:{m}: N must be at least 1 and below M"
             ))),
-            Pattern::NOfM(n, m) if cols % m != 0 => Err(bad(format!(
+            Pattern::NOfM(n, m) if !cols.is_multiple_of(m) => Err(bad(format!(
                 "--nm {n}:{m} does not divide the rows of {name} ({cols} wide)"
             ))),
             _ => Ok(()),

@@ -144,7 +144,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
                     .collect();
                 let drop = count_to_remove(shape.n_layer, r, "layers").map_err(bad)?;
                 let keep = keep_highest(&bi, shape.n_layer - drop);
-                let dropped: Vec<usize> = (0..shape.n_layer).filter(|l| !keep.contains(l)).collect();
+                let dropped: Vec<usize> =
+                    (0..shape.n_layer).filter(|l| !keep.contains(l)).collect();
                 influence = Some(bi);
                 layers_to_drop(&shape, &dropped).map_err(bad)?
             }
@@ -233,7 +234,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             report.shape.n_head,
             report.shape.n_head_kv,
             if total > 0 {
-                format!(", {:.2} % of block weights zero", 100.0 * zeros as f64 / total as f64)
+                format!(
+                    ", {:.2} % of block weights zero",
+                    100.0 * zeros as f64 / total as f64
+                )
             } else {
                 String::new()
             }
@@ -268,7 +272,9 @@ fn pattern(args: &Args) -> Result<Option<Pattern>> {
             }
         }
         (None, Some(r)) if unstructured => Ok(Some(Pattern::Ratio(r))),
-        (None, None) if unstructured => bail!("--method {} needs --ratio or --nm", args.method.name()),
+        (None, None) if unstructured => {
+            bail!("--method {} needs --ratio or --nm", args.method.name())
+        }
         _ => Ok(None),
     }
 }
@@ -288,7 +294,12 @@ fn convert(dir: &Path, out: &Path) -> Result<()> {
 }
 
 /// Runs the model over the calibration text collecting activation statistics.
-fn calibrate(model: &Path, text: &Path, n_ctx: usize, chunks: Option<usize>) -> Result<ActivationStats> {
+fn calibrate(
+    model: &Path,
+    text: &Path,
+    n_ctx: usize,
+    chunks: Option<usize>,
+) -> Result<ActivationStats> {
     let (m, tokenizer, text_str) = super::open_model_and_text(model, text)?;
     let tokens = tokenizer.tokenize(&text_str, true, false);
     let plan = ChunkPlan::new(tokens.len(), n_ctx, chunks, text)?;

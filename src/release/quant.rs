@@ -192,7 +192,7 @@ impl Shared<'_> {
             quantized = true;
             let sha256 = hash_file(&work)?;
             if measurement.as_ref().is_none_or(|m| m.sha256 != sha256) {
-                let mut m = self.evaluate(&t.ftype.name, &work, sha256, bars)?;
+                let mut m = self.evaluate(t.ftype.name, &work, sha256, bars)?;
                 m.quantize_s = quantize_s;
                 evaluated = true;
                 save_record(&record_path, &m)?;

@@ -248,4 +248,3 @@ fn try_llama_perplexity(model: &Path, text: &Path, args: &[&str]) -> Option<f64>
         .parse()
         .ok()
 }
-
