@@ -40,17 +40,14 @@ min_same_top_p = 0.4
 pub struct Args {
     /// Folder to write the checkpoint, text, recipe and release into.
     pub dir: PathBuf,
-    /// Worker threads (default: all cores).
-    #[arg(short, long)]
-    pub threads: Option<usize>,
-    /// Print report.json on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    /// Threads and output format.
+    #[command(flatten)]
+    pub run: super::RunOptions,
 }
 
 /// Writes the demo inputs (once) and runs their release.
 pub fn run(args: Args) -> Result<ExitCode> {
-    super::set_threads(args.threads)?;
+    super::set_threads(args.run.threads)?;
     let checkpoint = args.dir.join("checkpoint");
     if !checkpoint.join("config.json").exists() {
         let spec = SyntheticSpec {
@@ -69,5 +66,5 @@ pub fn run(args: Args) -> Result<ExitCode> {
         write_atomically(&recipe_path, RECIPE.as_bytes())?;
     }
     let recipe = Recipe::load(&recipe_path, RecipeOverrides::default())?;
-    super::release::run_recipe(&recipe, args.json)
+    super::release::run_recipe(&recipe, args.run.json)
 }

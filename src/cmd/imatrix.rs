@@ -40,17 +40,14 @@ pub struct Args {
     /// Process at most this many chunks.
     #[arg(long)]
     pub chunks: Option<usize>,
-    /// Worker threads (default: all cores).
-    #[arg(short, long)]
-    pub threads: Option<usize>,
-    /// Print a JSON summary on stdout.
-    #[arg(long)]
-    pub json: bool,
+    /// Threads and output format.
+    #[command(flatten)]
+    pub run: super::RunOptions,
 }
 
 /// Runs `smelt imatrix`.
 pub fn run(args: Args) -> Result<ExitCode> {
-    super::set_threads(args.threads)?;
+    super::set_threads(args.run.threads)?;
     let (model, tokenizer, text) = super::open_model_and_text(&args.model, &args.text)?;
     let tokens = tokenizer.tokenize(&text, true, false);
     let plan = ChunkPlan::new(tokens.len(), args.n_ctx, args.chunks, &args.text)?;
@@ -63,7 +60,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         tokenizer.bos_to_add(),
         |index, stats| {
             bar.inc(plan.n_ctx as u64);
-            if !args.json {
+            if !args.run.json {
                 print!("[{}]{:.4},", index + 1, stats.ppl());
             }
         },
@@ -77,7 +74,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         OutputFormat::Gguf => file.write_gguf(&args.out)?,
         OutputFormat::Dat => file.write_dat(&args.out)?,
     }
-    if args.json {
+    if args.run.json {
         let out = json!({
             "output": args.out.display().to_string(),
             "entries": file.entries.len(),

@@ -12,6 +12,17 @@ pub mod quantize;
 pub mod release;
 pub mod types;
 
+/// The options every long-running command shares.
+#[derive(clap::Args)]
+pub struct RunOptions {
+    /// Worker threads (default: all cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Machine output for CI: one JSON object on stdout instead of the human-readable text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Sizes rayon's global pool (`-t`); the default is one thread per core.
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = threads {

@@ -37,17 +37,14 @@ pub struct Args {
     /// With --kl-divergence-base: compare instead of save.
     #[arg(long, requires = "kl_divergence_base")]
     pub kl_divergence: bool,
-    /// Worker threads (default: all cores).
-    #[arg(short, long)]
-    pub threads: Option<usize>,
-    /// Print one JSON object on stdout instead of llama-perplexity's text.
-    #[arg(long)]
-    pub json: bool,
+    /// Threads and output format.
+    #[command(flatten)]
+    pub run: super::RunOptions,
 }
 
 /// Runs `smelt perplexity`.
 pub fn run(args: Args) -> Result<ExitCode> {
-    super::set_threads(args.threads)?;
+    super::set_threads(args.run.threads)?;
     let (save, compare) = match (&args.kl_divergence_base, args.kl_divergence) {
         (Some(base), true) => (None, Some(base.clone())),
         (Some(base), false) => (Some(base.clone()), None),
@@ -64,13 +61,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             args.chunks.unwrap_or(usize::MAX).min(base.n_chunks),
         );
         let bar = progress::tokens((n_chunks * n_ctx) as u64, "kl-divergence");
-        if !args.json {
+        if !args.run.json {
             println!("chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              Δp RMS            Same top p");
         }
         let started = Instant::now();
         let stats = compare_with_base(&model, &mut base, args.chunks, bos, |index, stats| {
             bar.inc(n_ctx as u64);
-            if !args.json {
+            if !args.run.json {
                 let [ppl, ratio, kld, rms, same] = stats.running_line();
                 println!(
                     "{:4}    {:9.4} ± {:9.4}    {:10.5} ± {:10.5}    {:10.5} ± {:10.5}    {:6.3} ± {:6.3} %    {:6.3} ± {:6.3} %",
@@ -82,7 +79,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         let summary = stats.summary();
-        if args.json {
+        if args.run.json {
             let plan = ChunkPlan::new(base.tokens.len(), base.n_ctx, args.chunks, &base_path)?;
             let mut out = report_json(&stats.perplexity(), &plan, seconds);
             let fields = serde_json::to_value(KldHeadline::from(&summary))?;
@@ -112,13 +109,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "perplexity");
     let stats = score(&model, &tokens, &plan, bos, writer, |index, stats| {
         bar.inc(plan.n_ctx as u64);
-        if !args.json {
+        if !args.run.json {
             print!("[{}]{:.4},", index + 1, stats.ppl());
         }
     })?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
-    if args.json {
+    if args.run.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report_json(&stats, &plan, seconds))?

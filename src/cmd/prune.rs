@@ -80,12 +80,9 @@ pub struct Args {
     /// Quantize the pruned model to this type in the same run (as `smelt quantize`).
     #[arg(long, value_name = "TYPE")]
     pub quantize: Option<String>,
-    /// Worker threads (default: all cores).
-    #[arg(short, long)]
-    pub threads: Option<usize>,
-    /// Print a JSON summary on stdout.
-    #[arg(long)]
-    pub json: bool,
+    /// Threads and output format.
+    #[command(flatten)]
+    pub run: super::RunOptions,
 }
 
 /// A file removed when dropped (intermediate GGUFs beside the output).
@@ -107,7 +104,7 @@ fn scratch_beside(out: &Path, what: &str) -> Scratch {
 
 /// Runs `smelt prune`.
 pub fn run(args: Args) -> Result<ExitCode> {
-    super::set_threads(args.threads)?;
+    super::set_threads(args.run.threads)?;
     let ftype = args.quantize.as_deref().map(file_type).transpose()?;
     let pattern = pattern(&args)?;
     let source_scratch;
@@ -193,7 +190,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
     let zeros: u64 = report.sparsity.iter().map(|t| t.zeros).sum();
     let total: u64 = report.sparsity.iter().map(|t| t.total).sum();
-    if args.json {
+    if args.run.json {
         let out = json!({
             "output": args.output,
             "method": args.method.name(),

@@ -41,17 +41,14 @@ pub struct Args {
     /// Global gate: smallest same-top-token fraction (0–1).
     #[arg(long)]
     pub min_same_top_p: Option<f64>,
-    /// Worker threads (default: all cores).
-    #[arg(short, long)]
-    pub threads: Option<usize>,
-    /// Print report.json on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
+    /// Threads and output format.
+    #[command(flatten)]
+    pub run: super::RunOptions,
 }
 
 /// Runs `smelt release`: exit 0 when every type passed its gates, 1 when one failed.
 pub fn run(args: Args) -> Result<ExitCode> {
-    super::set_threads(args.threads)?;
+    super::set_threads(args.run.threads)?;
     let recipe = Recipe::load(
         &args.recipe,
         RecipeOverrides {
@@ -68,7 +65,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             },
         },
     )?;
-    run_recipe(&recipe, args.json)
+    run_recipe(&recipe, args.run.json)
 }
 
 /// Runs a loaded recipe and prints its outcome (shared with `smelt demo`).
