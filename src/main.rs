@@ -1,7 +1,9 @@
 //! `smelt`: turn full-precision checkpoints into small, validated GGUF releases.
 //!
-//! The binary only wires the crates together: `formats` reads and writes files, `quantize` encodes
-//! numbers. Exit codes: 0 success, 1 a quality gate failed, 2 bad input.
+//! The binary wires the crates together — `formats` reads and writes files, `quantize` encodes
+//! and prunes numbers, `eval` runs models — in one module per subcommand (`cmd`); the release
+//! job's orchestration (recipe, content cache, gates, reports) is `release`.
+//! Exit codes: 0 success, 1 a quality gate failed, 2 bad input.
 
 mod cmd;
 mod release;
