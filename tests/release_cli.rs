@@ -300,7 +300,10 @@ fn bad_recipes_are_refused_with_exit_2_and_no_output() {
             "types = [\"Q8_0\"]\n[quantize.Q8_0]\ntensor_type = [\"attn_v\"]\n",
             "PATTERN=TYPE",
         ),
-        ("types = [\"Q8_0\", \"IQ2_XXS\"]\n", "IQ2_XXS"),
+        (
+            "types = [\"Q8_0\", \"IQ2_XXS\"]\ncalibration = \"text.txt\"\n",
+            "IQ2_XXS",
+        ),
         ("types = [\"Q8_0\"\n", "recipe.toml"),
     ];
     for (i, (extra, needle)) in cases.iter().enumerate() {
@@ -314,6 +317,16 @@ fn bad_recipes_are_refused_with_exit_2_and_no_output() {
             "case {i} left output"
         );
     }
+    // every case was refused before the teacher's passes (no imatrix, no KLD base)
+    let cache = tmp.path().join(".smelt-cache");
+    assert!(
+        !cache.exists()
+            || common::files_in(&cache)
+                .iter()
+                .all(|f| !f.starts_with("base-") && !f.starts_with("imatrix-")),
+        "{:?}",
+        common::files_in(&cache)
+    );
     let recipe = tmp.path().join("recipe.toml");
     std::fs::write(
         &recipe,

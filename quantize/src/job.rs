@@ -173,6 +173,10 @@ pub enum JobError {
     /// The request cannot be carried out on these inputs.
     #[error("{0}")]
     BadInput(String),
+    /// A tensor's type needs importance weights and none were given (a caller that will have an
+    /// imatrix later can check everything else first).
+    #[error("{0}")]
+    MissingImatrix(String),
 }
 
 /// What to produce.
@@ -368,9 +372,10 @@ fn plan_tensor(
         }
         let weights = importance_for(&input.info, opts);
         if choice.requires_imatrix && weights.is_none() {
-            return bad(format!(
-                "{to} needs an importance matrix (--imatrix) for this tensor"
-            ));
+            return Err(JobError::MissingImatrix(format!(
+                "{}: tensor {name}: {to} needs an importance matrix (--imatrix) for this tensor",
+                source.path().display()
+            )));
         }
     }
     let info = TensorInfo {

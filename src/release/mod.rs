@@ -103,6 +103,8 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
         evaluation_sha256: hash_file(&recipe.evaluation)?,
     };
     let source_hash = inputs.source_sha256.as_str();
+    let source = open_source(&recipe.source)?;
+    check_types_early(recipe, &source)?;
     let (teacher, teacher_run) = stages::teacher(&recipe.source, source_hash, &recipe.cache, bars)?;
     let imatrix = match (&recipe.calibration, &inputs.calibration_sha256) {
         (Some(path), Some(hash)) => {
@@ -135,7 +137,6 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
         Some((path, _, _)) => Some(importance_weights(path, IMATRIX_NAME.into())?.0),
         None => None,
     };
-    let source = open_source(&recipe.source)?;
     let shared = Shared {
         name: &recipe.name,
         source: &source,
@@ -186,6 +187,19 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
 /// The results table (all types, failures with their reasons) as `report.md` holds it.
 pub fn report_table(release: &Release) -> String {
     report::table(release, true)
+}
+
+/// Refuses types that cannot be made from this source before any expensive work: everything
+/// `smelt quantize` would check, except the importance matrix the calibration text will provide.
+fn check_types_early(recipe: &Recipe, source: &quantize::job::Source) -> Result<()> {
+    for t in &recipe.types {
+        match quantize::job::plan(source, &quant::job_options(t, None)?) {
+            Ok(_) => {}
+            Err(quantize::job::JobError::MissingImatrix(_)) if recipe.calibration.is_some() => {}
+            Err(e) => return Err(e).with_context(|| format!("type {}", t.ftype.name)),
+        }
+    }
+    Ok(())
 }
 
 /// Removes the release files of types the recipe no longer lists: the folder holds exactly the

@@ -134,6 +134,20 @@ pub struct Shared<'a> {
 /// cache lives, so the bytes are too).
 pub const IMATRIX_NAME: &str = "imatrix.gguf";
 
+/// How `smelt quantize` would be asked for type `t` with these importance weights.
+pub fn job_options(
+    t: &TypeRecipe,
+    imatrix: Option<&ImportanceWeights>,
+) -> Result<JobOptions<'static>> {
+    Ok(JobOptions {
+        ftype: t.ftype,
+        overrides: t.choices.overrides()?,
+        imatrix: imatrix.map(|w| (w.clone(), IMATRIX_NAME.to_string())),
+        allow_requantize: false,
+        progress: &|_| {},
+    })
+}
+
 impl Shared<'_> {
     fn key(&self, t: &TypeRecipe) -> String {
         Key::new("type")
@@ -147,18 +161,10 @@ impl Shared<'_> {
     }
 
     fn options(&self, t: &TypeRecipe) -> Result<JobOptions<'static>> {
-        Ok(JobOptions {
-            ftype: t.ftype,
-            overrides: t.choices.overrides()?,
-            imatrix: self
-                .imatrix
-                .map(|(w, _)| (w.clone(), IMATRIX_NAME.to_string())),
-            allow_requantize: false,
-            progress: &|_| {},
-        })
+        job_options(t, self.imatrix.map(|(w, _)| w))
     }
 
-    /// Checks that `t` can be quantized from this source (before any work is done).
+    /// Checks that `t` can be quantized from this source with the importance matrix it will get.
     pub fn check(&self, t: &TypeRecipe) -> Result<()> {
         job::plan(self.source, &self.options(t)?)?;
         Ok(())
