@@ -73,12 +73,19 @@ impl PruneShape {
     }
 }
 
+/// Checks that a pruning ratio lies in (0, 1).
+pub fn check_ratio(ratio: f64) -> Result<(), PruneError> {
+    if ratio > 0.0 && ratio < 1.0 {
+        Ok(())
+    } else {
+        Err(bad(format!("--ratio {ratio} is outside (0, 1)")))
+    }
+}
+
 /// How many of `n` items a ratio removes: `round(ratio · n)`, which must leave at least one and
 /// remove at least one.
 pub fn count_to_remove(n: usize, ratio: f64, what: &str) -> Result<usize, PruneError> {
-    if !(ratio > 0.0 && ratio < 1.0) {
-        return Err(bad(format!("--ratio {ratio} is outside (0, 1)")));
-    }
+    check_ratio(ratio)?;
     let k = (ratio * n as f64).round() as usize;
     if k == 0 || k >= n {
         return Err(bad(format!(
@@ -190,15 +197,21 @@ pub struct Sparsify {
 }
 
 impl Pattern {
-    /// Checks the pattern against a row length.
-    fn check(&self, name: &str, cols: usize) -> Result<(), PruneError> {
+    /// Checks the pattern itself: a ratio in (0, 1), or 1 ≤ N < M.
+    pub fn validate(&self) -> Result<(), PruneError> {
         match *self {
-            Pattern::Ratio(r) if !(r > 0.0 && r < 1.0) => {
-                Err(bad(format!("--ratio {r} is outside (0, 1)")))
-            }
+            Pattern::Ratio(r) => check_ratio(r),
             Pattern::NOfM(n, m) if n == 0 || n >= m => Err(bad(format!(
-                "--nm {n}:{m}: N must be at least 1 and below M"
+                "--nm {n}:{m}: expected N:M with 1 ≤ N < M, e.g. 2:4"
             ))),
+            Pattern::NOfM(..) => Ok(()),
+        }
+    }
+
+    /// Checks the pattern, and that it fits rows of `cols` weights of tensor `name`.
+    fn check(&self, name: &str, cols: usize) -> Result<(), PruneError> {
+        self.validate()?;
+        match *self {
             Pattern::NOfM(n, m) if !cols.is_multiple_of(m) => Err(bad(format!(
                 "--nm {n}:{m} does not divide the rows of {name} ({cols} wide)"
             ))),

@@ -1,11 +1,12 @@
 //! `smelt convert`: Hugging Face checkpoint → GGUF, byte-identical to llama.cpp's converter.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use formats::hf::{plan, Checkpoint};
+use indicatif::MultiProgress;
 use quantize::convert::{write_gguf, ConvertOptions, OutType};
 
 /// Arguments of `smelt convert`.
@@ -27,6 +28,39 @@ pub struct Args {
     pub json: bool,
 }
 
+/// Converts `ckpt` into a GGUF at `out` as `out_type`, with a byte-progress bar labelled `label`
+/// added to `bars`; returns the number of tensors written. Shared by `smelt convert`, the release
+/// teacher and `smelt prune` on a folder.
+pub fn convert_checkpoint(
+    ckpt: &Checkpoint,
+    out_type: OutType,
+    allow_nonfinite: bool,
+    out: &Path,
+    bars: &MultiProgress,
+    label: &str,
+) -> Result<usize> {
+    let plan = plan(ckpt, out_type.file_type())?;
+    let total: u64 = plan
+        .tensors
+        .iter()
+        .map(|t| ckpt.bytes(&ckpt.tensors[t.source]).len() as u64)
+        .sum();
+    let bar = bars.add(super::progress::bytes(total, label));
+    let progress = |n: u64| bar.inc(n);
+    write_gguf(
+        ckpt,
+        &plan,
+        out,
+        &ConvertOptions {
+            out_type,
+            allow_nonfinite,
+            progress: &progress,
+        },
+    )?;
+    bar.finish_and_clear();
+    Ok(plan.tensors.len())
+}
+
 /// Runs the conversion.
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
@@ -38,31 +72,20 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
         None => OutType::native(&ckpt),
     };
-    let plan = plan(&ckpt, out_type.file_type())?;
-    let total: u64 = plan
-        .tensors
-        .iter()
-        .map(|t| ckpt.bytes(&ckpt.tensors[t.source]).len() as u64)
-        .sum();
-    let bar = super::progress::bytes(total, "convert");
-    let progress = |n: u64| bar.inc(n);
-    write_gguf(
+    let n_tensors = convert_checkpoint(
         &ckpt,
-        &plan,
+        out_type,
+        args.allow_nonfinite,
         &args.output,
-        &ConvertOptions {
-            out_type,
-            allow_nonfinite: args.allow_nonfinite,
-            progress: &progress,
-        },
+        &MultiProgress::new(),
+        "convert",
     )?;
-    bar.finish_and_clear();
     let size = std::fs::metadata(&args.output)?.len();
     if args.json {
         let summary = serde_json::json!({
             "output": args.output,
             "outtype": format!("{out_type:?}").to_lowercase(),
-            "tensors": plan.tensors.len(),
+            "tensors": n_tensors,
             "bytes": size,
             "seconds": start.elapsed().as_secs_f64(),
         });
@@ -71,7 +94,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         eprintln!(
             "smelt: wrote {} ({} tensors, {size} bytes) in {:.2}s",
             args.output.display(),
-            plan.tensors.len(),
+            n_tensors,
             start.elapsed().as_secs_f64()
         );
     }

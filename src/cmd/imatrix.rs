@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use eval::imatrix::collect;
-use eval::perplexity::ChunkPlan;
 use serde_json::json;
 
 use super::progress;
@@ -48,23 +47,20 @@ pub struct Args {
 /// Runs `smelt imatrix`.
 pub fn run(args: Args) -> Result<ExitCode> {
     super::set_threads(args.run.threads)?;
-    let (model, tokenizer, text) = super::open_model_and_text(&args.model, &args.text)?;
-    let tokens = tokenizer.tokenize(&text, true, false);
-    let plan = ChunkPlan::new(tokens.len(), args.n_ctx, args.chunks, &args.text)?;
+    let super::Tokenized {
+        model,
+        bos,
+        tokens,
+        plan,
+    } = super::open_tokenized(&args.model, &args.text, args.n_ctx, args.chunks)?;
     let started = Instant::now();
     let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "imatrix");
-    let (collector, stats) = collect(
-        &model,
-        &tokens,
-        &plan,
-        tokenizer.bos_to_add(),
-        |index, stats| {
-            bar.inc(plan.n_ctx as u64);
-            if !args.run.json {
-                print!("[{}]{:.4},", index + 1, stats.ppl());
-            }
-        },
-    );
+    let (collector, stats) = collect(&model, &tokens, &plan, bos, |index, stats| {
+        bar.inc(plan.n_ctx as u64);
+        if !args.run.json {
+            print!("[{}]{:.4},", index + 1, stats.ppl());
+        }
+    });
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let file = collector
@@ -86,12 +82,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!();
-        println!(
-            "Final estimate: PPL = {:.4} +/- {:.5}",
-            stats.ppl(),
-            stats.ppl_err()
-        );
+        super::print_final_estimate(&stats);
         eprintln!(
             "stored {} entries after {} chunks in {}",
             file.entries.len(),

@@ -53,3 +53,44 @@ pub fn open_model_and_text(
         .map_err(|_| formats::FormatError::new(text, "is not UTF-8 text"))?;
     Ok((m, tokenizer, text_str))
 }
+
+/// A model opened with the text it runs over, tokenized whole (with BOS) and cut into chunks as
+/// llama-perplexity does: what perplexity, imatrix, prune and release all start from.
+pub struct Tokenized {
+    /// The model.
+    pub model: eval::model::Model,
+    /// The BOS token the tokenizer adds, if any.
+    pub bos: Option<u32>,
+    /// The text's tokens.
+    pub tokens: Vec<u32>,
+    /// Its chunks (refusing texts shorter than two).
+    pub plan: eval::perplexity::ChunkPlan,
+}
+
+/// Opens `model`, tokenizes `text` and plans chunks of `n_ctx` tokens (at most `chunks`).
+pub fn open_tokenized(
+    model: &std::path::Path,
+    text: &std::path::Path,
+    n_ctx: usize,
+    chunks: Option<usize>,
+) -> anyhow::Result<Tokenized> {
+    let (model, tokenizer, text_str) = open_model_and_text(model, text)?;
+    let tokens = tokenizer.tokenize(&text_str, true, false);
+    let plan = eval::perplexity::ChunkPlan::new(tokens.len(), n_ctx, chunks, text)?;
+    Ok(Tokenized {
+        model,
+        bos: tokenizer.bos_to_add(),
+        tokens,
+        plan,
+    })
+}
+
+/// llama-perplexity's closing line (after the `[i]ppl,` run).
+pub fn print_final_estimate(stats: &eval::perplexity::PerplexityStats) {
+    println!();
+    println!(
+        "Final estimate: PPL = {:.4} +/- {:.5}",
+        stats.ppl(),
+        stats.ppl_err()
+    );
+}

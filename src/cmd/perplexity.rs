@@ -121,12 +121,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             serde_json::to_string_pretty(&report_json(&stats, &plan, seconds))?
         );
     } else {
-        println!();
-        println!(
-            "Final estimate: PPL = {:.4} +/- {:.5}",
-            stats.ppl(),
-            stats.ppl_err()
-        );
+        super::print_final_estimate(&stats);
     }
     Ok(ExitCode::SUCCESS)
 }

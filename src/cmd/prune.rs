@@ -7,17 +7,17 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use eval::calibration::ActivationStats;
-use eval::perplexity::ChunkPlan;
 use formats::gguf::GgufFile;
 use formats::hf::Checkpoint;
-use quantize::convert::{write_gguf, ConvertOptions, OutType};
+use quantize::convert::OutType;
 use quantize::job::{self, JobOptions, Source};
 use quantize::prune::{
-    count_to_remove, ffn_channels_to_keep, head_groups_to_keep, keep_highest, layers_to_drop,
-    prune_gguf, Pattern, PruneShape, Sparsify, Structure,
+    check_ratio, count_to_remove, ffn_channels_to_keep, head_groups_to_keep, keep_highest,
+    layers_to_drop, prune_gguf, Pattern, PruneShape, Sparsify, Structure,
 };
 use serde_json::json;
 
+use super::convert::convert_checkpoint;
 use super::progress;
 use super::quantize::file_type;
 
@@ -110,7 +110,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let source_scratch;
     let input = if args.input.is_dir() {
         source_scratch = scratch_beside(&args.output, "source");
-        convert(&args.input, &source_scratch.0)?;
+        let ckpt = Checkpoint::open(&args.input)?;
+        let out_type = OutType::native(&ckpt);
+        let bars = indicatif::MultiProgress::new();
+        convert_checkpoint(&ckpt, out_type, false, &source_scratch.0, &bars, "convert")?;
         source_scratch.0.clone()
     } else {
         args.input.clone()
@@ -251,8 +254,8 @@ fn ratio(args: &Args) -> Result<f64> {
 /// The unstructured pattern the arguments ask for (checked against the method).
 fn pattern(args: &Args) -> Result<Option<Pattern>> {
     let unstructured = matches!(args.method, Method::Magnitude | Method::Wanda);
-    if let Some(r) = args.ratio.filter(|r| !(*r > 0.0 && *r < 1.0)) {
-        bail!("--ratio {r} is outside (0, 1)");
+    if let Some(r) = args.ratio {
+        check_ratio(r).map_err(|e| anyhow!("{e}"))?;
     }
     if args.layers.is_some() && args.method != Method::Depth {
         bail!("--layers applies to --method depth only");
@@ -263,10 +266,12 @@ fn pattern(args: &Args) -> Result<Option<Pattern>> {
             let parsed = spec
                 .split_once(':')
                 .and_then(|(n, m)| Some((n.parse().ok()?, m.parse().ok()?)));
-            match parsed {
-                Some((n, m)) if n >= 1 && n < m => Ok(Some(Pattern::NOfM(n, m))),
-                _ => bail!("--nm {spec:?}: expected N:M with 1 ≤ N < M, e.g. 2:4"),
-            }
+            let Some((n, m)) = parsed else {
+                bail!("--nm {spec:?}: expected N:M with 1 ≤ N < M, e.g. 2:4");
+            };
+            let pattern = Pattern::NOfM(n, m);
+            pattern.validate().map_err(|e| anyhow!("{e}"))?;
+            Ok(Some(pattern))
         }
         (None, Some(r)) if unstructured => Ok(Some(Pattern::Ratio(r))),
         (None, None) if unstructured => {
@@ -276,20 +281,6 @@ fn pattern(args: &Args) -> Result<Option<Pattern>> {
     }
 }
 
-/// Converts a checkpoint folder to a GGUF at its own float type.
-fn convert(dir: &Path, out: &Path) -> Result<()> {
-    let ckpt = Checkpoint::open(dir)?;
-    let out_type = OutType::native(&ckpt);
-    let plan = formats::hf::plan(&ckpt, out_type.file_type())?;
-    let opts = ConvertOptions {
-        out_type,
-        allow_nonfinite: false,
-        progress: &|_| {},
-    };
-    write_gguf(&ckpt, &plan, out, &opts)?;
-    Ok(())
-}
-
 /// Runs the model over the calibration text collecting activation statistics.
 fn calibrate(
     model: &Path,
@@ -297,11 +288,10 @@ fn calibrate(
     n_ctx: usize,
     chunks: Option<usize>,
 ) -> Result<ActivationStats> {
-    let (m, tokenizer, text_str) = super::open_model_and_text(model, text)?;
-    let tokens = tokenizer.tokenize(&text_str, true, false);
-    let plan = ChunkPlan::new(tokens.len(), n_ctx, chunks, text)?;
+    let t = super::open_tokenized(model, text, n_ctx, chunks)?;
+    let plan = t.plan;
     let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "calibration");
-    let stats = ActivationStats::collect(&m, &tokens, &plan, tokenizer.bos_to_add(), |_| {
+    let stats = ActivationStats::collect(&t.model, &t.tokens, &plan, t.bos, |_| {
         bar.inc(plan.n_ctx as u64)
     });
     bar.finish_and_clear();

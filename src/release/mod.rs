@@ -212,7 +212,7 @@ fn remove_dropped_types(recipe: &Recipe) -> Result<()> {
         quant::remove_if_present(
             &recipe
                 .output
-                .join(format!("{}-{}.gguf", recipe.name, ftype.name)),
+                .join(quant::release_file_name(&recipe.name, ftype.name)),
         )?;
     }
     Ok(())

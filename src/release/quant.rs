@@ -134,6 +134,11 @@ pub struct Shared<'a> {
 /// cache lives, so the bytes are too).
 pub const IMATRIX_NAME: &str = "imatrix.gguf";
 
+/// `<name>-<TYPE>.gguf`: the name a release gives the file of a type.
+pub fn release_file_name(name: &str, ftype: &str) -> String {
+    format!("{name}-{ftype}.gguf")
+}
+
 /// How `smelt quantize` would be asked for type `t` with these importance weights.
 pub fn job_options(
     t: &TypeRecipe,
@@ -172,7 +177,7 @@ impl Shared<'_> {
 
     /// The release file of `t`.
     pub fn release_file(&self, t: &TypeRecipe) -> String {
-        format!("{}-{}.gguf", self.name, t.ftype.name)
+        release_file_name(self.name, t.ftype.name)
     }
 
     /// Brings type `t` up to date: reuses its recorded result when its key is unchanged,

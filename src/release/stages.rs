@@ -7,14 +7,15 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use eval::kld::BaseWriter;
-use eval::perplexity::{score, ChunkPlan};
+use eval::perplexity::score;
 use formats::hf::Checkpoint;
 use indicatif::MultiProgress;
-use quantize::convert::{write_gguf, ConvertOptions, OutType};
+use quantize::convert::OutType;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{load_record, save_record, Key};
-use crate::cmd::{open_model_and_text, progress};
+use crate::cmd::convert::convert_checkpoint;
+use crate::cmd::{open_tokenized, progress, Tokenized};
 
 /// How one shared stage went in this run.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -53,42 +54,16 @@ pub fn teacher(
         .with(source_hash)
         .short();
     let path = cache.join(format!("teacher-{key}.gguf"));
-    timed(path.exists(), || {
-        if path.exists() {
+    let cached = path.exists();
+    timed(cached, || {
+        if cached {
             return Ok(path);
         }
         let ckpt = Checkpoint::open(source)?;
         let out_type = OutType::native(&ckpt);
-        let plan = formats::hf::plan(&ckpt, out_type.file_type())?;
-        let total: u64 = plan
-            .tensors
-            .iter()
-            .map(|t| ckpt.bytes(&ckpt.tensors[t.source]).len() as u64)
-            .sum();
-        let bar = bars.add(progress::bytes(total, "teacher: convert"));
-        let progress = |n: u64| bar.inc(n);
-        let opts = ConvertOptions {
-            out_type,
-            allow_nonfinite: false,
-            progress: &progress,
-        };
-        write_gguf(&ckpt, &plan, &path, &opts)?;
-        bar.finish_and_clear();
+        convert_checkpoint(&ckpt, out_type, false, &path, bars, "teacher: convert")?;
         Ok(path)
     })
-}
-
-/// Tokenizes `text` for `model` and plans its chunks (refusing texts shorter than two chunks).
-fn tokens_and_plan(
-    model_path: &Path,
-    text: &Path,
-    ctx: usize,
-    chunks: Option<usize>,
-) -> Result<(eval::model::Model, Option<u32>, Vec<u32>, ChunkPlan)> {
-    let (model, tokenizer, text_str) = open_model_and_text(model_path, text)?;
-    let tokens = tokenizer.tokenize(&text_str, true, false);
-    let plan = ChunkPlan::new(tokens.len(), ctx, chunks, text)?;
-    Ok((model, tokenizer.bos_to_add(), tokens, plan))
 }
 
 /// What a text is to a stage: its path, content hash, context and chunk limit.
@@ -126,12 +101,17 @@ pub fn imatrix(
 ) -> Result<(PathBuf, String, StageRun)> {
     let key = text.key("imatrix", teacher_hash);
     let path = cache.join(format!("imatrix-{key}.gguf"));
-    let (path, run) = timed(path.exists(), || {
-        if path.exists() {
+    let cached = path.exists();
+    let (path, run) = timed(cached, || {
+        if cached {
             return Ok(path);
         }
-        let (model, bos, tokens, plan) =
-            tokens_and_plan(teacher, text.path, text.ctx, text.chunks)?;
+        let Tokenized {
+            model,
+            bos,
+            tokens,
+            plan,
+        } = open_tokenized(teacher, text.path, text.ctx, text.chunks)?;
         let bar = bars.add(progress::tokens(
             (plan.n_chunks * plan.n_ctx) as u64,
             "teacher: imatrix",
@@ -180,8 +160,12 @@ pub fn kld_base(
         if let Some(s) = found {
             return Ok(s);
         }
-        let (model, bos, tokens, plan) =
-            tokens_and_plan(teacher, text.path, text.ctx, text.chunks)?;
+        let Tokenized {
+            model,
+            bos,
+            tokens,
+            plan,
+        } = open_tokenized(teacher, text.path, text.ctx, text.chunks)?;
         let n_tokens = (plan.n_chunks * plan.n_ctx) as u64;
         let writer = BaseWriter::create(
             &path,
