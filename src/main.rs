@@ -39,6 +39,9 @@ enum Command {
     Types(cmd::types::Args),
     /// Perplexity and KL divergence of a GGUF model on a text (like llama-perplexity).
     Perplexity(cmd::perplexity::Args),
+    /// Teacher datasets, KL divergence against them, and distillation training.
+    #[command(subcommand)]
+    Distill(cmd::distill::Command),
     /// Collect an importance matrix over a text (like llama-imatrix).
     Imatrix(cmd::imatrix::Args),
     /// Prune layers, FFN channels, heads or weights (magnitude, Wanda, N:M) of a float model.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Types(args) => cmd::types::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Imatrix(args) => cmd::imatrix::run(args),
+        Command::Distill(command) => cmd::distill::run(command),
         Command::Prune(args) => cmd::prune::run(args),
         Command::Release(args) => cmd::release::run(args),
         Command::Demo(args) => cmd::demo::run(args),

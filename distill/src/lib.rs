@@ -1,4 +1,14 @@
-//! smelt's teacher–student datasets and distillation training.
+//! smelt's teacher–student distillation.
 //!
-//! Not built yet: this crate is reserved so the workspace layout is fixed from the start;
-//! see the `distill` issue for what it will hold.
+//! * [`sdd`] — teacher datasets: a teacher's top-k log-probabilities over a text, compact,
+//!   streamed and resumable.
+//! * [`dataset`] — making them: running a teacher model over a text, or importing a llama.cpp
+//!   `--kl-divergence-base` file.
+//! * [`compare`] — a student's KL divergence (and llama-perplexity's other statistics) against a
+//!   dataset instead of a full-vocabulary base.
+//!
+//! Errors are `formats::FormatError`s: each names the file it is about.
+
+pub mod compare;
+pub mod dataset;
+pub mod sdd;

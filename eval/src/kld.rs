@@ -214,14 +214,37 @@ impl BaseReader {
     }
 }
 
-/// What one scored position contributes (llama.cpp's per-token `log_softmax` against a base).
+/// The two f32 that open a saved row: code scale and the log-probability of code 0.
+fn scale_and_min(row: &[u16]) -> (f32, f32) {
+    (
+        f32::from_bits(row[0] as u32 | (row[1] as u32) << 16),
+        f32::from_bits(row[2] as u32 | (row[3] as u32) << 16),
+    )
+}
+
+/// The log-probabilities one saved row ([`row_slots`] long) stands for.
+pub fn decode_row(row: &[u16], n_vocab: usize) -> Vec<f32> {
+    let (scale, min_log_prob) = scale_and_min(row);
+    row[4..4 + n_vocab]
+        .iter()
+        .map(|&c| scale * c as f32 + min_log_prob)
+        .collect()
+}
+
+/// What one scored position contributes (llama.cpp's per-token `log_softmax` against a base);
+/// computed here from a llama.cpp base row, or by `distill` from a teacher dataset row.
 #[derive(Debug, Clone, Copy)]
-struct TokenComparison {
-    nll: f32,
-    nll_base: f32,
-    kld: f64,
-    p_diff: f32,
-    same_top: bool,
+pub struct TokenComparison {
+    /// −ln p of the target under the model.
+    pub nll: f32,
+    /// −ln p of the target under the base.
+    pub nll_base: f32,
+    /// KL(base ‖ model) at this position.
+    pub kld: f64,
+    /// p(target) under the model minus under the base.
+    pub p_diff: f32,
+    /// Whether both rank the same token first.
+    pub same_top: bool,
 }
 
 fn compare_row(logits: &[f32], base: &[u16], target: u32) -> TokenComparison {
@@ -233,8 +256,7 @@ fn compare_row(logits: &[f32], base: &[u16], target: u32) -> TokenComparison {
         }
     }
     let log_sum = sum_exp_shifted(logits, max).ln() as f32;
-    let scale = f32::from_bits(base[0] as u32 | (base[1] as u32) << 16);
-    let min_log_prob = f32::from_bits(base[2] as u32 | (base[3] as u32) << 16);
+    let (scale, min_log_prob) = scale_and_min(base);
     let codes = &base[4..4 + logits.len()];
     let nll = max + log_sum - logits[target as usize];
     let nll_base = -(scale * codes[target as usize] as f32 + min_log_prob);
@@ -372,7 +394,7 @@ impl Quantiles {
 }
 
 impl KldStats {
-    /// Compares one chunk's logits with its base rows; returns the chunk's running line values.
+    /// Compares one chunk's logits with its llama.cpp base rows.
     pub fn add_chunk(
         &mut self,
         logits: &[f32],
@@ -387,6 +409,11 @@ impl KldStats {
             .zip(targets.par_iter())
             .map(|((l, b), &t)| compare_row(l, b, t))
             .collect();
+        self.add(&rows);
+    }
+
+    /// Adds compared positions, in order.
+    pub fn add(&mut self, rows: &[TokenComparison]) {
         for r in rows {
             let (nll, nll_base) = (r.nll as f64, r.nll_base as f64);
             self.sum_nll += nll;

@@ -55,11 +55,16 @@ impl ChunkPlan {
                 "--chunks 0 leaves nothing to evaluate",
             ));
         }
-        Ok(ChunkPlan {
+        Ok(ChunkPlan::batched(n_ctx, n_chunks))
+    }
+
+    /// `n_chunks` chunks of `n_ctx` tokens, as many per batch as llama-perplexity puts in one.
+    pub fn batched(n_ctx: usize, n_chunks: usize) -> ChunkPlan {
+        ChunkPlan {
             n_ctx,
             n_chunks,
             n_seq: (BATCH_TOKENS / n_ctx).max(1),
-        })
+        }
     }
 
     /// First scored position of a chunk: its second half.

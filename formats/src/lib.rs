@@ -5,11 +5,13 @@
 //! * [`hf`] — Hugging Face checkpoint folders: `config.json`, single or sharded safetensors
 //!   (F32/F16/BF16, memory-mapped, zero-copy), tokenizers, and the plan that maps them onto the
 //!   GGUF names, shapes and metadata that llama.cpp's `convert_hf_to_gguf.py` writes.
+//! * [`digest`] — SHA-256 fingerprints of files and of a GGUF's tokenizer.
 //! * [`imatrix`] — importance-matrix files (`llama-imatrix`'s GGUF and legacy `.dat` formats).
 //!
 //! This crate knows files, not numbers: it hands out raw tensor bytes and row ranges, and leaves
 //! encoding them (F16, Q8_0, …) to the `quantize` crate.
 
+pub mod digest;
 mod error;
 pub mod gguf;
 pub mod hf;

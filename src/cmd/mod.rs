@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod demo;
 pub mod dev;
+pub mod distill;
 pub mod imatrix;
 pub mod inspect;
 pub mod perplexity;

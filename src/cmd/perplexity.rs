@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use eval::kld::{compare_with_base, BaseReader, BaseWriter, KldSummary};
+use eval::kld::{compare_with_base, BaseReader, BaseWriter, KldStats, KldSummary};
 use eval::perplexity::{score, ChunkPlan, PerplexityStats};
 use serde_json::json;
 
@@ -60,36 +60,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
             base.n_ctx,
             args.chunks.unwrap_or(usize::MAX).min(base.n_chunks),
         );
-        let bar = progress::tokens((n_chunks * n_ctx) as u64, "kl-divergence");
-        if !args.run.json {
-            println!("chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              Δp RMS            Same top p");
-        }
-        let started = Instant::now();
-        let stats = compare_with_base(&model, &mut base, args.chunks, bos, |index, stats| {
-            bar.inc(n_ctx as u64);
-            if !args.run.json {
-                let [ppl, ratio, kld, rms, same] = stats.running_line();
-                println!(
-                    "{:4}    {:9.4} ± {:9.4}    {:10.5} ± {:10.5}    {:10.5} ± {:10.5}    {:6.3} ± {:6.3} %    {:6.3} ± {:6.3} %",
-                    index + 1, ppl.0, ppl.1, ratio.0, ratio.1, kld.0, kld.1,
-                    100.0 * rms.0, 100.0 * rms.1, 100.0 * same.0, 100.0 * same.1
-                );
-            }
+        report_kld(args.run.json, n_ctx, n_chunks, |on_chunk| {
+            Ok(compare_with_base(
+                &model,
+                &mut base,
+                args.chunks,
+                bos,
+                on_chunk,
+            )?)
         })?;
-        bar.finish_and_clear();
-        let seconds = started.elapsed().as_secs_f64();
-        let summary = stats.summary();
-        if args.run.json {
-            let plan = ChunkPlan::new(base.tokens.len(), base.n_ctx, args.chunks, &base_path)?;
-            let mut out = report_json(&stats.perplexity(), &plan, seconds);
-            let fields = serde_json::to_value(KldHeadline::from(&summary))?;
-            let object = out.as_object_mut().expect("an object");
-            object.insert("ppl_base".into(), json!(summary.ppl_base.0));
-            object.extend(fields.as_object().expect("an object").clone());
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        } else {
-            print_kld_summary(&summary);
-        }
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -124,6 +103,49 @@ pub fn run(args: Args) -> Result<ExitCode> {
         super::print_final_estimate(&stats);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a KL-divergence comparison over `n_chunks` chunks of `n_ctx` tokens with
+/// llama-perplexity's output: a line per chunk, then its closing statistics — or, with `json`,
+/// one object (`ppl`, …, `kld`, `same_top_p`, `delta_p`, `ppl_ratio`). `compare` runs the
+/// model, calling its argument after each chunk. Shared by `--kld` and `smelt distill eval`.
+pub fn report_kld(
+    json: bool,
+    n_ctx: usize,
+    n_chunks: usize,
+    compare: impl FnOnce(&mut dyn FnMut(usize, &KldStats)) -> Result<KldStats>,
+) -> Result<()> {
+    let bar = progress::tokens((n_chunks * n_ctx) as u64, "kl-divergence");
+    if !json {
+        println!("chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              Δp RMS            Same top p");
+    }
+    let started = Instant::now();
+    let stats = compare(&mut |index, stats| {
+        bar.inc(n_ctx as u64);
+        if !json {
+            let [ppl, ratio, kld, rms, same] = stats.running_line();
+            println!(
+                "{:4}    {:9.4} ± {:9.4}    {:10.5} ± {:10.5}    {:10.5} ± {:10.5}    {:6.3} ± {:6.3} %    {:6.3} ± {:6.3} %",
+                index + 1, ppl.0, ppl.1, ratio.0, ratio.1, kld.0, kld.1,
+                100.0 * rms.0, 100.0 * rms.1, 100.0 * same.0, 100.0 * same.1
+            );
+        }
+    })?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = stats.summary();
+    if json {
+        let plan = ChunkPlan::batched(n_ctx, n_chunks);
+        let mut out = report_json(&stats.perplexity(), &plan, seconds);
+        let fields = serde_json::to_value(KldHeadline::from(&summary))?;
+        let object = out.as_object_mut().expect("an object");
+        object.insert("ppl_base".into(), json!(summary.ppl_base.0));
+        object.extend(fields.as_object().expect("an object").clone());
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_kld_summary(&summary);
+    }
+    Ok(())
 }
 
 /// The headline KL-divergence figures: the KLD part of `--json` and of `smelt release`'s report.

@@ -1,30 +1,17 @@
 //! Content-addressed work: every artifact of a release run is named by a hash of everything it
 //! depends on, so a rerun finds what unchanged inputs already produced and redoes only the rest.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use formats::digest::hex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 /// SHA-256 of a file's bytes, hex.
 pub fn hash_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    Ok(hex(&formats::digest::file_sha256(path)?))
 }
 
 /// SHA-256 of a GGUF file, or of a checkpoint folder: the names and contents of its visible files,
@@ -78,10 +65,6 @@ impl Key {
     pub fn short(self) -> String {
         self.full()[..16].to_string()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads a JSON record written by [`save_record`]; `None` when it is absent or unreadable (an
