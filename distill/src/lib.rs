@@ -12,3 +12,4 @@
 pub mod compare;
 pub mod dataset;
 pub mod sdd;
+pub mod train;

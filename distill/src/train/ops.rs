@@ -1,0 +1,343 @@
+//! The Llama block's operations with hand-written backward passes, one sequence at a time.
+//! Every `*_backward` is checked against central finite differences in the tests below.
+//!
+//! Why by hand: the model is a fixed stack of eight operations; candle-core or burn would bring
+//! 100+ crates and minutes of build time for an autodiff the tests can pin down in a page, and
+//! plain loops over one sequence keep training deterministic for any thread count (threads only
+//! split a batch into sequences, whose gradients are summed in order).
+
+use eval::linear::{multiply, multiply_transposed};
+
+/// `y = x · wᵀ` for `x` of `rows × cols_in` and `w` of `cols_out × cols_in`.
+pub fn linear(x: &[f32], w: &[f32], rows: usize, cols_in: usize, cols_out: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; rows * cols_out];
+    multiply_transposed(&mut y, x, w, rows, cols_in, cols_out);
+    y
+}
+
+/// Row-major transpose of a `rows × cols` matrix.
+fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; a.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = a[r * cols + c];
+        }
+    }
+    t
+}
+
+/// Backward of [`linear`]: returns dx and adds dw (when given).
+pub fn linear_backward(
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    dw: Option<&mut [f32]>,
+    shape: (usize, usize, usize),
+) -> Vec<f32> {
+    let (rows, cols_in, cols_out) = shape;
+    let mut dx = vec![0.0f32; rows * cols_in];
+    multiply(&mut dx, dy, w, rows, cols_out, cols_in);
+    if let Some(dw) = dw {
+        let mut g = vec![0.0f32; cols_out * cols_in];
+        multiply(&mut g, &transpose(dy, rows, cols_out), x, cols_out, rows, cols_in);
+        dw.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+    }
+    dx
+}
+
+/// RMSNorm of each row of `x` times `w`; returns the output and each row's 1/rms.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    let mut y = vec![0.0f32; x.len()];
+    let mut inv = Vec::with_capacity(x.len() / d);
+    for (row, out) in x.chunks(d).zip(y.chunks_mut(d)) {
+        let mean = (row.iter().map(|&v| (v * v) as f64).sum::<f64>() / d as f64) as f32;
+        let s = 1.0 / (mean + eps).sqrt();
+        inv.push(s);
+        for ((o, &v), &g) in out.iter_mut().zip(row).zip(w) {
+            *o = v * s * g;
+        }
+    }
+    (y, inv)
+}
+
+/// Backward of [`rms_norm`]: returns dx and adds dw (when given).
+pub fn rms_norm_backward(
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    inv: &[f32],
+    mut dw: Option<&mut [f32]>,
+) -> Vec<f32> {
+    let d = w.len();
+    let mut dx = vec![0.0f32; x.len()];
+    for (r, ((g, row), out)) in dy.chunks(d).zip(x.chunks(d)).zip(dx.chunks_mut(d)).enumerate() {
+        let s = inv[r];
+        if let Some(dw) = dw.as_deref_mut() {
+            for ((a, &gi), &xi) in dw.iter_mut().zip(g).zip(row) {
+                *a += gi * xi * s;
+            }
+        }
+        let dot: f32 = g.iter().zip(w).zip(row).map(|((&gi, &wi), &xi)| gi * wi * xi).sum();
+        let k = s * s * s * dot / d as f32;
+        for (((o, &gi), &wi), &xi) in out.iter_mut().zip(g).zip(w).zip(row) {
+            *o = s * gi * wi - k * xi;
+        }
+    }
+    dx
+}
+
+/// RoPE angles: `(cos, sin)` per position and pair, as eval's forward pass computes them.
+pub struct Rope {
+    table: Vec<Vec<(f32, f32)>>,
+}
+
+impl Rope {
+    /// Angles for `n_pos` positions of heads rotating `n_dims` dimensions with `base`.
+    pub fn new(n_pos: usize, n_dims: usize, base: f32) -> Rope {
+        let scale = base.powf(-2.0 / n_dims as f32);
+        let table = (0..n_pos)
+            .map(|p| {
+                let mut theta = p as f32;
+                (0..n_dims / 2)
+                    .map(|_| {
+                        let cs = (theta.cos(), theta.sin());
+                        theta *= scale;
+                        cs
+                    })
+                    .collect()
+            })
+            .collect();
+        Rope { table }
+    }
+
+    /// Rotates adjacent pairs of every head (width `hd`) of rows of `width` (llama's "normal"
+    /// RoPE); `sign` −1 rotates back, which is the backward pass.
+    pub fn apply(&self, x: &mut [f32], width: usize, hd: usize, sign: f32) {
+        for (p, row) in x.chunks_mut(width).enumerate() {
+            for head in row.chunks_mut(hd) {
+                for (i, &(c, s)) in self.table[p].iter().enumerate() {
+                    let s = sign * s;
+                    let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+                    head[2 * i] = x0 * c - x1 * s;
+                    head[2 * i + 1] = x0 * s + x1 * c;
+                }
+            }
+        }
+    }
+}
+
+/// Shapes of causal grouped-query attention over one sequence.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    /// Positions.
+    pub t: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Width of a head.
+    pub hd: usize,
+}
+
+impl Heads {
+    fn kv_of(&self, head: usize) -> usize {
+        head / (self.n_head / self.n_head_kv)
+    }
+}
+
+/// Causal softmax attention: returns the output (`t × n_head·hd`) and the attention weights
+/// (`n_head × t × t`) the backward pass needs.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads) -> (Vec<f32>, Vec<f32>) {
+    let (t, hd) = (h.t, h.hd);
+    let (qw, kw) = (h.n_head * hd, h.n_head_kv * hd);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut out = vec![0.0f32; t * qw];
+    let mut probs = vec![0.0f32; h.n_head * t * t];
+    for head in 0..h.n_head {
+        let kv = h.kv_of(head);
+        for i in 0..t {
+            let qi = &q[i * qw + head * hd..][..hd];
+            let p = &mut probs[(head * t + i) * t..][..t];
+            for j in 0..=i {
+                let kj = &k[j * kw + kv * hd..][..hd];
+                p[j] = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+            }
+            let max = p[..=i].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut sum = 0.0f32;
+            for x in &mut p[..=i] {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            let o = &mut out[i * qw + head * hd..][..hd];
+            for j in 0..=i {
+                p[j] /= sum;
+                let vj = &v[j * kw + kv * hd..][..hd];
+                o.iter_mut().zip(vj).for_each(|(a, b)| *a += p[j] * b);
+            }
+        }
+    }
+    (out, probs)
+}
+
+/// Backward of [`attention`]: returns (dq, dk, dv).
+pub fn attention_backward(
+    dout: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    probs: &[f32],
+    h: Heads,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (t, hd) = (h.t, h.hd);
+    let (qw, kw) = (h.n_head * hd, h.n_head_kv * hd);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (mut dq, mut dk, mut dv) = (vec![0.0f32; q.len()], vec![0.0f32; k.len()], vec![0.0f32; v.len()]);
+    let mut dp = vec![0.0f32; t];
+    for head in 0..h.n_head {
+        let kv = h.kv_of(head);
+        for i in 0..t {
+            let p = &probs[(head * t + i) * t..][..t];
+            let doi = &dout[i * qw + head * hd..][..hd];
+            for j in 0..=i {
+                let vj = &v[j * kw + kv * hd..][..hd];
+                dp[j] = doi.iter().zip(vj).map(|(a, b)| a * b).sum();
+                let dvj = &mut dv[j * kw + kv * hd..][..hd];
+                dvj.iter_mut().zip(doi).for_each(|(a, b)| *a += p[j] * b);
+            }
+            let dot: f32 = (0..=i).map(|j| p[j] * dp[j]).sum();
+            let qi = &q[i * qw + head * hd..][..hd];
+            for j in 0..=i {
+                let ds = p[j] * (dp[j] - dot) * scale;
+                let kj = &k[j * kw + kv * hd..][..hd];
+                let dqi = &mut dq[i * qw + head * hd..][..hd];
+                dqi.iter_mut().zip(kj).for_each(|(a, b)| *a += ds * b);
+                let dkj = &mut dk[j * kw + kv * hd..][..hd];
+                dkj.iter_mut().zip(qi).for_each(|(a, b)| *a += ds * b);
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// SwiGLU: `silu(gate) · up`.
+pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    gate.iter().zip(up).map(|(&g, &u)| g * sigmoid(g) * u).collect()
+}
+
+/// Backward of [`swiglu`]: returns (dgate, dup).
+pub fn swiglu_backward(dy: &[f32], gate: &[f32], up: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut dg = Vec::with_capacity(gate.len());
+    let mut du = Vec::with_capacity(gate.len());
+    for ((&d, &g), &u) in dy.iter().zip(gate).zip(up) {
+        let s = sigmoid(g);
+        dg.push(d * u * s * (1.0 + g * (1.0 - s)));
+        du.push(d * g * s);
+    }
+    (dg, du)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    pub fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Checks an analytic gradient `grad` of `f` at `x` against central differences along a
+    /// random direction v: ⟨∇f, v⟩ ≈ (f(x + hv) − f(x − hv)) / 2h, with Richardson's
+    /// extrapolation over h and h/2 cancelling the h² error (f32 allows no tiny h).
+    pub fn check_direction(f: &dyn Fn(&[f32]) -> f64, x: &[f32], grad: &[f32], seed: u64) {
+        let v = noise(x.len(), seed);
+        let central = |h: f32| {
+            let shifted = |sign: f32| -> Vec<f32> {
+                x.iter().zip(&v).map(|(a, b)| a + sign * h * b).collect()
+            };
+            (f(&shifted(1.0)) - f(&shifted(-1.0))) / (2.0 * h as f64)
+        };
+        let numeric = (4.0 * central(5e-3) - central(1e-2)) / 3.0;
+        let analytic: f64 = grad.iter().zip(&v).map(|(a, b)| (a * b) as f64).sum();
+        let err = (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(1e-3);
+        assert!(err < 1e-3, "numeric {numeric} vs analytic {analytic}");
+    }
+
+    /// A fixed random projection of an output to a scalar, so every output element matters.
+    fn project(y: &[f32], seed: u64) -> (f64, Vec<f32>) {
+        let r = noise(y.len(), seed);
+        (y.iter().zip(&r).map(|(a, b)| (a * b) as f64).sum(), r)
+    }
+
+    #[test]
+    fn linear_gradients() {
+        let (rows, ci, co) = (3, 5, 4);
+        let (x, w) = (noise(rows * ci, 1), noise(co * ci, 2));
+        let (_, dy) = project(&linear(&x, &w, rows, ci, co), 3);
+        let mut dw = vec![0.0; w.len()];
+        let dx = linear_backward(&dy, &x, &w, Some(&mut dw), (rows, ci, co));
+        check_direction(&|x| project(&linear(x, &w, rows, ci, co), 3).0, &x, &dx, 4);
+        check_direction(&|w| project(&linear(&x, w, rows, ci, co), 3).0, &w, &dw, 5);
+    }
+
+    #[test]
+    fn rms_norm_gradients() {
+        let (x, w) = (noise(12, 1), noise(4, 2));
+        let (y, inv) = rms_norm(&x, &w, 1e-5);
+        let (_, dy) = project(&y, 3);
+        let mut dw = vec![0.0; 4];
+        let dx = rms_norm_backward(&dy, &x, &w, &inv, Some(&mut dw));
+        check_direction(&|x| project(&rms_norm(x, &w, 1e-5).0, 3).0, &x, &dx, 4);
+        check_direction(&|w| project(&rms_norm(&x, w, 1e-5).0, 3).0, &w, &dw, 5);
+    }
+
+    #[test]
+    fn rope_gradient_is_the_inverse_rotation() {
+        let rope = Rope::new(3, 4, 10_000.0);
+        let x = noise(3 * 8, 1);
+        let f = |x: &[f32]| {
+            let mut y = x.to_vec();
+            rope.apply(&mut y, 8, 4, 1.0);
+            project(&y, 2).0
+        };
+        let (_, mut dx) = project(&x, 2);
+        rope.apply(&mut dx, 8, 4, -1.0);
+        check_direction(&f, &x, &dx, 3);
+    }
+
+    #[test]
+    fn attention_gradients() {
+        let h = Heads {
+            t: 4,
+            n_head: 4,
+            n_head_kv: 2,
+            hd: 3,
+        };
+        let (q, k, v) = (noise(4 * 12, 1), noise(4 * 6, 2), noise(4 * 6, 3));
+        let (out, probs) = attention(&q, &k, &v, h);
+        let (_, dout) = project(&out, 4);
+        let (dq, dk, dv) = attention_backward(&dout, &q, &k, &v, &probs, h);
+        check_direction(&|q| project(&attention(q, &k, &v, h).0, 4).0, &q, &dq, 5);
+        check_direction(&|k| project(&attention(&q, k, &v, h).0, 4).0, &k, &dk, 6);
+        check_direction(&|v| project(&attention(&q, &k, v, h).0, 4).0, &v, &dv, 7);
+    }
+
+    #[test]
+    fn swiglu_gradients() {
+        let (g, u) = (noise(10, 1), noise(10, 2));
+        let (_, dy) = project(&swiglu(&g, &u), 3);
+        let (dg, du) = swiglu_backward(&dy, &g, &u);
+        check_direction(&|g| project(&swiglu(g, &u), 3).0, &g, &dg, 4);
+        check_direction(&|u| project(&swiglu(&g, u), 3).0, &u, &du, 5);
+    }
+}
