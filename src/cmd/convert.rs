@@ -100,3 +100,59 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// A scratch file beside an output, removed when dropped (success or failure).
+pub struct Scratch(pub PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A hidden scratch GGUF name beside `out` (same folder, so renames stay on one disk).
+pub fn scratch_beside(out: &Path, what: &str) -> Scratch {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Scratch(out.with_file_name(format!(".{name}.{what}.gguf")))
+}
+
+/// A GGUF to read `input` from: `input` itself, or — for a checkpoint folder — its conversion
+/// at native precision into a scratch file beside `out`.
+pub enum GgufSource {
+    /// A GGUF file as given.
+    File(PathBuf),
+    /// A checkpoint folder converted for this run.
+    Converted(Scratch),
+}
+
+impl GgufSource {
+    /// Where the GGUF is.
+    pub fn path(&self) -> &Path {
+        match self {
+            GgufSource::File(p) => p,
+            GgufSource::Converted(s) => &s.0,
+        }
+    }
+}
+
+/// Opens `input` as a GGUF, converting a checkpoint folder first (with a progress bar).
+pub fn gguf_of(input: &Path, out: &Path) -> Result<GgufSource> {
+    if !input.is_dir() {
+        return Ok(GgufSource::File(input.to_path_buf()));
+    }
+    let scratch = scratch_beside(out, "source");
+    let ckpt = Checkpoint::open(input)?;
+    let bars = MultiProgress::new();
+    convert_checkpoint(
+        &ckpt,
+        OutType::native(&ckpt),
+        false,
+        &scratch.0,
+        &bars,
+        "convert",
+    )?;
+    Ok(GgufSource::Converted(scratch))
+}

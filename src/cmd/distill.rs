@@ -23,6 +23,62 @@ pub enum Command {
     /// A student's KL divergence, Δp, same-top-p and PPL against a dataset (the statistics
     /// and JSON keys of `smelt perplexity --kld`).
     Eval(EvalArgs),
+    /// Train a student's float tensors to match teacher datasets (AdamW on forward KL over the
+    /// teacher's kept tokens, plus optional cross-entropy); checkpoints, --resume.
+    Train(TrainArgs),
+}
+
+/// Arguments of `smelt distill train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Teacher dataset(s) to train on (repeat the flag for several).
+    #[arg(long = "teacher-data", required = true)]
+    pub teacher_data: Vec<PathBuf>,
+    /// Student: a float GGUF (quantized tensors stay frozen) or a checkpoint folder.
+    #[arg(long)]
+    pub student: PathBuf,
+    /// Output GGUF (same metadata and tensor types as the student).
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    pub lr: f32,
+    /// Chunks per step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Weight of the cross-entropy with the text's next token (0: KL only).
+    #[arg(long, default_value_t = 0.0)]
+    pub ce_weight: f32,
+    /// AdamW weight decay on matrices.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Seed of the chunk order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Save a checkpoint (OUTPUT.ckpt) every this many steps.
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// Continue from OUTPUT.ckpt.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop early (checkpoint and output written) after this many seconds.
+    #[arg(long)]
+    pub time_limit: Option<f64>,
+    /// Held-out teacher dataset whose mean KL is reported along the way.
+    #[arg(long)]
+    pub eval_data: Option<PathBuf>,
+    /// Report the held-out KL every this many steps.
+    #[arg(long, default_value_t = 25)]
+    pub eval_every: usize,
+    /// Held-out chunks used for it.
+    #[arg(long, default_value_t = 8)]
+    pub eval_chunks: usize,
+    /// Threads and output format.
+    #[command(flatten)]
+    pub run: super::RunOptions,
 }
 
 /// How many of each position's most likely tokens a dataset keeps.
@@ -116,6 +172,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Dataset(args) => dataset(args),
         Command::Import(args) => import(args),
         Command::Eval(args) => eval(args),
+        Command::Train(args) => train(args),
     }
 }
 
@@ -234,5 +291,120 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
             on_chunk,
         )?)
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train(args: TrainArgs) -> Result<ExitCode> {
+    use distill::train::{self, checkpoint, student::Objective, AdamW, Settings, TrainingData};
+    super::set_threads(args.run.threads)?;
+    if args.steps == 0 || args.batch == 0 || !(args.lr > 0.0) {
+        anyhow::bail!("--steps, --batch and --lr must be positive");
+    }
+    let paths: Vec<&Path> = args.teacher_data.iter().map(PathBuf::as_path).collect();
+    let (data, header) = TrainingData::load(&paths)?;
+    let source = super::convert::gguf_of(&args.student, &args.output)?;
+    let model = eval::model::Model::open(source.path())?;
+    distill::compare::check_student(&model, &args.student, &header)?;
+    let held_out = match &args.eval_data {
+        Some(p) => {
+            let (d, h) = TrainingData::load(&[p.as_path()])?;
+            distill::compare::check_student(&model, &args.student, &h)?;
+            Some(d)
+        }
+        None => None,
+    };
+    let mut student = train::student::Student::load(source.path())?;
+    let ckpt = {
+        let mut name = args.output.file_name().unwrap_or_default().to_os_string();
+        name.push(".ckpt");
+        args.output.with_file_name(name)
+    };
+    let mut adam = if args.resume {
+        checkpoint::load(&ckpt, &mut student)?
+    } else {
+        AdamW::new(&student)
+    };
+    let settings = Settings {
+        steps: args.steps,
+        lr: args.lr,
+        batch: args.batch,
+        weight_decay: args.weight_decay,
+        objective: Objective {
+            ce_weight: args.ce_weight,
+        },
+        seed: args.seed,
+    };
+    let started = std::time::Instant::now();
+    let bar = progress::steps(args.steps as u64, "distill");
+    bar.set_position(adam.step as u64);
+    let mut curve = Vec::new();
+    let mut record = |step: usize, train_kl: Option<f64>, student: &train::student::Student| {
+        let held = held_out
+            .as_ref()
+            .map(|d| train::mean_kl(student, d, args.eval_chunks));
+        let point = json!({
+            "step": step,
+            "train_kl": train_kl,
+            "heldout_kl": held,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        if !args.run.json {
+            bar.suspend(|| {
+                println!(
+                    "step {step:5}  train KL {}  held-out KL {}  {:.0} s",
+                    train_kl.map_or("-".into(), |v| format!("{v:.5}")),
+                    held.map_or("-".into(), |v| format!("{v:.5}")),
+                    started.elapsed().as_secs_f64()
+                )
+            });
+        }
+        curve.push(point);
+    };
+    record(adam.step, None, &student);
+    let mut tokens = 0usize;
+    while adam.step < args.steps {
+        let report = train::train_step(&mut student, &mut adam, &data, &settings);
+        tokens += report.tokens;
+        bar.set_position(adam.step as u64);
+        bar.set_message(format!(
+            "KL {:.4} {:.0} tok/s",
+            report.kl,
+            tokens as f64 / started.elapsed().as_secs_f64()
+        ));
+        let out_of_time = args
+            .time_limit
+            .is_some_and(|l| started.elapsed().as_secs_f64() > l);
+        if adam.step % args.eval_every == 0 || adam.step == args.steps || out_of_time {
+            record(adam.step, Some(report.kl), &student);
+        }
+        if adam.step % args.checkpoint_every == 0 || adam.step == args.steps || out_of_time {
+            checkpoint::save(&ckpt, &student, &adam)?;
+        }
+        if out_of_time {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    train::write_student(&student, model.file(), &args.output)?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.run.json {
+        let out = json!({
+            "output": args.output,
+            "steps": adam.step,
+            "seconds": seconds,
+            "tokens_per_s": tokens as f64 / seconds,
+            "curve": curve,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{}: {} steps in {:.0} s ({:.0} tokens/s); checkpoint {}",
+            args.output.display(),
+            adam.step,
+            seconds,
+            tokens as f64 / seconds,
+            ckpt.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,8 +8,6 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use eval::calibration::ActivationStats;
 use formats::gguf::GgufFile;
-use formats::hf::Checkpoint;
-use quantize::convert::OutType;
 use quantize::job::{self, JobOptions, Source};
 use quantize::prune::{
     check_ratio, count_to_remove, ffn_channels_to_keep, head_groups_to_keep, keep_highest,
@@ -17,7 +15,7 @@ use quantize::prune::{
 };
 use serde_json::json;
 
-use super::convert::convert_checkpoint;
+use super::convert::{gguf_of, scratch_beside};
 use super::progress;
 use super::quantize::file_type;
 
@@ -86,38 +84,13 @@ pub struct Args {
 }
 
 /// A file removed when dropped (intermediate GGUFs beside the output).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn scratch_beside(out: &Path, what: &str) -> Scratch {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Scratch(out.with_file_name(format!(".{name}.{what}.gguf")))
-}
-
 /// Runs `smelt prune`.
 pub fn run(args: Args) -> Result<ExitCode> {
     super::set_threads(args.run.threads)?;
     let ftype = args.quantize.as_deref().map(file_type).transpose()?;
     let pattern = pattern(&args)?;
-    let source_scratch;
-    let input = if args.input.is_dir() {
-        source_scratch = scratch_beside(&args.output, "source");
-        let ckpt = Checkpoint::open(&args.input)?;
-        let out_type = OutType::native(&ckpt);
-        let bars = indicatif::MultiProgress::new();
-        convert_checkpoint(&ckpt, out_type, false, &source_scratch.0, &bars, "convert")?;
-        source_scratch.0.clone()
-    } else {
-        args.input.clone()
-    };
+    let source = gguf_of(&args.input, &args.output)?;
+    let input = source.path().to_path_buf();
     let file = GgufFile::open(&input)?;
     let shape = PruneShape::of(&file).map_err(|e| anyhow!("{}: {e}", args.input.display()))?;
     let needs_stats = match args.method {

@@ -39,7 +39,14 @@ pub fn linear_backward(
     multiply(&mut dx, dy, w, rows, cols_out, cols_in);
     if let Some(dw) = dw {
         let mut g = vec![0.0f32; cols_out * cols_in];
-        multiply(&mut g, &transpose(dy, rows, cols_out), x, cols_out, rows, cols_in);
+        multiply(
+            &mut g,
+            &transpose(dy, rows, cols_out),
+            x,
+            cols_out,
+            rows,
+            cols_in,
+        );
         dw.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
     }
     dx
@@ -71,14 +78,24 @@ pub fn rms_norm_backward(
 ) -> Vec<f32> {
     let d = w.len();
     let mut dx = vec![0.0f32; x.len()];
-    for (r, ((g, row), out)) in dy.chunks(d).zip(x.chunks(d)).zip(dx.chunks_mut(d)).enumerate() {
+    for (r, ((g, row), out)) in dy
+        .chunks(d)
+        .zip(x.chunks(d))
+        .zip(dx.chunks_mut(d))
+        .enumerate()
+    {
         let s = inv[r];
         if let Some(dw) = dw.as_deref_mut() {
             for ((a, &gi), &xi) in dw.iter_mut().zip(g).zip(row) {
                 *a += gi * xi * s;
             }
         }
-        let dot: f32 = g.iter().zip(w).zip(row).map(|((&gi, &wi), &xi)| gi * wi * xi).sum();
+        let dot: f32 = g
+            .iter()
+            .zip(w)
+            .zip(row)
+            .map(|((&gi, &wi), &xi)| gi * wi * xi)
+            .sum();
         let k = s * s * s * dot / d as f32;
         for (((o, &gi), &wi), &xi) in out.iter_mut().zip(g).zip(w).zip(row) {
             *o = s * gi * wi - k * xi;
@@ -192,7 +209,11 @@ pub fn attention_backward(
     let (t, hd) = (h.t, h.hd);
     let (qw, kw) = (h.n_head * hd, h.n_head_kv * hd);
     let scale = 1.0 / (hd as f32).sqrt();
-    let (mut dq, mut dk, mut dv) = (vec![0.0f32; q.len()], vec![0.0f32; k.len()], vec![0.0f32; v.len()]);
+    let (mut dq, mut dk, mut dv) = (
+        vec![0.0f32; q.len()],
+        vec![0.0f32; k.len()],
+        vec![0.0f32; v.len()],
+    );
     let mut dp = vec![0.0f32; t];
     for head in 0..h.n_head {
         let kv = h.kv_of(head);
@@ -226,7 +247,10 @@ fn sigmoid(x: f32) -> f32 {
 
 /// SwiGLU: `silu(gate) · up`.
 pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    gate.iter().zip(up).map(|(&g, &u)| g * sigmoid(g) * u).collect()
+    gate.iter()
+        .zip(up)
+        .map(|(&g, &u)| g * sigmoid(g) * u)
+        .collect()
 }
 
 /// Backward of [`swiglu`]: returns (dgate, dup).
@@ -250,7 +274,9 @@ pub(crate) mod tests {
         let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()

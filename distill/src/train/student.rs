@@ -105,7 +105,10 @@ impl Student {
                 name: t.info.name.clone(),
                 dims: t.info.dims.clone(),
                 ty: t.info.ggml_type,
-                trainable: matches!(t.info.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16),
+                trainable: matches!(
+                    t.info.ggml_type,
+                    GgmlType::F32 | GgmlType::F16 | GgmlType::BF16
+                ),
                 data,
             });
         }
@@ -168,7 +171,13 @@ impl Student {
     pub fn zero_grads(&self) -> Vec<Vec<f32>> {
         self.params
             .iter()
-            .map(|p| if p.trainable { vec![0.0; p.data.len()] } else { Vec::new() })
+            .map(|p| {
+                if p.trainable {
+                    vec![0.0; p.data.len()]
+                } else {
+                    Vec::new()
+                }
+            })
             .collect()
     }
 
@@ -245,7 +254,12 @@ impl Student {
         let (mut kl_sum, mut ce_sum) = (0.0, 0.0);
         for (r, row) in rows.iter().enumerate() {
             let z = &logits[r * s.n_vocab..][..s.n_vocab];
-            let (kl, ce) = row_loss(z, row, objective, &mut dlogits[r * s.n_vocab..][..s.n_vocab]);
+            let (kl, ce) = row_loss(
+                z,
+                row,
+                objective,
+                &mut dlogits[r * s.n_vocab..][..s.n_vocab],
+            );
             kl_sum += kl;
             ce_sum += ce;
         }
@@ -297,7 +311,9 @@ impl Student {
             let g = &mut grads[self.embd];
             for (pos, &tok) in tokens.iter().enumerate() {
                 let row = &mut g[tok as usize * d..][..d];
-                row.iter_mut().zip(&dx[pos * d..][..d]).for_each(|(a, b)| *a += b);
+                row.iter_mut()
+                    .zip(&dx[pos * d..][..d])
+                    .for_each(|(a, b)| *a += b);
             }
         }
         (kl_sum, ce_sum)
@@ -362,7 +378,7 @@ pub fn row_loss(z: &[f32], row: &TeacherRow, objective: Objective, dz: &mut [f32
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::ops::tests::{check_direction, noise};
     use super::*;
     use crate::sdd::Selection;
@@ -406,11 +422,20 @@ mod tests {
             .map(|(k, (name, dims))| {
                 let n = dims.iter().product::<u64>() as usize;
                 let data = if dims.len() == 1 {
-                    noise(n, seed + k as u64).iter().map(|v| 1.0 + 0.3 * v).collect()
+                    noise(n, seed + k as u64)
+                        .iter()
+                        .map(|v| 1.0 + 0.3 * v)
+                        .collect()
                 } else {
                     noise(n, seed + k as u64).iter().map(|v| 0.5 * v).collect()
                 };
-                Param { name, dims, ty: GgmlType::F32, data, trainable: true }
+                Param {
+                    name,
+                    dims,
+                    ty: GgmlType::F32,
+                    data,
+                    trainable: true,
+                }
             })
             .collect();
         Student::from_params(params, shape, 2).unwrap()
@@ -421,7 +446,10 @@ mod tests {
         (first..tokens.len() - 1)
             .map(|i| {
                 let logits: Vec<f32> = noise(16, 100 + i as u64).iter().map(|v| 3.0 * v).collect();
-                let sel = Selection { top_k: 5, max_rest: 0.0 };
+                let sel = Selection {
+                    top_k: 5,
+                    max_rest: 0.0,
+                };
                 TeacherRow::from_logits(&logits, tokens[i + 1], sel)
             })
             .collect()
@@ -440,8 +468,7 @@ mod tests {
             let f = |values: &[f32]| {
                 let mut s = student.clone();
                 s.params[i].data = values.to_vec();
-                let (kl, ce) =
-                    s.loss_and_grads(&tokens, 2, &rows, objective, &mut s.zero_grads());
+                let (kl, ce) = s.loss_and_grads(&tokens, 2, &rows, objective, &mut s.zero_grads());
                 kl + 0.5 * ce
             };
             check_direction(&f, &p.data, &grads[i], 7 + i as u64);
