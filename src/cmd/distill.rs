@@ -297,7 +297,7 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
 fn train(args: TrainArgs) -> Result<ExitCode> {
     use distill::train::{self, checkpoint, student::Objective, AdamW, Settings, TrainingData};
     super::set_threads(args.run.threads)?;
-    if args.steps == 0 || args.batch == 0 || !(args.lr > 0.0) {
+    if args.steps == 0 || args.batch == 0 || args.lr.is_nan() || args.lr <= 0.0 {
         anyhow::bail!("--steps, --batch and --lr must be positive");
     }
     let paths: Vec<&Path> = args.teacher_data.iter().map(PathBuf::as_path).collect();

@@ -319,7 +319,7 @@ pub enum Opened {
     /// The finished file already exists with this header: nothing to do.
     Complete,
     /// Ready to append; `chunks_done()` chunks are already in.
-    Writing(SddWriter),
+    Writing(Box<SddWriter>),
 }
 
 impl SddWriter {
@@ -389,7 +389,7 @@ impl SddWriter {
             .file
             .seek(SeekFrom::Start(kept_bytes))
             .map_err(|e| FormatError::io(&writer.partial, e))?;
-        Ok(Opened::Writing(writer))
+        Ok(Opened::Writing(Box::new(writer)))
     }
 
     /// Chunks already in the file (the next to write is this index).

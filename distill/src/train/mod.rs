@@ -184,6 +184,9 @@ fn chunk_loss(
     student.loss_and_grads(&tokens, data.first, &chunk.rows, objective, grads)
 }
 
+/// One buffer per tensor (empty for frozen ones).
+type Gradients = Vec<Vec<f32>>;
+
 /// One optimizer step on the batch of `step`.
 pub fn train_step(
     student: &mut Student,
@@ -193,7 +196,7 @@ pub fn train_step(
 ) -> StepReport {
     let step = adam.step;
     let picked = data.batch(settings, step);
-    let per_chunk: Vec<(Vec<Vec<f32>>, (f64, f64))> = picked
+    let per_chunk: Vec<(Gradients, (f64, f64))> = picked
         .par_iter()
         .map(|&c| {
             let mut g = student.zero_grads();

@@ -491,7 +491,7 @@ pub(crate) mod tests {
         let mut dz = vec![0.0; 20];
         row_loss(&z, &row, objective, &mut dz);
         let f = |z: &[f32]| {
-            let (kl, ce) = row_loss(z, &row, objective, &mut vec![0.0; 20]);
+            let (kl, ce) = row_loss(z, &row, objective, &mut [0.0; 20]);
             kl + 0.3 * ce
         };
         check_direction(&f, &z, &dz, 2);
