@@ -47,23 +47,10 @@ fn rename_a_token(src: &Path, dst: &Path) {
     w.finish().unwrap();
 }
 
-const BIG: [&str; 10] = [
-    "--hidden",
-    "512",
-    "--ffn",
-    "1536",
-    "--layers",
-    "4",
-    "--heads",
-    "8",
-    "--kv-heads",
-    "4",
-];
-
 #[test]
 fn dataset_killed_mid_run_resumes_to_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
-    let teacher = model(tmp.path(), "teacher", &BIG);
+    let teacher = model(tmp.path(), "teacher", &common::SLOW_MODEL);
     let text = text(tmp.path());
     let args = |out: &Path| {
         vec![

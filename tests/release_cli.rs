@@ -200,21 +200,7 @@ fn sigkill_mid_run_leaves_no_partial_gguf_and_the_next_run_completes() {
     let tmp = tempfile::tempdir().unwrap();
     let make = |name: &str| {
         let dir = tmp.path().join(name);
-        common::synth(
-            &dir.join("ck"),
-            &[
-                "--hidden",
-                "512",
-                "--ffn",
-                "1536",
-                "--layers",
-                "4",
-                "--heads",
-                "8",
-                "--kv-heads",
-                "4",
-            ],
-        );
+        common::synth(&dir.join("ck"), &common::SLOW_MODEL);
         std::fs::copy(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
             dir.join("text.txt"),

@@ -19,6 +19,29 @@ fn text(name: &str) -> PathBuf {
     common::shared().join("assets/text").join(name)
 }
 
+/// `smelt distill dataset` of the f32 stories260K over `text` (`-c 512`, k = 64) into `out`.
+fn teacher_dataset(dir: &Path, text: &Path, out: &Path, chunks: &str) {
+    let teacher = reference("stories260K-f32.gguf");
+    common::smelt_json(
+        dir,
+        &[
+            "distill",
+            "dataset",
+            p(&teacher),
+            "-f",
+            p(text),
+            "-o",
+            p(out),
+            "-c",
+            "512",
+            "--chunks",
+            chunks,
+            "--top-k",
+            "64",
+        ],
+    );
+}
+
 fn mean_kld(report: &serde_json::Value) -> f64 {
     report["kld"]["mean"].as_f64().unwrap()
 }
@@ -45,24 +68,7 @@ fn k64_datasets_match_the_full_vocabulary_kld() {
         ],
     );
     let eval = text("tinystories-eval.txt");
-    common::smelt_json(
-        dir,
-        &[
-            "distill",
-            "dataset",
-            p(&teacher),
-            "-f",
-            p(&eval),
-            "-o",
-            p(&made),
-            "-c",
-            "512",
-            "--chunks",
-            "40",
-            "--top-k",
-            "64",
-        ],
-    );
+    teacher_dataset(dir, &eval, &made, "40");
     let base_size = std::fs::metadata(&base).unwrap().len() as f64;
     for data in [&imported, &made] {
         let ratio = base_size / std::fs::metadata(data).unwrap().len() as f64;
@@ -112,22 +118,7 @@ fn distilling_a_student_with_a_layer_dropped_halves_its_heldout_kld() {
     );
     let dataset = |name: &str, text_name: &str, chunks: &str| {
         let out = dir.join(name);
-        common::smelt_json(
-            dir,
-            &[
-                "distill",
-                "dataset",
-                p(&teacher),
-                "-f",
-                p(&text(text_name)),
-                "-o",
-                p(&out),
-                "-c",
-                "512",
-                "--chunks",
-                chunks,
-            ],
-        );
+        teacher_dataset(dir, &text(text_name), &out, chunks);
         out
     };
     let calib = dataset("calib.sdd", "tinystories-calib.txt", "1000");

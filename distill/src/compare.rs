@@ -33,8 +33,9 @@ pub fn check_student(model: &Model, model_path: &Path, header: &Header) -> Resul
     Ok(())
 }
 
-/// ln of the student's probabilities: the row's maximum logit and log-sum-exp shift.
-fn log_softmax_shift(logits: &[f32]) -> (usize, f32) {
+/// The row's most likely token and its log-sum-exp shift (ln p_i = logit_i − shift); shared
+/// by the comparison and the training loss.
+pub fn log_softmax_shift(logits: &[f32]) -> (usize, f32) {
     let (mut imax, mut max) = (0, logits[0]);
     for (i, &v) in logits.iter().enumerate().skip(1) {
         if v > max {

@@ -43,6 +43,7 @@ pub fn selection_of(header: &Header) -> Selection {
     }
 }
 
+/// The stored rows of a chunk's scored logits (or log-probabilities: the same rows).
 fn rows_of(logits: &[f32], targets: &[u32], n_vocab: usize, sel: Selection) -> Vec<TeacherRow> {
     logits
         .par_chunks(n_vocab)
@@ -99,19 +100,15 @@ pub fn header_for_base(
             ),
         ));
     }
-    Ok(Header {
-        text: file_sha256(base_path)?,
-        n_ctx: base.n_ctx as u32,
-        n_chunks: n_chunks as u32,
-        ..header_for_model(
-            teacher,
-            teacher_path,
-            base_path,
-            &ChunkPlan::batched(base.n_ctx, n_chunks),
-            selection,
-            bos,
-        )?
-    })
+    // The base file stands for the text: its hash names the dataset's input.
+    header_for_model(
+        teacher,
+        teacher_path,
+        base_path,
+        &ChunkPlan::batched(base.n_ctx, n_chunks),
+        selection,
+        bos,
+    )
 }
 
 /// Converts the chunks of `base` that `writer` still lacks; `on_chunk` sees each chunk index.
@@ -129,13 +126,16 @@ pub fn write_from_base(
             continue;
         }
         let tokens = &base.tokens[c * n_ctx..(c + 1) * n_ctx];
-        let rows: Vec<TeacherRow> = slots
+        let log_probs: Vec<f32> = slots
             .par_chunks(row_slots(n_vocab))
-            .zip(tokens[first + 1..].par_iter())
-            .map(|(row, &t)| {
-                TeacherRow::from_logits(&decode_row(row, n_vocab), t, selection_of(&header))
-            })
+            .flat_map_iter(|row| decode_row(row, n_vocab))
             .collect();
+        let rows = rows_of(
+            &log_probs,
+            &tokens[first + 1..],
+            n_vocab,
+            selection_of(&header),
+        );
         writer.write_chunk(tokens, &rows)?;
         on_chunk(c);
     }

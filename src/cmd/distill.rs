@@ -313,7 +313,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let mut student = train::student::Student::load(source.path())?;
+    let mut student = train::student::Student::from_model(&model)?;
     let ckpt = {
         let mut name = args.output.file_name().unwrap_or_default().to_os_string();
         name.push(".ckpt");

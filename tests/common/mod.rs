@@ -133,6 +133,21 @@ pub fn smelt_json(cwd: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
 }
 
+/// `smelt dev synth` arguments for a model slow enough (4 blocks of 512) that a test can kill a
+/// run over it part-way through.
+pub const SLOW_MODEL: [&str; 10] = [
+    "--hidden",
+    "512",
+    "--ffn",
+    "1536",
+    "--layers",
+    "4",
+    "--heads",
+    "8",
+    "--kv-heads",
+    "4",
+];
+
 /// `smelt dev synth OUT ARGS…`, asserting success.
 pub fn synth(out: &Path, args: &[&str]) {
     let o = smelt()

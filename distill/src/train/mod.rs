@@ -169,13 +169,13 @@ pub struct StepReport {
     pub tokens: usize,
 }
 
-/// Runs `chunk` (BOS in front) through `student`, adding its gradient to `grads`.
+/// Runs `chunk` (BOS in front) through `student`, adding its gradient to `grads` if given.
 fn chunk_loss(
     student: &Student,
     data: &TrainingData,
     chunk: &Chunk,
     objective: Objective,
-    grads: &mut [Vec<f32>],
+    grads: Option<&mut [Vec<f32>]>,
 ) -> (f64, f64) {
     let mut tokens = chunk.tokens.clone();
     if let Some(b) = data.bos {
@@ -200,7 +200,8 @@ pub fn train_step(
         .par_iter()
         .map(|&c| {
             let mut g = student.zero_grads();
-            let losses = chunk_loss(student, data, &data.chunks[c], settings.objective, &mut g);
+            let chunk = &data.chunks[c];
+            let losses = chunk_loss(student, data, chunk, settings.objective, Some(&mut g));
             (g, losses)
         })
         .collect();
@@ -233,9 +234,8 @@ pub fn mean_kl(student: &Student, data: &TrainingData, max_chunks: usize) -> f64
     let sums: Vec<(f64, usize)> = data.chunks[..n]
         .par_iter()
         .map(|c| {
-            let mut g = student.zero_grads();
             (
-                chunk_loss(student, data, c, objective, &mut g).0,
+                chunk_loss(student, data, c, objective, None).0,
                 c.rows.len(),
             )
         })

@@ -2,14 +2,12 @@
 //! sequence keeping what the backward pass needs, and differentiated with respect to every
 //! float tensor (quantized tensors stay frozen).
 
-use std::path::Path;
-
 use eval::model::{Model, RopeMode};
 use formats::gguf::GgmlType;
 use formats::{FormatError, Result};
 
 use super::ops::{self, Heads, Rope};
-use crate::compare::row_kld;
+use crate::compare::{log_softmax_shift, row_kld};
 use crate::sdd::TeacherRow;
 
 /// One tensor of the student.
@@ -85,10 +83,11 @@ pub struct Objective {
 }
 
 impl Student {
-    /// Loads the GGUF at `path` (a `llama` model with normal RoPE and no biases).
-    pub fn load(path: &Path) -> Result<Student> {
-        let model = Model::open(path)?;
+    /// The tensors of an opened model, decoded to f32 (a `llama` model with normal RoPE and
+    /// no biases).
+    pub fn from_model(model: &Model) -> Result<Student> {
         let h = &model.hparams;
+        let path = model.file().path();
         if h.arch != "llama" || h.rope_mode != RopeMode::Normal {
             return Err(FormatError::new(
                 path,
@@ -181,8 +180,8 @@ impl Student {
             .collect()
     }
 
-    /// Runs one sequence (`tokens`, BOS already in place) and adds to `grads` the gradient of
-    /// the summed per-row loss; `rows[i]` is the teacher at position `first + i`, predicting
+    /// Runs one sequence (`tokens`, BOS already in place) and, with `grads`, adds to them the
+    /// gradient of the summed per-row loss (without, only the forward pass runs); `rows[i]` is the teacher at position `first + i`, predicting
     /// `tokens[first + i + 1]`. Returns the summed KL divergence and the summed cross-entropy.
     pub fn loss_and_grads(
         &self,
@@ -190,7 +189,7 @@ impl Student {
         first: usize,
         rows: &[TeacherRow],
         objective: Objective,
-        grads: &mut [Vec<f32>],
+        grads: Option<&mut [Vec<f32>]>,
     ) -> (f64, f64) {
         let s = self.shape;
         let (t, d) = (tokens.len(), s.n_embd);
@@ -263,6 +262,9 @@ impl Student {
             kl_sum += kl;
             ce_sum += ce;
         }
+        let Some(grads) = grads else {
+            return (kl_sum, ce_sum);
+        };
 
         let dnf = self.backward_linear(grads, &dlogits, &nf, self.output, (n_out, d, s.n_vocab));
         let dxs = ops::rms_norm_backward(
@@ -358,9 +360,7 @@ struct Saved {
 /// the weighted cross-entropy with the target; writes the gradient with respect to the logits
 /// `z` into `dz`. Returns (KL, cross-entropy).
 pub fn row_loss(z: &[f32], row: &TeacherRow, objective: Objective, dz: &mut [f32]) -> (f64, f64) {
-    let max = z.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: f64 = z.iter().map(|&v| ((v - max) as f64).exp()).sum();
-    let shift = max + sum.ln() as f32;
+    let (_, shift) = log_softmax_shift(z);
     let d = row.distribution();
     let (kl, q_listed, q_rest) = row_kld(z, shift, &row.ids, &d);
     let rest_scale = (d.rest_log_prob as f64).exp() / q_rest;
@@ -463,12 +463,12 @@ pub(crate) mod tests {
         let rows = teacher_rows(&tokens, 2);
         let objective = Objective { ce_weight: 0.5 };
         let mut grads = student.zero_grads();
-        student.loss_and_grads(&tokens, 2, &rows, objective, &mut grads);
+        student.loss_and_grads(&tokens, 2, &rows, objective, Some(&mut grads));
         for (i, p) in student.params.iter().enumerate() {
             let f = |values: &[f32]| {
                 let mut s = student.clone();
                 s.params[i].data = values.to_vec();
-                let (kl, ce) = s.loss_and_grads(&tokens, 2, &rows, objective, &mut s.zero_grads());
+                let (kl, ce) = s.loss_and_grads(&tokens, 2, &rows, objective, None);
                 kl + 0.5 * ce
             };
             check_direction(&f, &p.data, &grads[i], 7 + i as u64);
