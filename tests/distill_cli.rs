@@ -205,6 +205,29 @@ fn corrupt_truncated_and_mismatched_files_are_refused() {
     rename_a_token(&teacher, &other_tokenizer);
     common::assert_bad_input(&eval(&other_tokenizer, &data), "tokenizes differently");
 
+    // Training settings that cannot work are refused before any work.
+    for bad in [
+        ["--steps", "0"],
+        ["--checkpoint-every", "0"],
+        ["--eval-every", "0"],
+        ["--lr", "0"],
+    ] {
+        let student = tmp.path().join("student.gguf");
+        let mut args = vec![
+            "distill",
+            "train",
+            "--teacher-data",
+            s(&data),
+            "--student",
+            s(&teacher),
+            "-o",
+            s(&student),
+        ];
+        args.extend_from_slice(&bad);
+        common::assert_bad_input(&common::run(&args), "must be positive");
+        assert!(!student.exists());
+    }
+
     // An interrupted run may only be continued with the same settings.
     let resumed = tmp.path().join("resumed.sdd");
     let partial = tmp.path().join("resumed.sdd.partial");

@@ -297,8 +297,16 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
 fn train(args: TrainArgs) -> Result<ExitCode> {
     use distill::train::{self, checkpoint, student::Objective, AdamW, Settings, TrainingData};
     super::set_threads(args.run.threads)?;
-    if args.steps == 0 || args.batch == 0 || args.lr.is_nan() || args.lr <= 0.0 {
-        anyhow::bail!("--steps, --batch and --lr must be positive");
+    let intervals = [
+        args.steps,
+        args.batch,
+        args.checkpoint_every,
+        args.eval_every,
+    ];
+    if intervals.contains(&0) || args.lr.is_nan() || args.lr <= 0.0 {
+        anyhow::bail!(
+            "--steps, --batch, --checkpoint-every, --eval-every and --lr must be positive"
+        );
     }
     let paths: Vec<&Path> = args.teacher_data.iter().map(PathBuf::as_path).collect();
     let (data, header) = TrainingData::load(&paths)?;
