@@ -1,7 +1,7 @@
 //! Tier 2: smelt's forward pass against llama.cpp's own (the reference build's static libraries,
-//! driven by `scripts/llama_logits.cpp`): logits of a short prompt agree within 1e-3 max-abs on
-//! synthetic qwen2 (biases, NeoX RoPE) and untied GQA models, and within 5e-3 on the tiny-head
-//! f32 reference models (see `REFERENCE_TOLERANCE`).
+//! driven by `scripts/llama_logits.cpp`): the logits of a short (one-row attention kernel) and a
+//! longer prompt (tiled kernel) are bit-identical to llama.cpp's for the f32 reference models,
+//! a synthetic qwen2 (biases, NeoX RoPE) and an untied GQA model (see [`tolerance`]).
 
 mod common;
 
@@ -109,11 +109,18 @@ const PROMPT: &str = "Once upon a time, there was a little girl named Lily. She 
 /// Under 64 tokens: llama.cpp's one-row-at-a-time kernel with f16 accumulators.
 const SHORT_PROMPT: &str = "Once upon a time, there was a little girl named Lily.";
 
-/// What the reference models reach (measured: stories260K 2.7e-3–3.9e-3, tinystories-3M 1.02e-3),
-/// short of the 1e-3 aim: with heads of 8 and 32 values, a last-bit difference in a key or value
-/// before llama.cpp's f16 cache rounds it flips an f16 ulp (2^-11) that the next layers amplify.
-/// Closing it needs llama.cpp's exact f32 GEMM summation order (tinyBLAS / ggml_vec_dot_f32).
-const REFERENCE_TOLERANCE: f32 = 5e-3;
+/// How far smelt's logits may be from llama.cpp's. On an AVX-512 machine (where the reference
+/// build's `-march=native` takes tinyBLAS's 16-lane kernels, which smelt's float products, RoPE,
+/// SwiGLU and flash-attention kernels reproduce operation for operation) they must be identical;
+/// elsewhere llama.cpp sums in another order, and an f16 key/value cache amplifies last-bit
+/// differences in these tiny-head models up to a few 1e-3.
+fn tolerance() -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return 0.0;
+    }
+    5e-3
+}
 
 #[test]
 #[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
@@ -125,9 +132,14 @@ fn f32_reference_logits_match_llama_cpp() {
         "reference/stories260K/stories260K-f32.gguf",
         "reference/tinystories-3M/tinystories-3M-f32.gguf",
     ] {
-        let d = compare(&exe, &shared.join(model), PROMPT, tmp.path());
-        eprintln!("{model}: max |Δlogit| = {d:e}");
-        assert!(d < REFERENCE_TOLERANCE, "{model}: max |Δlogit| = {d}");
+        for prompt in [PROMPT, SHORT_PROMPT] {
+            let d = compare(&exe, &shared.join(model), prompt, tmp.path());
+            eprintln!(
+                "{model}, {} bytes of prompt: max |Δlogit| = {d:e}",
+                prompt.len()
+            );
+            assert!(d <= tolerance(), "{model}: max |Δlogit| = {d}");
+        }
     }
 }
 
@@ -179,7 +191,7 @@ fn synthetic_qwen2_and_untied_gqa_logits_match_llama_cpp() {
                 "{name}, {} bytes of prompt: max |Δlogit| = {d:e}",
                 prompt.len()
             );
-            assert!(d < 1e-3, "{name}: max |Δlogit| = {d}");
+            assert!(d <= tolerance(), "{name}: max |Δlogit| = {d}");
         }
     }
 }

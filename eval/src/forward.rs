@@ -5,14 +5,10 @@
 use half::f16;
 use rayon::prelude::*;
 
+use crate::attention;
 use crate::fastmath;
-use crate::linear::{decode_row, linear, multiply, multiply_transposed, Observer};
+use crate::linear::{decode_row, linear, Observer};
 use crate::model::{Layer, Model, RopeMode};
-
-/// ggml's CPU flash attention switches to its tiled f32 kernel from this many query rows per
-/// micro-batch; below it (short prompts, token-by-token decoding) it rounds queries to f16 and
-/// accumulates the weighted values in f16, which [`attend_f16_accumulator`] reproduces.
-const FA_TILE_ROWS: usize = 64;
 
 /// Keys and values of the positions one sequence has seen, per layer (f16-rounded f32,
 /// `n_past` rows of `n_head_kv · head_dim`).
@@ -93,7 +89,9 @@ impl<'m> Session<'m> {
             let normed = rms_norm(&x, &layer.ffn_norm, h.rms_eps);
             let mut gate = linear(model, &layer.gate, &normed, n_rows, &mut observer);
             let up = linear(model, &layer.up, &normed, n_rows, &mut observer);
-            swiglu(&mut gate, &up);
+            gate.par_chunks_mut(layer.gate.rows)
+                .zip(up.par_chunks(layer.gate.rows))
+                .for_each(|(g, u)| fastmath::swiglu_row(g, u));
             let down = linear(model, &layer.down, &gate, n_rows, &mut observer);
             add_in_place(&mut x, &down);
             if let (Some(o), Some(input)) = (observer.as_mut(), block_input) {
@@ -162,19 +160,9 @@ impl<'m> Session<'m> {
                 let keys = gather(&caches[s].keys[il]);
                 let values = gather(&caches[s].values[il]);
                 let mut out = vec![0.0f32; t * hd];
-                if n_rows < FA_TILE_ROWS {
-                    for (i, o) in out.chunks_mut(hd).enumerate() {
-                        let query = &queries[i * hd..(i + 1) * hd];
-                        attend_f16_accumulator(query, &keys, &values, n_past + i + 1, scale, o);
-                    }
-                } else {
-                    let mut scores = vec![0.0f32; t * n_kv];
-                    multiply_transposed(&mut scores, &queries, &keys, t, hd, n_kv);
-                    for (i, row) in scores.chunks_mut(n_kv).enumerate() {
-                        causal_softmax(row, n_past + i + 1, scale);
-                    }
-                    multiply(&mut out, &scores, &values, t, n_kv, hd);
-                }
+                attention::attend(
+                    &queries, &keys, &values, hd, n_past, n_rows, scale, &mut out,
+                );
                 out
             })
             .collect();
@@ -229,23 +217,46 @@ impl RopeTable {
     /// Rotates every head (of width `hd`) of `x`, rows of `row_width`; row `r` is at position
     /// `n_past + r % t`.
     fn apply(&self, x: &mut [f32], row_width: usize, hd: usize, t: usize, n_past: usize) {
-        let half = self.n_dims / 2;
         x.par_chunks_mut(row_width)
             .enumerate()
             .for_each(|(r, row)| {
                 let cs = &self.table[n_past + r % t];
                 for head in row.chunks_mut(hd) {
-                    for (i, &(c, s)) in cs.iter().enumerate() {
-                        let (a, b) = match self.mode {
-                            RopeMode::Normal => (2 * i, 2 * i + 1),
-                            RopeMode::Neox => (i, i + half),
-                        };
-                        let (x0, x1) = (head[a], head[b]);
-                        head[a] = x0 * c - x1 * s;
-                        head[b] = x0 * s + x1 * c;
-                    }
+                    rotate(head, cs, self.mode, self.n_dims / 2);
                 }
             });
+    }
+}
+
+/// ggml's `rotate_pairs` on one head: `(x0·cos − x1·sin, x0·sin + x1·cos)` with the first
+/// product of each fused, as the native build compiles it.
+fn rotate(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the feature the function is compiled for.
+            return unsafe { rotate_fma(head, cs, mode, half) };
+        }
+    }
+    rotate_portable(head, cs, mode, half)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn rotate_fma(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
+    rotate_portable(head, cs, mode, half)
+}
+
+#[inline(always)]
+fn rotate_portable(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
+    for (i, &(c, s)) in cs.iter().enumerate() {
+        let (a, b) = match mode {
+            RopeMode::Normal => (2 * i, 2 * i + 1),
+            RopeMode::Neox => (i, i + half),
+        };
+        let (x0, x1) = (head[a], head[b]);
+        head[a] = x0.mul_add(c, -(x1 * s));
+        head[b] = x0.mul_add(s, x1 * c);
     }
 }
 
@@ -262,19 +273,6 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
             .for_each(|(v, w)| *v = (*v * scale) * w);
     });
     out
-}
-
-/// `gate = silu(gate) · up` with `silu(x) = x / (1 + e^−x)`.
-fn swiglu(gate: &mut [f32], up: &[f32]) {
-    gate.par_chunks_mut(1024)
-        .zip(up.par_chunks(1024))
-        .for_each(|(g, u)| {
-            let mut e: Vec<f32> = g.iter().map(|v| -v).collect();
-            fastmath::exp_in_place(&mut e);
-            for ((g, u), e) in g.iter_mut().zip(u).zip(&e) {
-                *g = *g / (1.0 + e) * u;
-            }
-        });
 }
 
 fn add_in_place(x: &mut [f32], y: &[f32]) {
@@ -295,44 +293,6 @@ fn round_f16(x: &mut [f32]) {
         .for_each(|v| *v = f16::from_f32(*v).to_f32());
 }
 
-/// One query row through ggml's `flash_attn_ext_f16_one_chunk`: f16 query, online softmax, and
-/// the value accumulator rounded to f16 after every update. For heads narrower than ggml's SIMD
-/// step (64) the operation order is ggml's scalar one — products in f32 summed in f64, updates
-/// fused as the `-march=native` build fuses them — so the rounding steps land where llama.cpp's do.
-fn attend_f16_accumulator(
-    query: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    n_visible: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let hd = query.len();
-    let q: Vec<f32> = query.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
-    let (mut sum, mut max) = (0.0f32, f32::NEG_INFINITY);
-    out.fill(0.0);
-    for j in 0..n_visible {
-        let k = &keys[j * hd..(j + 1) * hd];
-        let dot: f64 = k.iter().zip(&q).map(|(a, b)| (a * b) as f64).sum();
-        let s = dot as f32 * scale;
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if s > max {
-            ms = (max - s).exp();
-            max = s;
-            out.iter_mut()
-                .for_each(|v| *v = f16::from_f32(*v * ms).to_f32());
-        } else {
-            vs = (s - max).exp();
-        }
-        for (acc, &v) in out.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
-            *acc = f16::from_f32(v.mul_add(vs, *acc)).to_f32();
-        }
-        sum = sum.mul_add(ms, vs);
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    out.iter_mut().for_each(|v| *v *= inv);
-}
-
 /// Columns `at..at + hd` of the first `rows` rows of `x` (rows of `width`), packed.
 fn gather_head(x: &[f32], rows: usize, width: usize, at: usize, hd: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(rows * hd);
@@ -340,16 +300,4 @@ fn gather_head(x: &[f32], rows: usize, width: usize, at: usize, hd: usize) -> Ve
         out.extend_from_slice(&x[r * width + at..r * width + at + hd]);
     }
     out
-}
-
-/// Softmax of `row[..n_visible] · scale`, zero beyond (the causal mask).
-fn causal_softmax(row: &mut [f32], n_visible: usize, scale: f32) {
-    let (seen, masked) = row.split_at_mut(n_visible);
-    let max = fastmath::max(seen) * scale;
-    seen.iter_mut().for_each(|v| *v = *v * scale - max);
-    fastmath::exp_in_place(seen);
-    let sum = fastmath::sum(seen);
-    let inv = 1.0 / sum;
-    seen.iter_mut().for_each(|v| *v *= inv);
-    masked.fill(0.0);
 }

@@ -2,8 +2,10 @@
 //! qwen2) over GGUF files of any type smelt decodes, llama.cpp's tokenizers, and the numbers
 //! llama.cpp's tools report — perplexity, KL divergence against a base model, importance matrices.
 
+pub mod attention;
 pub mod calibration;
 pub mod fastmath;
+pub mod float_gemm;
 pub mod forward;
 pub mod imatrix;
 pub mod kld;

@@ -12,7 +12,9 @@ use faer::{Accum, MatMut, MatRef, Par};
 use quantize::activation::ActivationForm;
 use rayon::prelude::*;
 
+use crate::float_gemm::{self, FloatWeight};
 use crate::model::{Model, Weight};
+use formats::gguf::GgmlType;
 
 /// Rows of a weight decoded per parallel task.
 const DECODE_ROWS: usize = 64;
@@ -56,8 +58,21 @@ pub fn linear(
             Cow::Owned(rounded)
         }
     };
+    if let Some(float) = float_weight(model, weight) {
+        return float_gemm::product(float, &x, n_rows, weight.cols, weight.rows);
+    }
     let w = decode(model, weight);
     multiply_transposed_in_blocks(&x, &w, n_rows, weight.cols, weight.rows)
+}
+
+/// F32 and F16 weights as the exact-order kernels read them (straight from the file).
+fn float_weight<'m>(model: &'m Model, weight: &Weight) -> Option<FloatWeight<'m>> {
+    let bytes = model.bytes(weight);
+    match weight.ty {
+        GgmlType::F32 => bytemuck::try_cast_slice(bytes).ok().map(FloatWeight::F32),
+        GgmlType::F16 => bytemuck::try_cast_slice(bytes).ok().map(FloatWeight::F16),
+        _ => None,
+    }
 }
 
 /// Weight rows per parallel GEMM task.
@@ -107,7 +122,7 @@ pub fn multiply(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: us
 /// The weight as f32 rows: borrowed straight from the file for F32 tensors, decoded otherwise.
 pub fn decode<'m>(model: &'m Model, weight: &Weight) -> Cow<'m, [f32]> {
     let bytes = model.bytes(weight);
-    if weight.ty == formats::gguf::GgmlType::F32 {
+    if weight.ty == GgmlType::F32 {
         if let Ok(floats) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
             return Cow::Borrowed(floats);
         }

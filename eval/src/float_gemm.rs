@@ -1,0 +1,483 @@
+//! Products with F32 and F16 weights summed in exactly the order llama.cpp's CPU backend sums
+//! them on an AVX-512 machine, so that an f32 model's logits equal llama.cpp's to the last bit
+//! rather than to a summation-order difference that an f16 key/value cache can amplify.
+//!
+//! ggml multiplies such weights in one of two ways (`ggml_compute_forward_mul_mat`):
+//! - llamafile's tinyBLAS (`sgemm.cpp`) when the batch has two or more rows, the weight's row
+//!   count is a multiple of 4 and its width a multiple of 16: every output element keeps 16 lane
+//!   sums, lane `l` fusing the products `k ≡ l (mod 16)` in order, and ends with
+//!   `_mm512_reduce_add_ps` ([`reduce16`]);
+//! - otherwise `ggml_vec_dot_f32`/`_f16`: four such 16-lane sums over steps of 64, folded
+//!   pairwise, reduced, then the leftover products added one by one.
+//!
+//! Each element's order is fixed, so tiling and threading change nothing in the result. The
+//! kernels run on AVX-512 (one register per 16 lanes) or AVX2+FMA (two registers), and portably
+//! with `mul_add` elsewhere — the same arithmetic, so the same bits, on every machine.
+
+use rayon::prelude::*;
+
+/// Lanes of one tinyBLAS / `ggml_vec_dot` accumulator on AVX-512.
+const LANES: usize = 16;
+/// `GGML_F32_STEP`: products per iteration of `ggml_vec_dot_f32`'s main loop (four accumulators).
+const VEC_DOT_STEP: usize = 64;
+/// Weight rows of one tile (tinyBLAS's `RM`).
+const TILE_ROWS: usize = 4;
+/// Activation rows handled by one parallel task.
+const TASK_ROWS: usize = 48;
+
+/// Weight rows in a float encoding the kernels read directly.
+#[derive(Clone, Copy)]
+pub enum FloatWeight<'a> {
+    /// f32 values.
+    F32(&'a [f32]),
+    /// IEEE half-precision bit patterns.
+    F16(&'a [u16]),
+}
+
+/// `x` (`n` rows of `k`, already rounded to the weight type's `vec_dot_type`) times `weight`ᵀ
+/// (`m` rows of `k`): `n` × `m`, row-major, each element summed in ggml's order.
+pub fn product(weight: FloatWeight, x: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * m];
+    let tiled = n >= 2 && k % LANES == 0 && m % TILE_ROWS == 0;
+    out.par_chunks_mut(TASK_ROWS * m)
+        .zip(x.par_chunks(TASK_ROWS * k))
+        .for_each(|(out, x)| match weight {
+            FloatWeight::F32(w) => run(w, x, k, m, out, tiled),
+            FloatWeight::F16(w) => run(w, x, k, m, out, tiled),
+        });
+    out
+}
+
+/// One task's rows through the best kernel this machine has.
+fn run<W: Element>(w: &[W], x: &[f32], k: usize, m: usize, out: &mut [f32], tiled: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked above).
+            return unsafe { x86::run_avx512(w, x, k, m, out, tiled) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+        {
+            // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+            return unsafe { x86::run_avx2(w, x, k, m, out, tiled) };
+        }
+    }
+    run_with::<Portable, W>(w, x, k, m, out, tiled);
+}
+
+/// A weight element type the kernels load 16 at a time.
+trait Element: Copy + Send + Sync {
+    /// The value as f32 (exact: f16 → f32 widening).
+    fn to_f32(self) -> f32;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Element for u16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::from_bits(self).to_f32()
+    }
+}
+
+/// 16 f32 lanes and the three operations both ggml kernels use on them.
+trait Lanes16: Copy {
+    /// Activation rows per tile (as many as the registers hold).
+    const TILE_COLS: usize;
+    fn zero() -> Self;
+    /// Loads 16 f32 values.
+    ///
+    /// # Safety
+    /// `p..p+16` must be readable and the CPU must have the kernel's features.
+    unsafe fn load_f32(p: *const f32) -> Self;
+    /// Loads 16 weight elements as f32.
+    ///
+    /// # Safety
+    /// As [`Lanes16::load_f32`].
+    unsafe fn load<W: Element>(p: *const W) -> Self;
+    /// `a · b + c` per lane, rounded once.
+    fn fma(a: Self, b: Self, c: Self) -> Self;
+    fn add(a: Self, b: Self) -> Self;
+    fn to_array(self) -> [f32; LANES];
+}
+
+/// `_mm512_reduce_add_ps` as GCC implements it: halves, quarters, then the pairs (0,2), (1,3).
+#[inline(always)]
+pub(crate) fn reduce16(v: [f32; LANES]) -> f32 {
+    let h: [f32; 8] = std::array::from_fn(|i| v[i + 8] + v[i]);
+    let q: [f32; 4] = std::array::from_fn(|i| h[i + 4] + h[i]);
+    (q[0] + q[2]) + (q[1] + q[3])
+}
+
+/// The portable lanes: plain arrays and `mul_add`.
+#[derive(Clone, Copy)]
+struct Portable([f32; LANES]);
+
+impl Lanes16 for Portable {
+    const TILE_COLS: usize = 1;
+    #[inline(always)]
+    fn zero() -> Self {
+        Portable([0.0; LANES])
+    }
+    #[inline(always)]
+    unsafe fn load_f32(p: *const f32) -> Self {
+        Portable(std::array::from_fn(|i| unsafe { *p.add(i) }))
+    }
+    #[inline(always)]
+    unsafe fn load<W: Element>(p: *const W) -> Self {
+        Portable(std::array::from_fn(|i| unsafe { (*p.add(i)).to_f32() }))
+    }
+    #[inline(always)]
+    fn fma(a: Self, b: Self, c: Self) -> Self {
+        Portable(std::array::from_fn(|i| a.0[i].mul_add(b.0[i], c.0[i])))
+    }
+    #[inline(always)]
+    fn add(a: Self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| a.0[i] + b.0[i]))
+    }
+    #[inline(always)]
+    fn to_array(self) -> [f32; LANES] {
+        self.0
+    }
+}
+
+/// Computes `out` (rows of `x` × rows of `w`) with lanes `L`, tiled or in `ggml_vec_dot` order.
+#[inline(always)]
+fn run_with<L: Lanes16, W: Element>(
+    w: &[W],
+    x: &[f32],
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+    tiled: bool,
+) {
+    let n = x.len() / k;
+    if !tiled {
+        for (row, out_row) in x.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
+            for (o, w_row) in out_row.iter_mut().zip(w.chunks_exact(k)) {
+                *o = vec_dot::<L, W>(w_row, row);
+            }
+        }
+        return;
+    }
+    let cols = L::TILE_COLS;
+    for r in (0..m).step_by(TILE_ROWS) {
+        let mut c = 0;
+        while c < n {
+            let width = cols.min(n - c);
+            // SAFETY: rows r..r+4 of w and c..c+width of x exist (m % 4 == 0, width ≤ n − c),
+            // each k long with k % 16 == 0; out holds n × m.
+            unsafe {
+                match width {
+                    6 => tile::<L, W, 6>(w, x, k, m, out, r, c),
+                    5 => tile::<L, W, 5>(w, x, k, m, out, r, c),
+                    4 => tile::<L, W, 4>(w, x, k, m, out, r, c),
+                    3 => tile::<L, W, 3>(w, x, k, m, out, r, c),
+                    2 => tile::<L, W, 2>(w, x, k, m, out, r, c),
+                    _ => tile::<L, W, 1>(w, x, k, m, out, r, c),
+                }
+            }
+            c += width;
+        }
+    }
+}
+
+/// tinyBLAS's `gemm_bloc<4, COLS>`: weight rows `r..r+4` against activation rows `c..c+COLS`.
+///
+/// # Safety
+/// See the caller: the rows must exist and `k` must be a multiple of 16.
+#[inline(always)]
+unsafe fn tile<L: Lanes16, W: Element, const COLS: usize>(
+    w: &[W],
+    x: &[f32],
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+    r: usize,
+    c: usize,
+) {
+    let mut acc = [[L::zero(); TILE_ROWS]; COLS];
+    let (wp, xp) = (w.as_ptr().add(r * k), x.as_ptr().add(c * k));
+    for l in (0..k).step_by(LANES) {
+        let a: [L; TILE_ROWS] = std::array::from_fn(|i| L::load(wp.add(i * k + l)));
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let b = L::load_f32(xp.add(j * k + l));
+            for i in 0..TILE_ROWS {
+                acc[i] = L::fma(a[i], b, acc[i]);
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        let o = &mut out[(c + j) * m + r..(c + j) * m + r + TILE_ROWS];
+        for (o, a) in o.iter_mut().zip(acc) {
+            *o = reduce16(a.to_array());
+        }
+    }
+}
+
+/// `ggml_vec_dot_f32` / `ggml_vec_dot_f16` on AVX-512: four accumulators over steps of 64,
+/// folded (0+2, 1+3, then 0+1), reduced, then the leftover products added in f32 (f32 weights, in
+/// the order the reference build's compiled code adds them) or f64 (f16 weights).
+#[inline(always)]
+fn vec_dot<L: Lanes16, W: Element>(w: &[W], x: &[f32]) -> f32 {
+    let k = x.len();
+    let main = k - k % VEC_DOT_STEP;
+    let mut sum = [L::zero(); 4];
+    for i in (0..main).step_by(VEC_DOT_STEP) {
+        for (j, s) in sum.iter_mut().enumerate() {
+            let at = i + j * LANES;
+            // SAFETY: at + 16 ≤ main ≤ k for both slices.
+            let (a, b) = unsafe { (L::load(w.as_ptr().add(at)), L::load_f32(x.as_ptr().add(at))) };
+            *s = L::fma(a, b, *s);
+        }
+    }
+    let folded = L::add(L::add(sum[0], sum[2]), L::add(sum[1], sum[3]));
+    let reduced = reduce16(folded.to_array());
+    if std::mem::size_of::<W>() == 4 {
+        // GCC 12 vectorizes `sumf += x[i]*y[i]` in groups of 16 and then 8 (multiply, then add
+        // lane by lane); only the last k mod 8 products are fused.
+        let unfused = main + (k - main) / 8 * 8;
+        let mut s = reduced;
+        for i in main..unfused {
+            s += w[i].to_f32() * x[i];
+        }
+        for i in unfused..k {
+            s = w[i].to_f32().mul_add(x[i], s);
+        }
+        s
+    } else {
+        // f16 × f16 products are exact in f32, so only the f64 additions' order matters.
+        let mut s = reduced as f64;
+        for i in main..k {
+            s += (w[i].to_f32() * x[i]) as f64;
+        }
+        s as f32
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The lanes as AVX-512 and AVX2 registers.
+
+    use std::arch::x86_64::*;
+
+    use super::{run_with, Element, Lanes16, LANES};
+
+    /// [`run_with`] compiled for AVX-512F.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn run_avx512<W: Element>(
+        w: &[W],
+        x: &[f32],
+        k: usize,
+        m: usize,
+        out: &mut [f32],
+        tiled: bool,
+    ) {
+        run_with::<Avx512, W>(w, x, k, m, out, tiled)
+    }
+
+    /// [`run_with`] compiled for AVX2, FMA and F16C.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn run_avx2<W: Element>(
+        w: &[W],
+        x: &[f32],
+        k: usize,
+        m: usize,
+        out: &mut [f32],
+        tiled: bool,
+    ) {
+        run_with::<Avx2, W>(w, x, k, m, out, tiled)
+    }
+
+    /// Loads 16 weight elements (f32 or f16 bits) as two halves of 8 f32.
+    #[inline(always)]
+    unsafe fn load_halves<W: Element>(p: *const W) -> (__m256, __m256) {
+        if std::mem::size_of::<W>() == 4 {
+            let p = p as *const f32;
+            (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+        } else {
+            let p = p as *const __m128i;
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(p)),
+                _mm256_cvtph_ps(_mm_loadu_si128(p.add(1))),
+            )
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx512(__m512);
+
+    impl Lanes16 for Avx512 {
+        const TILE_COLS: usize = 6;
+        #[inline(always)]
+        fn zero() -> Self {
+            // SAFETY: only instantiated inside run_avx512.
+            Avx512(unsafe { _mm512_setzero_ps() })
+        }
+        #[inline(always)]
+        unsafe fn load_f32(p: *const f32) -> Self {
+            Avx512(_mm512_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn load<W: Element>(p: *const W) -> Self {
+            if std::mem::size_of::<W>() == 4 {
+                Avx512(_mm512_loadu_ps(p as *const f32))
+            } else {
+                Avx512(_mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)))
+            }
+        }
+        #[inline(always)]
+        fn fma(a: Self, b: Self, c: Self) -> Self {
+            // SAFETY: only instantiated inside run_avx512.
+            Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn add(a: Self, b: Self) -> Self {
+            // SAFETY: only instantiated inside run_avx512.
+            Avx512(unsafe { _mm512_add_ps(a.0, b.0) })
+        }
+        #[inline(always)]
+        fn to_array(self) -> [f32; LANES] {
+            // SAFETY: __m512 and [f32; 16] have the same size and any bits are valid.
+            unsafe { std::mem::transmute(self.0) }
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx2(__m256, __m256);
+
+    impl Lanes16 for Avx2 {
+        const TILE_COLS: usize = 2;
+        #[inline(always)]
+        fn zero() -> Self {
+            // SAFETY: only instantiated inside run_avx2.
+            unsafe { Avx2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        unsafe fn load_f32(p: *const f32) -> Self {
+            Avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+        }
+        #[inline(always)]
+        unsafe fn load<W: Element>(p: *const W) -> Self {
+            let (lo, hi) = load_halves(p);
+            Avx2(lo, hi)
+        }
+        #[inline(always)]
+        fn fma(a: Self, b: Self, c: Self) -> Self {
+            // SAFETY: only instantiated inside run_avx2.
+            unsafe {
+                Avx2(
+                    _mm256_fmadd_ps(a.0, b.0, c.0),
+                    _mm256_fmadd_ps(a.1, b.1, c.1),
+                )
+            }
+        }
+        #[inline(always)]
+        fn add(a: Self, b: Self) -> Self {
+            // SAFETY: only instantiated inside run_avx2.
+            unsafe { Avx2(_mm256_add_ps(a.0, b.0), _mm256_add_ps(a.1, b.1)) }
+        }
+        #[inline(always)]
+        fn to_array(self) -> [f32; LANES] {
+            // SAFETY: two __m256 are 16 f32 and any bits are valid.
+            unsafe { std::mem::transmute((self.0, self.1)) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value with a long mantissa, so that summation order shows in the last bits.
+    fn awkward(i: usize) -> f32 {
+        ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 7) as f32 * 0.37)
+    }
+
+    /// tinyBLAS's and ggml_vec_dot's orders written out one element at a time.
+    fn reference(w: &[f32], x: &[f32], k: usize, tiled: bool) -> f32 {
+        let mut lanes = [[0.0f32; LANES]; 4];
+        if tiled {
+            for l in 0..k {
+                lanes[0][l % LANES] = w[l].mul_add(x[l], lanes[0][l % LANES]);
+            }
+            return reduce16(lanes[0]);
+        }
+        let main = k - k % VEC_DOT_STEP;
+        for l in 0..main {
+            let (acc, lane) = ((l % VEC_DOT_STEP) / LANES, l % LANES);
+            lanes[acc][lane] = w[l].mul_add(x[l], lanes[acc][lane]);
+        }
+        let folded: [f32; LANES] =
+            std::array::from_fn(|i| (lanes[0][i] + lanes[2][i]) + (lanes[1][i] + lanes[3][i]));
+        let mut s = reduce16(folded);
+        let fused_from = main + (k - main) / 8 * 8;
+        for l in main..k {
+            s = if l < fused_from {
+                s + w[l] * x[l]
+            } else {
+                w[l].mul_add(x[l], s)
+            };
+        }
+        s
+    }
+
+    #[test]
+    fn every_kernel_sums_in_ggml_order() {
+        for (n, k, m) in [
+            (7, 64, 12),
+            (13, 176, 8),
+            (1, 64, 8),
+            (5, 172, 8),
+            (3, 48, 6),
+        ] {
+            let w: Vec<f32> = (0..m * k).map(awkward).collect();
+            let x: Vec<f32> = (0..n * k).map(|i| awkward(i + 1000)).collect();
+            let tiled = n >= 2 && k % 16 == 0 && m % 4 == 0;
+            let got = product(FloatWeight::F32(&w), &x, n, k, m);
+            for t in 0..n {
+                for r in 0..m {
+                    let want = reference(&w[r * k..(r + 1) * k], &x[t * k..(t + 1) * k], k, tiled);
+                    assert_eq!(
+                        got[t * m + r].to_bits(),
+                        want.to_bits(),
+                        "{n}×{k}×{m} at {t},{r}"
+                    );
+                }
+            }
+            let mut portable = vec![0.0f32; n * m];
+            run_with::<Portable, f32>(&w, &x, k, m, &mut portable, tiled);
+            assert_eq!(got, portable, "{n}×{k}×{m}: portable kernel");
+        }
+    }
+
+    #[test]
+    fn f16_weights_are_widened_exactly() {
+        let (n, k, m) = (9, 96, 8);
+        let w16: Vec<u16> = (0..m * k)
+            .map(|i| half::f16::from_f32(awkward(i)).to_bits())
+            .collect();
+        let w32: Vec<f32> = w16
+            .iter()
+            .map(|&b| half::f16::from_bits(b).to_f32())
+            .collect();
+        let x: Vec<f32> = (0..n * k).map(|i| awkward(i + 7)).collect();
+        assert_eq!(
+            product(FloatWeight::F16(&w16), &x, n, k, m),
+            product(FloatWeight::F32(&w32), &x, n, k, m)
+        );
+    }
+}
