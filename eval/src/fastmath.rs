@@ -61,11 +61,18 @@ pub fn ggml_expf(x: f32) -> f32 {
         .mul_add(b, c(0x3d2b_9f17))
         .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
         .mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
-    if n.abs() > 192.0 {
-        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
-    }
     // _mm512_scalef_ps(j, n): j · 2ⁿ rounded once (exact in f64, then one rounding to f32).
-    (j as f64 * (n as f64).exp2()) as f32
+    let scaled =
+        (j as f64 * f64::from_bits(((n.clamp(-1000.0, 1000.0) as i64 + 1023) as u64) << 52)) as f32;
+    if n.abs() > 192.0 {
+        if n <= 0.0 {
+            0.0
+        } else {
+            f32::INFINITY
+        }
+    } else {
+        scaled
+    }
 }
 
 /// ggml's `ggml_vec_swiglu_f32` on one row: `gate = silu(gate) · up`, where the row's whole

@@ -36,7 +36,11 @@ impl TokenType {
 
 /// Which merging algorithm the vocabulary uses.
 enum Algorithm {
-    Spm,
+    /// SentencePiece merges; `newline_isolated` when no multi-character token contains `\n`, so
+    /// text can be tokenized line by line (no merge ever crosses a newline).
+    Spm {
+        newline_isolated: bool,
+    },
     Bpe(Box<bpe::Bpe>),
 }
 
@@ -118,7 +122,12 @@ impl Tokenizer {
             _ => None,
         };
         let (algorithm, default_bos, default_add_bos, default_prefix) = match model {
-            "llama" => (Algorithm::Spm, Some(1), true, true),
+            "llama" => {
+                let newline_isolated = !tokens
+                    .iter()
+                    .any(|t| t.chars().count() > 1 && t.contains('\n'));
+                (Algorithm::Spm { newline_isolated }, Some(1), true, true)
+            }
             "gpt2" => {
                 let pre = metadata
                     .get("tokenizer.ggml.pre")
@@ -188,13 +197,14 @@ impl Tokenizer {
                 }
                 Fragment::Text(raw) => {
                     match &self.algorithm {
-                        Algorithm::Spm => {
+                        &Algorithm::Spm { newline_isolated } => {
                             let mut text = String::with_capacity(raw.len() + 1);
                             if self.add_space_prefix && prev_special {
                                 text.push(' ');
                             }
                             text.push_str(raw);
-                            spm::tokenize(self, &text.replace(' ', "\u{2581}"), &mut out);
+                            let text = text.replace(' ', "\u{2581}");
+                            spm::tokenize(self, &text, newline_isolated, &mut out);
                         }
                         Algorithm::Bpe(bpe) => bpe.tokenize(self, raw, &mut out),
                     }

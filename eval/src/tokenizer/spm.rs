@@ -5,6 +5,8 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
+use rayon::prelude::*;
+
 use super::{utf8_len, Tokenizer};
 
 struct Symbol {
@@ -50,8 +52,28 @@ struct Session<'a> {
     rev_merge: HashMap<&'a [u8], (usize, usize)>,
 }
 
-/// Appends the tokens of `text` (spaces already escaped to `▁`) to `out`.
-pub(super) fn tokenize(vocab: &Tokenizer, text: &str, out: &mut Vec<u32>) {
+/// Appends the tokens of `text` (spaces already escaped to `▁`) to `out`. When no merge can cross
+/// a newline (`newline_isolated`) the lines are independent and are tokenized in parallel, each
+/// with its own small queue: the same tokens as one pass over the whole text, which is what
+/// llama.cpp does, many times faster on a perplexity corpus.
+pub(super) fn tokenize(vocab: &Tokenizer, text: &str, newline_isolated: bool, out: &mut Vec<u32>) {
+    if !newline_isolated {
+        return tokenize_piece(vocab, text, out);
+    }
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let tokens: Vec<Vec<u32>> = lines
+        .par_iter()
+        .map(|line| {
+            let mut tokens = Vec::new();
+            tokenize_piece(vocab, line, &mut tokens);
+            tokens
+        })
+        .collect();
+    tokens.iter().for_each(|t| out.extend_from_slice(t));
+}
+
+/// One pass of the merge queue over `text`.
+fn tokenize_piece(vocab: &Tokenizer, text: &str, out: &mut Vec<u32>) {
     let bytes = text.as_bytes();
     let mut symbols = Vec::new();
     let mut offs = 0;
