@@ -38,7 +38,7 @@ pub enum FloatWeight<'a> {
 /// (`m` rows of `k`): `n` × `m`, row-major, each element summed in ggml's order.
 pub fn product(weight: FloatWeight, x: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; n * m];
-    let tiled = n >= 2 && k % LANES == 0 && m % TILE_ROWS == 0;
+    let tiled = n >= 2 && k.is_multiple_of(LANES) && m.is_multiple_of(TILE_ROWS);
     out.par_chunks_mut(TASK_ROWS * m)
         .zip(x.par_chunks(TASK_ROWS * k))
         .for_each(|(out, x)| match weight {
@@ -446,7 +446,7 @@ mod tests {
         ] {
             let w: Vec<f32> = (0..m * k).map(awkward).collect();
             let x: Vec<f32> = (0..n * k).map(|i| awkward(i + 1000)).collect();
-            let tiled = n >= 2 && k % 16 == 0 && m % 4 == 0;
+            let tiled = n >= 2 && k.is_multiple_of(16) && m.is_multiple_of(4);
             let got = product(FloatWeight::F32(&w), &x, n, k, m);
             for t in 0..n {
                 for r in 0..m {
