@@ -6,7 +6,7 @@
 
 use half::f16;
 
-use crate::fastmath::ggml_expf;
+use crate::fastmath::{fma_dispatched, ggml_expf};
 use crate::float_gemm::reduce16;
 
 /// Query rows per micro-batch from which ggml takes the tiled kernel (`GGML_FA_TILE_Q`).
@@ -14,68 +14,31 @@ pub const TILE_ROWS: usize = 64;
 /// Keys per tile of the tiled kernel (`GGML_FA_TILE_KV`).
 const KV_TILE: usize = 64;
 
-/// Attention of `queries` (`t` rows of `hd`, positions `n_past..n_past + t`) over `keys` and
-/// `values` (rows of `hd`, f16-rounded, positions `0..`), scaled by `scale`, into `out`
-/// (`t` rows of `hd`): ggml's tiled kernel if `n_rows` (the micro-batch's query rows over all
-/// sequences) reaches [`TILE_ROWS`], its one-row kernel otherwise.
-#[allow(clippy::too_many_arguments)]
-pub fn attend(
-    queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    hd: usize,
-    n_past: usize,
-    n_rows: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { attend_avx2(queries, keys, values, hd, n_past, n_rows, scale, out) };
-        }
-    }
-    attend_portable(queries, keys, values, hd, n_past, n_rows, scale, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
-    queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    hd: usize,
-    n_past: usize,
-    n_rows: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    attend_portable(queries, keys, values, hd, n_past, n_rows, scale, out)
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_portable(
-    queries: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    hd: usize,
-    n_past: usize,
-    n_rows: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    if n_rows >= TILE_ROWS {
-        let key_tiles = transpose_key_tiles(keys, hd);
-        for (i, (q, o)) in queries.chunks(hd).zip(out.chunks_mut(hd)).enumerate() {
-            attend_tiled(q, &key_tiles, values, n_past + i + 1, scale, o);
-        }
-    } else {
-        for (i, (q, o)) in queries.chunks(hd).zip(out.chunks_mut(hd)).enumerate() {
-            attend_one_row_f16(q, keys, values, n_past + i + 1, scale, o);
+fma_dispatched! {
+    /// Attention of `queries` (`t` rows of `hd`, positions `n_past..n_past + t`) over `keys` and
+    /// `values` (rows of `hd`, f16-rounded, positions `0..`), scaled by `scale`, into `out`
+    /// (`t` rows of `hd`): ggml's tiled kernel if `n_rows` (the micro-batch's query rows over all
+    /// sequences) reaches [`TILE_ROWS`], its one-row kernel otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        queries: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        hd: usize,
+        n_past: usize,
+        n_rows: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        if n_rows >= TILE_ROWS {
+            let key_tiles = transpose_key_tiles(keys, hd);
+            for (i, (q, o)) in queries.chunks(hd).zip(out.chunks_mut(hd)).enumerate() {
+                attend_tiled(q, &key_tiles, values, n_past + i + 1, scale, o);
+            }
+        } else {
+            for (i, (q, o)) in queries.chunks(hd).zip(out.chunks_mut(hd)).enumerate() {
+                attend_one_row_f16(q, keys, values, n_past + i + 1, scale, o);
+            }
         }
     }
 }

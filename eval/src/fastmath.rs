@@ -1,31 +1,45 @@
-//! A vectorized `exp` for softmax-shaped work (attention rows, log-softmax over the vocabulary).
-//! libm's `expf` is a function call per element and took most of a small model's pass; this is the
-//! Cephes polynomial (about 1 ulp on the range softmax uses), written so the compiler vectorizes
-//! it, and compiled a second time for AVX2+FMA, chosen at run time.
+//! Vectorizable elementwise math. A Cephes `exp` for softmax-shaped work (log-softmax over the
+//! vocabulary; libm's `expf` is a function call per element and took most of a small model's
+//! pass), ggml's own `exp` polynomial and SwiGLU where llama.cpp's bits must be reproduced, and
+//! [`fma_dispatched`], which compiles such code a second time for AVX2+FMA, chosen at run time.
 
-/// `v = e^v` for every element (inputs below −87.3 give ≈ 0, as they underflow anyway).
-pub fn exp_in_place(values: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { exp_avx2(values) };
+/// Defines a function whose body is compiled twice — for AVX2+FMA, taken when the CPU has them,
+/// and portably — so that `mul_add` becomes one instruction instead of a libm call and loops
+/// vectorize, without building the whole crate for a newer CPU. Both compilations compute the
+/// same bits (`mul_add` is exactly rounded either way).
+macro_rules! fma_dispatched {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `fast` is compiled for (checked above).
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            portable($($arg),*)
         }
-    }
-    exp_portable(values)
+    };
 }
+pub(crate) use fma_dispatched;
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_avx2(values: &mut [f32]) {
-    exp_portable(values)
-}
-
-#[inline(always)]
-fn exp_portable(values: &mut [f32]) {
-    for v in values.iter_mut() {
-        *v = exp1(*v);
+fma_dispatched! {
+    /// `v = e^v` for every element (inputs below −87.3 give ≈ 0, as they underflow anyway).
+    pub fn exp_in_place(values: &mut [f32]) {
+        for v in values.iter_mut() {
+            *v = exp1(*v);
+        }
     }
 }
 
@@ -75,35 +89,18 @@ pub fn ggml_expf(x: f32) -> f32 {
     }
 }
 
-/// ggml's `ggml_vec_swiglu_f32` on one row: `gate = silu(gate) · up`, where the row's whole
-/// groups of 16 take `x / (1 + ggml_expf(−x))` and the rest libm's `expf`, as on AVX-512.
-pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { swiglu_avx2(gate, up) };
+fma_dispatched! {
+    /// ggml's `ggml_vec_swiglu_f32` on one row: `gate = silu(gate) · up`, where the row's whole
+    /// groups of 16 take `x / (1 + ggml_expf(−x))` and the rest libm's `expf`, as on AVX-512.
+    pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
+        let whole = gate.len() - gate.len() % 16;
+        let (vector, tail) = gate.split_at_mut(whole);
+        for (g, u) in vector.iter_mut().zip(up) {
+            *g = *g / (1.0 + ggml_expf(0.0 - *g)) * u;
         }
-    }
-    swiglu_portable(gate, up)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn swiglu_avx2(gate: &mut [f32], up: &[f32]) {
-    swiglu_portable(gate, up)
-}
-
-#[inline(always)]
-fn swiglu_portable(gate: &mut [f32], up: &[f32]) {
-    let whole = gate.len() - gate.len() % 16;
-    let (vector, tail) = gate.split_at_mut(whole);
-    for (g, u) in vector.iter_mut().zip(up) {
-        *g = *g / (1.0 + ggml_expf(0.0 - *g)) * u;
-    }
-    for (g, u) in tail.iter_mut().zip(&up[whole..]) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+        for (g, u) in tail.iter_mut().zip(&up[whole..]) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
     }
 }
 
@@ -139,33 +136,6 @@ pub fn for_each_exp(n: usize, x: impl Fn(usize) -> f32, mut f: impl FnMut(usize,
         b.iter().enumerate().for_each(|(i, &e)| f(start + i, e));
         start += len;
     }
-}
-
-/// Lanes of the partial maxima and sums below (enough for the compiler to use full vectors).
-const LANES: usize = 16;
-
-/// Largest element (−∞ for an empty slice), reduced in `LANES` interleaved partial maxima.
-pub fn max(values: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        acc.iter_mut().zip(c).for_each(|(a, &v)| *a = a.max(v));
-    }
-    tail.iter()
-        .chain(&acc)
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
-}
-
-/// Sum of the elements, in `LANES` interleaved partial sums.
-pub fn sum(values: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += v);
-    }
-    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
 }
 
 #[cfg(test)]

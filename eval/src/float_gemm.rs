@@ -71,6 +71,9 @@ fn run<W: Element>(w: &[W], x: &[f32], k: usize, m: usize, out: &mut [f32], tile
 trait Element: Copy + Send + Sync {
     /// The value as f32 (exact: f16 → f32 widening).
     fn to_f32(self) -> f32;
+
+    /// `ggml_vec_dot`'s last step: the products past its 64-wide main loop added to `sum`.
+    fn add_leftovers(sum: f32, w: &[Self], x: &[f32]) -> f32;
 }
 
 impl Element for f32 {
@@ -78,12 +81,38 @@ impl Element for f32 {
     fn to_f32(self) -> f32 {
         self
     }
+
+    /// In f32 and in the order the reference build's compiled code adds them: GCC 12 vectorizes
+    /// `sumf += x[i]*y[i]` in groups of 16 and then 8 (multiply, then add lane by lane); only the
+    /// last `len mod 8` products are fused.
+    #[inline(always)]
+    fn add_leftovers(mut sum: f32, w: &[f32], x: &[f32]) -> f32 {
+        let unfused = w.len() / 8 * 8;
+        for (w, x) in w[..unfused].iter().zip(x) {
+            sum += w * x;
+        }
+        for (w, x) in w[unfused..].iter().zip(&x[unfused..]) {
+            sum = w.mul_add(*x, sum);
+        }
+        sum
+    }
 }
 
 impl Element for u16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::f16::from_bits(self).to_f32()
+    }
+
+    /// In f64 (`ggml_vec_dot_f16`'s `ggml_float`); f16 × f16 products are exact in f32, so only
+    /// the additions' order matters.
+    #[inline(always)]
+    fn add_leftovers(sum: f32, w: &[u16], x: &[f32]) -> f32 {
+        let sum = w
+            .iter()
+            .zip(x)
+            .fold(sum as f64, |s, (w, x)| s + (w.to_f32() * x) as f64);
+        sum as f32
     }
 }
 
@@ -223,8 +252,8 @@ unsafe fn tile<L: Lanes16, W: Element, const COLS: usize>(
 }
 
 /// `ggml_vec_dot_f32` / `ggml_vec_dot_f16` on AVX-512: four accumulators over steps of 64,
-/// folded (0+2, 1+3, then 0+1), reduced, then the leftover products added in f32 (f32 weights, in
-/// the order the reference build's compiled code adds them) or f64 (f16 weights).
+/// folded (0+2, 1+3, then 0+1), reduced, then the leftover products added
+/// ([`Element::add_leftovers`]).
 #[inline(always)]
 fn vec_dot<L: Lanes16, W: Element>(w: &[W], x: &[f32]) -> f32 {
     let k = x.len();
@@ -239,27 +268,7 @@ fn vec_dot<L: Lanes16, W: Element>(w: &[W], x: &[f32]) -> f32 {
         }
     }
     let folded = L::add(L::add(sum[0], sum[2]), L::add(sum[1], sum[3]));
-    let reduced = reduce16(folded.to_array());
-    if std::mem::size_of::<W>() == 4 {
-        // GCC 12 vectorizes `sumf += x[i]*y[i]` in groups of 16 and then 8 (multiply, then add
-        // lane by lane); only the last k mod 8 products are fused.
-        let unfused = main + (k - main) / 8 * 8;
-        let mut s = reduced;
-        for i in main..unfused {
-            s += w[i].to_f32() * x[i];
-        }
-        for i in unfused..k {
-            s = w[i].to_f32().mul_add(x[i], s);
-        }
-        s
-    } else {
-        // f16 × f16 products are exact in f32, so only the f64 additions' order matters.
-        let mut s = reduced as f64;
-        for i in main..k {
-            s += (w[i].to_f32() * x[i]) as f64;
-        }
-        s as f32
-    }
+    W::add_leftovers(reduce16(folded.to_array()), &w[main..], &x[main..])
 }
 
 #[cfg(target_arch = "x86_64")]

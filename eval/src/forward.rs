@@ -6,7 +6,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::attention;
-use crate::fastmath;
+use crate::fastmath::{self, fma_dispatched};
 use crate::linear::{decode_row, linear, Observer};
 use crate::model::{Layer, Model, RopeMode};
 
@@ -228,35 +228,19 @@ impl RopeTable {
     }
 }
 
-/// ggml's `rotate_pairs` on one head: `(x0·cos − x1·sin, x0·sin + x1·cos)` with the first
-/// product of each fused, as the native build compiles it.
-fn rotate(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the feature the function is compiled for.
-            return unsafe { rotate_fma(head, cs, mode, half) };
+fma_dispatched! {
+    /// ggml's `rotate_pairs` on one head: `(x0·cos − x1·sin, x0·sin + x1·cos)` with the first
+    /// product of each fused, as the native build compiles it.
+    fn rotate(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
+        for (i, &(c, s)) in cs.iter().enumerate() {
+            let (a, b) = match mode {
+                RopeMode::Normal => (2 * i, 2 * i + 1),
+                RopeMode::Neox => (i, i + half),
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0.mul_add(c, -(x1 * s));
+            head[b] = x0.mul_add(s, x1 * c);
         }
-    }
-    rotate_portable(head, cs, mode, half)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "fma")]
-unsafe fn rotate_fma(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
-    rotate_portable(head, cs, mode, half)
-}
-
-#[inline(always)]
-fn rotate_portable(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
-    for (i, &(c, s)) in cs.iter().enumerate() {
-        let (a, b) = match mode {
-            RopeMode::Normal => (2 * i, 2 * i + 1),
-            RopeMode::Neox => (i, i + half),
-        };
-        let (x0, x1) = (head[a], head[b]);
-        head[a] = x0.mul_add(c, -(x1 * s));
-        head[b] = x0.mul_add(s, x1 * c);
     }
 }
 

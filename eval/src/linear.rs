@@ -1,6 +1,8 @@
 //! Matrix products against weights kept in their file encoding. Each call rounds the activations
-//! the way ggml's CPU backend does for that weight type (see [`ActivationForm`]), decodes the
-//! weight rows block by block into f32 and multiplies with faer's GEMM. Measured against keeping
+//! the way ggml's CPU backend does for that weight type (see [`ActivationForm`]). F32 and F16
+//! weights are then multiplied straight from the file in llama.cpp's own summation order
+//! ([`crate::float_gemm`]); quantized weights are decoded block by block into f32 and multiplied
+//! with faer's GEMM (equal to llama.cpp's up to summation order). For those, measured against keeping
 //! the weights quantized with integer dot products, this is the faster choice for batched prompt
 //! processing: decoding costs one pass over the weight per batch, while the product costs
 //! 2·batch flops per weight, and faer's f32 GEMM runs far above what integer kernels reach here.
@@ -58,21 +60,26 @@ pub fn linear(
             Cow::Owned(rounded)
         }
     };
-    if let Some(float) = float_weight(model, weight) {
-        return float_gemm::product(float, &x, n_rows, weight.cols, weight.rows);
+    let (k, m) = (weight.cols, weight.rows);
+    match weight.ty {
+        GgmlType::F32 => {
+            let w = as_words::<f32>(model.bytes(weight));
+            float_gemm::product(FloatWeight::F32(&w), &x, n_rows, k, m)
+        }
+        GgmlType::F16 => {
+            let w = as_words::<u16>(model.bytes(weight));
+            float_gemm::product(FloatWeight::F16(&w), &x, n_rows, k, m)
+        }
+        _ => multiply_transposed_in_blocks(&x, &decode(model, weight), n_rows, k, m),
     }
-    let w = decode(model, weight);
-    multiply_transposed_in_blocks(&x, &w, n_rows, weight.cols, weight.rows)
 }
 
-/// F32 and F16 weights as the exact-order kernels read them (straight from the file).
-fn float_weight<'m>(model: &'m Model, weight: &Weight) -> Option<FloatWeight<'m>> {
-    let bytes = model.bytes(weight);
-    match weight.ty {
-        GgmlType::F32 => bytemuck::try_cast_slice(bytes).ok().map(FloatWeight::F32),
-        GgmlType::F16 => bytemuck::try_cast_slice(bytes).ok().map(FloatWeight::F16),
-        _ => None,
-    }
+/// A float tensor's bytes as its elements: borrowed straight from the file (GGUF aligns tensor
+/// data), copied only if a file breaks that alignment.
+fn as_words<T: bytemuck::Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
+    bytemuck::try_cast_slice(bytes)
+        .map(Cow::Borrowed)
+        .unwrap_or_else(|_| Cow::Owned(bytemuck::pod_collect_to_vec(bytes)))
 }
 
 /// Weight rows per parallel GEMM task.
@@ -119,14 +126,9 @@ pub fn multiply(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: us
     matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
 }
 
-/// The weight as f32 rows: borrowed straight from the file for F32 tensors, decoded otherwise.
-pub fn decode<'m>(model: &'m Model, weight: &Weight) -> Cow<'m, [f32]> {
+/// A quantized weight decoded to f32 rows.
+fn decode(model: &Model, weight: &Weight) -> Vec<f32> {
     let bytes = model.bytes(weight);
-    if weight.ty == GgmlType::F32 {
-        if let Ok(floats) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
-            return Cow::Borrowed(floats);
-        }
-    }
     let row_bytes = bytes.len() / weight.rows;
     let mut out = vec![0.0f32; weight.rows * weight.cols];
     out.par_chunks_mut(weight.cols * DECODE_ROWS)
@@ -135,7 +137,7 @@ pub fn decode<'m>(model: &'m Model, weight: &Weight) -> Cow<'m, [f32]> {
             quantize::dequantize(weight.ty, src, dst)
                 .expect("types checked when the model was opened")
         });
-    Cow::Owned(out)
+    out
 }
 
 /// Decodes row `row` of `weight` (an embedding lookup).
