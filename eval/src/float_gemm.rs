@@ -470,6 +470,16 @@ mod tests {
             let mut portable = vec![0.0f32; n * m];
             run_with::<Portable, f32>(&w, &x, k, m, &mut portable, tiled);
             assert_eq!(got, portable, "{n}×{k}×{m}: portable kernel");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                let mut avx2 = vec![0.0f32; n * m];
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
+                unsafe { x86::run_avx2(&w, &x, k, m, &mut avx2, tiled) };
+                assert_eq!(got, avx2, "{n}×{k}×{m}: AVX2 kernel");
+            }
         }
     }
 
