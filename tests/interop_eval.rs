@@ -1,7 +1,8 @@
 //! Tier 2: smelt's forward pass against llama.cpp's own (the reference build's static libraries,
 //! driven by `scripts/llama_logits.cpp`): the logits of a short (one-row attention kernel) and a
 //! longer prompt (tiled kernel) are bit-identical to llama.cpp's for the f32 reference models,
-//! a synthetic qwen2 (biases, NeoX RoPE) and an untied GQA model (see [`tolerance`]).
+//! a synthetic qwen2 (biases, NeoX RoPE, heads of 64) and an untied GQA model (heads of 128) (see
+//! [`tolerance`]).
 
 mod common;
 
@@ -161,18 +162,18 @@ fn synthetic_qwen2_and_untied_gqa_logits_match_llama_cpp() {
                 "--hidden",
                 "128",
                 "--heads",
-                "4",
-                "--kv-heads",
                 "2",
+                "--kv-heads",
+                "1",
             ],
         ),
         (
             "llama-gqa-untied",
             vec![
                 "--hidden",
-                "128",
+                "512",
                 "--heads",
-                "8",
+                "4",
                 "--kv-heads",
                 "2",
                 "--untied",

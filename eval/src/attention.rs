@@ -7,7 +7,7 @@
 use half::f16;
 
 use crate::fastmath::{fma_dispatched, ggml_expf};
-use crate::float_gemm::reduce16;
+use crate::float_gemm::{dot_f16_values, reduce16};
 
 /// Query rows per micro-batch from which ggml takes the tiled kernel (`GGML_FA_TILE_Q`).
 pub const TILE_ROWS: usize = 64;
@@ -32,7 +32,13 @@ fma_dispatched! {
     ) {
         if n_rows >= TILE_ROWS {
             let key_tiles = transpose_key_tiles(keys, hd);
-            for (i, (q, o)) in queries.chunks(hd).zip(out.chunks_mut(hd)).enumerate() {
+            let blocked = match hd {
+                64 => attend_tiled_blocks::<64>(queries, &key_tiles, values, n_past, scale, out),
+                128 => attend_tiled_blocks::<128>(queries, &key_tiles, values, n_past, scale, out),
+                _ => 0,
+            };
+            let rows = queries.chunks(hd).zip(out.chunks_mut(hd)).enumerate().skip(blocked);
+            for (i, (q, o)) in rows {
                 attend_tiled(q, &key_tiles, values, n_past + i + 1, scale, o);
             }
         } else {
@@ -86,7 +92,7 @@ fn attend_tiled(
         }
         p.iter_mut().for_each(|s| *s *= scale);
         p[visible..].fill(f32::NEG_INFINITY);
-        let tile_max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let tile_max = max_of(&p);
         let new_max = max.max(tile_max);
         if new_max > max {
             let ms = (max - new_max).exp();
@@ -111,10 +117,118 @@ fn attend_tiled(
     out.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// Query rows [`attend_tiled_block`] takes at once.
+const QUERY_BLOCK: usize = 4;
+
+/// [`attend_tiled`] over the whole blocks of [`QUERY_BLOCK`] rows of `queries` (heads of width
+/// `HD`); returns how many rows it did (the rest are left to [`attend_tiled`]).
+#[inline(always)]
+fn attend_tiled_blocks<const HD: usize>(
+    queries: &[f32],
+    key_tiles: &[f32],
+    values: &[f32],
+    n_past: usize,
+    scale: f32,
+    out: &mut [f32],
+) -> usize {
+    let block = QUERY_BLOCK * HD;
+    let whole = queries.len() / block;
+    for (b, (q, o)) in queries.chunks_exact(block).zip(out.chunks_exact_mut(block)).enumerate() {
+        attend_tiled_block::<HD>(q, key_tiles, values, n_past + b * QUERY_BLOCK + 1, scale, o);
+    }
+    whole * QUERY_BLOCK
+}
+
+/// [`attend_tiled`] for [`QUERY_BLOCK`] consecutive query rows at once (row `r` sees
+/// `n_visible + r` keys), each row's arithmetic in exactly [`attend_tiled`]'s order; the rows
+/// share every key and value load and keep their scores and accumulators in registers.
+#[inline(always)]
+fn attend_tiled_block<const HD: usize>(
+    queries: &[f32],
+    key_tiles: &[f32],
+    values: &[f32],
+    n_visible: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let q: [[f32; HD]; QUERY_BLOCK] =
+        std::array::from_fn(|r| queries[r * HD..(r + 1) * HD].try_into().expect("HD wide"));
+    let mut acc = [[0.0f32; HD]; QUERY_BLOCK];
+    let mut sum = [0.0f32; QUERY_BLOCK];
+    let mut max = [f32::NEG_INFINITY; QUERY_BLOCK];
+    for start in (0..n_visible + QUERY_BLOCK - 1).step_by(KV_TILE) {
+        let tile = &key_tiles[start * HD..(start + KV_TILE) * HD];
+        let mut p = [[0.0f32; KV_TILE]; QUERY_BLOCK];
+        for (d, keys) in tile.chunks_exact(KV_TILE).enumerate() {
+            let keys: &[f32; KV_TILE] = keys.try_into().expect("tile row");
+            for (p, q) in p.iter_mut().zip(&q) {
+                for (s, &k) in p.iter_mut().zip(keys) {
+                    *s = k.mul_add(q[d], *s);
+                }
+            }
+        }
+        let mut visible = [0usize; QUERY_BLOCK];
+        for r in 0..QUERY_BLOCK {
+            let seen = (n_visible + r).saturating_sub(start).min(KV_TILE);
+            visible[r] = seen;
+            if seen == 0 {
+                continue;
+            }
+            let p = &mut p[r];
+            p.iter_mut().for_each(|s| *s *= scale);
+            p[seen..].fill(f32::NEG_INFINITY);
+            let tile_max = max_of(p);
+            let new_max = max[r].max(tile_max);
+            if new_max > max[r] {
+                let ms = (max[r] - new_max).exp();
+                acc[r].iter_mut().for_each(|v| *v *= ms);
+                sum[r] *= ms;
+            }
+            max[r] = new_max;
+            let mut tile_sum = 0.0f64;
+            for group in p.chunks_exact_mut(16) {
+                group.iter_mut().for_each(|v| *v = ggml_expf(*v - new_max));
+                tile_sum += reduce16(group.try_into().expect("16 lanes")) as f64;
+            }
+            sum[r] = (sum[r] as f64 + tile_sum) as f32;
+        }
+        let last = visible.iter().copied().max().unwrap_or(0);
+        for j in 0..last {
+            let v: &[f32; HD] = values[(start + j) * HD..(start + j + 1) * HD]
+                .try_into()
+                .expect("HD wide");
+            for r in 0..QUERY_BLOCK {
+                if j < visible[r] {
+                    let w = p[r][j];
+                    acc[r]
+                        .iter_mut()
+                        .zip(v)
+                        .for_each(|(a, &v)| *a = v.mul_add(w, *a));
+                }
+            }
+        }
+    }
+    for (r, o) in out.chunks_exact_mut(HD).enumerate() {
+        let inv = if sum[r] == 0.0 { 0.0 } else { 1.0 / sum[r] };
+        o.iter_mut().zip(&acc[r]).for_each(|(o, &a)| *o = a * inv);
+    }
+}
+
+/// The largest of a tile's scores. Maxima do not depend on the order they are taken in, so this
+/// runs in sixteen independent lanes instead of one long chain.
+#[inline(always)]
+fn max_of(p: &[f32; KV_TILE]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for group in p.chunks_exact(16) {
+        lanes.iter_mut().zip(group).for_each(|(m, &v)| *m = m.max(v));
+    }
+    lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
 /// One query row through ggml's `flash_attn_ext_f16_one_chunk`: f16 query, online softmax, and
-/// the value accumulator rounded to f16 after every update. For heads narrower than ggml's SIMD
-/// step (64) the operation order is ggml's scalar one — products in f32 summed in f64, updates
-/// fused as the `-march=native` build fuses them — so the rounding steps land where llama.cpp's do.
+/// the value accumulator rounded to f16 after every update. Scores take `ggml_vec_dot_f16`'s order
+/// ([`dot_f16_values`]); updates are fused as the `-march=native` build fuses them, so the rounding
+/// steps land where llama.cpp's do.
 #[inline(always)]
 fn attend_one_row_f16(
     query: &[f32],
@@ -130,8 +244,7 @@ fn attend_one_row_f16(
     out.fill(0.0);
     for j in 0..n_visible {
         let k = &keys[j * hd..(j + 1) * hd];
-        let dot: f64 = k.iter().zip(&q).map(|(a, b)| (a * b) as f64).sum();
-        let s = dot as f32 * scale;
+        let s = dot_f16_values(k, &q) * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
         if s > max {
             ms = (max - s).exp();
@@ -148,4 +261,41 @@ fn attend_one_row_f16(
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     out.iter_mut().for_each(|v| *v *= inv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value with a long mantissa, so that any change of operation order shows in the bits.
+    fn awkward(i: usize) -> f32 {
+        ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 7) as f32 * 0.37)
+    }
+
+    /// The blocked rows (heads of 64 and 128) give the one-row tiled kernel's bits, for a first
+    /// micro-batch and for one that continues a cache (blocks straddling tile borders).
+    #[test]
+    fn blocked_rows_equal_single_rows() {
+        for hd in [64, 128] {
+            for (n_past, t) in [(0, 150), (70, 67)] {
+                let n_kv = n_past + t;
+                let keys: Vec<f32> = (0..n_kv * hd).map(|i| awkward(3 * i + 1)).collect();
+                let values: Vec<f32> = (0..n_kv * hd).map(|i| awkward(5 * i + 2)).collect();
+                let queries: Vec<f32> = (0..t * hd).map(|i| 4.0 * awkward(7 * i)).collect();
+                let scale = 1.0 / (hd as f32).sqrt();
+                let mut out = vec![0.0f32; t * hd];
+                attend(&queries, &keys, &values, hd, n_past, t, scale, &mut out);
+                let tiles = transpose_key_tiles(&keys, hd);
+                for (i, q) in queries.chunks(hd).enumerate() {
+                    let mut one = vec![0.0f32; hd];
+                    attend_tiled(q, &tiles, &values, n_past + i + 1, scale, &mut one);
+                    let got = &out[i * hd..(i + 1) * hd];
+                    assert!(
+                        got.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "hd {hd}, n_past {n_past}, row {i}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1,12 +1,13 @@
 //! Vectorizable elementwise math. A Cephes `exp` for softmax-shaped work (log-softmax over the
 //! vocabulary; libm's `expf` is a function call per element and took most of a small model's
 //! pass), ggml's own `exp` polynomial and SwiGLU where llama.cpp's bits must be reproduced, and
-//! [`fma_dispatched`], which compiles such code a second time for AVX2+FMA, chosen at run time.
+//! [`fma_dispatched`], which compiles such code again for AVX-512 and AVX2+FMA, chosen at run time.
 
-/// Defines a function whose body is compiled twice — for AVX2+FMA, taken when the CPU has them,
-/// and portably — so that `mul_add` becomes one instruction instead of a libm call and loops
-/// vectorize, without building the whole crate for a newer CPU. Both compilations compute the
-/// same bits (`mul_add` is exactly rounded either way).
+/// Defines a function whose body is compiled three times — for AVX-512, for AVX2+FMA and
+/// portably, the best the CPU has taken at run time — so that `mul_add` becomes one instruction
+/// instead of a libm call and loops vectorize, without building the whole crate for a newer CPU.
+/// All compilations compute the same bits (`mul_add` is exactly rounded either way, and nothing
+/// is reassociated).
 macro_rules! fma_dispatched {
     ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$attr])*
@@ -16,6 +17,20 @@ macro_rules! fma_dispatched {
             fn portable($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512dq")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features `wide` is compiled for (checked above).
+                    return unsafe { wide($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn fast($($arg: $ty),*) $(-> $ret)? {

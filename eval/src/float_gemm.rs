@@ -116,6 +116,40 @@ impl Element for u16 {
     }
 }
 
+/// An f32 holding an f16 value (the key cache's and an f16-converted query's elements): products
+/// of two such values are exact in f32, and `ggml_vec_dot_f16` adds its leftovers in f64.
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+struct F16Value(f32);
+
+// SAFETY: `F16Value` is `repr(transparent)` over `f32`.
+unsafe impl bytemuck::TransparentWrapper<f32> for F16Value {}
+
+impl Element for F16Value {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self.0
+    }
+
+    #[inline(always)]
+    fn add_leftovers(sum: f32, w: &[F16Value], x: &[f32]) -> f32 {
+        let sum = w
+            .iter()
+            .zip(x)
+            .fold(sum as f64, |s, (w, x)| s + (w.0 * x) as f64);
+        sum as f32
+    }
+}
+
+/// `ggml_vec_dot_f16` of two rows of f16 values held as f32 (flash attention's query · key):
+/// its SIMD order over whole steps of 64, the rest in f64. Compiled into the caller, so a caller
+/// built for AVX-512 gets vector FMAs.
+#[inline(always)]
+pub(crate) fn dot_f16_values(a: &[f32], b: &[f32]) -> f32 {
+    use bytemuck::TransparentWrapper;
+    vec_dot::<Portable, F16Value>(F16Value::wrap_slice(a), b)
+}
+
 /// 16 f32 lanes and the three operations both ggml kernels use on them.
 trait Lanes16: Copy {
     /// Activation rows per tile (as many as the registers hold).
