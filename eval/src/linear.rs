@@ -18,9 +18,6 @@ use crate::float_gemm::{self, FloatWeight};
 use crate::model::{Model, Weight};
 use formats::gguf::GgmlType;
 
-/// Rows of a weight decoded per parallel task.
-const DECODE_ROWS: usize = 64;
-
 /// Sees the input of every matrix product before it is rounded (importance matrices, pruning
 /// statistics) and, optionally, each block's residual stream before and after it.
 pub trait Observer {
@@ -45,32 +42,59 @@ pub fn linear(
     n_rows: usize,
     observer: &mut Option<&mut dyn Observer>,
 ) -> Vec<f32> {
-    debug_assert_eq!(x.len(), n_rows * weight.cols);
-    if let Some(obs) = observer.as_deref_mut() {
-        obs.matmul_input(weight, x, n_rows);
-    }
-    let form = ActivationForm::for_weight(weight.ty);
-    let x: Cow<[f32]> = match form {
-        ActivationForm::F32 => Cow::Borrowed(x),
-        _ => {
-            let mut rounded = x.to_vec();
-            rounded
-                .par_chunks_mut(weight.cols)
-                .for_each(|row| form.round(row));
-            Cow::Owned(rounded)
+    let [out] = linears(model, [weight], x, n_rows, observer);
+    out
+}
+
+/// [`linear`] for several weights that read the same input (a block's query/key/value or
+/// gate/up projections): the input is rounded once per activation form, not once per weight.
+pub fn linears<const N: usize>(
+    model: &Model,
+    weights: [&Weight; N],
+    x: &[f32],
+    n_rows: usize,
+    observer: &mut Option<&mut dyn Observer>,
+) -> [Vec<f32>; N] {
+    let mut rounded: Vec<(ActivationForm, Vec<f32>)> = Vec::new();
+    weights.map(|weight| {
+        debug_assert_eq!(x.len(), n_rows * weight.cols);
+        if let Some(obs) = observer.as_deref_mut() {
+            obs.matmul_input(weight, x, n_rows);
         }
-    };
+        let form = ActivationForm::for_weight(weight.ty);
+        let x: &[f32] = match form {
+            ActivationForm::F32 => x,
+            _ => {
+                let at = match rounded.iter().position(|(f, _)| *f == form) {
+                    Some(at) => at,
+                    None => {
+                        let mut copy = x.to_vec();
+                        copy.par_chunks_mut(weight.cols)
+                            .for_each(|row| form.round(row));
+                        rounded.push((form, copy));
+                        rounded.len() - 1
+                    }
+                };
+                &rounded[at].1
+            }
+        };
+        product(model, weight, x, n_rows)
+    })
+}
+
+/// `x`, already rounded to `weight`'s activation form, times `weightᵀ`.
+fn product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize) -> Vec<f32> {
     let (k, m) = (weight.cols, weight.rows);
     match weight.ty {
         GgmlType::F32 => {
             let w = as_words::<f32>(model.bytes(weight));
-            float_gemm::product(FloatWeight::F32(&w), &x, n_rows, k, m)
+            float_gemm::product(FloatWeight::F32(&w), x, n_rows, k, m)
         }
         GgmlType::F16 => {
             let w = as_words::<u16>(model.bytes(weight));
-            float_gemm::product(FloatWeight::F16(&w), &x, n_rows, k, m)
+            float_gemm::product(FloatWeight::F16(&w), x, n_rows, k, m)
         }
-        _ => multiply_transposed_in_blocks(&x, &decode(model, weight), n_rows, k, m),
+        _ => quantized_product(model, weight, x, n_rows),
     }
 }
 
@@ -82,30 +106,29 @@ fn as_words<T: bytemuck::Pod>(bytes: &[u8]) -> Cow<'_, [T]> {
         .unwrap_or_else(|_| Cow::Owned(bytemuck::pod_collect_to_vec(bytes)))
 }
 
-/// Weight rows per parallel GEMM task.
-const GEMM_BLOCK: usize = 128;
+/// Weight rows per parallel task of a quantized product.
+const GEMM_BLOCK: usize = 192;
 
-/// `a` (`m` × `k`) · `b`ᵀ (`b` is `n` × `k`) as independent single-threaded products over blocks
-/// of `b`'s rows: each output element is summed the same way whatever the number of threads, so
-/// results do not depend on `-t`.
-fn multiply_transposed_in_blocks(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let blocks: Vec<Vec<f32>> = b
-        .par_chunks(GEMM_BLOCK * k)
-        .map(|rows| {
-            let nb = rows.len() / k;
-            let mut block = vec![0.0f32; m * nb];
-            multiply_transposed(&mut block, a, rows, m, k, nb);
-            block
-        })
-        .collect();
-    let mut out = vec![0.0f32; m * n];
-    out.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
-        for (bi, block) in blocks.iter().enumerate() {
-            let nb = block.len() / m;
-            row[bi * GEMM_BLOCK..bi * GEMM_BLOCK + nb]
-                .copy_from_slice(&block[r * nb..(r + 1) * nb]);
-        }
-    });
+/// `x` times a quantized `weight`ᵀ: each task decodes [`GEMM_BLOCK`] weight rows into a small
+/// buffer (hot in cache, never the whole matrix) and multiplies them with faer into its own
+/// columns of the output. Each product runs on one thread, so every output element is summed
+/// the same way whatever the number of threads: results do not depend on `-t`.
+fn quantized_product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize) -> Vec<f32> {
+    let (k, m) = (weight.cols, weight.rows);
+    let bytes = model.bytes(weight);
+    let row_bytes = bytes.len() / m;
+    let lhs = MatRef::from_row_major_slice(x, n_rows, k);
+    let mut out = vec![0.0f32; n_rows * m];
+    MatMut::from_row_major_slice_mut(&mut out, n_rows, m)
+        .par_col_chunks_mut(GEMM_BLOCK)
+        .zip(bytes.par_chunks(row_bytes * GEMM_BLOCK))
+        .for_each(|(dst, src)| {
+            let mut rows = vec![0.0f32; dst.ncols() * k];
+            quantize::dequantize(weight.ty, src, &mut rows)
+                .expect("types checked when the model was opened");
+            let rhs = MatRef::from_row_major_slice(&rows, dst.ncols(), k).transpose();
+            matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+        });
     out
 }
 
@@ -124,20 +147,6 @@ pub fn multiply(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: us
     let lhs = MatRef::from_row_major_slice(a, m, k);
     let rhs = MatRef::from_row_major_slice(b, k, n);
     matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
-}
-
-/// A quantized weight decoded to f32 rows.
-fn decode(model: &Model, weight: &Weight) -> Vec<f32> {
-    let bytes = model.bytes(weight);
-    let row_bytes = bytes.len() / weight.rows;
-    let mut out = vec![0.0f32; weight.rows * weight.cols];
-    out.par_chunks_mut(weight.cols * DECODE_ROWS)
-        .zip(bytes.par_chunks(row_bytes * DECODE_ROWS))
-        .for_each(|(dst, src)| {
-            quantize::dequantize(weight.ty, src, dst)
-                .expect("types checked when the model was opened")
-        });
-    out
 }
 
 /// Decodes row `row` of `weight` (an embedding lookup).

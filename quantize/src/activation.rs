@@ -5,6 +5,7 @@
 //! what lets smelt's perplexity and KL divergence agree with llama-perplexity's on quantized files.
 
 use formats::gguf::GgmlType;
+use half::slice::HalfFloatSliceExt;
 use half::f16;
 
 use crate::types::bf16;
@@ -45,7 +46,14 @@ impl ActivationForm {
     pub fn round(self, row: &mut [f32]) {
         match self {
             ActivationForm::F32 => {}
-            ActivationForm::F16 => row.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
+            ActivationForm::F16 => {
+                let mut halves = [f16::ZERO; 256];
+                for chunk in row.chunks_mut(halves.len()) {
+                    let halves = &mut halves[..chunk.len()];
+                    halves.convert_from_f32_slice(chunk);
+                    halves.convert_to_f32_slice(chunk);
+                }
+            }
             ActivationForm::BF16 => row
                 .iter_mut()
                 .for_each(|v| *v = f32::from_bits((bf16::from_f32(*v) as u32) << 16)),
@@ -58,7 +66,7 @@ impl ActivationForm {
 /// `quantize_row_q8_0` (the AVX2 path: `_mm256_round_ps` rounds half to even) followed by the
 /// dot product's use of the f16 scale.
 fn round_q8_0_block(x: &mut [f32]) {
-    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let amax = abs_max(x);
     let d = f16::from_f32(amax / 127.0).to_f32();
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     for v in x.iter_mut() {
@@ -68,22 +76,34 @@ fn round_q8_0_block(x: &mut [f32]) {
 
 /// `quantize_row_q8_K_ref`: the scale comes from the signed value of largest magnitude.
 fn round_q8_k_block(x: &mut [f32]) {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x.iter() {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let amax = abs_max(x);
     if amax == 0.0 {
         x.fill(0.0);
         return;
     }
+    // The first value of that magnitude, as ggml's strictly-greater scan keeps it.
+    let max = *x
+        .iter()
+        .find(|v| v.abs() == amax)
+        .expect("amax is the magnitude of one of the values");
     let iscale = -127.0 / max;
     let d = 1.0 / iscale;
     for v in x.iter_mut() {
         *v = nearest_int(iscale * *v).min(127) as f32 * d;
     }
+}
+
+/// The largest magnitude in `x` (NaNs ignored, as ggml's comparisons ignore them). A maximum
+/// does not depend on the order it is taken in, so this runs in independent lanes that vectorize
+/// instead of one long dependency chain.
+fn abs_max(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let mut groups = x.chunks_exact(lanes.len());
+    for group in &mut groups {
+        lanes.iter_mut().zip(group).for_each(|(m, v)| *m = m.max(v.abs()));
+    }
+    let rest = groups.remainder().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    lanes.iter().fold(rest, |m, &v| m.max(v))
 }
 
 #[cfg(test)]
