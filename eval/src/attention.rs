@@ -133,7 +133,11 @@ fn attend_tiled_blocks<const HD: usize>(
 ) -> usize {
     let block = QUERY_BLOCK * HD;
     let whole = queries.len() / block;
-    for (b, (q, o)) in queries.chunks_exact(block).zip(out.chunks_exact_mut(block)).enumerate() {
+    for (b, (q, o)) in queries
+        .chunks_exact(block)
+        .zip(out.chunks_exact_mut(block))
+        .enumerate()
+    {
         attend_tiled_block::<HD>(q, key_tiles, values, n_past + b * QUERY_BLOCK + 1, scale, o);
     }
     whole * QUERY_BLOCK
@@ -220,7 +224,10 @@ fn attend_tiled_block<const HD: usize>(
 fn max_of(p: &[f32; KV_TILE]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 16];
     for group in p.chunks_exact(16) {
-        lanes.iter_mut().zip(group).for_each(|(m, &v)| *m = m.max(v));
+        lanes
+            .iter_mut()
+            .zip(group)
+            .for_each(|(m, &v)| *m = m.max(v));
     }
     lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
@@ -291,7 +298,9 @@ mod tests {
                     attend_tiled(q, &tiles, &values, n_past + i + 1, scale, &mut one);
                     let got = &out[i * hd..(i + 1) * hd];
                     assert!(
-                        got.iter().zip(&one).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        got.iter()
+                            .zip(&one)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
                         "hd {hd}, n_past {n_past}, row {i}"
                     );
                 }

@@ -87,8 +87,13 @@ impl<'m> Session<'m> {
             let attn = linear(model, &layer.wo, &attn, n_rows, &mut observer);
             add_in_place(&mut x, &attn);
             let normed = rms_norm(&x, &layer.ffn_norm, h.rms_eps);
-            let [mut gate, up] =
-                linears(model, [&layer.gate, &layer.up], &normed, n_rows, &mut observer);
+            let [mut gate, up] = linears(
+                model,
+                [&layer.gate, &layer.up],
+                &normed,
+                n_rows,
+                &mut observer,
+            );
             gate.par_chunks_mut(layer.gate.rows)
                 .zip(up.par_chunks(layer.gate.rows))
                 .for_each(|(g, u)| fastmath::swiglu_row(g, u));
@@ -131,8 +136,13 @@ impl<'m> Session<'m> {
         let hd = h.head_dim;
         let q_width = h.n_head * hd;
         let kv_width = h.n_head_kv * hd;
-        let [mut q, mut k, mut v] =
-            linears(model, [&layer.wq, &layer.wk, &layer.wv], normed, n_rows, observer);
+        let [mut q, mut k, mut v] = linears(
+            model,
+            [&layer.wq, &layer.wk, &layer.wv],
+            normed,
+            n_rows,
+            observer,
+        );
         add_bias(&mut q, layer.bq.as_deref());
         add_bias(&mut k, layer.bk.as_deref());
         add_bias(&mut v, layer.bv.as_deref());

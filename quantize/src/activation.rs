@@ -5,8 +5,8 @@
 //! what lets smelt's perplexity and KL divergence agree with llama-perplexity's on quantized files.
 
 use formats::gguf::GgmlType;
-use half::slice::HalfFloatSliceExt;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use crate::types::bf16;
 use crate::types::search::nearest_int;
@@ -100,9 +100,15 @@ fn abs_max(x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];
     let mut groups = x.chunks_exact(lanes.len());
     for group in &mut groups {
-        lanes.iter_mut().zip(group).for_each(|(m, v)| *m = m.max(v.abs()));
+        lanes
+            .iter_mut()
+            .zip(group)
+            .for_each(|(m, v)| *m = m.max(v.abs()));
     }
-    let rest = groups.remainder().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let rest = groups
+        .remainder()
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()));
     lanes.iter().fold(rest, |m, &v| m.max(v))
 }
 
