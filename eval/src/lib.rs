@@ -8,6 +8,7 @@ pub mod fastmath;
 pub mod float_gemm;
 pub mod forward;
 pub mod imatrix;
+pub mod kquant_gemm;
 pub mod kld;
 pub mod linear;
 pub mod model;

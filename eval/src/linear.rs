@@ -15,6 +15,7 @@ use quantize::activation::ActivationForm;
 use rayon::prelude::*;
 
 use crate::float_gemm::{self, FloatWeight};
+use crate::kquant_gemm::{self, Q8kRows};
 use crate::model::{Model, Weight};
 use formats::gguf::GgmlType;
 
@@ -56,10 +57,15 @@ pub fn linears<const N: usize>(
     observer: &mut Option<&mut dyn Observer>,
 ) -> [Vec<f32>; N] {
     let mut rounded: Vec<(ActivationForm, Vec<f32>)> = Vec::new();
+    let mut q8k: Option<Q8kRows> = None;
     weights.map(|weight| {
         debug_assert_eq!(x.len(), n_rows * weight.cols);
         if let Some(obs) = observer.as_deref_mut() {
             obs.matmul_input(weight, x, n_rows);
+        }
+        if kquant_gemm::applies(weight.ty, weight.rows, weight.cols) {
+            let x = q8k.get_or_insert_with(|| Q8kRows::new(x, n_rows));
+            return kquant_gemm::product(weight.ty, model.bytes(weight), x, weight.rows);
         }
         let form = ActivationForm::for_weight(weight.ty);
         let x: &[f32] = match form {

@@ -74,12 +74,23 @@ fn round_q8_0_block(x: &mut [f32]) {
     }
 }
 
-/// `quantize_row_q8_K_ref`: the scale comes from the signed value of largest magnitude.
+/// `quantize_row_q8_K_ref` on one block of 256 (rounded back to f32 values in place).
 fn round_q8_k_block(x: &mut [f32]) {
+    let mut levels = [0i8; QK_K];
+    let d = q8_k_block(x, &mut levels);
+    for (v, &q) in x.iter_mut().zip(&levels) {
+        *v = q as f32 * d;
+    }
+}
+
+/// `quantize_row_q8_K_ref` on one block of 256: writes the levels and returns the scale `d`
+/// (value = level · d; 0 for an all-zero block). The scale comes from the signed value of
+/// largest magnitude, which maps to −127.
+pub fn q8_k_block(x: &[f32], levels: &mut [i8]) -> f32 {
     let amax = abs_max(x);
     if amax == 0.0 {
-        x.fill(0.0);
-        return;
+        levels.fill(0);
+        return 0.0;
     }
     // The first value of that magnitude, as ggml's strictly-greater scan keeps it.
     let max = *x
@@ -87,10 +98,10 @@ fn round_q8_k_block(x: &mut [f32]) {
         .find(|v| v.abs() == amax)
         .expect("amax is the magnitude of one of the values");
     let iscale = -127.0 / max;
-    let d = 1.0 / iscale;
-    for v in x.iter_mut() {
-        *v = nearest_int(iscale * *v).min(127) as f32 * d;
+    for (q, &v) in levels.iter_mut().zip(x) {
+        *q = nearest_int(iscale * v).min(127) as i8;
     }
+    1.0 / iscale
 }
 
 /// The largest magnitude in `x` (NaNs ignored, as ggml's comparisons ignore them). A maximum

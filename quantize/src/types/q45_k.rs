@@ -204,41 +204,49 @@ impl KQuant {
         }
     }
 
+    /// One super-block's levels (in value order), group scales and mins, `d` and `dmin`:
+    /// value `i` is `d·scales[g]·levels[i] − dmin·mins[g]`, `g = i / 32`.
+    pub fn unpack(self, yb: &[u8]) -> ([u8; QK_K], [u8; 8], [u8; 8], f32, f32) {
+        let qh = &yb[16..16 + self.qh_bytes()];
+        let ql = &yb[16 + self.qh_bytes()..];
+        let mut levels = [0u8; QK_K];
+        for (g, out) in levels.chunks_exact_mut(64).enumerate() {
+            let q = &ql[32 * g..32 * g + 32];
+            let (u1, u2) = (1u8 << (2 * g), 2u8 << (2 * g));
+            let high = |l: usize, bit: u8| {
+                if self.bits == 5 && qh[l] & bit != 0 {
+                    16
+                } else {
+                    0
+                }
+            };
+            for l in 0..32 {
+                out[l] = (q[l] & 0xF) + high(l, u1);
+                out[32 + l] = (q[l] >> 4) + high(l, u2);
+            }
+        }
+        let pairs: [(u8, u8); 8] = std::array::from_fn(|g| scale_min_k4(g, &yb[4..16]));
+        (
+            levels,
+            pairs.map(|(sc, _)| sc),
+            pairs.map(|(_, m)| m),
+            f16_at(yb, 0),
+            f16_at(yb, 2),
+        )
+    }
+
     /// Decodes super-blocks back to f32.
     pub fn dequantize(self, src: &[u8], dst: &mut [f32]) {
         for (yb, out) in src
             .chunks_exact(self.block_bytes())
             .zip(dst.chunks_exact_mut(QK_K))
         {
-            let d = f16_at(yb, 0);
-            let min = f16_at(yb, 2);
-            let qh = &yb[16..16 + self.qh_bytes()];
-            let ql = &yb[16 + self.qh_bytes()..];
-            let (mut u1, mut u2) = (1u8, 2u8);
-            for (g, j) in (0..QK_K).step_by(64).enumerate() {
-                let (sc, m) = scale_min_k4(2 * g, &yb[4..16]);
-                let (d1, m1) = (d * sc as f32, min * m as f32);
-                let (sc, m) = scale_min_k4(2 * g + 1, &yb[4..16]);
-                let (d2, m2) = (d * sc as f32, min * m as f32);
-                let q = &ql[32 * g..32 * g + 32];
-                for l in 0..32 {
-                    let high = if self.bits == 5 && qh[l] & u1 != 0 {
-                        16
-                    } else {
-                        0
-                    };
-                    out[j + l] = d1 * ((q[l] & 0xF) + high) as f32 - m1;
+            let (levels, scales, mins, d, dmin) = self.unpack(yb);
+            for (g, (out, levels)) in out.chunks_exact_mut(32).zip(levels.chunks_exact(32)).enumerate() {
+                let (dg, mg) = (d * scales[g] as f32, dmin * mins[g] as f32);
+                for (y, &q) in out.iter_mut().zip(levels) {
+                    *y = dg * q as f32 - mg;
                 }
-                for l in 0..32 {
-                    let high = if self.bits == 5 && qh[l] & u2 != 0 {
-                        16
-                    } else {
-                        0
-                    };
-                    out[j + 32 + l] = d2 * ((q[l] >> 4) + high) as f32 - m2;
-                }
-                u1 <<= 2;
-                u2 <<= 2;
             }
         }
     }

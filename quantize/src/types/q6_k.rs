@@ -72,29 +72,33 @@ fn quantize_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     }
 }
 
+/// One super-block's levels (−32..31, in value order), group scales and `d`.
+pub fn unpack(yb: &[u8]) -> ([i8; QK_K], [i8; 16], f32) {
+    let mut levels = [0i8; QK_K];
+    for h in 0..2 {
+        let ql = &yb[64 * h..64 * h + 64];
+        let qh = &yb[128 + 32 * h..128 + 32 * h + 32];
+        let y = &mut levels[128 * h..128 * h + 128];
+        for l in 0..32 {
+            y[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
+            y[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+            y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+            y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+        }
+    }
+    let scales = std::array::from_fn(|g| yb[SCALES + g] as i8);
+    (levels, scales, f16_at(yb, D))
+}
+
 /// Decodes super-blocks back to f32.
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     for (yb, out) in src
         .chunks_exact(BLOCK_BYTES)
         .zip(dst.chunks_exact_mut(QK_K))
     {
-        let d = f16_at(yb, D);
-        for h in 0..2 {
-            let ql = &yb[64 * h..64 * h + 64];
-            let qh = &yb[128 + 32 * h..128 + 32 * h + 32];
-            let sc = |k: usize| yb[SCALES + 8 * h + k] as i8 as f32;
-            let y = &mut out[128 * h..128 * h + 128];
-            for l in 0..32 {
-                let is = l / 16;
-                let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
-                let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-                let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-                let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
-                y[l] = d * sc(is) * q1 as f32;
-                y[l + 32] = d * sc(is + 2) * q2 as f32;
-                y[l + 64] = d * sc(is + 4) * q3 as f32;
-                y[l + 96] = d * sc(is + 6) * q4 as f32;
-            }
+        let (levels, scales, d) = unpack(yb);
+        for (i, (y, &q)) in out.iter_mut().zip(&levels).enumerate() {
+            *y = d * scales[i / 16] as f32 * q as f32;
         }
     }
 }
