@@ -6,38 +6,80 @@
 
 use half::f16;
 
-use crate::fastmath::{fma_dispatched, ggml_expf};
+use crate::fastmath::ggml_expf;
 use crate::float_gemm::{dot_f16_values, reduce16};
+use crate::lanes::{self, LaneKernel, Lanes16, LANES};
 
 /// Query rows per micro-batch from which ggml takes the tiled kernel (`GGML_FA_TILE_Q`).
 pub const TILE_ROWS: usize = 64;
 /// Keys per tile of the tiled kernel (`GGML_FA_TILE_KV`).
 const KV_TILE: usize = 64;
 
-fma_dispatched! {
-    /// Attention of `queries` (`t` rows of `hd`, positions `n_past..n_past + t`) over `keys` and
-    /// `values` (rows of `hd`, f16-rounded, positions `0..`), scaled by `scale`, into `out`
-    /// (`t` rows of `hd`): ggml's tiled kernel if `n_rows` (the micro-batch's query rows over all
-    /// sequences) reaches [`TILE_ROWS`], its one-row kernel otherwise.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attend(
-        queries: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        hd: usize,
-        n_past: usize,
-        n_rows: usize,
-        scale: f32,
-        out: &mut [f32],
-    ) {
-        if n_rows >= TILE_ROWS {
+/// Attention of `queries` (`t` rows of `hd`, positions `n_past..n_past + t`) over `keys` and
+/// `values` (rows of `hd`, f16-rounded, positions `0..`), scaled by `scale`, into `out` (`t` rows
+/// of `hd`): ggml's tiled kernel if `n_rows` (the micro-batch's query rows over all sequences)
+/// reaches [`TILE_ROWS`], its one-row kernel otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    queries: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    hd: usize,
+    n_past: usize,
+    n_rows: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    lanes::dispatch(Attend {
+        queries,
+        keys,
+        values,
+        hd,
+        n_past,
+        tiled: n_rows >= TILE_ROWS,
+        scale,
+        out,
+    })
+}
+
+/// [`attend`]'s arguments, as a kernel over the machine's lanes.
+struct Attend<'a> {
+    queries: &'a [f32],
+    keys: &'a [f32],
+    values: &'a [f32],
+    hd: usize,
+    n_past: usize,
+    tiled: bool,
+    scale: f32,
+    out: &'a mut [f32],
+}
+
+impl LaneKernel for Attend<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes16>(self) {
+        let Attend {
+            queries,
+            keys,
+            values,
+            hd,
+            n_past,
+            tiled,
+            scale,
+            out,
+        } = self;
+        if tiled {
             let key_tiles = transpose_key_tiles(keys, hd);
             let blocked = match hd {
-                64 => attend_tiled_blocks::<64>(queries, &key_tiles, values, n_past, scale, out),
-                128 => attend_tiled_blocks::<128>(queries, &key_tiles, values, n_past, scale, out),
+                64 => attend_tiled_blocks::<L, 4>(queries, &key_tiles, values, n_past, scale, out),
+                128 => attend_tiled_blocks::<L, 8>(queries, &key_tiles, values, n_past, scale, out),
                 _ => 0,
             };
-            let rows = queries.chunks(hd).zip(out.chunks_mut(hd)).enumerate().skip(blocked);
+            let rows = queries
+                .chunks(hd)
+                .zip(out.chunks_mut(hd))
+                .enumerate()
+                .skip(blocked);
             for (i, (q, o)) in rows {
                 attend_tiled(q, &key_tiles, values, n_past + i + 1, scale, o);
             }
@@ -120,10 +162,10 @@ fn attend_tiled(
 /// Query rows [`attend_tiled_block`] takes at once.
 const QUERY_BLOCK: usize = 4;
 
-/// [`attend_tiled`] over the whole blocks of [`QUERY_BLOCK`] rows of `queries` (heads of width
-/// `HD`); returns how many rows it did (the rest are left to [`attend_tiled`]).
+/// [`attend_tiled`] over the whole blocks of [`QUERY_BLOCK`] rows of `queries` (heads of
+/// `16·V`); returns how many rows it did (the rest are left to [`attend_tiled`]).
 #[inline(always)]
-fn attend_tiled_blocks<const HD: usize>(
+fn attend_tiled_blocks<L: Lanes16, const V: usize>(
     queries: &[f32],
     key_tiles: &[f32],
     values: &[f32],
@@ -131,23 +173,26 @@ fn attend_tiled_blocks<const HD: usize>(
     scale: f32,
     out: &mut [f32],
 ) -> usize {
-    let block = QUERY_BLOCK * HD;
+    let block = QUERY_BLOCK * V * LANES;
     let whole = queries.len() / block;
     for (b, (q, o)) in queries
         .chunks_exact(block)
         .zip(out.chunks_exact_mut(block))
         .enumerate()
     {
-        attend_tiled_block::<HD>(q, key_tiles, values, n_past + b * QUERY_BLOCK + 1, scale, o);
+        attend_tiled_block::<L, V>(q, key_tiles, values, n_past + b * QUERY_BLOCK + 1, scale, o);
     }
     whole * QUERY_BLOCK
 }
 
-/// [`attend_tiled`] for [`QUERY_BLOCK`] consecutive query rows at once (row `r` sees
+/// Lane vectors per tile of [`KV_TILE`] scores.
+const TILE_VECTORS: usize = KV_TILE / LANES;
+
+/// [`attend_tiled`] for [`QUERY_BLOCK`] consecutive query rows of `16·V` at once (row `r` sees
 /// `n_visible + r` keys), each row's arithmetic in exactly [`attend_tiled`]'s order; the rows
-/// share every key and value load and keep their scores and accumulators in registers.
+/// share every key and value load, and scores and accumulators live in lane registers.
 #[inline(always)]
-fn attend_tiled_block<const HD: usize>(
+fn attend_tiled_block<L: Lanes16, const V: usize>(
     queries: &[f32],
     key_tiles: &[f32],
     values: &[f32],
@@ -155,22 +200,26 @@ fn attend_tiled_block<const HD: usize>(
     scale: f32,
     out: &mut [f32],
 ) {
-    let q: [[f32; HD]; QUERY_BLOCK] =
-        std::array::from_fn(|r| queries[r * HD..(r + 1) * HD].try_into().expect("HD wide"));
-    let mut acc = [[0.0f32; HD]; QUERY_BLOCK];
+    let hd = V * LANES;
+    let mut acc = [[L::zero(); V]; QUERY_BLOCK];
     let mut sum = [0.0f32; QUERY_BLOCK];
     let mut max = [f32::NEG_INFINITY; QUERY_BLOCK];
     for start in (0..n_visible + QUERY_BLOCK - 1).step_by(KV_TILE) {
-        let tile = &key_tiles[start * HD..(start + KV_TILE) * HD];
-        let mut p = [[0.0f32; KV_TILE]; QUERY_BLOCK];
-        for (d, keys) in tile.chunks_exact(KV_TILE).enumerate() {
-            let keys: &[f32; KV_TILE] = keys.try_into().expect("tile row");
-            for (p, q) in p.iter_mut().zip(&q) {
-                for (s, &k) in p.iter_mut().zip(keys) {
-                    *s = k.mul_add(q[d], *s);
+        let tile = &key_tiles[start * hd..(start + KV_TILE) * hd];
+        let mut s = [[L::zero(); TILE_VECTORS]; QUERY_BLOCK];
+        for d in 0..hd {
+            // SAFETY: row d of the tile holds KV_TILE = 16·TILE_VECTORS values.
+            let keys: [L; TILE_VECTORS] = std::array::from_fn(|c| unsafe {
+                L::load_f32(tile.as_ptr().add(d * KV_TILE + c * LANES))
+            });
+            for (s, q) in s.iter_mut().zip(queries.chunks_exact(hd)) {
+                let q = L::splat(q[d]);
+                for (s, &k) in s.iter_mut().zip(&keys) {
+                    *s = L::fma(k, q, *s);
                 }
             }
         }
+        let mut p = [[0.0f32; KV_TILE]; QUERY_BLOCK];
         let mut visible = [0usize; QUERY_BLOCK];
         for r in 0..QUERY_BLOCK {
             let seen = (n_visible + r).saturating_sub(start).min(KV_TILE);
@@ -179,13 +228,17 @@ fn attend_tiled_block<const HD: usize>(
                 continue;
             }
             let p = &mut p[r];
+            for (c, v) in s[r].iter().enumerate() {
+                p[c * LANES..(c + 1) * LANES].copy_from_slice(&v.to_array());
+            }
             p.iter_mut().for_each(|s| *s *= scale);
             p[seen..].fill(f32::NEG_INFINITY);
-            let tile_max = max_of(p);
-            let new_max = max[r].max(tile_max);
+            let new_max = max[r].max(max_of(p));
             if new_max > max[r] {
                 let ms = (max[r] - new_max).exp();
-                acc[r].iter_mut().for_each(|v| *v *= ms);
+                acc[r]
+                    .iter_mut()
+                    .for_each(|v| *v = L::mul(*v, L::splat(ms)));
                 sum[r] *= ms;
             }
             max[r] = new_max;
@@ -198,23 +251,25 @@ fn attend_tiled_block<const HD: usize>(
         }
         let last = visible.iter().copied().max().unwrap_or(0);
         for j in 0..last {
-            let v: &[f32; HD] = values[(start + j) * HD..(start + j + 1) * HD]
-                .try_into()
-                .expect("HD wide");
+            let row = &values[(start + j) * hd..(start + j + 1) * hd];
+            // SAFETY: the row holds hd = 16·V values.
+            let v: [L; V] =
+                std::array::from_fn(|c| unsafe { L::load_f32(row.as_ptr().add(c * LANES)) });
             for r in 0..QUERY_BLOCK {
                 if j < visible[r] {
-                    let w = p[r][j];
-                    acc[r]
-                        .iter_mut()
-                        .zip(v)
-                        .for_each(|(a, &v)| *a = v.mul_add(w, *a));
+                    let w = L::splat(p[r][j]);
+                    for (a, &v) in acc[r].iter_mut().zip(&v) {
+                        *a = L::fma(v, w, *a);
+                    }
                 }
             }
         }
     }
-    for (r, o) in out.chunks_exact_mut(HD).enumerate() {
-        let inv = if sum[r] == 0.0 { 0.0 } else { 1.0 / sum[r] };
-        o.iter_mut().zip(&acc[r]).for_each(|(o, &a)| *o = a * inv);
+    for (r, o) in out.chunks_exact_mut(hd).enumerate() {
+        let inv = L::splat(if sum[r] == 0.0 { 0.0 } else { 1.0 / sum[r] });
+        for (o, a) in o.chunks_exact_mut(LANES).zip(&acc[r]) {
+            o.copy_from_slice(&L::mul(*a, inv).to_array());
+        }
     }
 }
 
@@ -279,8 +334,48 @@ mod tests {
         ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 7) as f32 * 0.37)
     }
 
-    /// The blocked rows (heads of 64 and 128) give the one-row tiled kernel's bits, for a first
-    /// micro-batch and for one that continues a cache (blocks straddling tile borders).
+    /// [`attend`] into a fresh output, so that each lane form can run it.
+    #[derive(Clone)]
+    struct Fresh<'a> {
+        queries: &'a [f32],
+        keys: &'a [f32],
+        values: &'a [f32],
+        hd: usize,
+        n_past: usize,
+        scale: f32,
+    }
+
+    impl LaneKernel for Fresh<'_> {
+        type Output = Vec<f32>;
+        fn run<L: Lanes16>(self) -> Vec<f32> {
+            let mut out = vec![0.0f32; self.queries.len()];
+            let Fresh {
+                queries,
+                keys,
+                values,
+                hd,
+                n_past,
+                scale,
+            } = self;
+            let tiled = true;
+            Attend {
+                queries,
+                keys,
+                values,
+                hd,
+                n_past,
+                tiled,
+                scale,
+                out: &mut out,
+            }
+            .run::<L>();
+            out
+        }
+    }
+
+    /// The blocked rows (heads of 64 and 128) give the one-row tiled kernel's bits with every
+    /// lane form, for a first micro-batch and for one that continues a cache (blocks straddling
+    /// tile borders).
     #[test]
     fn blocked_rows_equal_single_rows() {
         for hd in [64, 128] {
@@ -290,19 +385,27 @@ mod tests {
                 let values: Vec<f32> = (0..n_kv * hd).map(|i| awkward(5 * i + 2)).collect();
                 let queries: Vec<f32> = (0..t * hd).map(|i| 4.0 * awkward(7 * i)).collect();
                 let scale = 1.0 / (hd as f32).sqrt();
-                let mut out = vec![0.0f32; t * hd];
-                attend(&queries, &keys, &values, hd, n_past, t, scale, &mut out);
                 let tiles = transpose_key_tiles(&keys, hd);
-                for (i, q) in queries.chunks(hd).enumerate() {
-                    let mut one = vec![0.0f32; hd];
-                    attend_tiled(q, &tiles, &values, n_past + i + 1, scale, &mut one);
-                    let got = &out[i * hd..(i + 1) * hd];
-                    assert!(
-                        got.iter()
-                            .zip(&one)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "hd {hd}, n_past {n_past}, row {i}"
-                    );
+                let kernel = Fresh {
+                    queries: &queries,
+                    keys: &keys,
+                    values: &values,
+                    hd,
+                    n_past,
+                    scale,
+                };
+                for (form, out) in crate::lanes::tests::each_form(kernel) {
+                    for (i, q) in queries.chunks(hd).enumerate() {
+                        let mut one = vec![0.0f32; hd];
+                        attend_tiled(q, &tiles, &values, n_past + i + 1, scale, &mut one);
+                        let got = &out[i * hd..(i + 1) * hd];
+                        assert!(
+                            got.iter()
+                                .zip(&one)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{form} lanes, hd {hd}, n_past {n_past}, row {i}"
+                        );
+                    }
                 }
             }
         }

@@ -1,61 +1,20 @@
 //! Vectorizable elementwise math. A Cephes `exp` for softmax-shaped work (log-softmax over the
 //! vocabulary; libm's `expf` is a function call per element and took most of a small model's
 //! pass), ggml's own `exp` polynomial and SwiGLU where llama.cpp's bits must be reproduced, and
-//! [`fma_dispatched`], which compiles such code again for AVX-512 and AVX2+FMA, chosen at run time.
+//! the row loops run through [`lanes::dispatch`] so that they compile for AVX-512 and AVX2+FMA too.
 
-/// Defines a function whose body is compiled three times — for AVX-512, for AVX2+FMA and
-/// portably, the best the CPU has taken at run time — so that `mul_add` becomes one instruction
-/// instead of a libm call and loops vectorize, without building the whole crate for a newer CPU.
-/// All compilations compute the same bits (`mul_add` is exactly rounded either way, and nothing
-/// is reassociated).
-macro_rules! fma_dispatched {
-    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$attr])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn portable($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
-                    portable($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has the features `wide` is compiled for (checked above).
-                    return unsafe { wide($($arg),*) };
-                }
-                #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
-                unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
-                    portable($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has the features `fast` is compiled for (checked above).
-                    return unsafe { fast($($arg),*) };
-                }
+use crate::lanes::{self, Scalar};
+
+/// `v = e^v` for every element (inputs below −87.3 give ≈ 0, as they underflow anyway).
+pub fn exp_in_place(values: &mut [f32]) {
+    lanes::dispatch(Scalar(
+        #[inline(always)]
+        || {
+            for v in values.iter_mut() {
+                *v = exp1(*v);
             }
-            portable($($arg),*)
-        }
-    };
-}
-pub(crate) use fma_dispatched;
-
-fma_dispatched! {
-    /// `v = e^v` for every element (inputs below −87.3 give ≈ 0, as they underflow anyway).
-    pub fn exp_in_place(values: &mut [f32]) {
-        for v in values.iter_mut() {
-            *v = exp1(*v);
-        }
-    }
+        },
+    ))
 }
 
 #[inline(always)]
@@ -104,19 +63,22 @@ pub fn ggml_expf(x: f32) -> f32 {
     }
 }
 
-fma_dispatched! {
-    /// ggml's `ggml_vec_swiglu_f32` on one row: `gate = silu(gate) · up`, where the row's whole
-    /// groups of 16 take `x / (1 + ggml_expf(−x))` and the rest libm's `expf`, as on AVX-512.
-    pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
-        let whole = gate.len() - gate.len() % 16;
-        let (vector, tail) = gate.split_at_mut(whole);
-        for (g, u) in vector.iter_mut().zip(up) {
-            *g = *g / (1.0 + ggml_expf(0.0 - *g)) * u;
-        }
-        for (g, u) in tail.iter_mut().zip(&up[whole..]) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
-    }
+/// ggml's `ggml_vec_swiglu_f32` on one row: `gate = silu(gate) · up`, where the row's whole
+/// groups of 16 take `x / (1 + ggml_expf(−x))` and the rest libm's `expf`, as on AVX-512.
+pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
+    lanes::dispatch(Scalar(
+        #[inline(always)]
+        || {
+            let whole = gate.len() - gate.len() % 16;
+            let (vector, tail) = gate.split_at_mut(whole);
+            for (g, u) in vector.iter_mut().zip(up) {
+                *g = *g / (1.0 + ggml_expf(0.0 - *g)) * u;
+            }
+            for (g, u) in tail.iter_mut().zip(&up[whole..]) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+        },
+    ))
 }
 
 /// Elements handled per stack buffer by the row helpers.

@@ -16,8 +16,8 @@
 
 use rayon::prelude::*;
 
-/// Lanes of one tinyBLAS / `ggml_vec_dot` accumulator on AVX-512.
-const LANES: usize = 16;
+use crate::lanes::{self, LaneKernel, Lanes16, Portable, LANES};
+
 /// `GGML_F32_STEP`: products per iteration of `ggml_vec_dot_f32`'s main loop (four accumulators).
 const VEC_DOT_STEP: usize = 64;
 /// Weight rows of one tile (tinyBLAS's `RM`).
@@ -42,35 +42,55 @@ pub fn product(weight: FloatWeight, x: &[f32], n: usize, k: usize, m: usize) -> 
     out.par_chunks_mut(TASK_ROWS * m)
         .zip(x.par_chunks(TASK_ROWS * k))
         .for_each(|(out, x)| match weight {
-            FloatWeight::F32(w) => run(w, x, k, m, out, tiled),
-            FloatWeight::F16(w) => run(w, x, k, m, out, tiled),
+            FloatWeight::F32(w) => lanes::dispatch(Gemm {
+                w,
+                x,
+                k,
+                m,
+                out,
+                tiled,
+            }),
+            FloatWeight::F16(w) => lanes::dispatch(Gemm {
+                w,
+                x,
+                k,
+                m,
+                out,
+                tiled,
+            }),
         });
     out
 }
 
-/// One task's rows through the best kernel this machine has.
-fn run<W: Element>(w: &[W], x: &[f32], k: usize, m: usize, out: &mut [f32], tiled: bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { x86::run_avx512(w, x, k, m, out, tiled) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-            return unsafe { x86::run_avx2(w, x, k, m, out, tiled) };
-        }
+/// One task's rows (`x`, rows of `k`) times `w`ᵀ (`m` rows) into `out`, tiled or in
+/// `ggml_vec_dot` order ([`run_with`] with the machine's lanes).
+struct Gemm<'a, W> {
+    w: &'a [W],
+    x: &'a [f32],
+    k: usize,
+    m: usize,
+    out: &'a mut [f32],
+    tiled: bool,
+}
+
+impl<W: Element> LaneKernel for Gemm<'_, W> {
+    type Output = ();
+    #[inline(always)]
+    fn run<L: Lanes16>(self) {
+        run_with::<L, W>(self.w, self.x, self.k, self.m, self.out, self.tiled)
     }
-    run_with::<Portable, W>(w, x, k, m, out, tiled);
 }
 
 /// A weight element type the kernels load 16 at a time.
 trait Element: Copy + Send + Sync {
     /// The value as f32 (exact: f16 → f32 widening).
     fn to_f32(self) -> f32;
+
+    /// Loads 16 elements as f32 lanes.
+    ///
+    /// # Safety
+    /// As [`Lanes16::load_f32`].
+    unsafe fn load<L: Lanes16>(p: *const Self) -> L;
 
     /// `ggml_vec_dot`'s last step: the products past its 64-wide main loop added to `sum`.
     fn add_leftovers(sum: f32, w: &[Self], x: &[f32]) -> f32;
@@ -80,6 +100,11 @@ impl Element for f32 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
+    }
+
+    #[inline(always)]
+    unsafe fn load<L: Lanes16>(p: *const f32) -> L {
+        L::load_f32(p)
     }
 
     /// In f32 and in the order the reference build's compiled code adds them: GCC 12 vectorizes
@@ -102,6 +127,11 @@ impl Element for u16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         half::f16::from_bits(self).to_f32()
+    }
+
+    #[inline(always)]
+    unsafe fn load<L: Lanes16>(p: *const u16) -> L {
+        L::load_f16(p)
     }
 
     /// In f64 (`ggml_vec_dot_f16`'s `ggml_float`); f16 × f16 products are exact in f32, so only
@@ -132,6 +162,11 @@ impl Element for F16Value {
     }
 
     #[inline(always)]
+    unsafe fn load<L: Lanes16>(p: *const F16Value) -> L {
+        L::load_f32(p as *const f32)
+    }
+
+    #[inline(always)]
     fn add_leftovers(sum: f32, w: &[F16Value], x: &[f32]) -> f32 {
         let sum = w
             .iter()
@@ -150,65 +185,12 @@ pub(crate) fn dot_f16_values(a: &[f32], b: &[f32]) -> f32 {
     vec_dot::<Portable, F16Value>(F16Value::wrap_slice(a), b)
 }
 
-/// 16 f32 lanes and the three operations both ggml kernels use on them.
-trait Lanes16: Copy {
-    /// Activation rows per tile (as many as the registers hold).
-    const TILE_COLS: usize;
-    fn zero() -> Self;
-    /// Loads 16 f32 values.
-    ///
-    /// # Safety
-    /// `p..p+16` must be readable and the CPU must have the kernel's features.
-    unsafe fn load_f32(p: *const f32) -> Self;
-    /// Loads 16 weight elements as f32.
-    ///
-    /// # Safety
-    /// As [`Lanes16::load_f32`].
-    unsafe fn load<W: Element>(p: *const W) -> Self;
-    /// `a · b + c` per lane, rounded once.
-    fn fma(a: Self, b: Self, c: Self) -> Self;
-    fn add(a: Self, b: Self) -> Self;
-    fn to_array(self) -> [f32; LANES];
-}
-
 /// `_mm512_reduce_add_ps` as GCC implements it: halves, quarters, then the pairs (0,2), (1,3).
 #[inline(always)]
 pub(crate) fn reduce16(v: [f32; LANES]) -> f32 {
     let h: [f32; 8] = std::array::from_fn(|i| v[i + 8] + v[i]);
     let q: [f32; 4] = std::array::from_fn(|i| h[i + 4] + h[i]);
     (q[0] + q[2]) + (q[1] + q[3])
-}
-
-/// The portable lanes: plain arrays and `mul_add`.
-#[derive(Clone, Copy)]
-struct Portable([f32; LANES]);
-
-impl Lanes16 for Portable {
-    const TILE_COLS: usize = 1;
-    #[inline(always)]
-    fn zero() -> Self {
-        Portable([0.0; LANES])
-    }
-    #[inline(always)]
-    unsafe fn load_f32(p: *const f32) -> Self {
-        Portable(std::array::from_fn(|i| unsafe { *p.add(i) }))
-    }
-    #[inline(always)]
-    unsafe fn load<W: Element>(p: *const W) -> Self {
-        Portable(std::array::from_fn(|i| unsafe { (*p.add(i)).to_f32() }))
-    }
-    #[inline(always)]
-    fn fma(a: Self, b: Self, c: Self) -> Self {
-        Portable(std::array::from_fn(|i| a.0[i].mul_add(b.0[i], c.0[i])))
-    }
-    #[inline(always)]
-    fn add(a: Self, b: Self) -> Self {
-        Portable(std::array::from_fn(|i| a.0[i] + b.0[i]))
-    }
-    #[inline(always)]
-    fn to_array(self) -> [f32; LANES] {
-        self.0
-    }
 }
 
 /// Computes `out` (rows of `x` × rows of `w`) with lanes `L`, tiled or in `ggml_vec_dot` order.
@@ -269,7 +251,7 @@ unsafe fn tile<L: Lanes16, W: Element, const COLS: usize>(
     let mut acc = [[L::zero(); TILE_ROWS]; COLS];
     let (wp, xp) = (w.as_ptr().add(r * k), x.as_ptr().add(c * k));
     for l in (0..k).step_by(LANES) {
-        let a: [L; TILE_ROWS] = std::array::from_fn(|i| L::load(wp.add(i * k + l)));
+        let a: [L; TILE_ROWS] = std::array::from_fn(|i| W::load::<L>(wp.add(i * k + l)));
         for (j, acc) in acc.iter_mut().enumerate() {
             let b = L::load_f32(xp.add(j * k + l));
             for i in 0..TILE_ROWS {
@@ -297,148 +279,17 @@ fn vec_dot<L: Lanes16, W: Element>(w: &[W], x: &[f32]) -> f32 {
         for (j, s) in sum.iter_mut().enumerate() {
             let at = i + j * LANES;
             // SAFETY: at + 16 ≤ main ≤ k for both slices.
-            let (a, b) = unsafe { (L::load(w.as_ptr().add(at)), L::load_f32(x.as_ptr().add(at))) };
+            let (a, b) = unsafe {
+                (
+                    W::load::<L>(w.as_ptr().add(at)),
+                    L::load_f32(x.as_ptr().add(at)),
+                )
+            };
             *s = L::fma(a, b, *s);
         }
     }
     let folded = L::add(L::add(sum[0], sum[2]), L::add(sum[1], sum[3]));
     W::add_leftovers(reduce16(folded.to_array()), &w[main..], &x[main..])
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    //! The lanes as AVX-512 and AVX2 registers.
-
-    use std::arch::x86_64::*;
-
-    use super::{run_with, Element, Lanes16, LANES};
-
-    /// [`run_with`] compiled for AVX-512F.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn run_avx512<W: Element>(
-        w: &[W],
-        x: &[f32],
-        k: usize,
-        m: usize,
-        out: &mut [f32],
-        tiled: bool,
-    ) {
-        run_with::<Avx512, W>(w, x, k, m, out, tiled)
-    }
-
-    /// [`run_with`] compiled for AVX2, FMA and F16C.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn run_avx2<W: Element>(
-        w: &[W],
-        x: &[f32],
-        k: usize,
-        m: usize,
-        out: &mut [f32],
-        tiled: bool,
-    ) {
-        run_with::<Avx2, W>(w, x, k, m, out, tiled)
-    }
-
-    /// Loads 16 weight elements (f32 or f16 bits) as two halves of 8 f32.
-    #[inline(always)]
-    unsafe fn load_halves<W: Element>(p: *const W) -> (__m256, __m256) {
-        if std::mem::size_of::<W>() == 4 {
-            let p = p as *const f32;
-            (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
-        } else {
-            let p = p as *const __m128i;
-            (
-                _mm256_cvtph_ps(_mm_loadu_si128(p)),
-                _mm256_cvtph_ps(_mm_loadu_si128(p.add(1))),
-            )
-        }
-    }
-
-    #[derive(Clone, Copy)]
-    pub(super) struct Avx512(__m512);
-
-    impl Lanes16 for Avx512 {
-        const TILE_COLS: usize = 6;
-        #[inline(always)]
-        fn zero() -> Self {
-            // SAFETY: only instantiated inside run_avx512.
-            Avx512(unsafe { _mm512_setzero_ps() })
-        }
-        #[inline(always)]
-        unsafe fn load_f32(p: *const f32) -> Self {
-            Avx512(_mm512_loadu_ps(p))
-        }
-        #[inline(always)]
-        unsafe fn load<W: Element>(p: *const W) -> Self {
-            if std::mem::size_of::<W>() == 4 {
-                Avx512(_mm512_loadu_ps(p as *const f32))
-            } else {
-                Avx512(_mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)))
-            }
-        }
-        #[inline(always)]
-        fn fma(a: Self, b: Self, c: Self) -> Self {
-            // SAFETY: only instantiated inside run_avx512.
-            Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
-        }
-        #[inline(always)]
-        fn add(a: Self, b: Self) -> Self {
-            // SAFETY: only instantiated inside run_avx512.
-            Avx512(unsafe { _mm512_add_ps(a.0, b.0) })
-        }
-        #[inline(always)]
-        fn to_array(self) -> [f32; LANES] {
-            // SAFETY: __m512 and [f32; 16] have the same size and any bits are valid.
-            unsafe { std::mem::transmute(self.0) }
-        }
-    }
-
-    #[derive(Clone, Copy)]
-    pub(super) struct Avx2(__m256, __m256);
-
-    impl Lanes16 for Avx2 {
-        const TILE_COLS: usize = 2;
-        #[inline(always)]
-        fn zero() -> Self {
-            // SAFETY: only instantiated inside run_avx2.
-            unsafe { Avx2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
-        }
-        #[inline(always)]
-        unsafe fn load_f32(p: *const f32) -> Self {
-            Avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
-        }
-        #[inline(always)]
-        unsafe fn load<W: Element>(p: *const W) -> Self {
-            let (lo, hi) = load_halves(p);
-            Avx2(lo, hi)
-        }
-        #[inline(always)]
-        fn fma(a: Self, b: Self, c: Self) -> Self {
-            // SAFETY: only instantiated inside run_avx2.
-            unsafe {
-                Avx2(
-                    _mm256_fmadd_ps(a.0, b.0, c.0),
-                    _mm256_fmadd_ps(a.1, b.1, c.1),
-                )
-            }
-        }
-        #[inline(always)]
-        fn add(a: Self, b: Self) -> Self {
-            // SAFETY: only instantiated inside run_avx2.
-            unsafe { Avx2(_mm256_add_ps(a.0, b.0), _mm256_add_ps(a.1, b.1)) }
-        }
-        #[inline(always)]
-        fn to_array(self) -> [f32; LANES] {
-            // SAFETY: two __m256 are 16 f32 and any bits are valid.
-            unsafe { std::mem::transmute((self.0, self.1)) }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -501,19 +352,34 @@ mod tests {
                     );
                 }
             }
-            let mut portable = vec![0.0f32; n * m];
-            run_with::<Portable, f32>(&w, &x, k, m, &mut portable, tiled);
-            assert_eq!(got, portable, "{n}×{k}×{m}: portable kernel");
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-                && std::arch::is_x86_feature_detected!("f16c")
-            {
-                let mut avx2 = vec![0.0f32; n * m];
-                // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-                unsafe { x86::run_avx2(&w, &x, k, m, &mut avx2, tiled) };
-                assert_eq!(got, avx2, "{n}×{k}×{m}: AVX2 kernel");
+            for (form, out) in crate::lanes::tests::each_form(Fresh {
+                w: &w,
+                x: &x,
+                k,
+                m,
+                tiled,
+            }) {
+                assert_eq!(got, out, "{n}×{k}×{m}: {form} lanes");
             }
+        }
+    }
+
+    /// [`Gemm`] into a fresh output, so that each lane form can run it.
+    #[derive(Clone)]
+    struct Fresh<'a> {
+        w: &'a [f32],
+        x: &'a [f32],
+        k: usize,
+        m: usize,
+        tiled: bool,
+    }
+
+    impl LaneKernel for Fresh<'_> {
+        type Output = Vec<f32>;
+        fn run<L: Lanes16>(self) -> Vec<f32> {
+            let mut out = vec![0.0f32; self.x.len() / self.k * self.m];
+            run_with::<L, f32>(self.w, self.x, self.k, self.m, &mut out, self.tiled);
+            out
         }
     }
 

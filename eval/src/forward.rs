@@ -2,11 +2,12 @@
 //! attention over a key/value cache, SwiGLU. Keys and values are kept rounded to f16, as in
 //! llama.cpp's default cache, so that scores match llama-perplexity's.
 
-use half::f16;
+use quantize::activation::ActivationForm;
 use rayon::prelude::*;
 
 use crate::attention;
-use crate::fastmath::{self, fma_dispatched};
+use crate::fastmath;
+use crate::lanes::{self, Scalar};
 use crate::linear::{decode_row, linear, linears, Observer};
 use crate::model::{Layer, Model, RopeMode};
 
@@ -230,26 +231,30 @@ impl RopeTable {
             .enumerate()
             .for_each(|(r, row)| {
                 let cs = &self.table[n_past + r % t];
-                for head in row.chunks_mut(hd) {
-                    rotate(head, cs, self.mode, self.n_dims / 2);
-                }
+                lanes::dispatch(Scalar(
+                    #[inline(always)]
+                    || {
+                        for head in row.chunks_mut(hd) {
+                            rotate(head, cs, self.mode, self.n_dims / 2);
+                        }
+                    },
+                ))
             });
     }
 }
 
-fma_dispatched! {
-    /// ggml's `rotate_pairs` on one head: `(x0·cos − x1·sin, x0·sin + x1·cos)` with the first
-    /// product of each fused, as the native build compiles it.
-    fn rotate(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
-        for (i, &(c, s)) in cs.iter().enumerate() {
-            let (a, b) = match mode {
-                RopeMode::Normal => (2 * i, 2 * i + 1),
-                RopeMode::Neox => (i, i + half),
-            };
-            let (x0, x1) = (head[a], head[b]);
-            head[a] = x0.mul_add(c, -(x1 * s));
-            head[b] = x0.mul_add(s, x1 * c);
-        }
+/// ggml's `rotate_pairs` on one head: `(x0·cos − x1·sin, x0·sin + x1·cos)` with the first
+/// product of each fused, as the native build compiles it.
+#[inline(always)]
+fn rotate(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
+    for (i, &(c, s)) in cs.iter().enumerate() {
+        let (a, b) = match mode {
+            RopeMode::Normal => (2 * i, 2 * i + 1),
+            RopeMode::Neox => (i, i + half),
+        };
+        let (x0, x1) = (head[a], head[b]);
+        head[a] = x0.mul_add(c, -(x1 * s));
+        head[b] = x0.mul_add(s, x1 * c);
     }
 }
 
@@ -281,9 +286,10 @@ fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
+/// Rounds keys or values to f16, as llama.cpp's default cache stores them.
 fn round_f16(x: &mut [f32]) {
-    x.par_iter_mut()
-        .for_each(|v| *v = f16::from_f32(*v).to_f32());
+    x.par_chunks_mut(4096)
+        .for_each(|chunk| ActivationForm::F16.round(chunk));
 }
 
 /// Columns `at..at + hd` of the first `rows` rows of `x` (rows of `width`), packed.

@@ -1,13 +1,13 @@
 //! Products with k-quant weights (Q4_K, Q5_K, Q6_K) in integer arithmetic, the way llama.cpp
 //! multiplies them: the activations are quantized to Q8_K (levels −127..127 and one f32 scale per
-//! 256), each weight super-block becomes 16-bit integers `scale·level` under its f16 `d` (and, for
-//! Q4_K/Q5_K, 6-bit mins under `dmin`), and the dot product of a super-block is exact in 32-bit
-//! integers. Only the float sum over super-blocks is rounded, in a fixed order, so the result does
-//! not depend on tiling or threads.
+//! 256), the weights stay 4-, 5- or 6-bit levels with their group scales, and a super-block's dot
+//! product is exact in 32-bit integers. Only the float sum over super-blocks is rounded, in a fixed
+//! order, so the result does not depend on tiling or threads.
 //!
-//! On AVX512-VNNI one `vpdpwssd` does 32 multiply-adds where an f32 FMA does 16 at the same rate:
-//! twice faer's f32 peak, and no decoded f32 copy of the weights. Machines without VNNI (and
-//! shapes the kernel does not tile) keep the decode-and-faer path in [`crate::linear`].
+//! On AVX512-VNNI one `vpdpbusd` does 64 multiply-adds (unsigned weight level × signed activation
+//! level) where an f32 FMA does 16, at the same rate; each group's sum is then scaled by its
+//! integer group scale. Machines without VNNI (and shapes the kernel does not tile) keep the
+//! decode-and-faer path in [`crate::linear`].
 
 use faer::MatMut;
 use rayon::prelude::*;
@@ -25,10 +25,14 @@ const TASK_ROWS: usize = 96;
 const TILE_TOKENS: usize = 8;
 /// Activation rows kept hot in cache while a task's weight groups pass over them.
 const TOKEN_BLOCK: usize = 64;
-/// Value pairs per super-block (`vpdpwssd` multiplies pairs of 16-bit values).
-const PAIRS: usize = QK_K / 2;
+/// Groups of four levels per super-block (`vpdpbusd` multiplies four bytes per lane).
+const QUADS: usize = QK_K / 4;
 /// Groups of 32 per super-block whose mins Q4_K and Q5_K subtract.
 const MIN_GROUPS: usize = QK_K / 32;
+/// Q6_K's groups of 16 per super-block.
+const Q6_GROUPS: usize = QK_K / 16;
+/// The level Q6_K stores for zero.
+const Q6_ZERO: i32 = 32;
 
 /// Whether `ty` weights of `rows` × `cols` take the integer kernel on this machine.
 pub fn applies(ty: GgmlType, rows: usize, cols: usize) -> bool {
@@ -55,12 +59,15 @@ pub struct Q8kRows {
     n_rows: usize,
     /// Super-blocks per row.
     n_blocks: usize,
-    /// Levels as 16-bit pairs packed in an i32 (`n_rows` × `n_blocks` × [`PAIRS`]).
-    pairs: Vec<i32>,
+    /// Levels (`n_rows` × `n_blocks` × 256).
+    levels: Vec<i8>,
     /// Scale of each super-block (`n_rows` × `n_blocks`).
     scales: Vec<f32>,
-    /// Sums of the levels of each group of 32, as 16-bit pairs (`n_rows` × `n_blocks` × 4).
-    group_sums: Vec<i32>,
+    /// `−32 ×` the level sum of each group of 16 (`n_rows` × `n_blocks` × 16): Q6_K's zero level.
+    zero_sums: Vec<i32>,
+    /// Level sums of each group of 32 as 16-bit pairs (`n_rows` × `n_blocks` × 4): Q4_K's and
+    /// Q5_K's mins.
+    min_sums: Vec<i32>,
 }
 
 /// Two 16-bit values in one i32 lane, low first (`vpdpwssd`'s operand layout).
@@ -68,48 +75,105 @@ fn pair(lo: i32, hi: i32) -> i32 {
     (lo as i16 as u16 as u32 | ((hi as i16 as u16 as u32) << 16)) as i32
 }
 
+/// Sums of `levels` over groups of `N`.
+fn group_sums<const N: usize>(levels: &[i8]) -> impl Iterator<Item = i32> + '_ {
+    levels
+        .chunks_exact(N)
+        .map(|g| g.iter().map(|&v| v as i32).sum())
+}
+
 impl Q8kRows {
     /// Quantizes `x` (`n_rows` rows of `k`, `k` a multiple of 256) as ggml's `quantize_row_q8_K`.
     pub fn new(x: &[f32], n_rows: usize) -> Q8kRows {
-        let k = x.len() / n_rows;
-        let n_blocks = k / QK_K;
-        let mut pairs = vec![0i32; n_rows * n_blocks * PAIRS];
-        let mut scales = vec![0f32; n_rows * n_blocks];
-        let mut group_sums = vec![0i32; n_rows * n_blocks * MIN_GROUPS / 2];
-        pairs
-            .par_chunks_mut(PAIRS)
+        let n_blocks = x.len() / n_rows / QK_K;
+        let blocks = n_rows * n_blocks;
+        let mut levels = vec![0i8; blocks * QK_K];
+        let mut scales = vec![0f32; blocks];
+        let mut zero_sums = vec![0i32; blocks * Q6_GROUPS];
+        let mut min_sums = vec![0i32; blocks * MIN_GROUPS / 2];
+        levels
+            .par_chunks_mut(QK_K)
             .zip(scales.par_iter_mut())
-            .zip(group_sums.par_chunks_mut(MIN_GROUPS / 2))
+            .zip(zero_sums.par_chunks_mut(Q6_GROUPS))
+            .zip(min_sums.par_chunks_mut(MIN_GROUPS / 2))
             .zip(x.par_chunks(QK_K))
-            .for_each(|(((pairs, scale), sums), x)| {
-                let mut levels = [0i8; QK_K];
-                *scale = q8_k_block(x, &mut levels);
-                for (p, l) in pairs.iter_mut().zip(levels.chunks_exact(2)) {
-                    *p = pair(l[0] as i32, l[1] as i32);
+            .for_each(|((((levels, scale), zero), mins), x)| {
+                *scale = q8_k_block(x, levels);
+                for (z, sum) in zero.iter_mut().zip(group_sums::<16>(levels)) {
+                    *z = -Q6_ZERO * sum;
                 }
-                let group: Vec<i32> = levels
-                    .chunks_exact(32)
-                    .map(|g| g.iter().map(|&v| v as i32).sum())
-                    .collect();
-                for (s, g) in sums.iter_mut().zip(group.chunks_exact(2)) {
-                    *s = pair(g[0], g[1]);
+                let sums: Vec<i32> = group_sums::<32>(levels).collect();
+                for (m, s) in mins.iter_mut().zip(sums.chunks_exact(2)) {
+                    *m = pair(s[0], s[1]);
                 }
             });
         Q8kRows {
             n_rows,
             n_blocks,
-            pairs,
+            levels,
             scales,
-            group_sums,
+            zero_sums,
+            min_sums,
         }
     }
 }
 
-/// [`GROUP_ROWS`] weight rows in the kernel's layout: for each super-block, [`PAIRS`] registers
-/// of 16 rows × a pair of `scale·level` values, the rows' `d` and `dmin`, and their mins as
-/// pairs over the groups of 32.
+/// A k-quant super-block as integers: value `i` =
+/// `d · scales[i / group] · (levels[i] − zero) − dmin · mins[i / 32]`, where `zero` is
+/// [`Q6_ZERO`] for Q6_K (groups of 16) and 0 for Q4_K/Q5_K (groups of 32).
+struct IntegerBlock {
+    levels: [u8; QK_K],
+    /// Per group of `group` values (16 used for Q6_K, 8 for Q4_K/Q5_K).
+    scales: [i32; Q6_GROUPS],
+    group: usize,
+    mins: [i32; MIN_GROUPS],
+    d: f32,
+    dmin: f32,
+}
+
+impl IntegerBlock {
+    fn new(ty: GgmlType, block: &[u8]) -> IntegerBlock {
+        match ty {
+            GgmlType::Q6_K => {
+                let (levels, scales, d) = q6_k::unpack(block);
+                IntegerBlock {
+                    levels: levels.map(|l| (l as i32 + Q6_ZERO) as u8),
+                    scales: scales.map(|s| s as i32),
+                    group: 16,
+                    mins: [0; MIN_GROUPS],
+                    d,
+                    dmin: 0.0,
+                }
+            }
+            _ => {
+                let kind = if ty == GgmlType::Q5_K { Q5_K } else { Q4_K };
+                let (levels, scales, mins, d, dmin) = kind.unpack(block);
+                let mut all = [0; Q6_GROUPS];
+                all[..MIN_GROUPS].copy_from_slice(&scales.map(|s| s as i32));
+                IntegerBlock {
+                    levels,
+                    scales: all,
+                    group: 32,
+                    mins: mins.map(|m| m as i32),
+                    d,
+                    dmin,
+                }
+            }
+        }
+    }
+
+    /// Groups sharing a scale.
+    fn n_groups(&self) -> usize {
+        QK_K / self.group
+    }
+}
+
+/// [`GROUP_ROWS`] weight rows in the kernel's layout; per super-block: [`QUADS`] registers of
+/// 16 rows × four levels, a register of 16 group scales per group, the rows' `d` and `dmin`, and
+/// their mins as 16-bit pairs over the groups of 32.
 struct RowGroup {
-    pairs: Vec<i32>,
+    quads: Vec<i32>,
+    scales: Vec<i32>,
     d: Vec<f32>,
     dmin: Vec<f32>,
     mins: Vec<i32>,
@@ -118,8 +182,14 @@ struct RowGroup {
 impl RowGroup {
     /// Unpacks rows `rows` (each `row_bytes` of `ty` blocks) of a weight.
     fn new(ty: GgmlType, rows: &[u8], row_bytes: usize, n_blocks: usize) -> RowGroup {
+        let n_groups = if ty == GgmlType::Q6_K {
+            Q6_GROUPS
+        } else {
+            MIN_GROUPS
+        };
         let mut g = RowGroup {
-            pairs: vec![0; n_blocks * PAIRS * GROUP_ROWS],
+            quads: vec![0; n_blocks * QUADS * GROUP_ROWS],
+            scales: vec![0; n_blocks * n_groups * GROUP_ROWS],
             d: vec![0.0; n_blocks * GROUP_ROWS],
             dmin: vec![0.0; n_blocks * GROUP_ROWS],
             mins: vec![0; n_blocks * MIN_GROUPS / 2 * GROUP_ROWS],
@@ -127,36 +197,23 @@ impl RowGroup {
         let block_bytes = row_bytes / n_blocks;
         for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
             for (b, block) in row.chunks_exact(block_bytes).enumerate() {
-                let (values, mins, d, dmin) = integer_block(ty, block);
+                let ib = IntegerBlock::new(ty, block);
                 let at = b * GROUP_ROWS + r;
-                g.d[at] = d;
-                g.dmin[at] = dmin;
-                for (p, v) in values.chunks_exact(2).enumerate() {
-                    g.pairs[(b * PAIRS + p) * GROUP_ROWS + r] = pair(v[0], v[1]);
+                g.d[at] = ib.d;
+                g.dmin[at] = ib.dmin;
+                for (q, l) in ib.levels.chunks_exact(4).enumerate() {
+                    g.quads[(b * QUADS + q) * GROUP_ROWS + r] =
+                        i32::from_le_bytes([l[0], l[1], l[2], l[3]]);
                 }
-                for (q, m) in mins.chunks_exact(2).enumerate() {
+                for (j, &s) in ib.scales[..ib.n_groups()].iter().enumerate() {
+                    g.scales[(b * n_groups + j) * GROUP_ROWS + r] = s;
+                }
+                for (q, m) in ib.mins.chunks_exact(2).enumerate() {
                     g.mins[(b * MIN_GROUPS / 2 + q) * GROUP_ROWS + r] = pair(m[0], m[1]);
                 }
             }
         }
         g
-    }
-}
-
-/// One super-block as integers: value `i` = `d·values[i] − dmin·mins[i / 32]`.
-fn integer_block(ty: GgmlType, block: &[u8]) -> ([i32; QK_K], [i32; MIN_GROUPS], f32, f32) {
-    match ty {
-        GgmlType::Q6_K => {
-            let (levels, scales, d) = q6_k::unpack(block);
-            let values = std::array::from_fn(|i| scales[i / 16] as i32 * levels[i] as i32);
-            (values, [0; MIN_GROUPS], d, 0.0)
-        }
-        _ => {
-            let kind = if ty == GgmlType::Q5_K { Q5_K } else { Q4_K };
-            let (levels, scales, mins, d, dmin) = kind.unpack(block);
-            let values = std::array::from_fn(|i| scales[i / 32] as i32 * levels[i] as i32);
-            (values, mins.map(|m| m as i32), d, dmin)
-        }
     }
 }
 
@@ -179,7 +236,13 @@ pub fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize) -> Vec<f32> {
             // SAFETY: `applies` checked AVX-512F and VNNI; `columns` is this task's own
             // `n` × 16·groups window of `out`, rows `stride` apart.
             unsafe {
-                x86::multiply(&groups, x, ty != GgmlType::Q6_K, columns.as_ptr_mut(), stride)
+                x86::multiply(
+                    &groups,
+                    x,
+                    ty == GgmlType::Q6_K,
+                    columns.as_ptr_mut(),
+                    stride,
+                )
             };
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("applies() is false off x86-64 ({stride}, {})", groups.len());
@@ -193,10 +256,12 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{Q8kRows, RowGroup, GROUP_ROWS, MIN_GROUPS, PAIRS, TILE_TOKENS, TOKEN_BLOCK};
+    use super::{
+        Q8kRows, RowGroup, GROUP_ROWS, MIN_GROUPS, Q6_GROUPS, QUADS, TILE_TOKENS, TOKEN_BLOCK,
+    };
 
     /// `out` (`x.n_rows` rows, `width` apart, of 16 · `groups.len()` values) = `x` · the
-    /// groups' rows ᵀ.
+    /// groups' rows ᵀ; `q6` selects Q6_K's layout (groups of 16, zero level 32, no mins).
     ///
     /// # Safety
     /// The CPU must have AVX-512F and AVX512-VNNI, and `out` must be writable as described.
@@ -204,7 +269,7 @@ mod x86 {
     pub(super) unsafe fn multiply(
         groups: &[RowGroup],
         x: &Q8kRows,
-        with_mins: bool,
+        q6: bool,
         out: *mut f32,
         width: usize,
     ) {
@@ -214,15 +279,15 @@ mod x86 {
             for (gi, g) in groups.iter().enumerate() {
                 let mut t = t0;
                 while t < t_end {
-                    let count = TILE_TOKENS.min(t_end - t);
+                    let whole = t_end - t >= TILE_TOKENS;
                     let o = out.add(t * width + gi * GROUP_ROWS);
-                    match (count, with_mins) {
-                        (8, true) => tile::<8, true>(g, x, t, o, width),
-                        (8, false) => tile::<8, false>(g, x, t, o, width),
-                        (_, true) => tile::<1, true>(g, x, t, o, width),
-                        (_, false) => tile::<1, false>(g, x, t, o, width),
+                    match (whole, q6) {
+                        (true, true) => tile::<TILE_TOKENS, true>(g, x, t, o, width),
+                        (true, false) => tile::<TILE_TOKENS, false>(g, x, t, o, width),
+                        (false, true) => tile::<1, true>(g, x, t, o, width),
+                        (false, false) => tile::<1, false>(g, x, t, o, width),
                     }
-                    t += if count == 8 { 8 } else { 1 };
+                    t += if whole { TILE_TOKENS } else { 1 };
                 }
             }
         }
@@ -230,7 +295,7 @@ mod x86 {
 
     /// 16 weight rows × `T` activation rows from `t`, written to `out` (rows `width` apart).
     #[inline(always)]
-    unsafe fn tile<const T: usize, const MINS: bool>(
+    unsafe fn tile<const T: usize, const Q6: bool>(
         g: &RowGroup,
         x: &Q8kRows,
         t: usize,
@@ -238,34 +303,51 @@ mod x86 {
         width: usize,
     ) {
         let nb = x.n_blocks;
+        let (n_groups, group_quads) = if Q6 { (Q6_GROUPS, 4) } else { (MIN_GROUPS, 8) };
         let mut f = [_mm512_setzero_ps(); T];
         for b in 0..nb {
+            let block: [usize; T] = std::array::from_fn(|j| (t + j) * nb + b);
+            let a: [*const i8; T] = std::array::from_fn(|j| x.levels.as_ptr().add(block[j] * 256));
+            let w = g.quads.as_ptr().add(b * QUADS * GROUP_ROWS);
+            let scales = g.scales.as_ptr().add(b * n_groups * GROUP_ROWS);
             let mut s = [_mm512_setzero_si512(); T];
-            let w = g.pairs.as_ptr().add(b * PAIRS * GROUP_ROWS);
-            let a: [*const i32; T] =
-                std::array::from_fn(|j| x.pairs.as_ptr().add(((t + j) * nb + b) * PAIRS));
-            for p in 0..PAIRS {
-                let wv = _mm512_loadu_si512(w.add(p * GROUP_ROWS) as *const _);
+            for k in 0..n_groups {
+                let mut acc: [__m512i; T] = std::array::from_fn(|j| {
+                    if Q6 {
+                        _mm512_set1_epi32(x.zero_sums[block[j] * Q6_GROUPS + k])
+                    } else {
+                        _mm512_setzero_si512()
+                    }
+                });
+                for q in k * group_quads..(k + 1) * group_quads {
+                    let wv = _mm512_loadu_si512(w.add(q * GROUP_ROWS) as *const _);
+                    for j in 0..T {
+                        let av =
+                            _mm512_set1_epi32((a[j].add(4 * q) as *const i32).read_unaligned());
+                        acc[j] = _mm512_dpbusd_epi32(acc[j], wv, av);
+                    }
+                }
+                let sc = _mm512_loadu_si512(scales.add(k * GROUP_ROWS) as *const _);
                 for j in 0..T {
-                    s[j] = _mm512_dpwssd_epi32(s[j], wv, _mm512_set1_epi32(*a[j].add(p)));
+                    s[j] = _mm512_add_epi32(s[j], _mm512_mullo_epi32(acc[j], sc));
                 }
             }
             let d = _mm512_loadu_ps(g.d.as_ptr().add(b * GROUP_ROWS));
             for j in 0..T {
-                let da = _mm512_set1_ps(x.scales[(t + j) * nb + b]);
+                let da = _mm512_set1_ps(x.scales[block[j]]);
                 f[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[j]), _mm512_mul_ps(d, da), f[j]);
             }
-            if MINS {
+            if !Q6 {
                 let mins = g.mins.as_ptr().add(b * MIN_GROUPS / 2 * GROUP_ROWS);
                 let dmin = _mm512_loadu_ps(g.dmin.as_ptr().add(b * GROUP_ROWS));
                 for j in 0..T {
-                    let sums = x.group_sums.as_ptr().add(((t + j) * nb + b) * MIN_GROUPS / 2);
+                    let sums = x.min_sums.as_ptr().add(block[j] * MIN_GROUPS / 2);
                     let mut acc = _mm512_setzero_si512();
                     for q in 0..MIN_GROUPS / 2 {
                         let mv = _mm512_loadu_si512(mins.add(q * GROUP_ROWS) as *const _);
                         acc = _mm512_dpwssd_epi32(acc, mv, _mm512_set1_epi32(*sums.add(q)));
                     }
-                    let da = _mm512_set1_ps(x.scales[(t + j) * nb + b]);
+                    let da = _mm512_set1_ps(x.scales[block[j]]);
                     f[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(dmin, da), f[j]);
                 }
             }
@@ -294,6 +376,12 @@ mod tests {
             .collect()
     }
 
+    /// Value `i` of a block without its `d` and mins: `scale · (level − zero)`.
+    fn value(ib: &IntegerBlock, i: usize) -> i32 {
+        let zero = if ib.group == 16 { Q6_ZERO } else { 0 };
+        ib.scales[i / ib.group] * (ib.levels[i] as i32 - zero)
+    }
+
     /// The kernel's arithmetic one output at a time: exact integer super-block sums, then
     /// `f = fma(s, d·da, f)` and `f = fma(−m, dmin·da, f)` per super-block, in order.
     fn reference(ty: GgmlType, bytes: &[u8], x: &[f32], n: usize, m: usize) -> Vec<f32> {
@@ -305,17 +393,24 @@ mod tests {
             for r in 0..m {
                 let mut f = 0.0f32;
                 for b in 0..nb {
-                    let block = &bytes[r * row_bytes..][b * row_bytes / nb..(b + 1) * row_bytes / nb];
-                    let (values, mins, d, dmin) = integer_block(ty, block);
+                    let block =
+                        &bytes[r * row_bytes..][b * row_bytes / nb..(b + 1) * row_bytes / nb];
+                    let ib = IntegerBlock::new(ty, block);
                     let mut levels = [0i8; QK_K];
                     let da = q8_k_block(&x[t * k + b * QK_K..][..QK_K], &mut levels);
-                    let s: i32 = values.iter().zip(&levels).map(|(&v, &l)| v * l as i32).sum();
-                    f = (s as f32).mul_add(d * da, f);
+                    let s: i32 = (0..QK_K).map(|i| value(&ib, i) * levels[i] as i32).sum();
+                    f = (s as f32).mul_add(ib.d * da, f);
                     if ty != GgmlType::Q6_K {
                         let mm: i32 = (0..MIN_GROUPS)
-                            .map(|g| mins[g] * levels[g * 32..][..32].iter().map(|&l| l as i32).sum::<i32>())
+                            .map(|g| {
+                                ib.mins[g]
+                                    * levels[g * 32..][..32]
+                                        .iter()
+                                        .map(|&l| l as i32)
+                                        .sum::<i32>()
+                            })
                             .sum();
-                        f = (-(mm as f32)).mul_add(dmin * da, f);
+                        f = (-(mm as f32)).mul_add(ib.dmin * da, f);
                     }
                 }
                 out[t * m + r] = f;
@@ -338,10 +433,10 @@ mod tests {
             quantize::dequantize(ty, &bytes, &mut decoded).unwrap();
             for (r, row) in bytes.chunks_exact(row_bytes).enumerate() {
                 for (b, block) in row.chunks_exact(ty.block_bytes()).enumerate() {
-                    let (values, mins, d, dmin) = integer_block(ty, block);
-                    for (i, v) in values.iter().enumerate() {
+                    let ib = IntegerBlock::new(ty, block);
+                    for i in 0..QK_K {
                         let want = decoded[r * k + b * QK_K + i];
-                        let got = d * *v as f32 - dmin * mins[i / 32] as f32;
+                        let got = ib.d * value(&ib, i) as f32 - ib.dmin * ib.mins[i / 32] as f32;
                         assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{ty:?}");
                     }
                 }
@@ -354,7 +449,9 @@ mod tests {
             let got = product(ty, &bytes, &Q8kRows::new(&x, n), m);
             let want = reference(ty, &bytes, &x, n, m);
             assert!(
-                got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                got.iter()
+                    .zip(&want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{ty:?}"
             );
         }

@@ -242,7 +242,11 @@ impl KQuant {
             .zip(dst.chunks_exact_mut(QK_K))
         {
             let (levels, scales, mins, d, dmin) = self.unpack(yb);
-            for (g, (out, levels)) in out.chunks_exact_mut(32).zip(levels.chunks_exact(32)).enumerate() {
+            for (g, (out, levels)) in out
+                .chunks_exact_mut(32)
+                .zip(levels.chunks_exact(32))
+                .enumerate()
+            {
                 let (dg, mg) = (d * scales[g] as f32, dmin * mins[g] as f32);
                 for (y, &q) in out.iter_mut().zip(levels) {
                     *y = dg * q as f32 - mg;
