@@ -1,20 +1,17 @@
 //! Vectorizable elementwise math. A Cephes `exp` for softmax-shaped work (log-softmax over the
 //! vocabulary; libm's `expf` is a function call per element and took most of a small model's
 //! pass), ggml's own `exp` polynomial and SwiGLU where llama.cpp's bits must be reproduced, and
-//! the row loops run through [`lanes::dispatch`] so that they compile for AVX-512 and AVX2+FMA too.
+//! the row loops are [`dispatched`]: compiled for AVX-512 and AVX2+FMA too.
 
-use crate::lanes::{self, Scalar};
+use crate::lanes::dispatched;
 
-/// `v = e^v` for every element (inputs below −87.3 give ≈ 0, as they underflow anyway).
-pub fn exp_in_place(values: &mut [f32]) {
-    lanes::dispatch(Scalar(
-        #[inline(always)]
-        || {
-            for v in values.iter_mut() {
-                *v = exp1(*v);
-            }
-        },
-    ))
+dispatched! {
+    /// `v = e^v` for every element (inputs below −87.3 give ≈ 0, as they underflow anyway).
+    pub fn exp_in_place(values: &mut [f32]) {
+        for v in values.iter_mut() {
+            *v = exp1(*v);
+        }
+    }
 }
 
 #[inline(always)]
@@ -63,22 +60,19 @@ pub fn ggml_expf(x: f32) -> f32 {
     }
 }
 
-/// ggml's `ggml_vec_swiglu_f32` on one row: `gate = silu(gate) · up`, where the row's whole
-/// groups of 16 take `x / (1 + ggml_expf(−x))` and the rest libm's `expf`, as on AVX-512.
-pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
-    lanes::dispatch(Scalar(
-        #[inline(always)]
-        || {
-            let whole = gate.len() - gate.len() % 16;
-            let (vector, tail) = gate.split_at_mut(whole);
-            for (g, u) in vector.iter_mut().zip(up) {
-                *g = *g / (1.0 + ggml_expf(0.0 - *g)) * u;
-            }
-            for (g, u) in tail.iter_mut().zip(&up[whole..]) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
-        },
-    ))
+dispatched! {
+    /// ggml's `ggml_vec_swiglu_f32` on one row: `gate = silu(gate) · up`, where the row's whole
+    /// groups of 16 take `x / (1 + ggml_expf(−x))` and the rest libm's `expf`, as on AVX-512.
+    pub fn swiglu_row(gate: &mut [f32], up: &[f32]) {
+        let whole = gate.len() - gate.len() % 16;
+        let (vector, tail) = gate.split_at_mut(whole);
+        for (g, u) in vector.iter_mut().zip(up) {
+            *g = *g / (1.0 + ggml_expf(0.0 - *g)) * u;
+        }
+        for (g, u) in tail.iter_mut().zip(&up[whole..]) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    }
 }
 
 /// Elements handled per stack buffer by the row helpers.

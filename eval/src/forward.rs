@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::attention;
 use crate::fastmath;
-use crate::lanes::{self, Scalar};
+use crate::lanes::dispatched;
 use crate::linear::{decode_row, linear, linears, Observer};
 use crate::model::{Layer, Model, RopeMode};
 
@@ -231,30 +231,26 @@ impl RopeTable {
             .enumerate()
             .for_each(|(r, row)| {
                 let cs = &self.table[n_past + r % t];
-                lanes::dispatch(Scalar(
-                    #[inline(always)]
-                    || {
-                        for head in row.chunks_mut(hd) {
-                            rotate(head, cs, self.mode, self.n_dims / 2);
-                        }
-                    },
-                ))
+                rotate_heads(row, hd, cs, self.mode, self.n_dims / 2);
             });
     }
 }
 
-/// ggml's `rotate_pairs` on one head: `(x0·cos − x1·sin, x0·sin + x1·cos)` with the first
-/// product of each fused, as the native build compiles it.
-#[inline(always)]
-fn rotate(head: &mut [f32], cs: &[(f32, f32)], mode: RopeMode, half: usize) {
-    for (i, &(c, s)) in cs.iter().enumerate() {
-        let (a, b) = match mode {
-            RopeMode::Normal => (2 * i, 2 * i + 1),
-            RopeMode::Neox => (i, i + half),
-        };
-        let (x0, x1) = (head[a], head[b]);
-        head[a] = x0.mul_add(c, -(x1 * s));
-        head[b] = x0.mul_add(s, x1 * c);
+dispatched! {
+    /// ggml's `rotate_pairs` on every head (of width `hd`) of one row: `(x0·cos − x1·sin,
+    /// x0·sin + x1·cos)` with the first product of each fused, as the native build compiles it.
+    fn rotate_heads(row: &mut [f32], hd: usize, cs: &[(f32, f32)], mode: RopeMode, half: usize) {
+        for head in row.chunks_mut(hd) {
+            for (i, &(c, s)) in cs.iter().enumerate() {
+                let (a, b) = match mode {
+                    RopeMode::Normal => (2 * i, 2 * i + 1),
+                    RopeMode::Neox => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0.mul_add(c, -(x1 * s));
+                head[b] = x0.mul_add(s, x1 * c);
+            }
+        }
     }
 }
 

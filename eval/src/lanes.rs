@@ -42,37 +42,86 @@ pub(crate) trait LaneKernel {
     fn run<L: Lanes16>(self) -> Self::Output;
 }
 
-/// Scalar code as a kernel: the closure is compiled into each of [`dispatch`]'s per-CPU builds,
-/// where its loops vectorize with that CPU's registers and `mul_add` is one instruction instead
-/// of a libm call. The code must not reassociate anything itself; the builds then agree bit for bit.
-pub(crate) struct Scalar<F>(pub F);
-
-impl<R, F: FnOnce() -> R> LaneKernel for Scalar<F> {
-    type Output = R;
-    #[inline(always)]
-    fn run<L: Lanes16>(self) -> R {
-        (self.0)()
-    }
+/// The widest lane form this CPU runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cpu {
+    /// AVX-512F (which implies AVX2, FMA and F16C).
+    Avx512,
+    /// AVX2 with FMA and F16C.
+    Avx2,
+    /// Anything else: plain arrays, `mul_add` through libm.
+    Portable,
 }
 
-/// Runs `kernel` with AVX-512 lanes, else AVX2+FMA+F16C lanes, else portable ones.
-pub(crate) fn dispatch<K: LaneKernel>(kernel: K) -> K::Output {
+/// Detects [`Cpu`] (the standard library caches the CPUID reads).
+pub(crate) fn cpu() -> Cpu {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (checked above).
-            return unsafe { x86::run_avx512(kernel) };
+            return Cpu::Avx512;
         }
         if std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
             && std::arch::is_x86_feature_detected!("f16c")
         {
-            // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-            return unsafe { x86::run_avx2(kernel) };
+            return Cpu::Avx2;
         }
     }
-    kernel.run::<Portable>()
+    Cpu::Portable
 }
+
+/// Runs `kernel` with the lanes of [`cpu`].
+pub(crate) fn dispatch<K: LaneKernel>(kernel: K) -> K::Output {
+    match cpu() {
+        // SAFETY: `cpu()` found AVX-512F.
+        #[cfg(target_arch = "x86_64")]
+        Cpu::Avx512 => unsafe { x86::run_avx512(kernel) },
+        // SAFETY: `cpu()` found AVX2, FMA and F16C.
+        #[cfg(target_arch = "x86_64")]
+        Cpu::Avx2 => unsafe { x86::run_avx2(kernel) },
+        _ => kernel.run::<Portable>(),
+    }
+}
+
+/// Defines a function whose scalar body is compiled once per [`Cpu`] form with that form's
+/// features enabled and picked at run time, so that its loops vectorize and `mul_add` is one
+/// instruction instead of a libm call. The body must not reassociate anything itself; the
+/// compilations then agree bit for bit. (A closure run through [`dispatch`] would not do: it
+/// stays a separate function, compiled without the features.)
+macro_rules! dispatched {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            match $crate::lanes::cpu() {
+                #[cfg(target_arch = "x86_64")]
+                $crate::lanes::Cpu::Avx512 => {
+                    #[target_feature(enable = "avx512f")]
+                    #[allow(clippy::too_many_arguments)]
+                    unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
+                        portable($($arg),*)
+                    }
+                    // SAFETY: the CPU has AVX-512F.
+                    unsafe { wide($($arg),*) }
+                }
+                #[cfg(target_arch = "x86_64")]
+                $crate::lanes::Cpu::Avx2 => {
+                    #[target_feature(enable = "avx2,fma,f16c")]
+                    #[allow(clippy::too_many_arguments)]
+                    unsafe fn narrow($($arg: $ty),*) $(-> $ret)? {
+                        portable($($arg),*)
+                    }
+                    // SAFETY: the CPU has AVX2, FMA and F16C.
+                    unsafe { narrow($($arg),*) }
+                }
+                _ => portable($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use dispatched;
 
 /// The portable lanes: plain arrays and `mul_add`.
 #[derive(Clone, Copy)]
