@@ -26,6 +26,9 @@ pub struct Session<'m> {
     model: &'m Model,
     caches: Vec<SequenceCache>,
     rope: RopeTable,
+    /// Whether keys and values are kept for later calls; a single-pass session drops each
+    /// layer's as soon as its attention is done.
+    keep_cache: bool,
 }
 
 impl<'m> Session<'m> {
@@ -40,6 +43,17 @@ impl<'m> Session<'m> {
             model,
             caches: vec![empty; n_seq],
             rope: RopeTable::new(model),
+            keep_cache: true,
+        }
+    }
+
+    /// A session for one [`Session::forward`] call over whole sequences (perplexity's chunks):
+    /// the same results as [`Session::new`], without holding every layer's keys and values
+    /// (151 MB for four 512-token sequences of a 768-wide, 12-layer model) until the call ends.
+    pub fn single_pass(model: &'m Model, n_seq: usize) -> Session<'m> {
+        Session {
+            keep_cache: false,
+            ..Session::new(model, n_seq)
         }
     }
 
@@ -55,8 +69,26 @@ impl<'m> Session<'m> {
         &mut self,
         tokens: &[&[u32]],
         first_output: usize,
-        mut observer: Option<&mut dyn Observer>,
+        observer: Option<&mut dyn Observer>,
     ) -> Vec<f32> {
+        let mut all = Vec::new();
+        self.forward_each(tokens, first_output, observer, |_, logits| {
+            all.extend_from_slice(logits)
+        });
+        all
+    }
+
+    /// [`Session::forward`], handing sequence `s`'s logits to `on_logits(s, rows)` in turn
+    /// instead of returning them all: the output layer runs one sequence at a time, so only one
+    /// sequence's logits are in memory at once (33 MB instead of 131 MB for four 256-row halves
+    /// and a 32000-token vocabulary — memory the kernel would otherwise have to fault in).
+    pub fn forward_each(
+        &mut self,
+        tokens: &[&[u32]],
+        first_output: usize,
+        mut observer: Option<&mut dyn Observer>,
+        mut on_logits: impl FnMut(usize, &[f32]),
+    ) {
         let model = self.model;
         let h = &model.hparams;
         assert_eq!(
@@ -71,6 +103,10 @@ impl<'m> Session<'m> {
         );
         let n_rows = t * tokens.len();
         let n_past = self.n_past();
+        assert!(
+            self.keep_cache || n_past == 0,
+            "a single-pass session takes one forward call"
+        );
         self.rope.extend(n_past + t);
 
         let mut x = vec![0.0f32; n_rows * h.n_embd];
@@ -114,9 +150,14 @@ impl<'m> Session<'m> {
             .filter(|(r, _)| r % t >= first_output)
             .flat_map(|(_, row)| row.iter().copied())
             .collect();
-        let n_out = kept.len() / h.n_embd;
-        let normed = rms_norm(&kept, &model.output_norm, h.rms_eps);
-        linear(model, &model.output, &normed, n_out, &mut observer)
+        let rows_out = t - first_output;
+        let per_seq = rows_out * h.n_embd;
+        for s in 0..tokens.len() {
+            let kept = &kept[s * per_seq..(s + 1) * per_seq];
+            let normed = rms_norm(kept, &model.output_norm, h.rms_eps);
+            let logits = linear(model, &model.output, &normed, rows_out, &mut observer);
+            on_logits(s, &logits);
+        }
     }
 
     /// Projects `normed` to queries, keys and values, appends keys and values to the caches and
@@ -151,15 +192,25 @@ impl<'m> Session<'m> {
         self.rope.apply(&mut k, kv_width, hd, t, n_past);
         round_f16(&mut k);
         round_f16(&mut v);
-        for (s, cache) in self.caches.iter_mut().enumerate() {
-            cache.keys[il].extend_from_slice(&k[s * t * kv_width..(s + 1) * t * kv_width]);
-            cache.values[il].extend_from_slice(&v[s * t * kv_width..(s + 1) * t * kv_width]);
+        if self.keep_cache {
+            for (s, cache) in self.caches.iter_mut().enumerate() {
+                cache.keys[il].extend_from_slice(&k[s * t * kv_width..(s + 1) * t * kv_width]);
+                cache.values[il].extend_from_slice(&v[s * t * kv_width..(s + 1) * t * kv_width]);
+            }
         }
-
         let n_kv = n_past + t;
+        // Sequence s's keys and values of all n_kv positions: the cache, or (single pass,
+        // n_past = 0) this call's own.
+        let seen = |s: usize| -> (&[f32], &[f32]) {
+            if self.keep_cache {
+                (&self.caches[s].keys[il], &self.caches[s].values[il])
+            } else {
+                let rows = s * t * kv_width..(s + 1) * t * kv_width;
+                (&k[rows.clone()], &v[rows])
+            }
+        };
         let group = h.n_head / h.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
-        let caches = &self.caches;
         let heads: Vec<Vec<f32>> = (0..n_seq * h.n_head)
             .into_par_iter()
             .map(|task| {
@@ -167,8 +218,8 @@ impl<'m> Session<'m> {
                 let kvh = head / group;
                 let queries = gather_head(&q[s * t * q_width..], t, q_width, head * hd, hd);
                 let gather = |cache: &[f32]| gather_head(cache, n_kv, kv_width, kvh * hd, hd);
-                let keys = gather(&caches[s].keys[il]);
-                let values = gather(&caches[s].values[il]);
+                let (keys, values) = seen(s);
+                let (keys, values) = (gather(keys), gather(values));
                 let mut out = vec![0.0f32; t * hd];
                 attention::attend(
                     &queries, &keys, &values, hd, n_past, n_rows, scale, &mut out,

@@ -17,6 +17,8 @@ use quantize::activation::q8_k_block;
 use quantize::types::q45_k::{Q4_K, Q5_K};
 use quantize::types::{q6_k, QK_K};
 
+use crate::lanes::dispatched;
+
 /// Weight rows per register (16 i32 lanes).
 const GROUP_ROWS: usize = 16;
 /// Weight rows per parallel task (a multiple of [`GROUP_ROWS`]).
@@ -75,11 +77,21 @@ fn pair(lo: i32, hi: i32) -> i32 {
     (lo as i16 as u16 as u32 | ((hi as i16 as u16 as u32) << 16)) as i32
 }
 
-/// Sums of `levels` over groups of `N`.
-fn group_sums<const N: usize>(levels: &[i8]) -> impl Iterator<Item = i32> + '_ {
-    levels
-        .chunks_exact(N)
-        .map(|g| g.iter().map(|&v| v as i32).sum())
+dispatched! {
+    /// One super-block of activations into Q8_K levels, their group sums in the kernel's two
+    /// forms (`zero`, `mins`: see [`Q8kRows`]); returns the scale.
+    fn quantize_block(x: &[f32], levels: &mut [i8], zero: &mut [i32], mins: &mut [i32]) -> f32 {
+        let scale = q8_k_block(x, levels);
+        for (z, g) in zero.iter_mut().zip(levels.chunks_exact(16)) {
+            *z = -Q6_ZERO * g.iter().map(|&v| v as i32).sum::<i32>();
+        }
+        for (m, g) in mins.iter_mut().zip(levels.chunks_exact(64)) {
+            let (lo, hi) = g.split_at(32);
+            let sum = |h: &[i8]| h.iter().map(|&v| v as i32).sum::<i32>();
+            *m = pair(sum(lo), sum(hi));
+        }
+        scale
+    }
 }
 
 impl Q8kRows {
@@ -98,14 +110,7 @@ impl Q8kRows {
             .zip(min_sums.par_chunks_mut(MIN_GROUPS / 2))
             .zip(x.par_chunks(QK_K))
             .for_each(|((((levels, scale), zero), mins), x)| {
-                *scale = q8_k_block(x, levels);
-                for (z, sum) in zero.iter_mut().zip(group_sums::<16>(levels)) {
-                    *z = -Q6_ZERO * sum;
-                }
-                let sums: Vec<i32> = group_sums::<32>(levels).collect();
-                for (m, s) in mins.iter_mut().zip(sums.chunks_exact(2)) {
-                    *m = pair(s[0], s[1]);
-                }
+                *scale = quantize_block(x, levels, zero, mins);
             });
         Q8kRows {
             n_rows,

@@ -100,7 +100,6 @@ pub fn run_chunks(
 ) {
     let n_vocab = model.hparams.n_vocab;
     let (n_ctx, first) = (plan.n_ctx, plan.first());
-    let rows_out = n_ctx - first;
     let mut start = 0;
     while start < plan.n_chunks {
         let n_seq = plan.n_seq.min(plan.n_chunks - start);
@@ -114,21 +113,19 @@ pub fn run_chunks(
             })
             .collect();
         let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
-        let mut session = Session::new(model, n_seq);
+        let mut session = Session::single_pass(model, n_seq);
         let reborrowed: Option<&mut dyn Observer> = match observer {
             Some(ref mut o) => Some(&mut **o),
             None => None,
         };
-        let logits = session.forward(&refs, first, reborrowed);
-        for s in 0..n_seq {
+        session.forward_each(&refs, first, reborrowed, |s, logits| {
             let c = start + s;
-            let rows = &logits[s * rows_out * n_vocab..][..plan.scored_per_chunk() * n_vocab];
             on_chunk(ScoredChunk {
                 index: c,
-                logits: rows,
+                logits: &logits[..plan.scored_per_chunk() * n_vocab],
                 targets: &tokens[c * n_ctx + first + 1..(c + 1) * n_ctx],
             });
-        }
+        });
         start += n_seq;
     }
 }

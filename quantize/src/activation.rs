@@ -85,7 +85,9 @@ fn round_q8_k_block(x: &mut [f32]) {
 
 /// `quantize_row_q8_K_ref` on one block of 256: writes the levels and returns the scale `d`
 /// (value = level · d; 0 for an all-zero block). The scale comes from the signed value of
-/// largest magnitude, which maps to −127.
+/// largest magnitude, which maps to −127. Inlinable, so that a caller compiled for a wider CPU
+/// vectorizes it with that CPU's registers.
+#[inline]
 pub fn q8_k_block(x: &[f32], levels: &mut [i8]) -> f32 {
     let amax = abs_max(x);
     if amax == 0.0 {
@@ -107,6 +109,7 @@ pub fn q8_k_block(x: &[f32], levels: &mut [i8]) -> f32 {
 /// The largest magnitude in `x` (NaNs ignored, as ggml's comparisons ignore them). A maximum
 /// does not depend on the order it is taken in, so this runs in independent lanes that vectorize
 /// instead of one long dependency chain.
+#[inline]
 fn abs_max(x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];
     let mut groups = x.chunks_exact(lanes.len());
