@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Prompt-processing speed and peak RSS of `smelt perplexity` vs llama-perplexity on the same GGUF
 # (a synthetic ~110M-parameter Llama, rows of 768/2048, Llama-2 tokenizer), F16 and Q4_K_M, same
-# machine, same thread count, same text and chunks (-c 512), one run each, in turn.
+# machine, same thread count, same text and chunks (-c 512), in turn.
 # Output feeds docs/PERFORMANCE.md.
-#   scripts/bench_perplexity.sh [CHUNKS]      (default: 8 chunks = 4096 tokens)
+# The machines here are noisy, so each tool runs ROUNDS times (default 3), alternating, and the
+# summary line per type gives the medians.
+#   [ROUNDS=3] scripts/bench_perplexity.sh [CHUNKS]      (default: 8 chunks = 4096 tokens)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SMELT_SHARED:-../shared}
 REF=$("$SHARED/tools/llama-ref")
 CHUNKS=${1:-8}
+ROUNDS=${ROUNDS:-3}
 T=$(nproc)
 TEXT="$SHARED/assets/text/wiki.test.raw"
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
@@ -22,15 +25,26 @@ params=$(./target/release/smelt inspect "$W/F16.gguf" --json | python3 -c 'impor
 tokens=$((CHUNKS * 512))
 echo "model: synthetic Llama, $params parameters (hidden 768, ffn 2048, 12 layers, vocab 32000, tied); text: wiki.test.raw, -c 512 --chunks $CHUNKS ($tokens tokens); threads: $T; $(lscpu | sed -n 's/^Model name: *//p')"
 measure() { /usr/bin/time -o "$W/time" -f "%e %M" "$@" >"$W/log" 2>&1 || { tail -3 "$W/log"; exit 1; }; cat "$W/time"; }
+median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 for ty in F16 Q4_K_M; do
-  read -r ref_s ref_kb < <(measure "$REF/bin/llama-perplexity" -m "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T")
-  ref_ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$W/log")
-  ref_pass=$(sed -n 's/.*perplexity: \([0-9.]*\) seconds per pass.*/\1/p' "$W/log")
-  read -r our_s our_kb < <(measure ./target/release/smelt perplexity "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T" --json)
-  our_ppl=$(python3 -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["ppl"])' "$W/log")
-  our_tps=$(python3 -c 'import json,sys; print("%.1f" % json.load(open(sys.argv[1]))["tokens_per_s"])' "$W/log")
-  awk -v t="$ty" -v rs="$ref_s" -v rk="$ref_kb" -v rp="$ref_pass" -v os="$our_s" -v ok="$our_kb" -v n="$tokens" \
-      -v rppl="$ref_ppl" -v oppl="$our_ppl" -v otps="$our_tps" 'BEGIN {
-    printf "%s: llama-perplexity %.1f s wall (%.1f tokens/s; first 2048-token pass %.2f s = %.1f tokens/s), %d MiB peak | smelt %.1f s wall (%.1f tokens/s; forward passes alone %.1f tokens/s), %d MiB peak | speed-up %.2fx wall | PPL %s vs %s\n",
-      t, rs, n/rs, rp, 2048/rp, rk/1024, os, n/os, otps, ok/1024, rs/os, rppl, oppl }'
+  : >"$W/rounds"
+  for round in $(seq "$ROUNDS"); do
+    read -r ref_s ref_kb < <(measure "$REF/bin/llama-perplexity" -m "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T")
+    ref_ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$W/log")
+    ref_pass=$(sed -n 's/.*perplexity: \([0-9.]*\) seconds per pass.*/\1/p' "$W/log")
+    read -r our_s our_kb < <(measure ./target/release/smelt perplexity "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T" --json)
+    our_ppl=$(python3 -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["ppl"])' "$W/log")
+    our_tps=$(python3 -c 'import json,sys; print("%.1f" % json.load(open(sys.argv[1]))["tokens_per_s"])' "$W/log")
+    awk -v t="$ty" -v r="$round" -v rs="$ref_s" -v rk="$ref_kb" -v rp="$ref_pass" -v os="$our_s" -v ok="$our_kb" -v n="$tokens" \
+        -v rppl="$ref_ppl" -v oppl="$our_ppl" -v otps="$our_tps" 'BEGIN {
+      printf "%s round %d: llama-perplexity %.1f s wall (%.1f tokens/s; first 2048-token pass %.2f s = %.1f tokens/s), %d MiB peak | smelt %.1f s wall (%.1f tokens/s; forward passes alone %.1f tokens/s), %d MiB peak | wall %.2fx, pass %.2fx | PPL %s vs %s\n",
+        t, r, rs, n/rs, rp, 2048/rp, rk/1024, os, n/os, otps, ok/1024, rs/os, otps/(2048/rp), rppl, oppl }'
+    awk -v rs="$ref_s" -v rp="$ref_pass" -v os="$our_s" -v otps="$our_tps" \
+      'BEGIN { print rs, 2048/rp, os, otps }' >>"$W/rounds"
+  done
+  rw=$(cut -d' ' -f1 "$W/rounds" | median); rp=$(cut -d' ' -f2 "$W/rounds" | median)
+  ow=$(cut -d' ' -f3 "$W/rounds" | median); op=$(cut -d' ' -f4 "$W/rounds" | median)
+  awk -v t="$ty" -v k="$ROUNDS" -v rw="$rw" -v rp="$rp" -v ow="$ow" -v op="$op" 'BEGIN {
+    printf "%s median of %d rounds: llama-perplexity %.2f s wall, %.1f tokens/s per pass | smelt %.2f s wall, %.1f tokens/s per pass | speed-up %.2fx wall, %.2fx per pass\n",
+      t, k, rw, rp, ow, op, rw/ow, op/rp }'
 done
