@@ -55,9 +55,8 @@ struct Attend<'a> {
 }
 
 impl LaneKernel for Attend<'_> {
-    type Output = ();
     #[inline(always)]
-    fn run<L: Lanes16>(self) {
+    fn run<L: Lanes16>(&mut self) {
         let Attend {
             queries,
             keys,
@@ -66,8 +65,8 @@ impl LaneKernel for Attend<'_> {
             n_past,
             tiled,
             scale,
-            out,
-        } = self;
+            ref mut out,
+        } = *self;
         if tiled {
             let key_tiles = transpose_key_tiles(keys, hd);
             let blocked = match hd {
@@ -334,45 +333,6 @@ mod tests {
         ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 7) as f32 * 0.37)
     }
 
-    /// [`attend`] into a fresh output, so that each lane form can run it.
-    #[derive(Clone)]
-    struct Fresh<'a> {
-        queries: &'a [f32],
-        keys: &'a [f32],
-        values: &'a [f32],
-        hd: usize,
-        n_past: usize,
-        scale: f32,
-    }
-
-    impl LaneKernel for Fresh<'_> {
-        type Output = Vec<f32>;
-        fn run<L: Lanes16>(self) -> Vec<f32> {
-            let mut out = vec![0.0f32; self.queries.len()];
-            let Fresh {
-                queries,
-                keys,
-                values,
-                hd,
-                n_past,
-                scale,
-            } = self;
-            let tiled = true;
-            Attend {
-                queries,
-                keys,
-                values,
-                hd,
-                n_past,
-                tiled,
-                scale,
-                out: &mut out,
-            }
-            .run::<L>();
-            out
-        }
-    }
-
     /// The blocked rows (heads of 64 and 128) give the one-row tiled kernel's bits with every
     /// lane form, for a first micro-batch and for one that continues a cache (blocks straddling
     /// tile borders).
@@ -386,15 +346,18 @@ mod tests {
                 let queries: Vec<f32> = (0..t * hd).map(|i| 4.0 * awkward(7 * i)).collect();
                 let scale = 1.0 / (hd as f32).sqrt();
                 let tiles = transpose_key_tiles(&keys, hd);
-                let kernel = Fresh {
+                let mut out = vec![0.0f32; t * hd];
+                let mut kernel = Attend {
                     queries: &queries,
                     keys: &keys,
                     values: &values,
                     hd,
                     n_past,
+                    tiled: true,
                     scale,
+                    out: &mut out,
                 };
-                for (form, out) in crate::lanes::tests::each_form(kernel) {
+                for (form, out) in crate::lanes::tests::each_form(&mut kernel, |a| a.out.to_vec()) {
                     for (i, q) in queries.chunks(hd).enumerate() {
                         let mut one = vec![0.0f32; hd];
                         attend_tiled(q, &tiles, &values, n_past + i + 1, scale, &mut one);

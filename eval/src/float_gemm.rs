@@ -74,9 +74,8 @@ struct Gemm<'a, W> {
 }
 
 impl<W: Element> LaneKernel for Gemm<'_, W> {
-    type Output = ();
     #[inline(always)]
-    fn run<L: Lanes16>(self) {
+    fn run<L: Lanes16>(&mut self) {
         run_with::<L, W>(self.w, self.x, self.k, self.m, self.out, self.tiled)
     }
 }
@@ -352,34 +351,19 @@ mod tests {
                     );
                 }
             }
-            for (form, out) in crate::lanes::tests::each_form(Fresh {
-                w: &w,
+            let mut out = vec![0.0f32; n * m];
+            let w = &w[..];
+            let mut kernel = Gemm {
+                w,
                 x: &x,
                 k,
                 m,
+                out: &mut out,
                 tiled,
-            }) {
+            };
+            for (form, out) in crate::lanes::tests::each_form(&mut kernel, |g| g.out.to_vec()) {
                 assert_eq!(got, out, "{n}×{k}×{m}: {form} lanes");
             }
-        }
-    }
-
-    /// [`Gemm`] into a fresh output, so that each lane form can run it.
-    #[derive(Clone)]
-    struct Fresh<'a> {
-        w: &'a [f32],
-        x: &'a [f32],
-        k: usize,
-        m: usize,
-        tiled: bool,
-    }
-
-    impl LaneKernel for Fresh<'_> {
-        type Output = Vec<f32>;
-        fn run<L: Lanes16>(self) -> Vec<f32> {
-            let mut out = vec![0.0f32; self.x.len() / self.k * self.m];
-            run_with::<L, f32>(self.w, self.x, self.k, self.m, &mut out, self.tiled);
-            out
         }
     }
 

@@ -34,12 +34,11 @@ pub(crate) trait Lanes16: Copy {
     fn to_array(self) -> [f32; LANES];
 }
 
-/// A computation written once over [`Lanes16`], run by [`dispatch`].
+/// A computation written once over [`Lanes16`], run by [`dispatch`]; it leaves its results in
+/// buffers it borrows.
 pub(crate) trait LaneKernel {
-    /// What the computation returns.
-    type Output;
     /// Runs with lanes `L` (inlined into [`dispatch`]'s per-CPU compilations).
-    fn run<L: Lanes16>(self) -> Self::Output;
+    fn run<L: Lanes16>(&mut self);
 }
 
 /// The widest lane form this CPU runs.
@@ -71,14 +70,14 @@ pub(crate) fn cpu() -> Cpu {
 }
 
 /// Runs `kernel` with the lanes of [`cpu`].
-pub(crate) fn dispatch<K: LaneKernel>(kernel: K) -> K::Output {
+pub(crate) fn dispatch<K: LaneKernel>(mut kernel: K) {
     match cpu() {
         // SAFETY: `cpu()` found AVX-512F.
         #[cfg(target_arch = "x86_64")]
-        Cpu::Avx512 => unsafe { x86::run_avx512(kernel) },
+        Cpu::Avx512 => unsafe { x86::run_avx512(&mut kernel) },
         // SAFETY: `cpu()` found AVX2, FMA and F16C.
         #[cfg(target_arch = "x86_64")]
-        Cpu::Avx2 => unsafe { x86::run_avx2(kernel) },
+        Cpu::Avx2 => unsafe { x86::run_avx2(&mut kernel) },
         _ => kernel.run::<Portable>(),
     }
 }
@@ -178,7 +177,7 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn run_avx512<K: LaneKernel>(kernel: K) -> K::Output {
+    pub(super) unsafe fn run_avx512<K: LaneKernel>(kernel: &mut K) {
         kernel.run::<Avx512>()
     }
 
@@ -187,7 +186,7 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX2, FMA and F16C.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn run_avx2<K: LaneKernel>(kernel: K) -> K::Output {
+    pub(super) unsafe fn run_avx2<K: LaneKernel>(kernel: &mut K) {
         kernel.run::<Avx2>()
     }
 
@@ -289,10 +288,14 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// `kernel` with each lane form available here (portable always, AVX2 and AVX-512 when
-    /// the CPU has them), labelled.
-    pub(crate) fn each_form<K: LaneKernel + Clone>(kernel: K) -> Vec<(&'static str, K::Output)> {
-        let mut runs = vec![("portable", kernel.clone().run::<Portable>())];
+    /// Runs `kernel` with each lane form available here (portable always, AVX2 and AVX-512 when
+    /// the CPU has them) and returns what `read` takes from it after each run, labelled.
+    pub(crate) fn each_form<K: LaneKernel>(
+        kernel: &mut K,
+        read: impl Fn(&K) -> Vec<f32>,
+    ) -> Vec<(&'static str, Vec<f32>)> {
+        kernel.run::<Portable>();
+        let mut runs = vec![("portable", read(kernel))];
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2")
@@ -300,11 +303,13 @@ pub(crate) mod tests {
                 && std::arch::is_x86_feature_detected!("f16c")
             {
                 // SAFETY: the CPU has AVX2, FMA and F16C (checked above).
-                runs.push(("avx2", unsafe { x86::run_avx2(kernel.clone()) }));
+                unsafe { x86::run_avx2(kernel) };
+                runs.push(("avx2", read(kernel)));
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU has AVX-512F (checked above).
-                runs.push(("avx512", unsafe { x86::run_avx512(kernel) }));
+                unsafe { x86::run_avx512(kernel) };
+                runs.push(("avx512", read(kernel)));
             }
         }
         runs
