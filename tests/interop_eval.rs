@@ -55,7 +55,7 @@ fn llama_logits(exe: &Path, model: &Path, tokens: &[u32], out: &Path) -> Vec<f32
 }
 
 /// Max-abs difference of all logits of `prompt` (whole prompt in one pass, and again fed in two
-/// parts through the key/value cache).
+/// parts through the key/value cache; a single-pass session must give the one pass's bits).
 fn compare(exe: &Path, model_path: &Path, prompt: &str, tmp: &Path) -> f32 {
     let check_cache = prompt.len() > SHORT_PROMPT.len();
     let model = Model::open(model_path).unwrap();
@@ -65,6 +65,12 @@ fn compare(exe: &Path, model_path: &Path, prompt: &str, tmp: &Path) -> f32 {
     let theirs = llama_logits(exe, model_path, &tokens, &tmp.join("logits.f32"));
     let ours = Session::new(&model, 1).forward(&[&tokens], 0, None);
     assert_eq!(ours.len(), theirs.len());
+    let single_pass = Session::single_pass(&model, 1).forward(&[&tokens], 0, None);
+    assert!(
+        single_pass == ours,
+        "{}: a single-pass session (no key/value cache kept) gives other logits",
+        model_path.display()
+    );
     if !check_cache {
         return max_abs(&ours, &theirs);
     }
