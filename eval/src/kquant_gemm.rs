@@ -372,7 +372,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let v = ((i * 7 + seed * 13) as f32 * 0.618_034).fract() - 0.45;
-                if (i + seed) % 97 == 0 {
+                if (i + seed).is_multiple_of(97) {
                     v * 9.0
                 } else {
                     v

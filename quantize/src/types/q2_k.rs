@@ -69,6 +69,8 @@ fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     requantize_and_pack(x, y, &mut l);
 }
 
+// Index loops kept as in ggml-quants.c, so the port reads line by line against it.
+#[allow(clippy::needless_range_loop)]
 fn quantize_block_weighted(x: &[f32], y: &mut [u8], qw: &[f32]) {
     let mut l = [0u8; QK_K];
     let mut mins = [0f32; 16];

@@ -41,6 +41,8 @@ fn get_scale(scales: &[u8], j: usize) -> i8 {
     (low | ((((scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) as i8)) - 32
 }
 
+// Index loops kept as in ggml-quants.c, so the port reads line by line against it.
+#[allow(clippy::needless_range_loop)]
 fn quantize_block_ref(x: &[f32], y: &mut [u8]) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; 16];

@@ -120,6 +120,8 @@ impl KQuant {
         self.requantize_and_pack(x, y, &mut l);
     }
 
+    // Index loops kept as in ggml-quants.c, so the port reads line by line against it.
+    #[allow(clippy::needless_range_loop)]
     fn quantize_block_weighted(self, x: &[f32], y: &mut [u8], qw: &[f32]) {
         let mut l = [0u8; QK_K];
         let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);

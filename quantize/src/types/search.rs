@@ -101,6 +101,8 @@ fn rmse_weight(rmse_type: i32, x: f32) -> f32 {
 
 /// Symmetric quantization to levels −nmax..nmax−1 with a scale search (`make_qx_quants`); writes
 /// `level + nmax` into `l` and returns the scale.
+// Index loops kept as in ggml-quants.c, so the port reads line by line against it.
+#[allow(clippy::needless_range_loop)]
 pub fn make_qx_quants(
     nmax: i32,
     x: &[f32],
@@ -258,6 +260,8 @@ pub struct MinSearchParams {
 
 /// Asymmetric quantization `x ≈ scale·L − the_min` with levels 0..nmax (`make_qkx2_quants` /
 /// `make_qkx3_quants`). Returns `(scale, the_min)`; `laux` is scratch of the same length.
+// Index loops kept as in ggml-quants.c, so the port reads line by line against it.
+#[allow(clippy::needless_range_loop)]
 pub fn make_qkx_quants(
     p: MinSearchParams,
     x: &[f32],
