@@ -115,6 +115,50 @@ fn perplexity_is_deterministic_across_thread_counts_and_kld_of_a_model_with_itse
     assert!(cmp["delta_p"]["rms"].as_f64().unwrap() > 0.0);
 }
 
+/// Q4_K_M on a 256-wide model takes the integer k-quant kernel where the CPU has AVX512-VNNI
+/// (and decode + faer elsewhere): its perplexity must not depend on the thread count either, and
+/// must stay close to the f32 model's.
+#[test]
+fn k_quant_perplexity_is_deterministic_across_thread_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = tmp.path().join("hf");
+    common::synth(
+        &hf,
+        &[
+            "--hidden",
+            "256",
+            "--ffn",
+            "512",
+            "--layers",
+            "2",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+        ],
+    );
+    let model = tmp.path().join("model.gguf");
+    common::convert_ok(&hf, &model, "f32");
+    let (_, text) = setup(tmp.path());
+    let q = tmp.path().join("q4km.gguf");
+    common::quantize_ok(tmp.path(), &[s(&model), s(&q), "Q4_K_M"]);
+    let ppl = |m: &Path, t: &str| {
+        common::smelt_json(
+            tmp.path(),
+            &["perplexity", s(m), "-f", s(&text), "-c", "64", "-t", t],
+        )["ppl"]
+            .as_f64()
+            .unwrap()
+    };
+    let (one, three) = (ppl(&q, "1"), ppl(&q, "3"));
+    assert_eq!(one.to_bits(), three.to_bits());
+    let full = ppl(&model, "2");
+    assert!(
+        (one / full - 1.0).abs() < 0.05,
+        "Q4_K_M {one} vs f32 {full}"
+    );
+}
+
 #[test]
 fn imatrix_files_are_read_back_by_smelt_quantize() {
     let tmp = tempfile::tempdir().unwrap();
