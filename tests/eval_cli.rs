@@ -10,22 +10,16 @@ use formats::gguf::{GgufFile, GgufWriter, Metadata, TensorInfo, Value};
 
 /// A small synthetic Llama (GQA, SentencePiece-style vocabulary) as F32 GGUF, and a text.
 fn setup(dir: &Path) -> (PathBuf, PathBuf) {
+    setup_wide(dir, "64", "128")
+}
+
+/// [`setup`] with another width and FFN width.
+fn setup_wide(dir: &Path, hidden: &str, ffn: &str) -> (PathBuf, PathBuf) {
     let hf = dir.join("hf");
-    common::synth(
-        &hf,
-        &[
-            "--hidden",
-            "64",
-            "--ffn",
-            "128",
-            "--layers",
-            "2",
-            "--heads",
-            "4",
-            "--kv-heads",
-            "2",
-        ],
-    );
+    let shape = [
+        "--hidden", hidden, "--ffn", ffn, "--layers", "2", "--heads", "4",
+    ];
+    common::synth(&hf, &[&shape[..], &["--kv-heads", "2"]].concat());
     let gguf = dir.join("model.gguf");
     common::convert_ok(&hf, &gguf, "f32");
     let text = dir.join("text.txt");
@@ -121,25 +115,7 @@ fn perplexity_is_deterministic_across_thread_counts_and_kld_of_a_model_with_itse
 #[test]
 fn k_quant_perplexity_is_deterministic_across_thread_counts() {
     let tmp = tempfile::tempdir().unwrap();
-    let hf = tmp.path().join("hf");
-    common::synth(
-        &hf,
-        &[
-            "--hidden",
-            "256",
-            "--ffn",
-            "512",
-            "--layers",
-            "2",
-            "--heads",
-            "4",
-            "--kv-heads",
-            "2",
-        ],
-    );
-    let model = tmp.path().join("model.gguf");
-    common::convert_ok(&hf, &model, "f32");
-    let (_, text) = setup(tmp.path());
+    let (model, text) = setup_wide(tmp.path(), "256", "512");
     let q = tmp.path().join("q4km.gguf");
     common::quantize_ok(tmp.path(), &[s(&model), s(&q), "Q4_K_M"]);
     let ppl = |m: &Path, t: &str| {

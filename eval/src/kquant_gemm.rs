@@ -1,8 +1,8 @@
-//! Products with k-quant weights (Q4_K, Q5_K, Q6_K) in integer arithmetic, the way llama.cpp
-//! multiplies them: the activations are quantized to Q8_K (levels −127..127 and one f32 scale per
-//! 256), the weights stay 4-, 5- or 6-bit levels with their group scales, and a super-block's dot
-//! product is exact in 32-bit integers. Only the float sum over super-blocks is rounded, in a fixed
-//! order, so the result does not depend on tiling or threads.
+//! Products with k-quant weights (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) in integer arithmetic, the way
+//! llama.cpp multiplies them: the activations are quantized to Q8_K (levels −127..127 and one f32
+//! scale per 256), the weights stay 2- to 6-bit levels with their group scales, and a
+//! super-block's dot product is exact in 32-bit integers. Only the float sum over super-blocks is
+//! rounded, in a fixed order, so the result does not depend on tiling or threads.
 //!
 //! On AVX512-VNNI one `vpdpbusd` does 64 multiply-adds (unsigned weight level × signed activation
 //! level) where an f32 FMA does 16, at the same rate; each group's sum is then scaled by its
@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use formats::gguf::GgmlType;
 use quantize::activation::q8_k_block;
 use quantize::types::q45_k::{Q4_K, Q5_K};
-use quantize::types::{q6_k, QK_K};
+use quantize::types::{q2_k, q3_k, q6_k, QK_K};
 
 use crate::lanes::dispatched;
 
@@ -29,17 +29,15 @@ const TILE_TOKENS: usize = 8;
 const TOKEN_BLOCK: usize = 64;
 /// Groups of four levels per super-block (`vpdpbusd` multiplies four bytes per lane).
 const QUADS: usize = QK_K / 4;
-/// Groups of 32 per super-block whose mins Q4_K and Q5_K subtract.
-const MIN_GROUPS: usize = QK_K / 32;
-/// Q6_K's groups of 16 per super-block.
-const Q6_GROUPS: usize = QK_K / 16;
-/// The level Q6_K stores for zero.
-const Q6_ZERO: i32 = 32;
+/// Groups of 16 per super-block: the finest grouping of scales and mins (Q2_K, Q3_K, Q6_K).
+const GROUPS16: usize = QK_K / 16;
 
 /// Whether `ty` weights of `rows` × `cols` take the integer kernel on this machine.
 pub fn applies(ty: GgmlType, rows: usize, cols: usize) -> bool {
-    matches!(ty, GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K)
-        && rows.is_multiple_of(GROUP_ROWS)
+    matches!(
+        ty,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
+    ) && rows.is_multiple_of(GROUP_ROWS)
         && cols.is_multiple_of(QK_K)
         && has_vnni()
 }
@@ -65,11 +63,11 @@ pub struct Q8kRows {
     levels: Vec<i8>,
     /// Scale of each super-block (`n_rows` × `n_blocks`).
     scales: Vec<f32>,
-    /// `−32 ×` the level sum of each group of 16 (`n_rows` × `n_blocks` × 16): Q6_K's zero level.
-    zero_sums: Vec<i32>,
-    /// Level sums of each group of 32 as 16-bit pairs (`n_rows` × `n_blocks` × 4): Q4_K's and
-    /// Q5_K's mins.
-    min_sums: Vec<i32>,
+    /// Level sums of each group of 16 (`n_rows` × `n_blocks` × 16): for weight types whose
+    /// levels have a zero offset (Q3_K, Q6_K).
+    sums: Vec<i32>,
+    /// The same sums as 16-bit pairs (`n_rows` × `n_blocks` × 8): for the mins (Q2_K, Q4_K, Q5_K).
+    sum_pairs: Vec<i32>,
 }
 
 /// Two 16-bit values in one i32 lane, low first (`vpdpwssd`'s operand layout).
@@ -78,17 +76,15 @@ fn pair(lo: i32, hi: i32) -> i32 {
 }
 
 dispatched! {
-    /// One super-block of activations into Q8_K levels, their group sums in the kernel's two
-    /// forms (`zero`, `mins`: see [`Q8kRows`]); returns the scale.
-    fn quantize_block(x: &[f32], levels: &mut [i8], zero: &mut [i32], mins: &mut [i32]) -> f32 {
+    /// One super-block of activations into Q8_K levels and their group sums (both forms of
+    /// [`Q8kRows`]); returns the scale.
+    fn quantize_block(x: &[f32], levels: &mut [i8], sums: &mut [i32], pairs: &mut [i32]) -> f32 {
         let scale = q8_k_block(x, levels);
-        for (z, g) in zero.iter_mut().zip(levels.chunks_exact(16)) {
-            *z = -Q6_ZERO * g.iter().map(|&v| v as i32).sum::<i32>();
+        for (s, g) in sums.iter_mut().zip(levels.chunks_exact(16)) {
+            *s = g.iter().map(|&v| v as i32).sum::<i32>();
         }
-        for (m, g) in mins.iter_mut().zip(levels.chunks_exact(64)) {
-            let (lo, hi) = g.split_at(32);
-            let sum = |h: &[i8]| h.iter().map(|&v| v as i32).sum::<i32>();
-            *m = pair(sum(lo), sum(hi));
+        for (p, s) in pairs.iter_mut().zip(sums.chunks_exact(2)) {
+            *p = pair(s[0], s[1]);
         }
         scale
     }
@@ -101,65 +97,87 @@ impl Q8kRows {
         let blocks = n_rows * n_blocks;
         let mut levels = vec![0i8; blocks * QK_K];
         let mut scales = vec![0f32; blocks];
-        let mut zero_sums = vec![0i32; blocks * Q6_GROUPS];
-        let mut min_sums = vec![0i32; blocks * MIN_GROUPS / 2];
+        let mut sums = vec![0i32; blocks * GROUPS16];
+        let mut sum_pairs = vec![0i32; blocks * GROUPS16 / 2];
         levels
             .par_chunks_mut(QK_K)
             .zip(scales.par_iter_mut())
-            .zip(zero_sums.par_chunks_mut(Q6_GROUPS))
-            .zip(min_sums.par_chunks_mut(MIN_GROUPS / 2))
+            .zip(sums.par_chunks_mut(GROUPS16))
+            .zip(sum_pairs.par_chunks_mut(GROUPS16 / 2))
             .zip(x.par_chunks(QK_K))
-            .for_each(|((((levels, scale), zero), mins), x)| {
-                *scale = quantize_block(x, levels, zero, mins);
+            .for_each(|((((levels, scale), sums), pairs), x)| {
+                *scale = quantize_block(x, levels, sums, pairs);
             });
         Q8kRows {
             n_rows,
             n_blocks,
             levels,
             scales,
-            zero_sums,
-            min_sums,
+            sums,
+            sum_pairs,
         }
     }
 }
 
 /// A k-quant super-block as integers: value `i` =
-/// `d · scales[i / group] · (levels[i] − zero) − dmin · mins[i / 32]`, where `zero` is
-/// [`Q6_ZERO`] for Q6_K (groups of 16) and 0 for Q4_K/Q5_K (groups of 32).
+/// `d · scales[i / group] · (levels[i] − zero) − dmin · mins[i / 16]`.
 struct IntegerBlock {
     levels: [u8; QK_K],
-    /// Per group of `group` values (16 used for Q6_K, 8 for Q4_K/Q5_K).
-    scales: [i32; Q6_GROUPS],
+    /// Per group of `group` values (16 used for groups of 16, 8 for groups of 32).
+    scales: [i32; GROUPS16],
+    /// 16 (Q2_K, Q3_K, Q6_K) or 32 (Q4_K, Q5_K).
     group: usize,
-    mins: [i32; MIN_GROUPS],
+    /// The level that stands for 0: 4 (Q3_K), 32 (Q6_K), else 0.
+    zero: i32,
+    /// Per group of 16 (Q4_K's and Q5_K's mins of 32 repeated); all 0 for types without mins.
+    mins: [i32; GROUPS16],
     d: f32,
     dmin: f32,
 }
 
 impl IntegerBlock {
     fn new(ty: GgmlType, block: &[u8]) -> IntegerBlock {
+        let signed = |levels: [i8; QK_K], zero: i32, scales: [i8; GROUPS16], d: f32| IntegerBlock {
+            levels: levels.map(|l| (l as i32 + zero) as u8),
+            scales: scales.map(|s| s as i32),
+            group: 16,
+            zero,
+            mins: [0; GROUPS16],
+            d,
+            dmin: 0.0,
+        };
         match ty {
             GgmlType::Q6_K => {
                 let (levels, scales, d) = q6_k::unpack(block);
+                signed(levels, 32, scales, d)
+            }
+            GgmlType::Q3_K => {
+                let (levels, scales, d) = q3_k::unpack(block);
+                signed(levels, 4, scales, d)
+            }
+            GgmlType::Q2_K => {
+                let (levels, scales, mins, d, dmin) = q2_k::unpack(block);
                 IntegerBlock {
-                    levels: levels.map(|l| (l as i32 + Q6_ZERO) as u8),
+                    levels,
                     scales: scales.map(|s| s as i32),
                     group: 16,
-                    mins: [0; MIN_GROUPS],
+                    zero: 0,
+                    mins: mins.map(|m| m as i32),
                     d,
-                    dmin: 0.0,
+                    dmin,
                 }
             }
             _ => {
                 let kind = if ty == GgmlType::Q5_K { Q5_K } else { Q4_K };
                 let (levels, scales, mins, d, dmin) = kind.unpack(block);
-                let mut all = [0; Q6_GROUPS];
-                all[..MIN_GROUPS].copy_from_slice(&scales.map(|s| s as i32));
+                let mut all = [0; GROUPS16];
+                all[..QK_K / 32].copy_from_slice(&scales.map(|s| s as i32));
                 IntegerBlock {
                     levels,
                     scales: all,
                     group: 32,
-                    mins: mins.map(|m| m as i32),
+                    zero: 0,
+                    mins: std::array::from_fn(|g| mins[g / 2] as i32),
                     d,
                     dmin,
                 }
@@ -175,34 +193,34 @@ impl IntegerBlock {
 
 /// [`GROUP_ROWS`] weight rows in the kernel's layout; per super-block: [`QUADS`] registers of
 /// 16 rows × four levels, a register of 16 group scales per group, the rows' `d` and `dmin`, and
-/// their mins as 16-bit pairs over the groups of 32.
+/// their mins as 16-bit pairs over the groups of 16. All rows share the type's `group` and `zero`.
 struct RowGroup {
     quads: Vec<i32>,
     scales: Vec<i32>,
     d: Vec<f32>,
     dmin: Vec<f32>,
     mins: Vec<i32>,
+    group: usize,
+    zero: i32,
 }
 
 impl RowGroup {
     /// Unpacks rows `rows` (each `row_bytes` of `ty` blocks) of a weight.
     fn new(ty: GgmlType, rows: &[u8], row_bytes: usize, n_blocks: usize) -> RowGroup {
-        let n_groups = if ty == GgmlType::Q6_K {
-            Q6_GROUPS
-        } else {
-            MIN_GROUPS
-        };
         let mut g = RowGroup {
             quads: vec![0; n_blocks * QUADS * GROUP_ROWS],
-            scales: vec![0; n_blocks * n_groups * GROUP_ROWS],
+            scales: vec![0; n_blocks * GROUPS16 * GROUP_ROWS],
             d: vec![0.0; n_blocks * GROUP_ROWS],
             dmin: vec![0.0; n_blocks * GROUP_ROWS],
-            mins: vec![0; n_blocks * MIN_GROUPS / 2 * GROUP_ROWS],
+            mins: vec![0; n_blocks * GROUPS16 / 2 * GROUP_ROWS],
+            group: 16,
+            zero: 0,
         };
         let block_bytes = row_bytes / n_blocks;
         for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
             for (b, block) in row.chunks_exact(block_bytes).enumerate() {
                 let ib = IntegerBlock::new(ty, block);
+                (g.group, g.zero) = (ib.group, ib.zero);
                 let at = b * GROUP_ROWS + r;
                 g.d[at] = ib.d;
                 g.dmin[at] = ib.dmin;
@@ -211,10 +229,10 @@ impl RowGroup {
                         i32::from_le_bytes([l[0], l[1], l[2], l[3]]);
                 }
                 for (j, &s) in ib.scales[..ib.n_groups()].iter().enumerate() {
-                    g.scales[(b * n_groups + j) * GROUP_ROWS + r] = s;
+                    g.scales[(b * GROUPS16 + j) * GROUP_ROWS + r] = s;
                 }
                 for (q, m) in ib.mins.chunks_exact(2).enumerate() {
-                    g.mins[(b * MIN_GROUPS / 2 + q) * GROUP_ROWS + r] = pair(m[0], m[1]);
+                    g.mins[(b * GROUPS16 / 2 + q) * GROUP_ROWS + r] = pair(m[0], m[1]);
                 }
             }
         }
@@ -237,20 +255,18 @@ pub fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize) -> Vec<f32> {
                 .map(|g| RowGroup::new(ty, g, row_bytes, x.n_blocks))
                 .collect();
             let stride = columns.row_stride() as usize;
+            let with_mins = matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K);
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `applies` checked AVX-512F and VNNI; `columns` is this task's own
             // `n` × 16·groups window of `out`, rows `stride` apart.
             unsafe {
-                x86::multiply(
-                    &groups,
-                    x,
-                    ty == GgmlType::Q6_K,
-                    columns.as_ptr_mut(),
-                    stride,
-                )
+                x86::multiply(&groups, x, with_mins, columns.as_ptr_mut(), stride)
             };
             #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("applies() is false off x86-64 ({stride}, {})", groups.len());
+            unreachable!(
+                "applies() is false off x86-64 ({stride}, {with_mins}, {})",
+                groups.len()
+            );
         });
     out
 }
@@ -261,12 +277,10 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{
-        Q8kRows, RowGroup, GROUP_ROWS, MIN_GROUPS, Q6_GROUPS, QUADS, TILE_TOKENS, TOKEN_BLOCK,
-    };
+    use super::{Q8kRows, RowGroup, GROUPS16, GROUP_ROWS, QUADS, TILE_TOKENS, TOKEN_BLOCK};
 
     /// `out` (`x.n_rows` rows, `width` apart, of 16 · `groups.len()` values) = `x` · the
-    /// groups' rows ᵀ; `q6` selects Q6_K's layout (groups of 16, zero level 32, no mins).
+    /// groups' rows ᵀ; `with_mins` for the types that subtract mins.
     ///
     /// # Safety
     /// The CPU must have AVX-512F and AVX512-VNNI, and `out` must be writable as described.
@@ -274,7 +288,7 @@ mod x86 {
     pub(super) unsafe fn multiply(
         groups: &[RowGroup],
         x: &Q8kRows,
-        q6: bool,
+        with_mins: bool,
         out: *mut f32,
         width: usize,
     ) {
@@ -286,11 +300,13 @@ mod x86 {
                 while t < t_end {
                     let whole = t_end - t >= TILE_TOKENS;
                     let o = out.add(t * width + gi * GROUP_ROWS);
-                    match (whole, q6) {
-                        (true, true) => tile::<TILE_TOKENS, true>(g, x, t, o, width),
-                        (true, false) => tile::<TILE_TOKENS, false>(g, x, t, o, width),
-                        (false, true) => tile::<1, true>(g, x, t, o, width),
-                        (false, false) => tile::<1, false>(g, x, t, o, width),
+                    match (whole, g.group == 16, with_mins) {
+                        (true, true, true) => tile::<TILE_TOKENS, 4, true>(g, x, t, o, width),
+                        (true, true, false) => tile::<TILE_TOKENS, 4, false>(g, x, t, o, width),
+                        (true, false, _) => tile::<TILE_TOKENS, 8, true>(g, x, t, o, width),
+                        (false, true, true) => tile::<1, 4, true>(g, x, t, o, width),
+                        (false, true, false) => tile::<1, 4, false>(g, x, t, o, width),
+                        (false, false, _) => tile::<1, 8, true>(g, x, t, o, width),
                     }
                     t += if whole { TILE_TOKENS } else { 1 };
                 }
@@ -298,9 +314,10 @@ mod x86 {
         }
     }
 
-    /// 16 weight rows × `T` activation rows from `t`, written to `out` (rows `width` apart).
+    /// 16 weight rows × `T` activation rows from `t`, written to `out` (rows `width` apart);
+    /// groups of `GQ` quads (4: groups of 16, 8: groups of 32), mins subtracted if `MINS`.
     #[inline(always)]
-    unsafe fn tile<const T: usize, const Q6: bool>(
+    unsafe fn tile<const T: usize, const GQ: usize, const MINS: bool>(
         g: &RowGroup,
         x: &Q8kRows,
         t: usize,
@@ -308,23 +325,25 @@ mod x86 {
         width: usize,
     ) {
         let nb = x.n_blocks;
-        let (n_groups, group_quads) = if Q6 { (Q6_GROUPS, 4) } else { (MIN_GROUPS, 8) };
+        let n_groups = QUADS / GQ;
         let mut f = [_mm512_setzero_ps(); T];
         for b in 0..nb {
             let block: [usize; T] = std::array::from_fn(|j| (t + j) * nb + b);
             let a: [*const i8; T] = std::array::from_fn(|j| x.levels.as_ptr().add(block[j] * 256));
             let w = g.quads.as_ptr().add(b * QUADS * GROUP_ROWS);
-            let scales = g.scales.as_ptr().add(b * n_groups * GROUP_ROWS);
+            let scales = g.scales.as_ptr().add(b * GROUPS16 * GROUP_ROWS);
             let mut s = [_mm512_setzero_si512(); T];
             for k in 0..n_groups {
+                // Start from −zero · (the group's activation sum): the levels' zero offset.
                 let mut acc: [__m512i; T] = std::array::from_fn(|j| {
-                    if Q6 {
-                        _mm512_set1_epi32(x.zero_sums[block[j] * Q6_GROUPS + k])
-                    } else {
-                        _mm512_setzero_si512()
+                    if g.zero == 0 {
+                        return _mm512_setzero_si512();
                     }
+                    let sums = &x.sums[block[j] * GROUPS16..][..GROUPS16];
+                    let group_sum: i32 = sums[k * GQ / 4..(k + 1) * GQ / 4].iter().sum();
+                    _mm512_set1_epi32(-g.zero * group_sum)
                 });
-                for q in k * group_quads..(k + 1) * group_quads {
+                for q in k * GQ..(k + 1) * GQ {
                     let wv = _mm512_loadu_si512(w.add(q * GROUP_ROWS) as *const _);
                     for j in 0..T {
                         let av =
@@ -342,13 +361,13 @@ mod x86 {
                 let da = _mm512_set1_ps(x.scales[block[j]]);
                 f[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[j]), _mm512_mul_ps(d, da), f[j]);
             }
-            if !Q6 {
-                let mins = g.mins.as_ptr().add(b * MIN_GROUPS / 2 * GROUP_ROWS);
+            if MINS {
+                let mins = g.mins.as_ptr().add(b * GROUPS16 / 2 * GROUP_ROWS);
                 let dmin = _mm512_loadu_ps(g.dmin.as_ptr().add(b * GROUP_ROWS));
                 for j in 0..T {
-                    let sums = x.min_sums.as_ptr().add(block[j] * MIN_GROUPS / 2);
+                    let sums = x.sum_pairs.as_ptr().add(block[j] * GROUPS16 / 2);
                     let mut acc = _mm512_setzero_si512();
-                    for q in 0..MIN_GROUPS / 2 {
+                    for q in 0..GROUPS16 / 2 {
                         let mv = _mm512_loadu_si512(mins.add(q * GROUP_ROWS) as *const _);
                         acc = _mm512_dpwssd_epi32(acc, mv, _mm512_set1_epi32(*sums.add(q)));
                     }
@@ -383,8 +402,7 @@ mod tests {
 
     /// Value `i` of a block without its `d` and mins: `scale · (level − zero)`.
     fn value(ib: &IntegerBlock, i: usize) -> i32 {
-        let zero = if ib.group == 16 { Q6_ZERO } else { 0 };
-        ib.scales[i / ib.group] * (ib.levels[i] as i32 - zero)
+        ib.scales[i / ib.group] * (ib.levels[i] as i32 - ib.zero)
     }
 
     /// The kernel's arithmetic one output at a time: exact integer super-block sums, then
@@ -405,16 +423,8 @@ mod tests {
                     let da = q8_k_block(&x[t * k + b * QK_K..][..QK_K], &mut levels);
                     let s: i32 = (0..QK_K).map(|i| value(&ib, i) * levels[i] as i32).sum();
                     f = (s as f32).mul_add(ib.d * da, f);
-                    if ty != GgmlType::Q6_K {
-                        let mm: i32 = (0..MIN_GROUPS)
-                            .map(|g| {
-                                ib.mins[g]
-                                    * levels[g * 32..][..32]
-                                        .iter()
-                                        .map(|&l| l as i32)
-                                        .sum::<i32>()
-                            })
-                            .sum();
+                    if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
+                        let mm: i32 = (0..QK_K).map(|i| ib.mins[i / 16] * levels[i] as i32).sum();
                         f = (-(mm as f32)).mul_add(ib.dmin * da, f);
                     }
                 }
@@ -429,7 +439,13 @@ mod tests {
     #[test]
     fn kernel_matches_reference_bits_and_dequantized_values() {
         let (n, k, m) = (11, 512, 2 * TASK_ROWS + 32);
-        for ty in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+        for ty in [
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+        ] {
             let w = signal(m * k, ty as usize);
             let row_bytes = ty.block_bytes() * k / QK_K;
             let mut bytes = vec![0u8; m * row_bytes];
@@ -441,7 +457,7 @@ mod tests {
                     let ib = IntegerBlock::new(ty, block);
                     for i in 0..QK_K {
                         let want = decoded[r * k + b * QK_K + i];
-                        let got = ib.d * value(&ib, i) as f32 - ib.dmin * ib.mins[i / 32] as f32;
+                        let got = ib.d * value(&ib, i) as f32 - ib.dmin * ib.mins[i / 16] as f32;
                         assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{ty:?}");
                     }
                 }

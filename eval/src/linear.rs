@@ -2,7 +2,7 @@
 //! ggml's CPU backend converts them to for that weight type (see [`ActivationForm`]):
 //! - F32 and F16 weights are multiplied straight from the file in llama.cpp's own summation order
 //!   ([`crate::float_gemm`]);
-//! - Q4_K, Q5_K and Q6_K weights, on CPUs with AVX512-VNNI, in integers against Q8_K activations
+//! - k-quant weights (Q2_K … Q6_K), on CPUs with AVX512-VNNI, in integers against Q8_K activations
 //!   as llama.cpp does ([`crate::kquant_gemm`]: 64 products per instruction, four times an f32
 //!   FMA's rate; on the Q4_K_M benchmark its products take 2.6× less CPU time than decoding to
 //!   f32 for faer's GEMM did);

@@ -123,28 +123,40 @@ fn requantize_and_pack(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K]) {
     pack_2bit(l, &mut y[16..80]);
 }
 
+/// One super-block's levels (0..3, in value order), its 16 group scales and mins (4 bits each),
+/// `d` and `dmin`: value `i` is `d·scales[g]·levels[i] − dmin·mins[g]`, `g = i / 16`.
+pub fn unpack(yb: &[u8]) -> ([u8; QK_K], [u8; 16], [u8; 16], f32, f32) {
+    let mut levels = [0u8; QK_K];
+    let mut o = 0;
+    for n in (0..QK_K).step_by(128) {
+        let q = &yb[16 + n / 4..16 + n / 4 + 32];
+        for shift in [0, 2, 4, 6] {
+            for &b in q {
+                levels[o] = (b >> shift) & 3;
+                o += 1;
+            }
+        }
+    }
+    let scales = std::array::from_fn(|g| yb[g] & 0xF);
+    let mins = std::array::from_fn(|g| yb[g] >> 4);
+    (levels, scales, mins, f16_at(yb, 80), f16_at(yb, 82))
+}
+
 /// Decodes super-blocks back to f32.
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     for (yb, out) in src
         .chunks_exact(BLOCK_BYTES)
         .zip(dst.chunks_exact_mut(QK_K))
     {
-        let d = f16_at(yb, 80);
-        let min = f16_at(yb, 82);
-        let mut o = 0;
-        let mut is = 0;
-        for n in (0..QK_K).step_by(128) {
-            let q = &yb[16 + n / 4..16 + n / 4 + 32];
-            for shift in [0, 2, 4, 6] {
-                for half in 0..2 {
-                    let sc = yb[is];
-                    is += 1;
-                    let (dl, ml) = (d * (sc & 0xF) as f32, min * (sc >> 4) as f32);
-                    for l in 0..16 {
-                        out[o] = dl * ((q[l + 16 * half] >> shift) & 3) as f32 - ml;
-                        o += 1;
-                    }
-                }
+        let (levels, scales, mins, d, dmin) = unpack(yb);
+        for (g, (out, levels)) in out
+            .chunks_exact_mut(16)
+            .zip(levels.chunks_exact(16))
+            .enumerate()
+        {
+            let (dl, ml) = (d * scales[g] as f32, dmin * mins[g] as f32);
+            for (y, &q) in out.iter_mut().zip(levels) {
+                *y = dl * q as f32 - ml;
             }
         }
     }

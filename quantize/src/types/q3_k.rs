@@ -129,32 +129,43 @@ fn requantize_and_pack(x: &[f32], y: &mut [u8], l: &mut [i8; QK_K]) {
     pack_2bit(&l.map(|v| v as u8), &mut rest[..64]);
 }
 
+/// One super-block's levels (−4..3, in value order), its 16 group scales (−32..31) and `d`.
+pub fn unpack(yb: &[u8]) -> ([i8; QK_K], [i8; 16], f32) {
+    let hm = &yb[..32];
+    let mut levels = [0i8; QK_K];
+    let mut m = 1u8;
+    let mut o = 0;
+    for n in (0..QK_K).step_by(128) {
+        let q = &yb[32 + n / 4..32 + n / 4 + 32];
+        for shift in [0, 2, 4, 6] {
+            for k in 0..32 {
+                let low = ((q[k] >> shift) & 3) as i8;
+                let high = if hm[k] & m != 0 { 0 } else { 4 };
+                levels[o] = low - high;
+                o += 1;
+            }
+            m <<= 1;
+        }
+    }
+    let scales = std::array::from_fn(|j| get_scale(&yb[SCALES..SCALES + 12], j));
+    (levels, scales, f16_at(yb, D))
+}
+
 /// Decodes super-blocks back to f32.
 pub fn dequantize(src: &[u8], dst: &mut [f32]) {
     for (yb, out) in src
         .chunks_exact(BLOCK_BYTES)
         .zip(dst.chunks_exact_mut(QK_K))
     {
-        let d_all = f16_at(yb, D);
-        let hm = &yb[..32];
-        let mut m = 1u8;
-        let mut is = 0;
-        let mut o = 0;
-        for n in (0..QK_K).step_by(128) {
-            let q = &yb[32 + n / 4..32 + n / 4 + 32];
-            for shift in [0, 2, 4, 6] {
-                for half in 0..2 {
-                    let dl = d_all * get_scale(&yb[SCALES..SCALES + 12], is) as f32;
-                    is += 1;
-                    for l in 0..16 {
-                        let k = l + 16 * half;
-                        let low = ((q[k] >> shift) & 3) as i8;
-                        let high = if hm[k] & m != 0 { 0 } else { 4 };
-                        out[o] = dl * (low - high) as f32;
-                        o += 1;
-                    }
-                }
-                m <<= 1;
+        let (levels, scales, d) = unpack(yb);
+        for (g, (out, levels)) in out
+            .chunks_exact_mut(16)
+            .zip(levels.chunks_exact(16))
+            .enumerate()
+        {
+            let dl = d * scales[g] as f32;
+            for (y, &q) in out.iter_mut().zip(levels) {
+                *y = dl * q as f32;
             }
         }
     }
