@@ -6,8 +6,8 @@
 
 use super::lanes::qkx_groups;
 use super::search::{
-    f16_at, f16_bytes, make_qp_quants, nearest_int, pack_2bit, sum_squares, MinSearch,
-    MinSearchParams,
+    dequantize_with_mins, f16_at, f16_bytes, make_qp_quants, nearest_int, pack_2bit, sum_squares,
+    MinSearch, MinSearchParams,
 };
 use super::{for_each_block, QK_K};
 
@@ -149,16 +149,7 @@ pub fn dequantize(src: &[u8], dst: &mut [f32]) {
         .zip(dst.chunks_exact_mut(QK_K))
     {
         let (levels, scales, mins, d, dmin) = unpack(yb);
-        for (g, (out, levels)) in out
-            .chunks_exact_mut(16)
-            .zip(levels.chunks_exact(16))
-            .enumerate()
-        {
-            let (dl, ml) = (d * scales[g] as f32, dmin * mins[g] as f32);
-            for (y, &q) in out.iter_mut().zip(levels) {
-                *y = dl * q as f32 - ml;
-            }
-        }
+        dequantize_with_mins(out, &levels, &scales, &mins, d, dmin);
     }
 }
 

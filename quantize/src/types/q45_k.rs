@@ -9,8 +9,8 @@
 
 use super::lanes::qkx_groups;
 use super::search::{
-    f16_at, f16_bytes, make_qp_quants, nearest_int, pack_scale_min_k4, scale_min_k4, sum_squares,
-    MinSearch, MinSearchParams,
+    dequantize_with_mins, f16_at, f16_bytes, make_qp_quants, nearest_int, pack_scale_min_k4,
+    scale_min_k4, sum_squares, MinSearch, MinSearchParams,
 };
 use super::{for_each_block, QK_K};
 
@@ -244,16 +244,7 @@ impl KQuant {
             .zip(dst.chunks_exact_mut(QK_K))
         {
             let (levels, scales, mins, d, dmin) = self.unpack(yb);
-            for (g, (out, levels)) in out
-                .chunks_exact_mut(32)
-                .zip(levels.chunks_exact(32))
-                .enumerate()
-            {
-                let (dg, mg) = (d * scales[g] as f32, dmin * mins[g] as f32);
-                for (y, &q) in out.iter_mut().zip(levels) {
-                    *y = dg * q as f32 - mg;
-                }
-            }
+            dequantize_with_mins(out, &levels, &scales, &mins, d, dmin);
         }
     }
 }

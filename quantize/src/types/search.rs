@@ -442,6 +442,30 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// Decodes one super-block held as levels with a scale and a min per group (Q2_K: groups of 16,
+/// Q4_K/Q5_K: groups of 32, i.e. `levels.len() / scales.len()`): value = `(d·scale)·level −
+/// dmin·min`, rounded as ggml's dequantizers round it.
+pub fn dequantize_with_mins(
+    out: &mut [f32],
+    levels: &[u8],
+    scales: &[u8],
+    mins: &[u8],
+    d: f32,
+    dmin: f32,
+) {
+    let group = levels.len() / scales.len();
+    for (g, (out, levels)) in out
+        .chunks_exact_mut(group)
+        .zip(levels.chunks_exact(group))
+        .enumerate()
+    {
+        let (dg, mg) = (d * scales[g] as f32, dmin * mins[g] as f32);
+        for (y, &q) in out.iter_mut().zip(levels) {
+            *y = dg * q as f32 - mg;
+        }
+    }
+}
+
 /// Packs eight 6-bit scales and mins into Q4_K/Q5_K's 12 scale bytes (the inverse of
 /// [`scale_min_k4`]).
 pub fn pack_scale_min_k4(ls: &[u8; 8], lm: &[u8; 8], scales: &mut [u8]) {
