@@ -131,22 +131,9 @@ fn attend_tiled(
                 *s = k.mul_add(q, *s);
             }
         }
-        p.iter_mut().for_each(|s| *s *= scale);
-        p[visible..].fill(f32::NEG_INFINITY);
-        let tile_max = max_of(&p);
-        let new_max = max.max(tile_max);
-        if new_max > max {
-            let ms = (max - new_max).exp();
+        if let Some(ms) = softmax_tile(&mut p, visible, scale, &mut max, &mut sum) {
             out.iter_mut().for_each(|v| *v *= ms);
-            sum *= ms;
         }
-        max = new_max;
-        let mut tile_sum = 0.0f64;
-        for group in p.chunks_exact_mut(16) {
-            group.iter_mut().for_each(|v| *v = ggml_expf(*v - max));
-            tile_sum += reduce16(group.try_into().expect("16 lanes")) as f64;
-        }
-        sum = (sum as f64 + tile_sum) as f32;
         for (j, &w) in p[..visible].iter().enumerate() {
             let v = &values[(start + j) * hd..(start + j + 1) * hd];
             out.iter_mut()
@@ -230,23 +217,11 @@ fn attend_tiled_block<L: Lanes16, const V: usize>(
             for (c, v) in s[r].iter().enumerate() {
                 p[c * LANES..(c + 1) * LANES].copy_from_slice(&v.to_array());
             }
-            p.iter_mut().for_each(|s| *s *= scale);
-            p[seen..].fill(f32::NEG_INFINITY);
-            let new_max = max[r].max(max_of(p));
-            if new_max > max[r] {
-                let ms = (max[r] - new_max).exp();
+            if let Some(ms) = softmax_tile(p, seen, scale, &mut max[r], &mut sum[r]) {
                 acc[r]
                     .iter_mut()
                     .for_each(|v| *v = L::mul(*v, L::splat(ms)));
-                sum[r] *= ms;
             }
-            max[r] = new_max;
-            let mut tile_sum = 0.0f64;
-            for group in p.chunks_exact_mut(16) {
-                group.iter_mut().for_each(|v| *v = ggml_expf(*v - new_max));
-                tile_sum += reduce16(group.try_into().expect("16 lanes")) as f64;
-            }
-            sum[r] = (sum[r] as f64 + tile_sum) as f32;
         }
         let last = visible.iter().copied().max().unwrap_or(0);
         for j in 0..last {
@@ -270,6 +245,36 @@ fn attend_tiled_block<L: Lanes16, const V: usize>(
             o.copy_from_slice(&L::mul(*a, inv).to_array());
         }
     }
+}
+
+/// One tile's step of the online softmax, as ggml's tiled kernel takes it: the raw scores `p`
+/// are scaled, those past the `visible` keys masked, and replaced by their weights
+/// `ggml_expf(score − max)` against the running maximum `max`; the weights' sum (in f64, sixteen
+/// at a time) is added to the running `sum`. If the maximum grew, `sum` is first rescaled by
+/// libm's `expf(old − new)`, and that factor is returned for the caller's value accumulator.
+#[inline(always)]
+fn softmax_tile(
+    p: &mut [f32; KV_TILE],
+    visible: usize,
+    scale: f32,
+    max: &mut f32,
+    sum: &mut f32,
+) -> Option<f32> {
+    p.iter_mut().for_each(|s| *s *= scale);
+    p[visible..].fill(f32::NEG_INFINITY);
+    let new_max = max.max(max_of(p));
+    let rescale = (new_max > *max).then(|| (*max - new_max).exp());
+    if let Some(ms) = rescale {
+        *sum *= ms;
+    }
+    *max = new_max;
+    let mut tile_sum = 0.0f64;
+    for group in p.chunks_exact_mut(16) {
+        group.iter_mut().for_each(|v| *v = ggml_expf(*v - new_max));
+        tile_sum += reduce16(group.try_into().expect("16 lanes")) as f64;
+    }
+    *sum = (*sum as f64 + tile_sum) as f32;
+    rescale
 }
 
 /// The largest of a tile's scores. Maxima do not depend on the order they are taken in, so this

@@ -133,16 +133,21 @@ impl Element for u16 {
         L::load_f16(p)
     }
 
-    /// In f64 (`ggml_vec_dot_f16`'s `ggml_float`); f16 × f16 products are exact in f32, so only
-    /// the additions' order matters.
     #[inline(always)]
     fn add_leftovers(sum: f32, w: &[u16], x: &[f32]) -> f32 {
-        let sum = w
-            .iter()
-            .zip(x)
-            .fold(sum as f64, |s, (w, x)| s + (w.to_f32() * x) as f64);
-        sum as f32
+        add_leftovers_f64(sum, w, x)
     }
+}
+
+/// `ggml_vec_dot_f16`'s leftovers: each product in f32 (f16 × f16 products are exact there),
+/// added in f64 (its `ggml_float`), so only the additions' order matters.
+#[inline(always)]
+fn add_leftovers_f64<W: Element>(sum: f32, w: &[W], x: &[f32]) -> f32 {
+    let sum = w
+        .iter()
+        .zip(x)
+        .fold(sum as f64, |s, (w, x)| s + (w.to_f32() * x) as f64);
+    sum as f32
 }
 
 /// An f32 holding an f16 value (the key cache's and an f16-converted query's elements): products
@@ -167,11 +172,7 @@ impl Element for F16Value {
 
     #[inline(always)]
     fn add_leftovers(sum: f32, w: &[F16Value], x: &[f32]) -> f32 {
-        let sum = w
-            .iter()
-            .zip(x)
-            .fold(sum as f64, |s, (w, x)| s + (w.0 * x) as f64);
-        sum as f32
+        add_leftovers_f64(sum, w, x)
     }
 }
 

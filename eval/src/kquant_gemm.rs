@@ -119,16 +119,41 @@ impl Q8kRows {
     }
 }
 
-/// A k-quant super-block as integers: value `i` =
-/// `d · scales[i / group] · (levels[i] − zero) − dmin · mins[i / 16]`.
-struct IntegerBlock {
-    levels: [u8; QK_K],
-    /// Per group of `group` values (16 used for groups of 16, 8 for groups of 32).
-    scales: [i32; GROUPS16],
-    /// 16 (Q2_K, Q3_K, Q6_K) or 32 (Q4_K, Q5_K).
+/// How a k-quant type's integer form is organized (the same for every block of the type).
+#[derive(Clone, Copy)]
+struct Layout {
+    /// Values sharing a scale: 16 (Q2_K, Q3_K, Q6_K) or 32 (Q4_K, Q5_K).
     group: usize,
     /// The level that stands for 0: 4 (Q3_K), 32 (Q6_K), else 0.
     zero: i32,
+    /// Whether mins are subtracted (Q2_K, Q4_K, Q5_K).
+    mins: bool,
+}
+
+impl Layout {
+    /// The layout of `ty`, one of the types [`applies`] accepts.
+    fn of(ty: GgmlType) -> Layout {
+        let (group, zero, mins) = match ty {
+            GgmlType::Q6_K => (16, 32, false),
+            GgmlType::Q3_K => (16, 4, false),
+            GgmlType::Q2_K => (16, 0, true),
+            _ => (32, 0, true),
+        };
+        Layout { group, zero, mins }
+    }
+
+    /// Groups sharing a scale per super-block.
+    fn n_groups(self) -> usize {
+        QK_K / self.group
+    }
+}
+
+/// A k-quant super-block as integers: value `i` =
+/// `d · scales[i / group] · (levels[i] − zero) − dmin · mins[i / 16]` (see [`Layout`]).
+struct IntegerBlock {
+    levels: [u8; QK_K],
+    /// Per group (16 used for groups of 16, 8 for groups of 32).
+    scales: [i32; GROUPS16],
     /// Per group of 16 (Q4_K's and Q5_K's mins of 32 repeated); all 0 for types without mins.
     mins: [i32; GROUPS16],
     d: f32,
@@ -137,11 +162,10 @@ struct IntegerBlock {
 
 impl IntegerBlock {
     fn new(ty: GgmlType, block: &[u8]) -> IntegerBlock {
-        let signed = |levels: [i8; QK_K], zero: i32, scales: [i8; GROUPS16], d: f32| IntegerBlock {
+        let zero = Layout::of(ty).zero;
+        let signed = |levels: [i8; QK_K], scales: [i8; GROUPS16], d: f32| IntegerBlock {
             levels: levels.map(|l| (l as i32 + zero) as u8),
             scales: scales.map(|s| s as i32),
-            group: 16,
-            zero,
             mins: [0; GROUPS16],
             d,
             dmin: 0.0,
@@ -149,19 +173,17 @@ impl IntegerBlock {
         match ty {
             GgmlType::Q6_K => {
                 let (levels, scales, d) = q6_k::unpack(block);
-                signed(levels, 32, scales, d)
+                signed(levels, scales, d)
             }
             GgmlType::Q3_K => {
                 let (levels, scales, d) = q3_k::unpack(block);
-                signed(levels, 4, scales, d)
+                signed(levels, scales, d)
             }
             GgmlType::Q2_K => {
                 let (levels, scales, mins, d, dmin) = q2_k::unpack(block);
                 IntegerBlock {
                     levels,
                     scales: scales.map(|s| s as i32),
-                    group: 16,
-                    zero: 0,
                     mins: mins.map(|m| m as i32),
                     d,
                     dmin,
@@ -175,8 +197,6 @@ impl IntegerBlock {
                 IntegerBlock {
                     levels,
                     scales: all,
-                    group: 32,
-                    zero: 0,
                     mins: std::array::from_fn(|g| mins[g / 2] as i32),
                     d,
                     dmin,
@@ -184,24 +204,18 @@ impl IntegerBlock {
             }
         }
     }
-
-    /// Groups sharing a scale.
-    fn n_groups(&self) -> usize {
-        QK_K / self.group
-    }
 }
 
 /// [`GROUP_ROWS`] weight rows in the kernel's layout; per super-block: [`QUADS`] registers of
 /// 16 rows × four levels, a register of 16 group scales per group, the rows' `d` and `dmin`, and
-/// their mins as 16-bit pairs over the groups of 16. All rows share the type's `group` and `zero`.
+/// their mins as 16-bit pairs over the groups of 16.
 struct RowGroup {
     quads: Vec<i32>,
     scales: Vec<i32>,
     d: Vec<f32>,
     dmin: Vec<f32>,
     mins: Vec<i32>,
-    group: usize,
-    zero: i32,
+    layout: Layout,
 }
 
 impl RowGroup {
@@ -213,14 +227,12 @@ impl RowGroup {
             d: vec![0.0; n_blocks * GROUP_ROWS],
             dmin: vec![0.0; n_blocks * GROUP_ROWS],
             mins: vec![0; n_blocks * GROUPS16 / 2 * GROUP_ROWS],
-            group: 16,
-            zero: 0,
+            layout: Layout::of(ty),
         };
         let block_bytes = row_bytes / n_blocks;
         for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
             for (b, block) in row.chunks_exact(block_bytes).enumerate() {
                 let ib = IntegerBlock::new(ty, block);
-                (g.group, g.zero) = (ib.group, ib.zero);
                 let at = b * GROUP_ROWS + r;
                 g.d[at] = ib.d;
                 g.dmin[at] = ib.dmin;
@@ -228,7 +240,7 @@ impl RowGroup {
                     g.quads[(b * QUADS + q) * GROUP_ROWS + r] =
                         i32::from_le_bytes([l[0], l[1], l[2], l[3]]);
                 }
-                for (j, &s) in ib.scales[..ib.n_groups()].iter().enumerate() {
+                for (j, &s) in ib.scales[..g.layout.n_groups()].iter().enumerate() {
                     g.scales[(b * GROUPS16 + j) * GROUP_ROWS + r] = s;
                 }
                 for (q, m) in ib.mins.chunks_exact(2).enumerate() {
@@ -255,18 +267,14 @@ pub fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize) -> Vec<f32> {
                 .map(|g| RowGroup::new(ty, g, row_bytes, x.n_blocks))
                 .collect();
             let stride = columns.row_stride() as usize;
-            let with_mins = matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K);
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `applies` checked AVX-512F and VNNI; `columns` is this task's own
             // `n` × 16·groups window of `out`, rows `stride` apart.
             unsafe {
-                x86::multiply(&groups, x, with_mins, columns.as_ptr_mut(), stride)
+                x86::multiply(&groups, x, columns.as_ptr_mut(), stride)
             };
             #[cfg(not(target_arch = "x86_64"))]
-            unreachable!(
-                "applies() is false off x86-64 ({stride}, {with_mins}, {})",
-                groups.len()
-            );
+            unreachable!("applies() is false off x86-64 ({stride}, {})", groups.len());
         });
     out
 }
@@ -277,21 +285,15 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{Q8kRows, RowGroup, GROUPS16, GROUP_ROWS, QUADS, TILE_TOKENS, TOKEN_BLOCK};
+    use super::{Q8kRows, RowGroup, GROUPS16, GROUP_ROWS, QK_K, QUADS, TILE_TOKENS, TOKEN_BLOCK};
 
     /// `out` (`x.n_rows` rows, `width` apart, of 16 · `groups.len()` values) = `x` · the
-    /// groups' rows ᵀ; `with_mins` for the types that subtract mins.
+    /// groups' rows ᵀ.
     ///
     /// # Safety
     /// The CPU must have AVX-512F and AVX512-VNNI, and `out` must be writable as described.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    pub(super) unsafe fn multiply(
-        groups: &[RowGroup],
-        x: &Q8kRows,
-        with_mins: bool,
-        out: *mut f32,
-        width: usize,
-    ) {
+    pub(super) unsafe fn multiply(groups: &[RowGroup], x: &Q8kRows, out: *mut f32, width: usize) {
         let n = x.n_rows;
         for t0 in (0..n).step_by(TOKEN_BLOCK) {
             let t_end = (t0 + TOKEN_BLOCK).min(n);
@@ -300,7 +302,7 @@ mod x86 {
                 while t < t_end {
                     let whole = t_end - t >= TILE_TOKENS;
                     let o = out.add(t * width + gi * GROUP_ROWS);
-                    match (whole, g.group == 16, with_mins) {
+                    match (whole, g.layout.group == 16, g.layout.mins) {
                         (true, true, true) => tile::<TILE_TOKENS, 4, true>(g, x, t, o, width),
                         (true, true, false) => tile::<TILE_TOKENS, 4, false>(g, x, t, o, width),
                         (true, false, _) => tile::<TILE_TOKENS, 8, true>(g, x, t, o, width),
@@ -329,19 +331,20 @@ mod x86 {
         let mut f = [_mm512_setzero_ps(); T];
         for b in 0..nb {
             let block: [usize; T] = std::array::from_fn(|j| (t + j) * nb + b);
-            let a: [*const i8; T] = std::array::from_fn(|j| x.levels.as_ptr().add(block[j] * 256));
+            let a: [*const i8; T] = std::array::from_fn(|j| x.levels.as_ptr().add(block[j] * QK_K));
             let w = g.quads.as_ptr().add(b * QUADS * GROUP_ROWS);
             let scales = g.scales.as_ptr().add(b * GROUPS16 * GROUP_ROWS);
             let mut s = [_mm512_setzero_si512(); T];
             for k in 0..n_groups {
                 // Start from −zero · (the group's activation sum): the levels' zero offset.
                 let mut acc: [__m512i; T] = std::array::from_fn(|j| {
-                    if g.zero == 0 {
+                    let zero = g.layout.zero;
+                    if zero == 0 {
                         return _mm512_setzero_si512();
                     }
                     let sums = &x.sums[block[j] * GROUPS16..][..GROUPS16];
                     let group_sum: i32 = sums[k * GQ / 4..(k + 1) * GQ / 4].iter().sum();
-                    _mm512_set1_epi32(-g.zero * group_sum)
+                    _mm512_set1_epi32(-zero * group_sum)
                 });
                 for q in k * GQ..(k + 1) * GQ {
                     let wv = _mm512_loadu_si512(w.add(q * GROUP_ROWS) as *const _);
@@ -400,9 +403,10 @@ mod tests {
             .collect()
     }
 
-    /// Value `i` of a block without its `d` and mins: `scale · (level − zero)`.
-    fn value(ib: &IntegerBlock, i: usize) -> i32 {
-        ib.scales[i / ib.group] * (ib.levels[i] as i32 - ib.zero)
+    /// Value `i` of a `ty` block without its `d` and mins: `scale · (level − zero)`.
+    fn value(ty: GgmlType, ib: &IntegerBlock, i: usize) -> i32 {
+        let layout = Layout::of(ty);
+        ib.scales[i / layout.group] * (ib.levels[i] as i32 - layout.zero)
     }
 
     /// The kernel's arithmetic one output at a time: exact integer super-block sums, then
@@ -421,7 +425,9 @@ mod tests {
                     let ib = IntegerBlock::new(ty, block);
                     let mut levels = [0i8; QK_K];
                     let da = q8_k_block(&x[t * k + b * QK_K..][..QK_K], &mut levels);
-                    let s: i32 = (0..QK_K).map(|i| value(&ib, i) * levels[i] as i32).sum();
+                    let s: i32 = (0..QK_K)
+                        .map(|i| value(ty, &ib, i) * levels[i] as i32)
+                        .sum();
                     f = (s as f32).mul_add(ib.d * da, f);
                     if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
                         let mm: i32 = (0..QK_K).map(|i| ib.mins[i / 16] * levels[i] as i32).sum();
@@ -457,7 +463,8 @@ mod tests {
                     let ib = IntegerBlock::new(ty, block);
                     for i in 0..QK_K {
                         let want = decoded[r * k + b * QK_K + i];
-                        let got = ib.d * value(&ib, i) as f32 - ib.dmin * ib.mins[i / 16] as f32;
+                        let got =
+                            ib.d * value(ty, &ib, i) as f32 - ib.dmin * ib.mins[i / 16] as f32;
                         assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{ty:?}");
                     }
                 }

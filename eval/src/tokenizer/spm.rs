@@ -60,9 +60,8 @@ pub(super) fn tokenize(vocab: &Tokenizer, text: &str, newline_isolated: bool, ou
     if !newline_isolated {
         return tokenize_piece(vocab, text, out);
     }
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let tokens: Vec<Vec<u32>> = lines
-        .par_iter()
+    let tokens: Vec<Vec<u32>> = text
+        .par_split_inclusive('\n')
         .map(|line| {
             let mut tokens = Vec::new();
             tokenize_piece(vocab, line, &mut tokens);
