@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Prompt-processing speed and peak RSS of `smelt perplexity` vs llama-perplexity on the same GGUF
-# (a synthetic ~110M-parameter Llama, rows of 768/2048, Llama-2 tokenizer), F16 and Q4_K_M, same
+# (a synthetic ~110M-parameter Llama, rows of 768/2048, Llama-2 tokenizer), F16 and Q4_K_M (or TYPES), same
 # machine, same thread count, same text and chunks (-c 512), in turn.
 # Output feeds docs/PERFORMANCE.md.
 # The machines here are noisy, so each tool runs ROUNDS times (default 3), alternating, and the
 # summary line per type gives the medians.
-#   [ROUNDS=3] scripts/bench_perplexity.sh [CHUNKS]      (default: 8 chunks = 4096 tokens)
+#   [ROUNDS=3] [TYPES="F16 Q4_K_M"] scripts/bench_perplexity.sh [CHUNKS]   (default: 8 chunks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SMELT_SHARED:-../shared}
 REF=$("$SHARED/tools/llama-ref")
 CHUNKS=${1:-8}
 ROUNDS=${ROUNDS:-3}
+TYPES=${TYPES:-F16 Q4_K_M}
 T=$(nproc)
 TEXT="$SHARED/assets/text/wiki.test.raw"
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
@@ -19,14 +20,16 @@ cargo build --release -q
 ./target/release/smelt dev synth "$W/m" --hidden 768 --ffn 2048 --layers 12 --heads 12 --kv-heads 12 \
   --dtype f16 --tokenizer "copy:$SHARED/assets/tokenizers/llama2-32000" >/dev/null
 ./target/release/smelt convert "$W/m" -o "$W/F16.gguf" --outtype f16 2>/dev/null
-./target/release/smelt quantize "$W/F16.gguf" "$W/Q4_K_M.gguf" Q4_K_M >/dev/null 2>&1
+for ty in $TYPES; do
+  [ "$ty" = F16 ] || ./target/release/smelt quantize "$W/F16.gguf" "$W/$ty.gguf" "$ty" >/dev/null 2>&1
+done
 rm -rf "$W/m"
 params=$(./target/release/smelt inspect "$W/F16.gguf" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(__import__("math").prod(t["shape"]) for t in d["tensors"]))')
 tokens=$((CHUNKS * 512))
 echo "model: synthetic Llama, $params parameters (hidden 768, ffn 2048, 12 layers, vocab 32000, tied); text: wiki.test.raw, -c 512 --chunks $CHUNKS ($tokens tokens); threads: $T; $(lscpu | sed -n 's/^Model name: *//p')"
 measure() { /usr/bin/time -o "$W/time" -f "%e %M" "$@" >"$W/log" 2>&1 || { tail -3 "$W/log"; exit 1; }; cat "$W/time"; }
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
-for ty in F16 Q4_K_M; do
+for ty in $TYPES; do
   : >"$W/rounds"
   for round in $(seq "$ROUNDS"); do
     read -r ref_s ref_kb < <(measure "$REF/bin/llama-perplexity" -m "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T")
