@@ -220,6 +220,40 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
     );
     common::assert_bad_input(&perplexity(&bad, &text), "not supported");
 
+    // A key or tensor whose meaning the forward pass does not implement is refused, never
+    // evaluated approximately.
+    rewrite(
+        &model,
+        &bad,
+        |md| md.set("llama.attention.sliding_window", Value::U32(32)),
+        |_| true,
+    );
+    common::assert_bad_input(&perplexity(&bad, &text), "llama.attention.sliding_window");
+    rewrite(
+        &model,
+        &bad,
+        |md| md.set("llama.rope.scaling.type", Value::String("yarn".into())),
+        |_| true,
+    );
+    common::assert_bad_input(&perplexity(&bad, &text), "yarn");
+    let tied = GgufFile::open(&model).unwrap();
+    let embd = tied.tensor("token_embd.weight").unwrap().clone();
+    let extra = tmp.path().join("extra.gguf");
+    {
+        let mut infos: Vec<TensorInfo> = tied.tensors.iter().map(|t| t.info.clone()).collect();
+        infos.push(TensorInfo {
+            name: "blk.0.attn_q_norm.weight".into(),
+            ..embd.info.clone()
+        });
+        let mut w = GgufWriter::create(&extra, &tied.metadata, &infos).unwrap();
+        for t in &tied.tensors {
+            w.write(tied.data(t)).unwrap();
+        }
+        w.write(tied.data(&embd)).unwrap();
+        w.finish().unwrap();
+    }
+    common::assert_bad_input(&perplexity(&extra, &text), "blk.0.attn_q_norm.weight");
+
     rewrite(
         &model,
         &bad,
@@ -265,4 +299,49 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
         ]),
         "garbage.kld",
     );
+}
+
+/// A split set (llama-gguf-split's layout) is one model: perplexity through any shard equals the
+/// whole file's, quantizing it gives the whole file's bytes, and a set with a shard missing is
+/// bad input naming the shard.
+#[test]
+fn split_sets_read_as_one_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, text) = setup(tmp.path());
+    let prefix = tmp.path().join("split");
+    let shards = common::split_gguf(&model, &prefix, 3);
+    let ppl = |m: &Path| {
+        let j = common::smelt_json(
+            tmp.path(),
+            &[
+                "perplexity",
+                s(m),
+                "-f",
+                s(&text),
+                "-c",
+                "64",
+                "--chunks",
+                "2",
+            ],
+        );
+        j["ppl"].as_f64().unwrap()
+    };
+    let whole = ppl(&model);
+    assert_eq!(ppl(&shards[1]), whole);
+    let q = |m: &Path, out: &str| {
+        let out = tmp.path().join(out);
+        common::quantize_ok(tmp.path(), &[s(m), s(&out), "Q8_0"]);
+        common::sha256(&out)
+    };
+    assert_eq!(
+        q(&shards[0], "from-split.gguf"),
+        q(&model, "from-whole.gguf")
+    );
+    std::fs::remove_file(&shards[2]).unwrap();
+    let out = tmp.path().join("never.gguf");
+    common::assert_bad_input(
+        &common::run(&["quantize", s(&shards[0]), s(&out), "Q8_0"]),
+        "split-00003-of-00003.gguf",
+    );
+    assert!(!out.exists());
 }

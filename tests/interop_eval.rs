@@ -202,3 +202,64 @@ fn synthetic_qwen2_and_untied_gqa_logits_match_llama_cpp() {
         }
     }
 }
+
+/// Copies the GGUF `src` to `dst` with a `rope_freqs.weight` tensor of `factors` added, as
+/// `convert_hf_to_gguf.py` writes one for Llama 3's rope scaling.
+fn with_rope_freqs(src: &Path, dst: &Path, factors: &[f32]) {
+    use formats::gguf::{GgmlType, GgufFile, GgufWriter, TensorInfo};
+    let f = GgufFile::open(src).unwrap();
+    let mut infos: Vec<TensorInfo> = f.tensors.iter().map(|t| t.info.clone()).collect();
+    infos.push(TensorInfo {
+        name: "rope_freqs.weight".into(),
+        dims: vec![factors.len() as u64],
+        ggml_type: GgmlType::F32,
+    });
+    let mut w = GgufWriter::create(dst, &f.metadata, &infos).unwrap();
+    for t in &f.tensors {
+        w.write(f.data(t)).unwrap();
+    }
+    let bytes: Vec<u8> = factors.iter().flat_map(|v| v.to_le_bytes()).collect();
+    w.write(&bytes).unwrap();
+    w.finish().unwrap();
+}
+
+/// Llama 3's rope scaling: the per-pair frequency divisors of a `rope_freqs` tensor change the
+/// logits, and smelt's equal llama.cpp's with them.
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn llama3_rope_factors_match_llama_cpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_llama_logits(tmp.path());
+    let src = common::shared().join("reference/tinystories-3M/tinystories-3M-f32.gguf");
+    let head_dim = {
+        let m = Model::open(&src).unwrap();
+        m.hparams.rope_dims
+    };
+    // Llama 3.1's shape of factors: 1 for high frequencies, 8 for low, a smooth ramp between.
+    let n = head_dim / 2;
+    let factors: Vec<f32> = (0..n)
+        .map(|i| match i * 3 / n {
+            0 => 1.0,
+            1 => 1.0 / (1.0 - (i as f32 / n as f32)).max(0.125),
+            _ => 8.0,
+        })
+        .collect();
+    let gguf = tmp.path().join("llama3.gguf");
+    with_rope_freqs(&src, &gguf, &factors);
+    let plain = Model::open(&src).unwrap();
+    let scaled = Model::open(&gguf).unwrap();
+    assert_eq!(scaled.rope_factors.as_deref(), Some(&factors[..]));
+    let tok = Tokenizer::from_gguf(&plain.file().metadata, &src).unwrap();
+    let tokens = tok.tokenize(PROMPT, true, false);
+    let a = Session::new(&plain, 1).forward(&[&tokens], 0, None);
+    let b = Session::new(&scaled, 1).forward(&[&tokens], 0, None);
+    assert!(max_abs(&a, &b) > 1e-3, "the factors must matter here");
+    for prompt in [PROMPT, SHORT_PROMPT] {
+        let d = compare(&exe, &gguf, prompt, tmp.path());
+        eprintln!(
+            "llama3 rope factors, {} bytes: max |Δlogit| = {d:e}",
+            prompt.len()
+        );
+        assert!(d <= tolerance(), "max |Δlogit| = {d}");
+    }
+}

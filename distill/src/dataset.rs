@@ -7,23 +7,22 @@ use std::path::Path;
 use eval::kld::{decode_row, row_slots, BaseReader};
 use eval::model::Model;
 use eval::perplexity::{run_chunks, ChunkPlan};
-use formats::digest::{file_sha256, tokenizer_sha256};
+use formats::digest::{file_sha256, model_sha256, tokenizer_sha256};
 use formats::Result;
 use rayon::prelude::*;
 
 use crate::sdd::{Header, SddWriter, Selection, TeacherRow};
 
-/// The header of a dataset of `teacher` (at `teacher_path`) over the text at `text_path`.
+/// The header of a dataset of `teacher` over the text at `text_path`.
 pub fn header_for_model(
     teacher: &Model,
-    teacher_path: &Path,
     text_path: &Path,
     plan: &ChunkPlan,
     selection: Selection,
     bos: Option<u32>,
 ) -> Result<Header> {
     Ok(Header {
-        teacher: file_sha256(teacher_path)?,
+        teacher: model_sha256(teacher.file())?,
         tokenizer: tokenizer_sha256(&teacher.file().metadata),
         text: file_sha256(text_path)?,
         n_vocab: teacher.hparams.n_vocab as u32,
@@ -84,7 +83,6 @@ pub fn header_for_base(
     base: &BaseReader,
     base_path: &Path,
     teacher: &Model,
-    teacher_path: &Path,
     n_chunks: usize,
     selection: Selection,
     bos: Option<u32>,
@@ -95,7 +93,7 @@ pub fn header_for_base(
             format!(
                 "vocabulary of {} tokens, the teacher {} has {}",
                 base.n_vocab,
-                teacher_path.display(),
+                teacher.file().path().display(),
                 teacher.hparams.n_vocab
             ),
         ));
@@ -103,7 +101,6 @@ pub fn header_for_base(
     // The base file stands for the text: its hash names the dataset's input.
     header_for_model(
         teacher,
-        teacher_path,
         base_path,
         &ChunkPlan::batched(base.n_ctx, n_chunks),
         selection,

@@ -9,7 +9,9 @@ use crate::attention;
 use crate::fastmath;
 use crate::lanes::dispatched;
 use crate::linear::{decode_row, linear, linears, Observer};
-use crate::model::{Layer, Model, RopeMode};
+use arch::RopeMode;
+
+use crate::model::{Layer, Model};
 
 /// Keys and values of the positions one sequence has seen, per layer (f16-rounded f32,
 /// `n_past` rows of `n_head_kv · head_dim`).
@@ -241,11 +243,15 @@ impl<'m> Session<'m> {
 
 /// Cosines and sines of every (position, pair) RoPE needs, computed like ggml's
 /// `ggml_rope_cache_init`: θ starts at the position and is multiplied by `base^(−2/n_dims)` in f32
-/// for each successive pair.
+/// for each successive pair; each pair's angle is `freq_scale · θ / factor`.
 struct RopeTable {
     mode: RopeMode,
     n_dims: usize,
     theta_scale: f32,
+    /// `rope_freqs` divisors per pair (Llama 3), if the model has them.
+    factors: Option<Vec<f32>>,
+    /// Linear scaling's factor on every angle.
+    freq_scale: f32,
     /// `[position][pair] → (cos, sin)`.
     table: Vec<Vec<(f32, f32)>>,
 }
@@ -254,9 +260,11 @@ impl RopeTable {
     fn new(model: &Model) -> RopeTable {
         let h = &model.hparams;
         RopeTable {
-            mode: h.rope_mode,
+            mode: h.arch.rope_mode,
             n_dims: h.rope_dims,
             theta_scale: h.rope_base.powf(-2.0 / h.rope_dims as f32),
+            factors: model.rope_factors.clone(),
+            freq_scale: h.rope_freq_scale,
             table: Vec::new(),
         }
     }
@@ -265,8 +273,11 @@ impl RopeTable {
         while self.table.len() < n_pos {
             let mut theta = self.table.len() as f32;
             let row = (0..self.n_dims / 2)
-                .map(|_| {
-                    let cs = (theta.cos(), theta.sin());
+                .map(|i| {
+                    // ggml's rope_yarn without extrapolation: freq_scale · θ / factor.
+                    let ff = self.factors.as_ref().map_or(1.0, |f| f[i]);
+                    let angle = self.freq_scale * (theta / ff);
+                    let cs = (angle.cos(), angle.sin());
                     theta *= self.theta_scale;
                     cs
                 })

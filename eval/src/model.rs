@@ -4,48 +4,9 @@
 
 use std::path::Path;
 
-use formats::gguf::{GgmlType, GgufFile, TensorEntry, Value};
+use arch::Hparams;
+use formats::gguf::{GgmlType, GgufFile, TensorEntry};
 use formats::{FormatError, Result};
-
-/// How rotary position embedding pairs up a head's dimensions (ggml's `rope` modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopeMode {
-    /// Adjacent pairs `(x[2i], x[2i+1])` — llama (whose converter permutes Q/K for it).
-    Normal,
-    /// Halves `(x[i], x[i + n/2])` — qwen2 (GPT-NeoX style).
-    Neox,
-}
-
-/// The shape and constants of a model, from `<arch>.*` metadata keys.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hparams {
-    /// `general.architecture`: `llama` or `qwen2`.
-    pub arch: String,
-    /// Width of the residual stream.
-    pub n_embd: usize,
-    /// Transformer blocks.
-    pub n_layer: usize,
-    /// Query heads.
-    pub n_head: usize,
-    /// Key/value heads (fewer than `n_head` with grouped-query attention).
-    pub n_head_kv: usize,
-    /// Width of one head.
-    pub head_dim: usize,
-    /// Hidden width of the feed-forward network.
-    pub n_ff: usize,
-    /// Vocabulary size (rows of the token embedding).
-    pub n_vocab: usize,
-    /// RMSNorm epsilon.
-    pub rms_eps: f32,
-    /// RoPE base frequency.
-    pub rope_base: f32,
-    /// Dimensions of each head that RoPE rotates.
-    pub rope_dims: usize,
-    /// RoPE pairing.
-    pub rope_mode: RopeMode,
-    /// Context length the model was trained with (informational).
-    pub n_ctx_train: usize,
-}
 
 /// A weight matrix left in its file encoding: `rows` outputs of `cols` inputs each.
 #[derive(Debug, Clone)]
@@ -103,6 +64,8 @@ pub struct Model {
     pub output: Weight,
     /// Transformer blocks in order.
     pub layers: Vec<Layer>,
+    /// Per-pair divisors of RoPE frequencies (`rope_freqs.weight`, Llama 3's rope scaling).
+    pub rope_factors: Option<Vec<f32>>,
 }
 
 impl Model {
@@ -110,10 +73,11 @@ impl Model {
     /// the metadata implies and a type smelt can decode.
     pub fn open(path: &Path) -> Result<Model> {
         let file = GgufFile::open(path)?;
-        let hparams = read_hparams(&file)?;
+        let hparams = Hparams::read(&file)?;
         let tensors = Tensors {
             file: &file,
             hp: &hparams,
+            used: Default::default(),
         };
         let h = &hparams;
         let q_width = h.n_head * h.head_dim;
@@ -124,7 +88,11 @@ impl Model {
             None => token_embd.clone(),
         };
         let output_norm = tensors.vector("output_norm.weight", h.n_embd)?;
-        let biases = h.arch == "qwen2";
+        let rope_factors = match file.tensor(ROPE_FREQS) {
+            Some(_) => Some(tensors.vector(ROPE_FREQS, h.rope_dims / 2)?),
+            None => None,
+        };
+        let biases = h.arch.qkv_bias;
         let mut layers = Vec::with_capacity(h.n_layer);
         for i in 0..h.n_layer {
             let name = |s: &str| format!("blk.{i}.{s}");
@@ -149,6 +117,7 @@ impl Model {
                 down: tensors.weight(&name("ffn_down.weight"), h.n_ff, h.n_embd)?,
             });
         }
+        tensors.all_used()?;
         Ok(Model {
             file,
             hparams,
@@ -156,6 +125,7 @@ impl Model {
             output_norm,
             output,
             layers,
+            rope_factors,
         })
     }
 
@@ -170,17 +140,49 @@ impl Model {
     }
 }
 
+/// Llama 3's RoPE frequency divisors, one per rotated pair.
+const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// Looks tensors up for [`Model::open`] and remembers which it took, so that a tensor the
+/// evaluation would ignore is found.
 struct Tensors<'a> {
     file: &'a GgufFile,
     hp: &'a Hparams,
+    used: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
 impl Tensors<'_> {
+    /// Refuses a model with a tensor the forward pass did not take: its meaning is not
+    /// implemented, and evaluating without it would be silently approximate.
+    fn all_used(&self) -> Result<()> {
+        let used = self.used.borrow();
+        match self
+            .file
+            .tensors
+            .iter()
+            .find(|t| !used.contains(&t.info.name))
+        {
+            None => Ok(()),
+            Some(t) => Err(FormatError::new(
+                self.file.path(),
+                format!(
+                    "tensor {} is not implemented by smelt's {} forward pass, \
+                     which refuses to evaluate the model without it",
+                    t.info.name, self.hp.arch.gguf_name
+                ),
+            )),
+        }
+    }
+
     fn find(&self, name: &str) -> Result<&TensorEntry> {
+        self.used.borrow_mut().insert(name.to_string());
         self.file.tensor(name).ok_or_else(|| {
             FormatError::new(
                 self.file.path(),
-                format!("tensor {name} is missing (needed by {})", self.hp.arch),
+                format!(
+                    "tensor {name} is missing (needed by {})",
+                    self.hp.arch.gguf_name
+                ),
             )
         })
     }
@@ -231,93 +233,4 @@ impl Tensors<'_> {
         }
         Ok(entry)
     }
-}
-
-fn read_hparams(file: &GgufFile) -> Result<Hparams> {
-    let path = file.path();
-    let arch = file
-        .architecture()
-        .ok_or_else(|| FormatError::new(path, "general.architecture is missing"))?
-        .to_string();
-    let rope_mode = match arch.as_str() {
-        "llama" => RopeMode::Normal,
-        "qwen2" => RopeMode::Neox,
-        other => {
-            return Err(FormatError::new(
-                path,
-                format!("architecture {other} is not supported (llama, qwen2)"),
-            ))
-        }
-    };
-    let key = |k: &str| format!("{arch}.{k}");
-    let uint = |k: &str| -> Result<Option<usize>> {
-        match file.metadata.get(&key(k)) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(|v| Some(v as usize)).ok_or_else(|| {
-                FormatError::new(path, format!("{} is not an unsigned integer", key(k)))
-            }),
-        }
-    };
-    let need = |k: &str| -> Result<usize> {
-        uint(k)?
-            .filter(|&v| v > 0)
-            .ok_or_else(|| FormatError::new(path, format!("{} is missing or zero", key(k))))
-    };
-    let float = |k: &str| match file.metadata.get(&key(k)) {
-        Some(Value::F32(v)) => Some(*v),
-        Some(Value::F64(v)) => Some(*v as f32),
-        _ => None,
-    };
-    let n_embd = need("embedding_length")?;
-    let n_head = need("attention.head_count")?;
-    let n_head_kv = uint("attention.head_count_kv")?.unwrap_or(n_head);
-    if n_embd % n_head != 0 && uint("attention.key_length")?.is_none() {
-        return Err(FormatError::new(
-            path,
-            format!(
-                "{}: n_head {n_head} does not divide the width {n_embd}",
-                key("attention.head_count")
-            ),
-        ));
-    }
-    let head_dim = uint("attention.key_length")?.unwrap_or(n_embd / n_head.max(1));
-    if n_head_kv == 0 || n_head % n_head_kv != 0 {
-        return Err(FormatError::new(
-            path,
-            format!(
-                "{}: {n_head_kv} key/value heads do not divide {n_head} heads",
-                key("attention.head_count_kv")
-            ),
-        ));
-    }
-    let rope_dims = uint("rope.dimension_count")?.unwrap_or(head_dim);
-    if rope_dims > head_dim || rope_dims % 2 != 0 {
-        return Err(FormatError::new(
-            path,
-            format!(
-                "{} = {rope_dims} does not fit a head of {head_dim}",
-                key("rope.dimension_count")
-            ),
-        ));
-    }
-    let n_vocab = file
-        .tensor("token_embd.weight")
-        .and_then(|t| t.info.dims.get(1).copied())
-        .ok_or_else(|| FormatError::new(path, "tensor token_embd.weight is missing"))?
-        as usize;
-    Ok(Hparams {
-        n_embd,
-        n_layer: need("block_count")?,
-        n_head,
-        n_head_kv,
-        head_dim,
-        n_ff: need("feed_forward_length")?,
-        n_vocab,
-        rms_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
-        rope_base: float("rope.freq_base").unwrap_or(10000.0),
-        rope_dims,
-        rope_mode,
-        n_ctx_train: uint("context_length")?.unwrap_or(0),
-        arch,
-    })
 }

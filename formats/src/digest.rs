@@ -7,7 +7,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::gguf::Metadata;
+use crate::gguf::{GgufFile, Metadata};
 use crate::{FormatError, Result};
 
 /// A SHA-256 digest.
@@ -15,15 +15,28 @@ pub type Sha256Digest = [u8; 32];
 
 /// SHA-256 of a file's bytes, read in 1 MiB pieces.
 pub fn file_sha256(path: &Path) -> Result<Sha256Digest> {
-    let mut file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+    files_sha256([path])
+}
+
+/// SHA-256 of a GGUF model's bytes: its file's, or a split set's shards' one after the other
+/// (so a model hashes the same however it was opened).
+pub fn model_sha256(model: &GgufFile) -> Result<Sha256Digest> {
+    files_sha256(model.paths())
+}
+
+/// SHA-256 of the bytes of `paths` concatenated.
+fn files_sha256<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<Sha256Digest> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| FormatError::io(path, e))?;
-        if n == 0 {
-            break;
+    for path in paths {
+        let mut file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| FormatError::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
         }
-        hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().into())
 }

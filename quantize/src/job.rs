@@ -140,22 +140,16 @@ impl Source {
 
     /// The model facts the mixtures depend on, from the metadata.
     fn shape(&self) -> Result<ModelShape, JobError> {
-        let md = self.metadata();
-        let arch = md
-            .get("general.architecture")
-            .and_then(Value::as_str)
-            .ok_or_else(|| self.bad("no general.architecture"))?
-            .to_string();
-        let get = |key: &str| md.get(&format!("{arch}.{key}")).and_then(Value::as_u64);
-        let n_layer =
-            get("block_count").ok_or_else(|| self.bad(&format!("no {arch}.block_count")))?;
-        let n_head = get("attention.head_count").unwrap_or(0);
+        // Any architecture: llama-quantize takes every family, and its rules need only these.
+        let keys = arch::KeyReader::new(self.metadata(), self.path())?;
+        let n_layer = keys.need("block_count")?;
+        let n_head = keys.uint("attention.head_count")?.unwrap_or(0);
         Ok(ModelShape {
             n_layer: n_layer as u32,
             n_head: n_head as u32,
-            n_head_kv: get("attention.head_count_kv").unwrap_or(n_head) as u32,
-            n_expert: get("expert_count").unwrap_or(0) as u32,
-            arch,
+            n_head_kv: keys.uint("attention.head_count_kv")?.unwrap_or(n_head) as u32,
+            n_expert: keys.uint("expert_count")?.unwrap_or(0) as u32,
+            arch: keys.arch().to_string(),
         })
     }
 
@@ -235,9 +229,6 @@ impl Plan {
     }
 }
 
-/// The metadata keys llama-quantize drops from its input.
-const SPLIT_KEYS: [&str; 3] = ["split.no", "split.count", "split.tensors.count"];
-
 /// Sets `key` at the end of `md` (gguf_set_val removes an existing key and appends).
 fn append(md: &mut Metadata, key: &str, value: Value) {
     md.remove(key);
@@ -284,10 +275,7 @@ pub fn plan(source: &Source, opts: &JobOptions) -> Result<Plan, JobError> {
         }
     }
 
-    let mut metadata = source.metadata().clone();
-    for key in SPLIT_KEYS {
-        metadata.remove(key);
-    }
+    let mut metadata = formats::gguf::split::unsplit(source.metadata());
     append(&mut metadata, "general.quantization_version", Value::U32(2));
     append(
         &mut metadata,

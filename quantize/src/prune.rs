@@ -44,26 +44,16 @@ pub struct PruneShape {
 }
 
 impl PruneShape {
-    /// Reads the shape of `file` (llama-family keys).
+    /// The shape of `file`, which must be a model smelt runs (its tensor roles are the ones
+    /// pruning rewrites).
     pub fn of(file: &GgufFile) -> Result<PruneShape, PruneError> {
-        let arch = file
-            .architecture()
-            .ok_or_else(|| bad("general.architecture is missing"))?;
-        let get = |k: &str| {
-            file.metadata
-                .get(&format!("{arch}.{k}"))
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-        };
-        let need = |k: &str| get(k).ok_or_else(|| bad(format!("{arch}.{k} is missing")));
-        let n_head = need("attention.head_count")?;
-        let n_embd = need("embedding_length")?;
+        let h = arch::Hparams::read(file)?;
         Ok(PruneShape {
-            n_layer: need("block_count")?,
-            n_head,
-            n_head_kv: get("attention.head_count_kv").unwrap_or(n_head),
-            head_dim: get("attention.key_length").unwrap_or(n_embd / n_head.max(1)),
-            n_ff: need("feed_forward_length")?,
+            n_layer: h.n_layer,
+            n_head: h.n_head,
+            n_head_kv: h.n_head_kv,
+            head_dim: h.head_dim,
+            n_ff: h.n_ff,
         })
     }
 
@@ -329,7 +319,7 @@ fn map_tensor(name: &str, shape: &PruneShape, structure: &Structure) -> Option<(
 /// The output's metadata: the input's with the changed shape keys.
 fn metadata(file: &GgufFile, shape: &PruneShape, out: &PruneShape) -> Metadata {
     let arch = file.architecture().unwrap_or("llama").to_string();
-    let mut md = file.metadata.clone();
+    let mut md = formats::gguf::split::unsplit(&file.metadata);
     let mut set = |k: &str, v: usize| md.set(format!("{arch}.{k}"), Value::U32(v as u32));
     if out.n_layer != shape.n_layer {
         set("block_count", out.n_layer);

@@ -180,14 +180,8 @@ fn dataset(args: DatasetArgs) -> Result<ExitCode> {
     super::set_threads(args.run.threads)?;
     let selection = args.selection.selection()?;
     let t = super::open_tokenized(&args.teacher, &args.text, args.n_ctx, args.chunks)?;
-    let header = distill::dataset::header_for_model(
-        &t.model,
-        &args.teacher,
-        &args.text,
-        &t.plan,
-        selection,
-        t.bos,
-    )?;
+    let header =
+        distill::dataset::header_for_model(&t.model, &args.text, &t.plan, selection, t.bos)?;
     write_dataset(&args.output, header, args.run.json, |writer, on_chunk| {
         Ok(distill::dataset::write_from_model(
             &t.model, &t.tokens, writer, on_chunk,
@@ -206,7 +200,6 @@ fn import(args: ImportArgs) -> Result<ExitCode> {
         &base,
         &args.base,
         &teacher,
-        &args.teacher,
         n_chunks,
         selection,
         tokenizer.bos_to_add(),

@@ -18,7 +18,8 @@ pub fn hash_file(path: &Path) -> Result<String> {
 /// in name order.
 pub fn hash_source(path: &Path) -> Result<String> {
     if !path.is_dir() {
-        return hash_file(path);
+        let model = formats::gguf::GgufFile::open(path)?;
+        return Ok(hex(&formats::digest::model_sha256(&model)?));
     }
     let mut names: Vec<PathBuf> = std::fs::read_dir(path)
         .with_context(|| format!("{}: cannot list", path.display()))?

@@ -263,3 +263,41 @@ fn try_llama_perplexity(model: &Path, text: &Path, args: &[&str]) -> Option<f64>
         .parse()
         .ok()
 }
+
+/// Splits the GGUF `src` into `n` shards `PREFIX-0000i-of-0000n.gguf` as `llama-gguf-split
+/// --split` lays them out (all metadata in the first; `split.*` keys in each; tensors in order,
+/// spread evenly), returning their paths.
+pub fn split_gguf(src: &Path, prefix: &Path, n: usize) -> Vec<PathBuf> {
+    use formats::gguf::{split, GgufFile, GgufWriter, Metadata, Value};
+    let f = GgufFile::open(src).unwrap();
+    let per = f.tensors.len().div_ceil(n);
+    let mut paths = Vec::new();
+    for (i, group) in f.tensors.chunks(per).enumerate() {
+        let mut md = if i == 0 {
+            f.metadata.clone()
+        } else {
+            Metadata::new()
+        };
+        md.set(split::SPLIT_NO, Value::U16(i as u16));
+        md.set(split::SPLIT_COUNT, Value::U16(n as u16));
+        md.set(
+            split::SPLIT_TENSORS_COUNT,
+            Value::I32(f.tensors.len() as i32),
+        );
+        let infos: Vec<_> = group.iter().map(|t| t.info.clone()).collect();
+        let path = split::shard_path(prefix, i, n);
+        let mut w = GgufWriter::create(&path, &md, &infos).unwrap();
+        for t in group {
+            w.write(f.data(t)).unwrap();
+        }
+        w.finish().unwrap();
+        paths.push(path);
+    }
+    assert_eq!(
+        paths.len(),
+        n,
+        "{} tensors do not fill {n} shards",
+        f.tensors.len()
+    );
+    paths
+}

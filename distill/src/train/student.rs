@@ -2,7 +2,7 @@
 //! sequence keeping what the backward pass needs, and differentiated with respect to every
 //! float tensor (quantized tensors stay frozen).
 
-use eval::model::{Model, RopeMode};
+use eval::model::Model;
 use formats::gguf::GgmlType;
 use formats::{FormatError, Result};
 
@@ -88,10 +88,19 @@ impl Student {
     pub fn from_model(model: &Model) -> Result<Student> {
         let h = &model.hparams;
         let path = model.file().path();
-        if h.arch != "llama" || h.rope_mode != RopeMode::Normal {
+        if h.arch != &arch::llama::LLAMA {
             return Err(FormatError::new(
                 path,
-                format!("training supports llama models; this is {}", h.arch),
+                format!(
+                    "training supports llama models; this is {}",
+                    h.arch.gguf_name
+                ),
+            ));
+        }
+        if model.rope_factors.is_some() || h.rope_freq_scale != 1.0 {
+            return Err(FormatError::new(
+                path,
+                "training does not implement scaled RoPE (rope_freqs or rope.scaling.factor)",
             ));
         }
         let file = model.file();

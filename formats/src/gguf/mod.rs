@@ -7,6 +7,7 @@
 
 mod metadata;
 mod reader;
+pub mod split;
 mod types;
 mod writer;
 

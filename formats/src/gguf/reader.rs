@@ -11,34 +11,108 @@ use super::{
 };
 use crate::{FormatError, Result};
 
-/// One tensor of an open GGUF file: its info and where its bytes are.
+/// One tensor of an open GGUF model: its info and where its bytes are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorEntry {
     /// Name, dims and type.
     pub info: TensorInfo,
-    /// Offset of the tensor's bytes from the start of the file.
+    /// Which file of a split set holds the bytes (0 for a single file).
+    pub shard: usize,
+    /// Offset of the tensor's bytes from the start of that file.
     pub file_offset: u64,
     /// Size of the tensor's bytes.
     pub n_bytes: u64,
 }
 
-/// An open GGUF file: parsed metadata and tensor table over a read-only memory map.
+/// One parsed GGUF file: its map, metadata and tensors (whose `shard` is 0).
+pub(super) struct Shard {
+    pub(super) path: PathBuf,
+    pub(super) map: Mmap,
+    pub(super) metadata: Metadata,
+    pub(super) tensors: Vec<TensorEntry>,
+    pub(super) alignment: u64,
+}
+
+/// An open GGUF model — one file, or every shard of a split set (llama-gguf-split's
+/// `NAME-0000i-of-0000n.gguf`) read as one: metadata of the first shard, tensors of all of them,
+/// each over a read-only memory map.
 pub struct GgufFile {
-    path: PathBuf,
-    map: Mmap,
-    /// Metadata in file order.
+    shards: Vec<(PathBuf, Mmap)>,
+    /// Metadata in file order (the first shard's, `split.*` keys included).
     pub metadata: Metadata,
-    /// Tensors in file order.
+    /// Tensors in file order, shard after shard.
     pub tensors: Vec<TensorEntry>,
     /// Data alignment in force.
     pub alignment: u64,
-    /// Offset of the tensor data section.
-    pub data_offset: u64,
 }
 
 impl GgufFile {
-    /// Opens and parses `path`.
+    /// Opens and parses `path`; when its metadata says it is one shard of a split set, opens the
+    /// whole set (from any of its shards) and checks that every shard is there and belongs to it.
     pub fn open(path: &Path) -> Result<GgufFile> {
+        let shards = super::split::open_set(Shard::open(path)?)?;
+        let alignment = shards[0].alignment;
+        let mut tensors = Vec::new();
+        let mut metadata = None;
+        let mut maps = Vec::with_capacity(shards.len());
+        for (i, shard) in shards.into_iter().enumerate() {
+            tensors.extend(
+                shard
+                    .tensors
+                    .into_iter()
+                    .map(|t| TensorEntry { shard: i, ..t }),
+            );
+            metadata.get_or_insert(shard.metadata);
+            maps.push((shard.path, shard.map));
+        }
+        Ok(GgufFile {
+            shards: maps,
+            metadata: metadata.expect("a set has a first shard"),
+            tensors,
+            alignment,
+        })
+    }
+
+    /// The file this was read from (the first shard of a split set).
+    pub fn path(&self) -> &Path {
+        &self.shards[0].0
+    }
+
+    /// Every file of the model, in shard order (one for an unsplit file).
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.shards.iter().map(|(p, _)| p.as_path())
+    }
+
+    /// The bytes of `tensor` (which must come from this model).
+    pub fn data(&self, tensor: &TensorEntry) -> &[u8] {
+        let map = &self.shards[tensor.shard].1;
+        &map[tensor.file_offset as usize..(tensor.file_offset + tensor.n_bytes) as usize]
+    }
+
+    /// Tells the kernel that `tensor`'s pages will not be needed again (bounded memory when
+    /// streaming a large file).
+    pub fn release(&self, tensor: &TensorEntry) {
+        let start = tensor.file_offset as usize;
+        let map = &self.shards[tensor.shard].1;
+        crate::pages::drop_pages(map, start, start + tensor.n_bytes as usize);
+    }
+
+    /// The tensor called `name`.
+    pub fn tensor(&self, name: &str) -> Option<&TensorEntry> {
+        self.tensors.iter().find(|t| t.info.name == name)
+    }
+
+    /// `general.architecture`, if set.
+    pub fn architecture(&self) -> Option<&str> {
+        self.metadata
+            .get("general.architecture")
+            .and_then(Value::as_str)
+    }
+}
+
+impl Shard {
+    /// Opens and parses the single file `path`.
+    pub(super) fn open(path: &Path) -> Result<Shard> {
         let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
         // SAFETY: the map is read-only; smelt never writes a file it is reading.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
@@ -112,7 +186,7 @@ impl GgufFile {
             let end = start.and_then(|s| s.checked_add(n_bytes));
             match (start, end) {
                 (Some(s), Some(e)) if e <= file_len && offset % alignment == 0 => {
-                    tensors.push(TensorEntry { info, file_offset: s, n_bytes });
+                    tensors.push(TensorEntry { info, shard: 0, file_offset: s, n_bytes });
                 }
                 _ => {
                     return Err(cur.err(format!(
@@ -122,43 +196,13 @@ impl GgufFile {
                 }
             }
         }
-        Ok(GgufFile {
+        Ok(Shard {
             path: path.to_path_buf(),
             map,
             metadata,
             tensors,
             alignment,
-            data_offset,
         })
-    }
-
-    /// The file this was read from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The bytes of `tensor` (which must come from this file).
-    pub fn data(&self, tensor: &TensorEntry) -> &[u8] {
-        &self.map[tensor.file_offset as usize..(tensor.file_offset + tensor.n_bytes) as usize]
-    }
-
-    /// Tells the kernel that `tensor`'s pages will not be needed again (bounded memory when
-    /// streaming a large file).
-    pub fn release(&self, tensor: &TensorEntry) {
-        let start = tensor.file_offset as usize;
-        crate::pages::drop_pages(&self.map, start, start + tensor.n_bytes as usize);
-    }
-
-    /// The tensor called `name`.
-    pub fn tensor(&self, name: &str) -> Option<&TensorEntry> {
-        self.tensors.iter().find(|t| t.info.name == name)
-    }
-
-    /// `general.architecture`, if set.
-    pub fn architecture(&self) -> Option<&str> {
-        self.metadata
-            .get("general.architecture")
-            .and_then(Value::as_str)
     }
 }
 

@@ -1,0 +1,47 @@
+//! smelt's model architectures, one module per family: what its GGUF metadata means (the only
+//! reader of `<arch>.*` hyper-parameter keys, [`Hparams`]) and the facts of its block that loading,
+//! evaluation, pruning and training share (RoPE pairing, attention biases). Stages ask this crate
+//! instead of comparing architecture names themselves, so a family is described once.
+
+pub mod hparams;
+pub mod llama;
+pub mod qwen2;
+
+pub use hparams::{Hparams, KeyReader};
+
+/// How rotary position embedding pairs up a head's dimensions (ggml's `rope` modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeMode {
+    /// Adjacent pairs `(x[2i], x[2i+1])` — llama (whose converter permutes Q/K for it).
+    Normal,
+    /// Halves `(x[i], x[i + n/2])` — qwen2 (GPT-NeoX style).
+    Neox,
+}
+
+/// One architecture smelt runs: the facts of its block that differ between families.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Architecture {
+    /// `general.architecture` and the prefix of its keys.
+    pub gguf_name: &'static str,
+    /// RoPE pairing.
+    pub rope_mode: RopeMode,
+    /// Whether the query, key and value projections carry biases.
+    pub qkv_bias: bool,
+}
+
+/// Every architecture smelt runs, in the order messages list them.
+pub const ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &qwen2::QWEN2];
+
+/// The architecture called `name` in `general.architecture`.
+pub fn by_gguf_name(name: &str) -> Option<&'static Architecture> {
+    ARCHITECTURES.iter().copied().find(|a| a.gguf_name == name)
+}
+
+/// The supported names, comma-separated, for messages.
+pub fn supported_names() -> String {
+    ARCHITECTURES
+        .iter()
+        .map(|a| a.gguf_name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,125 @@
+//! Tier 2: split GGUF sets made by llama.cpp's own `llama-gguf-split --split` (by tensor count
+//! and by size) of a reference model are read as one model: `smelt inspect`, `quantize`,
+//! `perplexity`, `imatrix` and `prune` give the same results as on the unsplit file, and a set with
+//! a shard missing, or with a shard of another set in its place, is bad input (exit 2).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Splits `model` with llama-gguf-split and `how` (its flags) into `PREFIX-0000i-of-0000n.gguf`.
+fn gguf_split(model: &Path, prefix: &Path, how: &[&str]) -> Vec<PathBuf> {
+    let out = Command::new(common::llama_ref().join("bin/llama-gguf-split"))
+        .arg("--split")
+        .args(how)
+        .arg(model)
+        .arg(prefix)
+        .output()
+        .expect("llama-gguf-split runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = prefix.parent().unwrap();
+    let stem = prefix.file_name().unwrap().to_str().unwrap();
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("{stem}-"))
+        })
+        .collect();
+    shards.sort();
+    assert!(shards.len() >= 3, "{how:?} made {} shards", shards.len());
+    shards
+}
+
+/// What each command gives on `model`: inspect's tensor table, quantized and pruned bytes,
+/// perplexity and the imatrix's bytes.
+fn results(model: &Path, text: &Path, tmp: &Path, tag: &str) -> Vec<String> {
+    let json = |args: &[&str]| common::smelt_json(tmp, args);
+    let inspect = json(&["inspect", s(model)])["tensors"].to_string();
+    let q = tmp.join(format!("{tag}-q4km.gguf"));
+    common::quantize_ok(tmp, &[s(model), s(&q), "Q4_K_M"]);
+    let ppl = json(&[
+        "perplexity",
+        s(model),
+        "-f",
+        s(text),
+        "-c",
+        "128",
+        "--chunks",
+        "3",
+    ]);
+    let imatrix = tmp.join(format!("{tag}-imatrix.gguf"));
+    json(&[
+        "imatrix",
+        s(model),
+        "-f",
+        s(text),
+        "-c",
+        "128",
+        "--chunks",
+        "3",
+        "-o",
+        s(&imatrix),
+    ]);
+    let pruned = tmp.join(format!("{tag}-pruned.gguf"));
+    json(&[
+        "prune",
+        s(model),
+        s(&pruned),
+        "--method",
+        "depth",
+        "--layers",
+        "1",
+    ]);
+    vec![
+        inspect,
+        common::sha256(&q),
+        ppl["ppl"].to_string(),
+        common::sha256(&imatrix),
+        common::sha256(&pruned),
+    ]
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn split_sets_give_the_unsplit_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = common::shared();
+    let model = shared.join("reference/tinystories-3M/tinystories-3M-f32.gguf");
+    let text = shared.join("assets/text/tinystories-eval.txt");
+    let whole = results(&model, &text, tmp.path(), "whole");
+    let by_tensors = gguf_split(
+        &model,
+        &tmp.path().join("t"),
+        &["--split-max-tensors", "20"],
+    );
+    let by_size = gguf_split(&model, &tmp.path().join("z"), &["--split-max-size", "4M"]);
+    assert_eq!(results(&by_tensors[0], &text, tmp.path(), "t"), whole);
+    assert_eq!(
+        results(by_size.last().unwrap(), &text, tmp.path(), "z"),
+        whole
+    );
+
+    // A shard of the by-size set in place of the by-tensor set's second shard.
+    let out = tmp.path().join("never.gguf");
+    let quantize = |m: &Path| common::run(&["quantize", s(m), s(&out), "Q8_0"]);
+    std::fs::copy(&by_size[1], &by_tensors[1]).unwrap();
+    common::assert_bad_input(&quantize(&by_tensors[0]), "");
+    std::fs::remove_file(&by_tensors[1]).unwrap();
+    let missing = by_tensors[1].file_name().unwrap().to_str().unwrap();
+    common::assert_bad_input(&quantize(&by_tensors[0]), missing);
+    assert!(!out.exists(), "no output from a broken set");
+}
