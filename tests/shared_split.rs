@@ -101,12 +101,12 @@ fn split_sets_give_the_unsplit_results() {
     let model = shared.join("reference/tinystories-3M/tinystories-3M-f32.gguf");
     let text = shared.join("assets/text/tinystories-eval.txt");
     let whole = results(&model, &text, tmp.path(), "whole");
-    let by_tensors = gguf_split(
-        &model,
-        &tmp.path().join("t"),
-        &["--split-max-tensors", "20"],
-    );
-    let by_size = gguf_split(&model, &tmp.path().join("z"), &["--split-max-size", "4M"]);
+    let dir = |d: &str| {
+        std::fs::create_dir(tmp.path().join(d)).unwrap();
+        tmp.path().join(d).join("m")
+    };
+    let by_tensors = gguf_split(&model, &dir("t"), &["--split-max-tensors", "12"]);
+    let by_size = gguf_split(&model, &dir("z"), &["--split-max-size", "3M"]);
     assert_eq!(results(&by_tensors[0], &text, tmp.path(), "t"), whole);
     assert_eq!(
         results(by_size.last().unwrap(), &text, tmp.path(), "z"),
