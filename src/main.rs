@@ -54,6 +54,8 @@ enum Command {
     Quantize(cmd::quantize::Args),
     /// List the tensor types and file types smelt knows.
     Types(cmd::types::Args),
+    /// List the model architectures smelt runs and the stages that take each.
+    Archs(cmd::archs::Args),
     /// Perplexity and KL divergence of a GGUF model on a text (like llama-perplexity).
     Perplexity(cmd::perplexity::Args),
     /// Teacher datasets, KL divergence against them, and distillation training.
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Quantize(args) => cmd::quantize::run(args),
         Command::Types(args) => cmd::types::run(args),
+        Command::Archs(args) => cmd::archs::run(args),
         Command::Perplexity(args) => cmd::perplexity::run(args),
         Command::Imatrix(args) => cmd::imatrix::run(args),
         Command::Distill(command) => cmd::distill::run(command),

@@ -18,11 +18,16 @@ pub enum RopeMode {
     Neox,
 }
 
-/// One architecture smelt runs: the facts of its block that differ between families.
+/// One architecture smelt runs: the facts of its block that differ between families, and which
+/// stages take it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Architecture {
     /// `general.architecture` and the prefix of its keys.
     pub gguf_name: &'static str,
+    /// Hugging Face `architectures[0]` names `smelt convert` imports as this family.
+    pub hf_names: &'static [&'static str],
+    /// Whether `smelt distill train` has this family's backward pass.
+    pub trainable: bool,
     /// RoPE pairing.
     pub rope_mode: RopeMode,
     /// Whether the query, key and value projections carry biases.
@@ -35,6 +40,29 @@ pub const ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &qwen2::QWEN2];
 /// The architecture called `name` in `general.architecture`.
 pub fn by_gguf_name(name: &str) -> Option<&'static Architecture> {
     ARCHITECTURES.iter().copied().find(|a| a.gguf_name == name)
+}
+
+/// The stages of smelt's pipeline, as `smelt archs` lists them.
+pub const STAGES: &[&str] = &[
+    "convert",
+    "quantize",
+    "perplexity/kld/imatrix",
+    "prune",
+    "distill dataset",
+    "distill train",
+    "release",
+];
+
+impl Architecture {
+    /// Whether `stage` (one of [`STAGES`]) takes this family. Quantization is not listed per
+    /// family: `smelt quantize` takes a GGUF of any architecture, as llama-quantize does.
+    pub fn supports(&self, stage: &str) -> bool {
+        match stage {
+            "convert" => !self.hf_names.is_empty(),
+            "distill train" => self.trainable,
+            _ => STAGES.contains(&stage),
+        }
+    }
 }
 
 /// The supported names, comma-separated, for messages.

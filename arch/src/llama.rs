@@ -7,6 +7,8 @@ use crate::{Architecture, RopeMode};
 /// The `llama` architecture.
 pub const LLAMA: Architecture = Architecture {
     gguf_name: "llama",
+    hf_names: &["LlamaForCausalLM", "MistralForCausalLM"],
+    trainable: true,
     rope_mode: RopeMode::Normal,
     qkv_bias: false,
 };

@@ -6,6 +6,8 @@ use crate::{Architecture, RopeMode};
 /// The `qwen2` architecture.
 pub const QWEN2: Architecture = Architecture {
     gguf_name: "qwen2",
+    hf_names: &["Qwen2ForCausalLM"],
+    trainable: false,
     rope_mode: RopeMode::Neox,
     qkv_bias: true,
 };

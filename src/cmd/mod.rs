@@ -1,5 +1,6 @@
 //! One module per subcommand; each has an `Args` (clap) and a `run`.
 
+pub mod archs;
 pub mod convert;
 pub mod demo;
 pub mod dev;
