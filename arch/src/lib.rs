@@ -6,8 +6,10 @@
 pub mod hparams;
 pub mod llama;
 pub mod qwen2;
+pub mod tensors;
 
 pub use hparams::{Hparams, KeyReader};
+pub use tensors::{Presence, Role, TensorSpec};
 
 /// How rotary position embedding pairs up a head's dimensions (ggml's `rope` modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +32,10 @@ pub struct Architecture {
     pub trainable: bool,
     /// RoPE pairing.
     pub rope_mode: RopeMode,
-    /// Whether the query, key and value projections carry biases.
-    pub qkv_bias: bool,
+    /// Model-wide tensors, each required or optional.
+    pub global_tensors: &'static [(Role, Presence)],
+    /// Each block's tensors (all required).
+    pub block_tensors: &'static [Role],
 }
 
 /// Every architecture smelt runs, in the order messages list them.
@@ -54,6 +58,11 @@ pub const STAGES: &[&str] = &[
 ];
 
 impl Architecture {
+    /// Whether each block has tensors of `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.block_tensors.contains(&role) || self.global_tensors.iter().any(|(r, _)| *r == role)
+    }
+
     /// Whether `stage` (one of [`STAGES`]) takes this family. Quantization is not listed per
     /// family: `smelt quantize` takes a GGUF of any architecture, as llama-quantize does.
     pub fn supports(&self, stage: &str) -> bool {

@@ -1,7 +1,7 @@
 //! Qwen2 (`qwen2`): Llama's block with biases on the query, key and value projections and
 //! GPT-NeoX RoPE (halves rotated, no Q/K permutation).
 
-use crate::{Architecture, RopeMode};
+use crate::{Architecture, Presence, Role, RopeMode};
 
 /// The `qwen2` architecture.
 pub const QWEN2: Architecture = Architecture {
@@ -9,5 +9,23 @@ pub const QWEN2: Architecture = Architecture {
     hf_names: &["Qwen2ForCausalLM"],
     trainable: false,
     rope_mode: RopeMode::Neox,
-    qkv_bias: true,
+    global_tensors: &[
+        (Role::TokenEmbd, Presence::Required),
+        (Role::OutputNorm, Presence::Required),
+        (Role::Output, Presence::Optional),
+    ],
+    block_tensors: &[
+        Role::AttnNorm,
+        Role::AttnQ,
+        Role::AttnK,
+        Role::AttnV,
+        Role::AttnQBias,
+        Role::AttnKBias,
+        Role::AttnVBias,
+        Role::AttnOutput,
+        Role::FfnNorm,
+        Role::FfnGate,
+        Role::FfnUp,
+        Role::FfnDown,
+    ],
 };

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use arch::Hparams;
+use arch::{Hparams, Role, TensorSpec};
 use formats::gguf::{GgmlType, GgufFile, TensorEntry};
 use formats::{FormatError, Result};
 
@@ -77,46 +77,42 @@ impl Model {
         let tensors = Tensors {
             file: &file,
             hp: &hparams,
-            used: Default::default(),
+            specs: arch::tensors::tensors(&hparams),
         };
-        let h = &hparams;
-        let q_width = h.n_head * h.head_dim;
-        let kv_width = h.n_head_kv * h.head_dim;
-        let token_embd = tensors.weight("token_embd.weight", h.n_embd, h.n_vocab)?;
-        let output = match file.tensor("output.weight") {
-            Some(_) => tensors.weight("output.weight", h.n_embd, h.n_vocab)?,
-            None => token_embd.clone(),
+        let token_embd = tensors.weight(Role::TokenEmbd, 0)?;
+        let output = match tensors.present(Role::Output, 0) {
+            true => tensors.weight(Role::Output, 0)?,
+            false => token_embd.clone(),
         };
-        let output_norm = tensors.vector("output_norm.weight", h.n_embd)?;
-        let rope_factors = match file.tensor(ROPE_FREQS) {
-            Some(_) => Some(tensors.vector(ROPE_FREQS, h.rope_dims / 2)?),
-            None => None,
+        let output_norm = tensors.vector(Role::OutputNorm, 0)?;
+        let rope_factors = match tensors.present(Role::RopeFreqs, 0) {
+            true => Some(tensors.vector(Role::RopeFreqs, 0)?),
+            false => None,
         };
-        let biases = h.arch.qkv_bias;
-        let mut layers = Vec::with_capacity(h.n_layer);
-        for i in 0..h.n_layer {
-            let name = |s: &str| format!("blk.{i}.{s}");
-            let bias = |s: &str, n: usize| -> Result<Option<Vec<f32>>> {
-                match biases {
-                    true => tensors.vector(&name(s), n).map(Some),
-                    false => Ok(None),
-                }
-            };
-            layers.push(Layer {
-                attn_norm: tensors.vector(&name("attn_norm.weight"), h.n_embd)?,
-                wq: tensors.weight(&name("attn_q.weight"), h.n_embd, q_width)?,
-                wk: tensors.weight(&name("attn_k.weight"), h.n_embd, kv_width)?,
-                wv: tensors.weight(&name("attn_v.weight"), h.n_embd, kv_width)?,
-                bq: bias("attn_q.bias", q_width)?,
-                bk: bias("attn_k.bias", kv_width)?,
-                bv: bias("attn_v.bias", kv_width)?,
-                wo: tensors.weight(&name("attn_output.weight"), q_width, h.n_embd)?,
-                ffn_norm: tensors.vector(&name("ffn_norm.weight"), h.n_embd)?,
-                gate: tensors.weight(&name("ffn_gate.weight"), h.n_embd, h.n_ff)?,
-                up: tensors.weight(&name("ffn_up.weight"), h.n_embd, h.n_ff)?,
-                down: tensors.weight(&name("ffn_down.weight"), h.n_ff, h.n_embd)?,
-            });
-        }
+        let layers = (0..hparams.n_layer)
+            .map(|i| {
+                let bias = |role: Role| -> Result<Option<Vec<f32>>> {
+                    match hparams.arch.has(role) {
+                        true => tensors.vector(role, i).map(Some),
+                        false => Ok(None),
+                    }
+                };
+                Ok(Layer {
+                    attn_norm: tensors.vector(Role::AttnNorm, i)?,
+                    wq: tensors.weight(Role::AttnQ, i)?,
+                    wk: tensors.weight(Role::AttnK, i)?,
+                    wv: tensors.weight(Role::AttnV, i)?,
+                    bq: bias(Role::AttnQBias)?,
+                    bk: bias(Role::AttnKBias)?,
+                    bv: bias(Role::AttnVBias)?,
+                    wo: tensors.weight(Role::AttnOutput, i)?,
+                    ffn_norm: tensors.vector(Role::FfnNorm, i)?,
+                    gate: tensors.weight(Role::FfnGate, i)?,
+                    up: tensors.weight(Role::FfnUp, i)?,
+                    down: tensors.weight(Role::FfnDown, i)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         tensors.all_used()?;
         Ok(Model {
             file,
@@ -140,27 +136,24 @@ impl Model {
     }
 }
 
-/// Llama 3's RoPE frequency divisors, one per rotated pair.
-const ROPE_FREQS: &str = "rope_freqs.weight";
-
-/// Looks tensors up for [`Model::open`] and remembers which it took, so that a tensor the
-/// evaluation would ignore is found.
+/// Looks up and checks a model's tensors against its architecture's tensor list.
 struct Tensors<'a> {
     file: &'a GgufFile,
     hp: &'a Hparams,
-    used: std::cell::RefCell<std::collections::HashSet<String>>,
+    specs: Vec<TensorSpec>,
 }
 
 impl Tensors<'_> {
-    /// Refuses a model with a tensor the forward pass did not take: its meaning is not
+    /// Refuses a model with a tensor its architecture does not list: its meaning is not
     /// implemented, and evaluating without it would be silently approximate.
     fn all_used(&self) -> Result<()> {
-        let used = self.used.borrow();
+        let known: std::collections::HashSet<&str> =
+            self.specs.iter().map(|s| s.name.as_str()).collect();
         match self
             .file
             .tensors
             .iter()
-            .find(|t| !used.contains(&t.info.name))
+            .find(|t| !known.contains(t.info.name.as_str()))
         {
             None => Ok(()),
             Some(t) => Err(FormatError::new(
@@ -174,9 +167,20 @@ impl Tensors<'_> {
         }
     }
 
-    fn find(&self, name: &str) -> Result<&TensorEntry> {
-        self.used.borrow_mut().insert(name.to_string());
-        self.file.tensor(name).ok_or_else(|| {
+    /// Whether the file has the tensor of `role` in block `layer`.
+    fn present(&self, role: Role, layer: usize) -> bool {
+        self.file.tensor(&role.name(layer)).is_some()
+    }
+
+    /// The spec of `role` in block `layer` and its entry in the file.
+    fn find(&self, role: Role, layer: usize) -> Result<(&TensorSpec, &TensorEntry)> {
+        let name = role.name(layer);
+        let spec = self
+            .specs
+            .iter()
+            .find(|s| s.name == name)
+            .expect("the forward pass asks only for its architecture's tensors");
+        let entry = self.file.tensor(&name).ok_or_else(|| {
             FormatError::new(
                 self.file.path(),
                 format!(
@@ -184,53 +188,50 @@ impl Tensors<'_> {
                     self.hp.arch.gguf_name
                 ),
             )
-        })
-    }
-
-    fn weight(&self, name: &str, cols: usize, rows: usize) -> Result<Weight> {
-        let entry = self.find(name)?;
+        })?;
         let dims = &entry.info.dims;
-        if dims.len() != 2 || dims[0] != cols as u64 || dims[1] != rows as u64 {
+        if dims.len() != spec.dims.len()
+            || dims.iter().zip(&spec.dims).any(|(a, b)| *a != *b as u64)
+        {
             return Err(FormatError::new(
                 self.file.path(),
                 format!(
-                    "tensor {name} has shape {dims:?}, but the metadata implies [{cols}, {rows}]"
+                    "tensor {name} has shape {dims:?}, but the metadata implies {:?}",
+                    spec.dims
                 ),
             ));
         }
+        Ok((spec, entry))
+    }
+
+    fn weight(&self, role: Role, layer: usize) -> Result<Weight> {
+        let (spec, entry) = self.find(role, layer)?;
         let ty = entry.info.ggml_type;
         if !quantize::types::can_dequantize(ty) {
             return Err(FormatError::new(
                 self.file.path(),
-                format!("tensor {name} is {}, which smelt cannot decode", ty.name()),
+                format!(
+                    "tensor {} is {}, which smelt cannot decode",
+                    spec.name,
+                    ty.name()
+                ),
             ));
         }
         Ok(Weight {
-            name: name.to_string(),
+            name: spec.name.clone(),
             ty,
-            rows,
-            cols,
+            rows: spec.dims[1],
+            cols: spec.dims[0],
             entry: entry.clone(),
         })
     }
 
-    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        let w = self.weight_1d(name, len)?;
-        let mut out = vec![0.0; len];
-        quantize::dequantize(w.info.ggml_type, self.file.data(w), &mut out)
-            .map_err(|e| FormatError::new(self.file.path(), format!("tensor {name}: {e}")))?;
+    fn vector(&self, role: Role, layer: usize) -> Result<Vec<f32>> {
+        let (spec, entry) = self.find(role, layer)?;
+        let mut out = vec![0.0; spec.dims[0]];
+        quantize::dequantize(entry.info.ggml_type, self.file.data(entry), &mut out).map_err(
+            |e| FormatError::new(self.file.path(), format!("tensor {}: {e}", spec.name)),
+        )?;
         Ok(out)
-    }
-
-    fn weight_1d(&self, name: &str, len: usize) -> Result<&TensorEntry> {
-        let entry = self.find(name)?;
-        let dims = &entry.info.dims;
-        if dims.iter().product::<u64>() != len as u64 || dims[0] != len as u64 {
-            return Err(FormatError::new(
-                self.file.path(),
-                format!("tensor {name} has shape {dims:?}, but the metadata implies [{len}]"),
-            ));
-        }
-        Ok(entry)
     }
 }

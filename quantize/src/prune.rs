@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use arch::Role;
 use formats::gguf::{GgmlType, GgufFile, GgufWriter, Metadata, TensorInfo, Value};
 use rayon::prelude::*;
 
@@ -293,9 +294,9 @@ fn map_tensor(name: &str, shape: &PruneShape, structure: &Structure) -> Option<(
             let new = il - drop.iter().filter(|&&d| d < il).count();
             out_name = format!("blk.{new}.{role}");
         }
-        Structure::KeepFfn(kept) => match role {
-            "ffn_gate.weight" | "ffn_up.weight" => mapping.rows = Some(kept[il].clone()),
-            "ffn_down.weight" => mapping.cols = Some(kept[il].clone()),
+        Structure::KeepFfn(kept) => match Role::from_suffix(role) {
+            Some(Role::FfnGate | Role::FfnUp) => mapping.rows = Some(kept[il].clone()),
+            Some(Role::FfnDown) => mapping.cols = Some(kept[il].clone()),
             _ => {}
         },
         Structure::KeepHeadGroups(kept) => {
@@ -303,12 +304,12 @@ fn map_tensor(name: &str, shape: &PruneShape, structure: &Structure) -> Option<(
             let q_heads: Vec<usize> = kept[il].iter().flat_map(|&k| k * g..(k + 1) * g).collect();
             let q = spread(&q_heads, shape.head_dim);
             let kv = spread(&kept[il], shape.head_dim);
-            match role {
-                "attn_q.weight" | "attn_q.bias" => mapping.rows = Some(q),
-                "attn_k.weight" | "attn_k.bias" | "attn_v.weight" | "attn_v.bias" => {
+            match Role::from_suffix(role) {
+                Some(Role::AttnQ | Role::AttnQBias) => mapping.rows = Some(q),
+                Some(Role::AttnK | Role::AttnKBias | Role::AttnV | Role::AttnVBias) => {
                     mapping.rows = Some(kv)
                 }
-                "attn_output.weight" => mapping.cols = Some(q),
+                Some(Role::AttnOutput) => mapping.cols = Some(q),
                 _ => {}
             }
         }

@@ -2,6 +2,7 @@
 //! sequence keeping what the backward pass needs, and differentiated with respect to every
 //! float tensor (quantized tensors stay frozen).
 
+use arch::Role;
 use eval::model::Model;
 use formats::gguf::GgmlType;
 use formats::{FormatError, Result};
@@ -147,27 +148,27 @@ impl Student {
                 .position(|p| p.name == name)
                 .ok_or_else(|| format!("no tensor {name}"))
         };
-        let embd = find("token_embd.weight")?;
-        let output = find("output.weight").unwrap_or(embd);
+        let embd = find(&Role::TokenEmbd.name(0))?;
+        let output = find(&Role::Output.name(0)).unwrap_or(embd);
         let blocks = (0..n_layer)
             .map(|i| {
-                let b = |s: &str| find(&format!("blk.{i}.{s}.weight"));
+                let b = |role: Role| find(&role.name(i));
                 Ok(BlockIndex {
-                    attn_norm: b("attn_norm")?,
-                    wq: b("attn_q")?,
-                    wk: b("attn_k")?,
-                    wv: b("attn_v")?,
-                    wo: b("attn_output")?,
-                    ffn_norm: b("ffn_norm")?,
-                    gate: b("ffn_gate")?,
-                    up: b("ffn_up")?,
-                    down: b("ffn_down")?,
+                    attn_norm: b(Role::AttnNorm)?,
+                    wq: b(Role::AttnQ)?,
+                    wk: b(Role::AttnK)?,
+                    wv: b(Role::AttnV)?,
+                    wo: b(Role::AttnOutput)?,
+                    ffn_norm: b(Role::FfnNorm)?,
+                    gate: b(Role::FfnGate)?,
+                    up: b(Role::FfnUp)?,
+                    down: b(Role::FfnDown)?,
                 })
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
         Ok(Student {
             shape,
-            output_norm: find("output_norm.weight")?,
+            output_norm: find(&Role::OutputNorm.name(0))?,
             params,
             embd,
             output,
