@@ -218,7 +218,10 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
         |md| md.set("general.architecture", Value::String("gpt-neox".into())),
         |_| true,
     );
-    common::assert_bad_input(&perplexity(&bad, &text), "not supported (llama, qwen2)");
+    common::assert_bad_input(
+        &perplexity(&bad, &text),
+        "not supported (llama, qwen2, qwen3)",
+    );
     let archs = common::smelt_json(tmp.path(), &["archs"]);
     let names: Vec<&str> = archs["architectures"]
         .as_array()
@@ -226,7 +229,7 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["llama", "qwen2"]);
+    assert_eq!(names, ["llama", "qwen2", "qwen3"]);
     assert_eq!(
         archs["architectures"][1]["stages"]
             .as_array()

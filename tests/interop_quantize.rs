@@ -241,3 +241,46 @@ fn checkpoint_to_q4_k_m_in_one_pass_loads_in_llama_cpp() {
         "{text:?}"
     );
 }
+
+/// Qwen3 built by transformers' own class (tied embeddings, q/k norms): `smelt quantize` equals
+/// llama-quantize for the common mixtures, without and with an imatrix that `smelt imatrix`
+/// collected (which llama-quantize accepts).
+#[test]
+#[ignore = "needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
+fn qwen3_matches_llama_quantize_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    qwen3_tiny(&dir.join("ckpt"));
+    convert_ok(&dir.join("ckpt"), &dir.join("model.gguf"), "f32");
+    let text = shared().join("assets/text/tinystories-calib.txt");
+    smelt_json(
+        dir,
+        &[
+            "imatrix",
+            "model.gguf",
+            "-f",
+            text.to_str().unwrap(),
+            "-c",
+            "128",
+            "--chunks",
+            "4",
+            "-o",
+            "imx.gguf",
+        ],
+    );
+    let mut differ = Vec::new();
+    for ty in ["Q2_K", "Q3_K_M", "Q4_K_M", "Q6_K", "IQ4_XS"] {
+        for flags in [&[][..], &["--imatrix", "imx.gguf"]] {
+            let mut theirs: Vec<&str> = flags.to_vec();
+            theirs.extend(["model.gguf", "theirs.gguf", ty]);
+            llama_quantize(dir, &theirs);
+            let mut ours = vec!["model.gguf", "ours.gguf", ty];
+            ours.extend(flags);
+            quantize_ok(dir, &ours);
+            if sha256(&dir.join("ours.gguf")) != sha256(&dir.join("theirs.gguf")) {
+                differ.push(format!("{ty} {flags:?}"));
+            }
+        }
+    }
+    assert!(differ.is_empty(), "differ from llama-quantize: {differ:#?}");
+}

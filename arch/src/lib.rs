@@ -6,6 +6,7 @@
 pub mod hparams;
 pub mod llama;
 pub mod qwen2;
+pub mod qwen3;
 pub mod tensors;
 
 pub use hparams::{Hparams, KeyReader};
@@ -39,7 +40,7 @@ pub struct Architecture {
 }
 
 /// Every architecture smelt runs, in the order messages list them.
-pub const ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &qwen2::QWEN2];
+pub const ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &qwen2::QWEN2, &qwen3::QWEN3];
 
 /// The architecture called `name` in `general.architecture`.
 pub fn by_gguf_name(name: &str) -> Option<&'static Architecture> {

@@ -30,6 +30,10 @@ pub enum Role {
     AttnKBias,
     /// Value bias.
     AttnVBias,
+    /// RMSNorm weight applied to each query head (Qwen3).
+    AttnQNorm,
+    /// RMSNorm weight applied to each key head (Qwen3).
+    AttnKNorm,
     /// Attention output projection.
     AttnOutput,
     /// Norm weight before the feed-forward network.
@@ -43,7 +47,7 @@ pub enum Role {
 }
 
 /// Every role, for name lookups.
-const ROLES: [Role; 16] = [
+const ROLES: [Role; 18] = [
     Role::TokenEmbd,
     Role::Output,
     Role::OutputNorm,
@@ -55,6 +59,8 @@ const ROLES: [Role; 16] = [
     Role::AttnQBias,
     Role::AttnKBias,
     Role::AttnVBias,
+    Role::AttnQNorm,
+    Role::AttnKNorm,
     Role::AttnOutput,
     Role::FfnNorm,
     Role::FfnGate,
@@ -77,6 +83,8 @@ impl Role {
             Role::AttnQBias => "attn_q.bias",
             Role::AttnKBias => "attn_k.bias",
             Role::AttnVBias => "attn_v.bias",
+            Role::AttnQNorm => "attn_q_norm.weight",
+            Role::AttnKNorm => "attn_k_norm.weight",
             Role::AttnOutput => "attn_output.weight",
             Role::FfnNorm => "ffn_norm.weight",
             Role::FfnGate => "ffn_gate.weight",
@@ -117,6 +125,7 @@ impl Role {
             Role::AttnK | Role::AttnV => vec![h.n_embd, kv],
             Role::AttnQBias => vec![q],
             Role::AttnKBias | Role::AttnVBias => vec![kv],
+            Role::AttnQNorm | Role::AttnKNorm => vec![h.head_dim],
             Role::AttnOutput => vec![q, h.n_embd],
             Role::FfnGate | Role::FfnUp => vec![h.n_embd, h.n_ff],
             Role::FfnDown => vec![h.n_ff, h.n_embd],

@@ -190,6 +190,12 @@ impl<'m> Session<'m> {
         add_bias(&mut q, layer.bq.as_deref());
         add_bias(&mut k, layer.bk.as_deref());
         add_bias(&mut v, layer.bv.as_deref());
+        if let Some(w) = &layer.q_norm {
+            q = rms_norm(&q, w, h.rms_eps);
+        }
+        if let Some(w) = &layer.k_norm {
+            k = rms_norm(&k, w, h.rms_eps);
+        }
         self.rope.apply(&mut q, q_width, hd, t, n_past);
         self.rope.apply(&mut k, kv_width, hd, t, n_past);
         round_f16(&mut k);

@@ -39,6 +39,10 @@ pub struct Layer {
     pub bk: Option<Vec<f32>>,
     /// Value bias.
     pub bv: Option<Vec<f32>>,
+    /// RMSNorm weights over each query and each key head, before RoPE (qwen3).
+    pub q_norm: Option<Vec<f32>>,
+    /// Key-head norm weight.
+    pub k_norm: Option<Vec<f32>>,
     /// Attention output projection.
     pub wo: Weight,
     /// RMSNorm weight before the feed-forward network.
@@ -91,7 +95,7 @@ impl Model {
         };
         let layers = (0..hparams.n_layer)
             .map(|i| {
-                let bias = |role: Role| -> Result<Option<Vec<f32>>> {
+                let optional = |role: Role| -> Result<Option<Vec<f32>>> {
                     match hparams.arch.has(role) {
                         true => tensors.vector(role, i).map(Some),
                         false => Ok(None),
@@ -102,9 +106,11 @@ impl Model {
                     wq: tensors.weight(Role::AttnQ, i)?,
                     wk: tensors.weight(Role::AttnK, i)?,
                     wv: tensors.weight(Role::AttnV, i)?,
-                    bq: bias(Role::AttnQBias)?,
-                    bk: bias(Role::AttnKBias)?,
-                    bv: bias(Role::AttnVBias)?,
+                    bq: optional(Role::AttnQBias)?,
+                    bk: optional(Role::AttnKBias)?,
+                    bv: optional(Role::AttnVBias)?,
+                    q_norm: optional(Role::AttnQNorm)?,
+                    k_norm: optional(Role::AttnKNorm)?,
                     wo: tensors.weight(Role::AttnOutput, i)?,
                     ffn_norm: tensors.vector(Role::FfnNorm, i)?,
                     gate: tensors.weight(Role::FfnGate, i)?,

@@ -14,8 +14,8 @@ use quantize::convert::{write_gguf, ConvertOptions, OutType};
 pub struct Args {
     /// Checkpoint folder (config.json, *.safetensors, tokenizer files).
     pub input: PathBuf,
-    /// Output GGUF file.
-    #[arg(short, long)]
+    /// Output GGUF file (`--outfile`, as convert_hf_to_gguf.py names it, also works).
+    #[arg(short, long, visible_alias = "outfile")]
     pub output: PathBuf,
     /// f32, f16, bf16 or q8_0 (default: the checkpoint's own float type).
     #[arg(long)]

@@ -301,3 +301,57 @@ pub fn split_gguf(src: &Path, prefix: &Path, n: usize) -> Vec<PathBuf> {
     );
     paths
 }
+
+/// A tiny random checkpoint built by transformers' own `hf_arch` class (`scripts/hf_tiny.py`)
+/// from `config` (its config class's arguments), with smelt's GPT-2 BPE test tokenizer (the
+/// vocabulary of llama.cpp's `ggml-vocab-gpt-2.gguf`, 50257 tokens) in `dir`.
+pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, dtype: &str) {
+    let vocab = shared().join("assets/llamacpp-vocab/ggml-vocab-gpt-2.gguf");
+    synth(
+        dir,
+        &[
+            "--arch",
+            "Qwen2ForCausalLM",
+            "--hidden",
+            "64",
+            "--ffn",
+            "64",
+            "--layers",
+            "1",
+            "--tokenizer",
+            &format!("gpt2:{}", vocab.display()),
+        ],
+    );
+    let mut config = config;
+    config["vocab_size"] = serde_json::json!(50257);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf_tiny.py");
+    let o = Command::new(ref_python())
+        .arg(script)
+        .arg(dir)
+        .arg(hf_arch)
+        .arg(config.to_string())
+        .arg(dtype)
+        .output()
+        .expect("python runs");
+    assert!(
+        o.status.success(),
+        "hf_tiny.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The Qwen3 checkpoint of the architecture tests: GQA (4 query heads, 2 key/value heads), an
+/// explicit head width of 128 (not 256 / 4), tied embeddings, bf16, as Qwen3-0.6B is shaped.
+pub fn qwen3_tiny(dir: &Path) {
+    hf_tiny(
+        dir,
+        "Qwen3ForCausalLM",
+        serde_json::json!({
+            "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 128,
+            "max_position_embeddings": 4096, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": true, "bos_token_id": 50256, "eos_token_id": 50256,
+        }),
+        "bfloat16",
+    );
+}

@@ -7,7 +7,12 @@ use crate::hf::vocab::VocabStyle;
 use crate::{FormatError, Result};
 
 /// Hugging Face architectures smelt can import.
-pub const SUPPORTED: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"];
+pub const SUPPORTED: &[&str] = &[
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+];
 
 /// A supported architecture family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +21,8 @@ pub enum Arch {
     Llama,
     /// Qwen2 (`qwen2`): q/k/v biases, NeoX rope, no permutation.
     Qwen2,
+    /// Qwen3 dense (`qwen3`): Qwen2's tokenizer and rope, q/k RMSNorm, no biases.
+    Qwen3,
 }
 
 impl Arch {
@@ -24,6 +31,7 @@ impl Arch {
         match config.architecture()? {
             "LlamaForCausalLM" | "MistralForCausalLM" => Ok(Arch::Llama),
             "Qwen2ForCausalLM" => Ok(Arch::Qwen2),
+            "Qwen3ForCausalLM" => Ok(Arch::Qwen3),
             other => Err(FormatError::new(
                 config.path(),
                 format!(
@@ -39,6 +47,7 @@ impl Arch {
         match self {
             Arch::Llama => "llama",
             Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
         }
     }
 
@@ -46,7 +55,7 @@ impl Arch {
     pub fn vocab_style(self) -> VocabStyle {
         match self {
             Arch::Llama => VocabStyle::Llama,
-            Arch::Qwen2 => VocabStyle::Qwen2,
+            Arch::Qwen2 | Arch::Qwen3 => VocabStyle::Qwen2,
         }
     }
 
@@ -312,6 +321,8 @@ pub fn gguf_tensor_name(hf: &str, n_layer: u64) -> std::result::Result<Option<St
         "self_attn.k_proj" => "attn_k",
         "self_attn.v_proj" => "attn_v",
         "self_attn.o_proj" => "attn_output",
+        "self_attn.q_norm" => "attn_q_norm",
+        "self_attn.k_norm" => "attn_k_norm",
         "post_attention_layernorm" => "ffn_norm",
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" => "ffn_up",
