@@ -10,7 +10,16 @@ use eval::tokenizer::Tokenizer;
 use formats::gguf::GgufFile;
 
 fn check_vectors(vocab: &str) {
-    let dir = common::shared().join("assets/llamacpp-vocab");
+    check_vectors_in(&common::shared().join("assets/llamacpp-vocab"), vocab);
+}
+
+/// [`check_vectors`] for a vocabulary of the reference tree's `llama.cpp/models` folder (the BPE
+/// vocabularies of newer families: Llama 3, Qwen2/Qwen3).
+fn check_reference_vectors(vocab: &str) {
+    check_vectors_in(&common::llama_ref().join("llama.cpp/models"), vocab);
+}
+
+fn check_vectors_in(dir: &Path, vocab: &str) {
     let gguf = dir.join(vocab);
     let file = GgufFile::open(&gguf).unwrap();
     let tok = Tokenizer::from_gguf(&file.metadata, &gguf).unwrap();
@@ -54,6 +63,18 @@ fn phi3_spm_vectors() {
 #[ignore = "tier 2: needs ../shared"]
 fn gpt2_bpe_vectors() {
     check_vectors("ggml-vocab-gpt-2.gguf");
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn llama3_bpe_vectors() {
+    check_reference_vectors("ggml-vocab-llama-bpe.gguf");
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn qwen2_bpe_vectors() {
+    check_reference_vectors("ggml-vocab-qwen2.gguf");
 }
 
 /// Token ids of `text_file` under `vocab` from llama-tokenize (BOS added as llama-perplexity does).

@@ -167,10 +167,9 @@ fn write_tensor(
     writer: &mut GgufWriter,
     opts: &ConvertOptions,
 ) -> Result<(), ConvertError> {
-    let src = &ckpt.tensors[t.source];
-    let bytes = ckpt.bytes(src);
+    let (bytes, dtype) = t.data(ckpt);
     let (row_len, n_rows) = (t.row_len(), t.n_rows());
-    let in_row = row_len * src.dtype.size();
+    let in_row = row_len * dtype.size();
     let out_row = ty
         .bytes_for(row_len as u64)
         .expect("row fits the chosen type") as usize;
@@ -186,7 +185,7 @@ fn write_tensor(
                 || vec![0f32; row_len],
                 |values, (i, dst)| {
                     let s = t.source_row(first + i) * in_row;
-                    decode(src.dtype, &bytes[s..s + in_row], values);
+                    decode(dtype, &bytes[s..s + in_row], values);
                     let bad = values.iter().copied().find(|v| !v.is_finite());
                     crate::quantize(ty, values, dst).expect("row length checked against the type");
                     bad
@@ -195,16 +194,17 @@ fn write_tensor(
             .find_any(|b| b.is_some())
             .flatten();
         if let (Some(value), false) = (bad, opts.allow_nonfinite) {
+            let (file, tensor) = t.origin(ckpt);
             return Err(ConvertError::NonFinite {
-                file: ckpt.shard_path(src).to_path_buf(),
-                tensor: src.name.clone(),
+                file,
+                tensor,
                 value,
             });
         }
         writer.write(&encoded)?;
         (opts.progress)((rows * in_row) as u64);
     }
-    ckpt.release(src);
+    t.release(ckpt);
     Ok(())
 }
 

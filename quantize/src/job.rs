@@ -88,9 +88,7 @@ impl Source {
         let row = input.info.dims[0] as usize;
         match self {
             Source::Gguf(_) => input.info.ggml_type.bytes_for(row as u64).unwrap_or(0) as usize,
-            Source::Checkpoint(ckpt, plan) => {
-                row * ckpt.tensors[plan.tensors[input.index].source].dtype.size()
-            }
+            Source::Checkpoint(ckpt, plan) => row * plan.tensors[input.index].data(ckpt).1.size(),
         }
     }
 
@@ -106,12 +104,11 @@ impl Source {
             }
             Source::Checkpoint(ckpt, plan) => {
                 let t = &plan.tensors[input.index];
-                let src = &ckpt.tensors[t.source];
-                let bytes = ckpt.bytes(src);
-                let rb = row * src.dtype.size();
+                let (bytes, dtype) = t.data(ckpt);
+                let rb = row * dtype.size();
                 for (i, out) in dst.chunks_exact_mut(row).enumerate() {
                     let s = t.source_row(first + i) * rb;
-                    decode(src.dtype, &bytes[s..s + rb], out);
+                    decode(dtype, &bytes[s..s + rb], out);
                 }
             }
         }
@@ -132,9 +129,7 @@ impl Source {
     fn release(&self, input: &Input) {
         match self {
             Source::Gguf(f) => f.release(&f.tensors[input.index]),
-            Source::Checkpoint(ckpt, plan) => {
-                ckpt.release(&ckpt.tensors[plan.tensors[input.index].source])
-            }
+            Source::Checkpoint(ckpt, plan) => plan.tensors[input.index].release(ckpt),
         }
     }
 

@@ -43,7 +43,7 @@ pub fn convert_checkpoint(
     let total: u64 = plan
         .tensors
         .iter()
-        .map(|t| ckpt.bytes(&ckpt.tensors[t.source]).len() as u64)
+        .map(|t| t.data(ckpt).0.len() as u64)
         .sum();
     let bar = bars.add(super::progress::bytes(total, label));
     let progress = |n: u64| bar.inc(n);

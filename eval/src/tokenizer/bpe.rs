@@ -20,6 +20,9 @@ const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|
 /// The pre-tokenizer and merge ranks of a byte-level BPE vocabulary.
 pub(super) struct Bpe {
     split: Regex,
+    /// llama.cpp's `ignore_merges` (Llama 3): a word that is a token as a whole is that token,
+    /// whatever the merges would make of it.
+    ignore_merges: bool,
     ranks: HashMap<(String, String), usize>,
     byte_chars: [char; 256],
 }
@@ -47,6 +50,7 @@ impl Bpe {
             .collect();
         Ok(Bpe {
             split: Regex::new(pattern).expect("built-in pattern"),
+            ignore_merges: pattern == LLAMA3,
             ranks,
             byte_chars: byte_alphabet(),
         })
@@ -66,7 +70,10 @@ impl Bpe {
                 .iter()
                 .map(|&b| self.byte_chars[b as usize])
                 .collect();
-            self.merge_word(vocab, &encoded, out);
+            match vocab.id(&encoded).filter(|_| self.ignore_merges) {
+                Some(id) => out.push(id),
+                None => self.merge_word(vocab, &encoded, out),
+            }
             start = word;
         }
     }

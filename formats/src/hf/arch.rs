@@ -4,6 +4,7 @@
 use crate::gguf::{Metadata, Value};
 use crate::hf::config::Config;
 use crate::hf::vocab::VocabStyle;
+use crate::hf::{PlannedTensor, TensorSource};
 use crate::{FormatError, Result};
 
 /// Hugging Face architectures smelt can import.
@@ -178,6 +179,7 @@ pub fn add_parameters(
                 Value::F32(rope.factor.unwrap() as f32),
             );
         }
+        Some("llama3") if arch == Arch::Llama => {} // rope_freqs: see extra_tensors
         Some("yarn") | Some("su") | Some("longrope") | Some("llama3") => {
             return Err(FormatError::new(
                 config.path(),
@@ -238,12 +240,81 @@ pub fn add_parameters(
     Ok(())
 }
 
+/// Tensors the converter computes from the config instead of reading them, in its order (they
+/// come before the checkpoint's): Llama 3's `rope_freqs`.
+pub fn extra_tensors(arch: Arch, config: &Config) -> Result<Vec<PlannedTensor>> {
+    let rope = RopeParams::from_config(config);
+    if arch != Arch::Llama || rope.rope_type.as_deref() != Some("llama3") {
+        return Ok(Vec::new());
+    }
+    let dim = match config
+        .json
+        .get("head_dim")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(hd) => hd,
+        None => {
+            config.require_u64(&["hidden_size"])?
+                / config.require_u64(&["num_attention_heads"])?.max(1)
+        }
+    };
+    let factors = llama3_rope_factors(&rope, dim as usize);
+    Ok(vec![PlannedTensor {
+        name: "rope_freqs.weight".into(),
+        dims: vec![factors.len() as u64],
+        source: TensorSource::Computed(factors.iter().flat_map(|f| f.to_le_bytes()).collect()),
+        rope_heads: None,
+        keep_f32: true,
+    }])
+}
+
+/// Llama 3's per-pair frequency divisors as `LlamaModel.generate_extra_tensors` computes them in
+/// torch f32: frequencies `1 / base^(2i/dim)`, wavelengths `2π / f`, factor 1 above the high-
+/// frequency cut, `factor` below the low one, a smooth ramp between. Operation for operation as
+/// torch evaluates it: Python scalars are rounded to f32, and `scalar / tensor` is
+/// `reciprocal(tensor) · scalar`. The power is the double-precision one rounded to f32; torch
+/// uses SLEEF's `powf` (1 ULP), which gives the same bits for Llama 3.x's bases and head widths
+/// (500000; 64, 128 — checked against the converter in the tier-2 tests).
+fn llama3_rope_factors(rope: &RopeParams, dim: usize) -> Vec<f32> {
+    let base = rope.theta.unwrap_or(10000.0) as f32;
+    let factor = rope.llama3.factor as f32;
+    let (low, high) = (rope.llama3.low_freq_factor, rope.llama3.high_freq_factor);
+    let old_ctx = rope.llama3.original_ctx;
+    let (low_wavelen, high_wavelen) = ((old_ctx / low) as f32, (old_ctx / high) as f32);
+    let two_pi = (2.0 * std::f64::consts::PI) as f32;
+    (0..dim)
+        .step_by(2)
+        .map(|i| {
+            let x = i as f32 / dim as f32;
+            let freq = 1.0 / ((base as f64).powf(x as f64) as f32);
+            let wavelen = (1.0 / freq) * two_pi;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = ((1.0 / wavelen) * old_ctx as f32 - low as f32) / (high - low) as f32;
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
 /// The converter's view of rope settings: `rope_parameters` (or `rope_scaling`) with the global
 /// `rope_theta` mirrored in.
 struct RopeParams {
     rope_type: Option<String>,
     factor: Option<f64>,
     theta: Option<f64>,
+    llama3: Llama3Rope,
+}
+
+/// `rope_type = "llama3"` settings, with the converter's defaults.
+struct Llama3Rope {
+    factor: f64,
+    low_freq_factor: f64,
+    high_freq_factor: f64,
+    original_ctx: f64,
 }
 
 impl RopeParams {
@@ -273,10 +344,23 @@ impl RopeParams {
                 "rotary_emb_base",
             ]),
         };
+        let num =
+            |key: &str, default: f64| params.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
+        let original_ctx = params
+            .get("original_max_position_embeddings")
+            .and_then(|v| v.as_f64())
+            .or_else(|| config.find_f64(&["original_max_position_embeddings"]))
+            .unwrap_or(8192.0);
         RopeParams {
             rope_type,
             factor: params.get("factor").and_then(serde_json::Value::as_f64),
             theta,
+            llama3: Llama3Rope {
+                factor: num("factor", 8.0),
+                low_freq_factor: num("low_freq_factor", 1.0),
+                high_freq_factor: num("high_freq_factor", 4.0),
+                original_ctx,
+            },
         }
     }
 }

@@ -23,15 +23,54 @@ pub struct PlannedTensor {
     pub name: String,
     /// Dimensions in ggml order (the checkpoint shape reversed).
     pub dims: Vec<u64>,
-    /// Index of the source in [`Checkpoint::tensors`].
-    pub source: usize,
+    /// Where the values come from.
+    pub source: TensorSource,
     /// Rows are permuted from HF's rotate-half Q/K layout to llama.cpp's, with this many heads.
     pub rope_heads: Option<usize>,
     /// The converter keeps this tensor in F32 whatever the output type (1-D tensors, norms, biases).
     pub keep_f32: bool,
 }
 
+/// Where a planned tensor's values come from.
+#[derive(Debug, Clone)]
+pub enum TensorSource {
+    /// The checkpoint tensor at this index of [`Checkpoint::tensors`].
+    Checkpoint(usize),
+    /// Values the converter computes from the config (Llama 3's `rope_freqs`), as f32 bytes.
+    Computed(Vec<u8>),
+}
+
 impl PlannedTensor {
+    /// The stored source values and their encoding.
+    pub fn data<'a>(&'a self, ckpt: &'a Checkpoint) -> (&'a [u8], FloatType) {
+        match &self.source {
+            TensorSource::Checkpoint(i) => {
+                let t = &ckpt.tensors[*i];
+                (ckpt.bytes(t), t.dtype)
+            }
+            TensorSource::Computed(bytes) => (bytes, FloatType::F32),
+        }
+    }
+
+    /// The file and name that messages about the source give: the checkpoint shard and tensor,
+    /// or `config.json` for a computed tensor.
+    pub fn origin(&self, ckpt: &Checkpoint) -> (std::path::PathBuf, String) {
+        match &self.source {
+            TensorSource::Checkpoint(i) => {
+                let t = &ckpt.tensors[*i];
+                (ckpt.shard_path(t).to_path_buf(), t.name.clone())
+            }
+            TensorSource::Computed(_) => (ckpt.config.path().to_path_buf(), self.name.clone()),
+        }
+    }
+
+    /// Drops the source's pages once the tensor is written (see [`Checkpoint::release`]).
+    pub fn release(&self, ckpt: &Checkpoint) {
+        if let TensorSource::Checkpoint(i) = self.source {
+            ckpt.release(&ckpt.tensors[i]);
+        }
+    }
+
     /// Length of one row (`dims[0]`).
     pub fn row_len(&self) -> usize {
         self.dims[0] as usize
@@ -71,7 +110,7 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
     let config = &ckpt.config;
     let arch = Arch::from_config(config)?;
     let dims = arch::Dims::from_config(config)?;
-    let mut tensors = Vec::new();
+    let mut tensors: Vec<PlannedTensor> = arch::extra_tensors(arch, config)?;
     for (source, t) in ckpt.tensors.iter().enumerate() {
         let name = match arch::gguf_tensor_name(&t.name, dims.n_layer) {
             Ok(Some(n)) => n,
@@ -105,7 +144,7 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
         tensors.push(PlannedTensor {
             name,
             dims: if dims.is_empty() { vec![1] } else { dims },
-            source,
+            source: TensorSource::Checkpoint(source),
             rope_heads,
             keep_f32,
         });
@@ -151,7 +190,7 @@ mod tests {
         let t = PlannedTensor {
             name: "q".into(),
             dims: vec![1, 8],
-            source: 0,
+            source: TensorSource::Checkpoint(0),
             rope_heads: Some(2),
             keep_f32: false,
         };
