@@ -5,7 +5,10 @@
 # Output feeds docs/PERFORMANCE.md.
 # The machines here are noisy, so each tool runs ROUNDS times (default 3), alternating, and the
 # summary line per type gives the medians.
-#   [ROUNDS=3] [TYPES="F16 Q4_K_M"] scripts/bench_perplexity.sh [CHUNKS]   (default: 8 chunks)
+# ARCH=qwen3 benchmarks a synthetic ~114M-parameter Qwen3 instead (transformers' own
+# Qwen3ForCausalLM with random weights, hidden 768, ffn 2048, 12 layers, 12 query / 4 key-value
+# heads of 64, q/k norms, GPT-2's 50257-token vocabulary, tied).
+#   [ROUNDS=3] [TYPES="F16 Q4_K_M"] [ARCH=llama|qwen3] scripts/bench_perplexity.sh [CHUNKS]   (default: 8 chunks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SMELT_SHARED:-../shared}
@@ -17,8 +20,20 @@ T=$(nproc)
 TEXT="$SHARED/assets/text/wiki.test.raw"
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 cargo build --release -q
-./target/release/smelt dev synth "$W/m" --hidden 768 --ffn 2048 --layers 12 --heads 12 --kv-heads 12 \
-  --dtype f16 --tokenizer "copy:$SHARED/assets/tokenizers/llama2-32000" >/dev/null
+ARCH=${ARCH:-llama}
+if [ "$ARCH" = qwen3 ]; then
+  ./target/release/smelt dev synth "$W/m" --hidden 64 --ffn 64 --layers 1 \
+    --tokenizer "gpt2:$SHARED/assets/llamacpp-vocab/ggml-vocab-gpt-2.gguf" >/dev/null
+  "$REF/venv/bin/python" scripts/hf_tiny.py "$W/m" Qwen3ForCausalLM '{"hidden_size": 768,
+    "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "num_key_value_heads": 4, "head_dim": 64, "vocab_size": 50257, "tie_word_embeddings": true,
+    "max_position_embeddings": 4096, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6}' float16
+  DESC="synthetic Qwen3 (transformers' Qwen3ForCausalLM; hidden 768, ffn 2048, 12 layers, 12/4 heads of 64, vocab 50257, tied)"
+else
+  ./target/release/smelt dev synth "$W/m" --hidden 768 --ffn 2048 --layers 12 --heads 12 --kv-heads 12 \
+    --dtype f16 --tokenizer "copy:$SHARED/assets/tokenizers/llama2-32000" >/dev/null
+  DESC="synthetic Llama (hidden 768, ffn 2048, 12 layers, vocab 32000, tied)"
+fi
 ./target/release/smelt convert "$W/m" -o "$W/F16.gguf" --outtype f16 2>/dev/null
 for ty in $TYPES; do
   [ "$ty" = F16 ] || ./target/release/smelt quantize "$W/F16.gguf" "$W/$ty.gguf" "$ty" >/dev/null 2>&1
@@ -26,7 +41,7 @@ done
 rm -rf "$W/m"
 params=$(./target/release/smelt inspect "$W/F16.gguf" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(__import__("math").prod(t["shape"]) for t in d["tensors"]))')
 tokens=$((CHUNKS * 512))
-echo "model: synthetic Llama, $params parameters (hidden 768, ffn 2048, 12 layers, vocab 32000, tied); text: wiki.test.raw, -c 512 --chunks $CHUNKS ($tokens tokens); threads: $T; $(lscpu | sed -n 's/^Model name: *//p')"
+echo "model: $DESC, $params parameters; text: wiki.test.raw, -c 512 --chunks $CHUNKS ($tokens tokens); threads: $T; $(lscpu | sed -n 's/^Model name: *//p')"
 measure() { /usr/bin/time -o "$W/time" -f "%e %M" "$@" >"$W/log" 2>&1 || { tail -3 "$W/log"; exit 1; }; cat "$W/time"; }
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 for ty in $TYPES; do

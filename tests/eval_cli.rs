@@ -230,13 +230,9 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
         .map(|a| a["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["llama", "qwen2", "qwen3"]);
-    assert_eq!(
-        archs["architectures"][1]["stages"]
-            .as_array()
-            .unwrap()
-            .len(),
-        6
-    );
+    for a in archs["architectures"].as_array().unwrap() {
+        assert_eq!(a["stages"].as_array().unwrap().len(), 7, "{a}");
+    }
 
     // A key or tensor whose meaning the forward pass does not implement is refused, never
     // evaluated approximately.

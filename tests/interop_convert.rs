@@ -139,16 +139,19 @@ fn converts_like_llama_cpp(dir: &Path, tmp: &Path, name: &str) {
     }
 }
 
-/// Qwen3 as transformers' own `Qwen3ForCausalLM` writes it (bf16, tied, explicit head width):
-/// byte-identical to the converter in every type (so llama.cpp runs smelt's files exactly as its
-/// own; tests/interop_eval.rs compares the logits).
+/// Qwen3 and Llama 3.1 as transformers' own classes write them ([`common::FAMILIES`]: bf16,
+/// tied; Qwen3's explicit head width, Llama 3's rope scaling and tokenizer): byte-identical to
+/// the converter in every type, so llama.cpp runs smelt's files exactly as its own
+/// (tests/interop_eval.rs compares the logits).
 #[test]
 #[ignore = "needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
-fn qwen3_from_transformers_converts_like_llama_cpp() {
+fn families_from_transformers_convert_like_llama_cpp() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("qwen3");
-    common::qwen3_tiny(&dir);
-    converts_like_llama_cpp(&dir, tmp.path(), "qwen3");
+    for family in common::FAMILIES {
+        let dir = tmp.path().join(family);
+        common::family_tiny(&dir, family);
+        converts_like_llama_cpp(&dir, tmp.path(), family);
+    }
 }
 
 #[test]

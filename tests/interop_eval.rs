@@ -264,43 +264,51 @@ fn llama3_rope_factors_match_llama_cpp() {
     }
 }
 
-/// Qwen3 (q/k RMSNorm per head, head width 128 ≠ n_embd / n_head, NeoX RoPE, tied output),
-/// built by transformers' own `Qwen3ForCausalLM`: f32 logits equal llama.cpp's, and `smelt
-/// perplexity` of its F16 and Q4_K_M files is within 0.02 % of llama-perplexity's (the Q4_K_M
-/// gap, 1.6e-4, is of the size the Llama benchmark model shows too, 1.7e-4 in
-/// docs/PERFORMANCE.md), and its pruned outputs run in llama.cpp with smelt's PPL (0.1 %).
+/// Qwen3 (q/k RMSNorm per head, head width 128 ≠ n_embd / n_head, NeoX RoPE) and Llama 3.1
+/// (rope_freqs from llama3 rope scaling, Llama 3's tokenizer), tied, built by transformers' own
+/// classes ([`common::FAMILIES`]): f32 logits equal llama.cpp's; `smelt perplexity` of their F16
+/// and Q4_K_M files is within 0.02 % of llama-perplexity's (the Q4_K_M gap, ~1.6e-4, is of the
+/// size the Llama benchmark model shows too, 1.7e-4 in docs/PERFORMANCE.md); their pruned
+/// outputs run in llama.cpp with smelt's PPL (0.1 %); `smelt release` takes their checkpoint
+/// folders end to end.
 #[test]
 #[ignore = "tier 2: needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
-fn qwen3_from_transformers_matches_llama_cpp() {
+fn families_from_transformers_match_llama_cpp() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = build_llama_logits(tmp.path());
-    let ckpt = tmp.path().join("qwen3");
-    common::qwen3_tiny(&ckpt);
-    let f32_gguf = tmp.path().join("qwen3-f32.gguf");
+    for family in common::FAMILIES {
+        let dir = tmp.path().join(family);
+        std::fs::create_dir(&dir).unwrap();
+        check_family(&exe, &dir, family);
+    }
+}
+
+fn check_family(exe: &Path, tmp: &Path, family: &str) {
+    let ckpt = tmp.join("ckpt");
+    common::family_tiny(&ckpt, family);
+    let f32_gguf = tmp.join("f32.gguf");
     common::convert_ok(&ckpt, &f32_gguf, "f32");
     // GPT-2's BPE takes half as many tokens as SentencePiece for the long prompt: twice it.
     let long = format!("{PROMPT} {PROMPT}");
     for prompt in [long.as_str(), SHORT_PROMPT] {
-        let d = compare(&exe, &f32_gguf, prompt, tmp.path());
+        let d = compare(exe, &f32_gguf, prompt, tmp);
         eprintln!(
-            "qwen3, {} bytes of prompt: max |Δlogit| = {d:e}",
+            "{family}, {} bytes of prompt: max |Δlogit| = {d:e}",
             prompt.len()
         );
-        assert!(d <= tolerance(), "qwen3: max |Δlogit| = {d}");
+        assert!(d <= tolerance(), "{family}: max |Δlogit| = {d}");
     }
     let text = common::shared().join("assets/text/wiki.test.raw");
-    let f16_gguf = tmp.path().join("qwen3-f16.gguf");
+    let f16_gguf = tmp.join("f16.gguf");
     common::convert_ok(&ckpt, &f16_gguf, "f16");
-    let q4 = tmp.path().join("qwen3-q4_k_m.gguf");
-    common::quantize_ok(tmp.path(), &[s(&f16_gguf), s(&q4), "Q4_K_M"]);
+    let q4 = tmp.join("q4_k_m.gguf");
+    common::quantize_ok(tmp, &[s(&f16_gguf), s(&q4), "Q4_K_M"]);
     for model in [&f16_gguf, &q4] {
         let args = ["-c", "512", "--chunks", "4"];
         let theirs = common::llama_perplexity(model, &text, &args);
         let mut ours_args = vec!["perplexity", s(model), "-f", s(&text)];
         ours_args.extend(args);
-        let ours = common::smelt_json(tmp.path(), &ours_args)["ppl"]
-            .as_f64()
-            .unwrap();
+        let ours = common::smelt_json(tmp, &ours_args)["ppl"].as_f64().unwrap();
         let rel = (ours / theirs - 1.0).abs();
         eprintln!(
             "{}: PPL smelt {ours} llama {theirs} ({rel:e})",
@@ -322,18 +330,16 @@ fn qwen3_from_transformers_matches_llama_cpp() {
             [&["--method", "heads", "--ratio", "0.5"][..], &scored].concat(),
         ),
     ] {
-        let out = tmp.path().join(format!("qwen3-{name}.gguf"));
+        let out = tmp.join(format!("{name}.gguf"));
         let mut args = vec!["prune", s(&f32_gguf), s(&out)];
         args.extend(how);
-        common::smelt_json(tmp.path(), &args);
+        common::smelt_json(tmp, &args);
         let ppl_args = ["-c", "512", "--chunks", "4"];
         let theirs = common::llama_perplexity(&out, &text, &ppl_args);
         let mut ours_args = vec!["perplexity", s(&out), "-f", s(&text)];
         ours_args.extend(ppl_args);
-        let ours = common::smelt_json(tmp.path(), &ours_args)["ppl"]
-            .as_f64()
-            .unwrap();
-        eprintln!("qwen3 pruned ({name}): PPL smelt {ours} llama {theirs}");
+        let ours = common::smelt_json(tmp, &ours_args)["ppl"].as_f64().unwrap();
+        eprintln!("{family} pruned ({name}): PPL smelt {ours} llama {theirs}");
         assert!(
             (ours / theirs - 1.0).abs() < 1e-3,
             "{name}: {ours} vs {theirs}"
@@ -341,11 +347,11 @@ fn qwen3_from_transformers_matches_llama_cpp() {
     }
     // The release job end to end from the checkpoint folder, every type gated and written.
     let shared = common::shared();
-    let recipe = tmp.path().join("recipe.toml");
+    let recipe = tmp.join("recipe.toml");
     std::fs::write(
         &recipe,
         format!(
-            "name = \"qwen3\"\nsource = \"{}\"\noutput = \"release\"\n\
+            "name = \"{family}\"\nsource = \"{}\"\noutput = \"release\"\n\
              types = [\"Q8_0\", \"Q4_K_M\", \"IQ4_XS\"]\n\
              calibration = \"{}\"\nevaluation = \"{}\"\nctx = 128\nchunks = 4\n\
              [gates]\nmax_mean_kld = 0.5\n",
@@ -355,9 +361,9 @@ fn qwen3_from_transformers_matches_llama_cpp() {
         ),
     )
     .unwrap();
-    common::smelt_json(tmp.path(), &["release", s(&recipe)]);
+    common::smelt_json(tmp, &["release", s(&recipe)]);
     for ty in ["Q8_0", "Q4_K_M", "IQ4_XS"] {
-        let file = tmp.path().join(format!("release/qwen3-{ty}.gguf"));
+        let file = tmp.join(format!("release/{family}-{ty}.gguf"));
         assert!(file.is_file(), "{} was not released", file.display());
     }
 }

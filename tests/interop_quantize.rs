@@ -242,15 +242,22 @@ fn checkpoint_to_q4_k_m_in_one_pass_loads_in_llama_cpp() {
     );
 }
 
-/// Qwen3 built by transformers' own class (tied embeddings, q/k norms): `smelt quantize` equals
-/// llama-quantize for the common mixtures, without and with an imatrix that `smelt imatrix`
-/// collected (which llama-quantize accepts).
+/// Qwen3 and Llama 3.1 built by transformers' own classes ([`FAMILIES`]: tied embeddings, q/k
+/// norms, rope_freqs): `smelt quantize` equals llama-quantize for the common mixtures, without
+/// and with an imatrix that `smelt imatrix` collected (which llama-quantize accepts).
 #[test]
 #[ignore = "needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
-fn qwen3_matches_llama_quantize_live() {
+fn families_match_llama_quantize_live() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    qwen3_tiny(&dir.join("ckpt"));
+    for family in FAMILIES {
+        let dir = tmp.path().join(family);
+        std::fs::create_dir(&dir).unwrap();
+        family_matches_llama_quantize(&dir, family);
+    }
+}
+
+fn family_matches_llama_quantize(dir: &Path, family: &str) {
+    family_tiny(&dir.join("ckpt"), family);
     convert_ok(&dir.join("ckpt"), &dir.join("model.gguf"), "f32");
     let text = shared().join("assets/text/tinystories-calib.txt");
     smelt_json(
@@ -278,7 +285,7 @@ fn qwen3_matches_llama_quantize_live() {
             ours.extend(flags);
             quantize_ok(dir, &ours);
             if sha256(&dir.join("ours.gguf")) != sha256(&dir.join("theirs.gguf")) {
-                differ.push(format!("{ty} {flags:?}"));
+                differ.push(format!("{family} {ty} {flags:?}"));
             }
         }
     }

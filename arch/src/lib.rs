@@ -3,6 +3,8 @@
 //! evaluation, pruning and training share (RoPE pairing, attention biases). Stages ask this crate
 //! instead of comparing architecture names themselves, so a family is described once.
 
+pub mod convert;
+pub mod graph;
 pub mod hparams;
 pub mod llama;
 pub mod qwen2;
@@ -21,23 +23,32 @@ pub enum RopeMode {
     Neox,
 }
 
-/// One architecture smelt runs: the facts of its block that differ between families, and which
-/// stages take it.
-#[derive(Debug, PartialEq, Eq)]
+/// One architecture smelt runs: the facts of its block that differ between families, how the
+/// converter writes it, and which stages take it.
+#[derive(Debug)]
 pub struct Architecture {
     /// `general.architecture` and the prefix of its keys.
     pub gguf_name: &'static str,
     /// Hugging Face `architectures[0]` names `smelt convert` imports as this family.
     pub hf_names: &'static [&'static str],
-    /// Whether `smelt distill train` has this family's backward pass.
-    pub trainable: bool,
     /// RoPE pairing.
     pub rope_mode: RopeMode,
+    /// How `convert_hf_to_gguf.py` writes the family.
+    pub conversion: convert::Conversion,
     /// Model-wide tensors, each required or optional.
     pub global_tensors: &'static [(Role, Presence)],
     /// Each block's tensors (all required).
     pub block_tensors: &'static [Role],
 }
+
+/// Architectures are told apart by their GGUF name.
+impl PartialEq for Architecture {
+    fn eq(&self, other: &Self) -> bool {
+        self.gguf_name == other.gguf_name
+    }
+}
+
+impl Eq for Architecture {}
 
 /// Every architecture smelt runs, in the order messages list them.
 pub const ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &qwen2::QWEN2, &qwen3::QWEN3];
@@ -69,7 +80,6 @@ impl Architecture {
     pub fn supports(&self, stage: &str) -> bool {
         match stage {
             "convert" => !self.hf_names.is_empty(),
-            "distill train" => self.trainable,
             _ => STAGES.contains(&stage),
         }
     }

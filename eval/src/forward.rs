@@ -9,9 +9,10 @@ use crate::attention;
 use crate::fastmath;
 use crate::lanes::dispatched;
 use crate::linear::{decode_row, linear, linears, Observer};
-use arch::RopeMode;
+use arch::graph::{Graph, HeadsOf};
+use arch::{Role, RopeMode};
 
-use crate::model::{Layer, Model};
+use crate::model::Model;
 
 /// Keys and values of the positions one sequence has seen, per layer (f16-rounded f32,
 /// `n_past` rows of `n_head_kv · head_dim`).
@@ -116,28 +117,18 @@ impl<'m> Session<'m> {
             .zip(tokens.concat().into_par_iter())
             .for_each(|(row, tok)| decode_row(model, &model.token_embd, tok as usize, row));
 
-        for (il, layer) in model.layers.iter().enumerate() {
+        for il in 0..h.n_layer {
             let block_input = observer
                 .as_ref()
                 .filter(|o| o.wants_block_io())
                 .map(|_| x.clone());
-            let normed = rms_norm(&x, &layer.attn_norm, h.rms_eps);
-            let attn = self.attention(il, layer, &normed, t, n_past, &mut observer);
-            let attn = linear(model, &layer.wo, &attn, n_rows, &mut observer);
-            add_in_place(&mut x, &attn);
-            let normed = rms_norm(&x, &layer.ffn_norm, h.rms_eps);
-            let [mut gate, up] = linears(
-                model,
-                [&layer.gate, &layer.up],
-                &normed,
-                n_rows,
-                &mut observer,
-            );
-            gate.par_chunks_mut(layer.gate.rows)
-                .zip(up.par_chunks(layer.gate.rows))
-                .for_each(|(g, u)| fastmath::swiglu_row(g, u));
-            let down = linear(model, &layer.down, &gate, n_rows, &mut observer);
-            add_in_place(&mut x, &down);
+            let mut graph = EvalGraph {
+                session: self,
+                observer: &mut observer,
+                t,
+                n_past,
+            };
+            x = arch::graph::block(&mut graph, h.arch, il, x);
             if let (Some(o), Some(input)) = (observer.as_mut(), block_input) {
                 o.block_io(il, &input, &x, h.n_embd);
             }
@@ -161,47 +152,78 @@ impl<'m> Session<'m> {
             on_logits(s, &logits);
         }
     }
+}
 
-    /// Projects `normed` to queries, keys and values, appends keys and values to the caches and
-    /// returns the attention output (`n_rows` × `n_head · head_dim`).
-    fn attention(
+/// One forward call's view of a session for [`arch::graph::block`]: each operation on llama.cpp's
+/// exact kernels, attention over the sequences' key/value caches.
+struct EvalGraph<'a, 'm, 'o> {
+    session: &'a mut Session<'m>,
+    observer: &'a mut Option<&'o mut dyn Observer>,
+    /// Positions this call appends to every sequence.
+    t: usize,
+    /// Positions already cached.
+    n_past: usize,
+}
+
+impl EvalGraph<'_, '_, '_> {
+    fn rows(&self) -> usize {
+        self.t * self.session.caches.len()
+    }
+}
+
+impl Graph for EvalGraph<'_, '_, '_> {
+    type Act = Vec<f32>;
+
+    fn norm(&mut self, x: &Vec<f32>, role: Role, layer: usize) -> Vec<f32> {
+        let model = self.session.model;
+        rms_norm(x, model.vector(role, layer), model.hparams.rms_eps)
+    }
+
+    fn linears<const N: usize>(
         &mut self,
-        il: usize,
-        layer: &Layer,
-        normed: &[f32],
-        t: usize,
-        n_past: usize,
-        observer: &mut Option<&mut dyn Observer>,
-    ) -> Vec<f32> {
-        let model = self.model;
-        let h = &model.hparams;
-        let n_seq = self.caches.len();
-        let n_rows = t * n_seq;
+        x: &Vec<f32>,
+        roles: [Role; N],
+        layer: usize,
+    ) -> [Vec<f32>; N] {
+        let model = self.session.model;
+        let weights = roles.map(|r| model.weight(r, layer));
+        linears(model, weights, x, self.rows(), self.observer)
+    }
+
+    fn add_bias(&mut self, mut x: Vec<f32>, role: Role, layer: usize) -> Vec<f32> {
+        add_bias(&mut x, self.session.model.vector(role, layer));
+        x
+    }
+
+    fn head_norm(&mut self, x: Vec<f32>, role: Role, layer: usize) -> Vec<f32> {
+        self.norm(&x, role, layer)
+    }
+
+    fn rope(&mut self, mut x: Vec<f32>, heads: HeadsOf) -> Vec<f32> {
+        let h = &self.session.model.hparams;
+        let n = match heads {
+            HeadsOf::Query => h.n_head,
+            HeadsOf::Key => h.n_head_kv,
+        };
+        let rope = &self.session.rope;
+        rope.apply(&mut x, n * h.head_dim, h.head_dim, self.t, self.n_past);
+        x
+    }
+
+    /// Rounds keys and values to f16 as llama.cpp's cache stores them, appends them to the
+    /// caches and attends each head (`n_rows` × `n_head · head_dim` out).
+    fn attention(&mut self, q: Vec<f32>, mut k: Vec<f32>, mut v: Vec<f32>, il: usize) -> Vec<f32> {
+        let (t, n_past, n_rows) = (self.t, self.n_past, self.rows());
+        let session = &mut *self.session;
+        let h = &session.model.hparams;
+        let n_seq = session.caches.len();
         let hd = h.head_dim;
         let q_width = h.n_head * hd;
         let kv_width = h.n_head_kv * hd;
-        let [mut q, mut k, mut v] = linears(
-            model,
-            [&layer.wq, &layer.wk, &layer.wv],
-            normed,
-            n_rows,
-            observer,
-        );
-        add_bias(&mut q, layer.bq.as_deref());
-        add_bias(&mut k, layer.bk.as_deref());
-        add_bias(&mut v, layer.bv.as_deref());
-        if let Some(w) = &layer.q_norm {
-            q = rms_norm(&q, w, h.rms_eps);
-        }
-        if let Some(w) = &layer.k_norm {
-            k = rms_norm(&k, w, h.rms_eps);
-        }
-        self.rope.apply(&mut q, q_width, hd, t, n_past);
-        self.rope.apply(&mut k, kv_width, hd, t, n_past);
         round_f16(&mut k);
         round_f16(&mut v);
-        if self.keep_cache {
-            for (s, cache) in self.caches.iter_mut().enumerate() {
+        if session.keep_cache {
+            for (s, cache) in session.caches.iter_mut().enumerate() {
                 cache.keys[il].extend_from_slice(&k[s * t * kv_width..(s + 1) * t * kv_width]);
                 cache.values[il].extend_from_slice(&v[s * t * kv_width..(s + 1) * t * kv_width]);
             }
@@ -210,8 +232,8 @@ impl<'m> Session<'m> {
         // Sequence s's keys and values of all n_kv positions: the cache, or (single pass,
         // n_past = 0) this call's own.
         let seen = |s: usize| -> (&[f32], &[f32]) {
-            if self.keep_cache {
-                (&self.caches[s].keys[il], &self.caches[s].values[il])
+            if session.keep_cache {
+                (&session.caches[s].keys[il], &session.caches[s].values[il])
             } else {
                 let rows = s * t * kv_width..(s + 1) * t * kv_width;
                 (&k[rows.clone()], &v[rows])
@@ -244,6 +266,19 @@ impl<'m> Session<'m> {
             }
         }
         merged
+    }
+
+    fn swiglu(&mut self, mut gate: Vec<f32>, up: Vec<f32>) -> Vec<f32> {
+        let n_ff = self.session.model.hparams.n_ff;
+        gate.par_chunks_mut(n_ff)
+            .zip(up.par_chunks(n_ff))
+            .for_each(|(g, u)| fastmath::swiglu_row(g, u));
+        gate
+    }
+
+    fn add(&mut self, mut x: Vec<f32>, y: Vec<f32>) -> Vec<f32> {
+        add_in_place(&mut x, &y);
+        x
     }
 }
 
@@ -343,11 +378,9 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
         .for_each(|(a, b)| *a += b);
 }
 
-fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
-    if let Some(b) = bias {
-        x.par_chunks_mut(b.len())
-            .for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += b));
-    }
+fn add_bias(x: &mut [f32], b: &[f32]) {
+    x.par_chunks_mut(b.len())
+        .for_each(|row| row.iter_mut().zip(b).for_each(|(v, b)| *v += b));
 }
 
 /// Rounds keys or values to f16, as llama.cpp's default cache stores them.

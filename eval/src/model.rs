@@ -136,6 +136,39 @@ impl Model {
         &self.file
     }
 
+    /// The block matrix of `role` in block `layer`.
+    pub fn weight(&self, role: Role, layer: usize) -> &Weight {
+        let l = &self.layers[layer];
+        match role {
+            Role::AttnQ => &l.wq,
+            Role::AttnK => &l.wk,
+            Role::AttnV => &l.wv,
+            Role::AttnOutput => &l.wo,
+            Role::FfnGate => &l.gate,
+            Role::FfnUp => &l.up,
+            Role::FfnDown => &l.down,
+            other => panic!("{other:?} is not a matrix of a block"),
+        }
+    }
+
+    /// The vector (norm weight or bias) of `role` in block `layer` (model-wide roles ignore
+    /// `layer`); panics when the architecture has none.
+    pub fn vector(&self, role: Role, layer: usize) -> &[f32] {
+        let l = &self.layers[layer];
+        let v = match role {
+            Role::OutputNorm => Some(&self.output_norm),
+            Role::AttnNorm => Some(&l.attn_norm),
+            Role::FfnNorm => Some(&l.ffn_norm),
+            Role::AttnQBias => l.bq.as_ref(),
+            Role::AttnKBias => l.bk.as_ref(),
+            Role::AttnVBias => l.bv.as_ref(),
+            Role::AttnQNorm => l.q_norm.as_ref(),
+            Role::AttnKNorm => l.k_norm.as_ref(),
+            _ => None,
+        };
+        v.unwrap_or_else(|| panic!("the model has no {role:?} vector"))
+    }
+
     /// The encoded bytes of `weight`.
     pub fn bytes(&self, weight: &Weight) -> &[u8] {
         self.file.data(&weight.entry)

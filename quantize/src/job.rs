@@ -36,7 +36,7 @@ struct Input {
 impl Source {
     /// Opens a checkpoint folder as a source.
     pub fn checkpoint(ckpt: Checkpoint) -> formats::Result<Source> {
-        let plan = formats::hf::plan(&ckpt, OutType::native(&ckpt).file_type())?;
+        let plan = arch::convert::plan(&ckpt, OutType::native(&ckpt).file_type())?;
         Ok(Source::Checkpoint(ckpt, plan))
     }
 

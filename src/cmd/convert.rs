@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use formats::hf::{plan, Checkpoint};
+use arch::convert::plan;
+use formats::hf::Checkpoint;
 use indicatif::MultiProgress;
 use quantize::convert::{write_gguf, ConvertOptions, OutType};
 

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use arch::convert::plan;
 use formats::gguf::{GgmlType, GgufFile, Metadata};
-use formats::hf::{plan, Checkpoint};
+use formats::hf::Checkpoint;
 use quantize::convert::{tensor_type, OutType};
 
 /// Arguments of `smelt inspect`.

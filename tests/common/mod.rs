@@ -303,15 +303,15 @@ pub fn split_gguf(src: &Path, prefix: &Path, n: usize) -> Vec<PathBuf> {
 }
 
 /// A tiny random checkpoint built by transformers' own `hf_arch` class (`scripts/hf_tiny.py`)
-/// from `config` (its config class's arguments), with smelt's GPT-2 BPE test tokenizer (the
-/// vocabulary of llama.cpp's `ggml-vocab-gpt-2.gguf`, 50257 tokens) in `dir`.
-pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, dtype: &str) {
-    let vocab = shared().join("assets/llamacpp-vocab/ggml-vocab-gpt-2.gguf");
+/// from `config` (its config class's arguments) in `dir`, with the BPE tokenizer of the llama.cpp
+/// vocabulary `vocab` (GPT-2's, or Llama 3's for `ggml-vocab-llama-bpe.gguf`) as `smelt dev
+/// synth` rebuilds it; `vocab_size` is set to the vocabulary's.
+pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, vocab: &Path) {
     synth(
         dir,
         &[
             "--arch",
-            "Qwen2ForCausalLM",
+            "LlamaForCausalLM",
             "--hidden",
             "64",
             "--ffn",
@@ -322,15 +322,24 @@ pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, dtype: &str
             &format!("gpt2:{}", vocab.display()),
         ],
     );
+    let n_vocab = formats::gguf::GgufFile::open(vocab)
+        .unwrap()
+        .metadata
+        .get("tokenizer.ggml.tokens")
+        .map(|t| match t {
+            formats::gguf::Value::Array(_, items) => items.len(),
+            _ => 0,
+        })
+        .unwrap();
     let mut config = config;
-    config["vocab_size"] = serde_json::json!(50257);
+    config["vocab_size"] = serde_json::json!(n_vocab);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf_tiny.py");
     let o = Command::new(ref_python())
         .arg(script)
         .arg(dir)
         .arg(hf_arch)
         .arg(config.to_string())
-        .arg(dtype)
+        .arg("bfloat16")
         .output()
         .expect("python runs");
     assert!(
@@ -340,18 +349,42 @@ pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, dtype: &str
     );
 }
 
-/// The Qwen3 checkpoint of the architecture tests: GQA (4 query heads, 2 key/value heads), an
-/// explicit head width of 128 (not 256 / 4), tied embeddings, bf16, as Qwen3-0.6B is shaped.
-pub fn qwen3_tiny(dir: &Path) {
-    hf_tiny(
-        dir,
-        "Qwen3ForCausalLM",
-        serde_json::json!({
-            "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 128,
-            "max_position_embeddings": 4096, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
-            "tie_word_embeddings": true, "bos_token_id": 50256, "eos_token_id": 50256,
-        }),
-        "bfloat16",
-    );
+/// The families of the architecture tests, each as transformers' own class builds it (bf16,
+/// hidden 256, GQA, tied embeddings as the small models of both families ship):
+/// - `qwen3`: `Qwen3ForCausalLM`, head width 128 ≠ 256 / 4 (explicit `head_dim`), q/k norms,
+///   GPT-2's BPE vocabulary;
+/// - `llama3`: `LlamaForCausalLM` with Llama 3.1's rope scaling (`rope_type = llama3`, factor 32,
+///   base 500000) and Llama 3's own tokenizer (`ggml-vocab-llama-bpe.gguf`, 128256 tokens).
+pub const FAMILIES: [&str; 2] = ["qwen3", "llama3"];
+
+/// Builds the checkpoint of family `name` (one of [`FAMILIES`]) in `dir`.
+pub fn family_tiny(dir: &Path, name: &str) {
+    let models = llama_ref().join("llama.cpp/models");
+    match name {
+        "qwen3" => hf_tiny(
+            dir,
+            "Qwen3ForCausalLM",
+            serde_json::json!({
+                "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 128,
+                "max_position_embeddings": 4096, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+                "tie_word_embeddings": true, "bos_token_id": 50256, "eos_token_id": 50256,
+            }),
+            &models.join("ggml-vocab-gpt-2.gguf"),
+        ),
+        "llama3" => hf_tiny(
+            dir,
+            "LlamaForCausalLM",
+            serde_json::json!({
+                "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2,
+                "max_position_embeddings": 131072, "rope_theta": 500000.0, "rms_norm_eps": 1e-5,
+                "tie_word_embeddings": true, "bos_token_id": 128000, "eos_token_id": 128001,
+                "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+            }),
+            &models.join("ggml-vocab-llama-bpe.gguf"),
+        ),
+        other => panic!("no test family {other}"),
+    }
 }

@@ -1,4 +1,5 @@
-//! The Llama block's operations with hand-written backward passes, one sequence at a time.
+//! The block operations' kernels for training, with hand-written backward passes, one sequence at
+//! a time (the block itself is `arch::graph::block`; `graph.rs` records these on a tape).
 //! Every `*_backward` is checked against central finite differences in the tests below.
 //!
 //! Why by hand: the model is a fixed stack of eight operations; candle-core or burn would bring
@@ -6,6 +7,7 @@
 //! plain loops over one sequence keep training deterministic for any thread count (threads only
 //! split a batch into sequences, whose gradients are summed in order).
 
+use arch::{Hparams, RopeMode};
 use eval::linear::{multiply, multiply_transposed};
 
 /// `y = x · wᵀ` for `x` of `rows × cols_in` and `w` of `cols_out × cols_in`.
@@ -104,40 +106,79 @@ pub fn rms_norm_backward(
     dx
 }
 
+/// What a model's RoPE does: how many dimensions of a head rotate, how they pair, the base, the
+/// linear scaling and the per-pair frequency divisors (Llama 3's `rope_freqs`).
+#[derive(Debug, Clone, Copy)]
+pub struct RopeSpec<'a> {
+    /// Rotated dimensions of each head.
+    pub dims: usize,
+    /// Base frequency.
+    pub base: f32,
+    /// Pairing.
+    pub mode: RopeMode,
+    /// Factor on every angle.
+    pub freq_scale: f32,
+    /// Divisors per pair.
+    pub factors: Option<&'a [f32]>,
+}
+
+impl RopeSpec<'_> {
+    /// The RoPE of a model of `h` with `factors`.
+    pub fn of<'a>(h: &Hparams, factors: Option<&'a [f32]>) -> RopeSpec<'a> {
+        RopeSpec {
+            dims: h.rope_dims,
+            base: h.rope_base,
+            mode: h.arch.rope_mode,
+            freq_scale: h.rope_freq_scale,
+            factors,
+        }
+    }
+}
+
 /// RoPE angles: `(cos, sin)` per position and pair, as eval's forward pass computes them.
 pub struct Rope {
     table: Vec<Vec<(f32, f32)>>,
+    mode: RopeMode,
 }
 
 impl Rope {
-    /// Angles for `n_pos` positions of heads rotating `n_dims` dimensions with `base`.
-    pub fn new(n_pos: usize, n_dims: usize, base: f32) -> Rope {
-        let scale = base.powf(-2.0 / n_dims as f32);
+    /// Angles for `n_pos` positions.
+    pub fn new(n_pos: usize, spec: RopeSpec) -> Rope {
+        let scale = spec.base.powf(-2.0 / spec.dims as f32);
         let table = (0..n_pos)
             .map(|p| {
                 let mut theta = p as f32;
-                (0..n_dims / 2)
-                    .map(|_| {
-                        let cs = (theta.cos(), theta.sin());
+                (0..spec.dims / 2)
+                    .map(|i| {
+                        let ff = spec.factors.map_or(1.0, |f| f[i]);
+                        let angle = spec.freq_scale * (theta / ff);
                         theta *= scale;
-                        cs
+                        (angle.cos(), angle.sin())
                     })
                     .collect()
             })
             .collect();
-        Rope { table }
+        Rope {
+            table,
+            mode: spec.mode,
+        }
     }
 
-    /// Rotates adjacent pairs of every head (width `hd`) of rows of `width` (llama's "normal"
-    /// RoPE); `sign` −1 rotates back, which is the backward pass.
+    /// Rotates the pairs of every head (width `hd`) of rows of `width`; `sign` −1 rotates back,
+    /// which is the backward pass.
     pub fn apply(&self, x: &mut [f32], width: usize, hd: usize, sign: f32) {
         for (p, row) in x.chunks_mut(width).enumerate() {
+            let half = self.table[p].len();
             for head in row.chunks_mut(hd) {
                 for (i, &(c, s)) in self.table[p].iter().enumerate() {
                     let s = sign * s;
-                    let (x0, x1) = (head[2 * i], head[2 * i + 1]);
-                    head[2 * i] = x0 * c - x1 * s;
-                    head[2 * i + 1] = x0 * s + x1 * c;
+                    let (a, b) = match self.mode {
+                        RopeMode::Normal => (2 * i, 2 * i + 1),
+                        RopeMode::Neox => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c - x1 * s;
+                    head[b] = x0 * s + x1 * c;
                 }
             }
         }
@@ -284,8 +325,21 @@ pub(crate) mod tests {
 
     /// Checks an analytic gradient `grad` of `f` at `x` against central differences along a
     /// random direction v: ⟨∇f, v⟩ ≈ (f(x + hv) − f(x − hv)) / 2h, with Richardson's
-    /// extrapolation over h and h/2 cancelling the h² error (f32 allows no tiny h).
+    /// extrapolation over h and h/2 cancelling the h² error (f32 allows no tiny h); relative
+    /// error at most 1e-3.
     pub fn check_direction(f: &dyn Fn(&[f32]) -> f64, x: &[f32], grad: &[f32], seed: u64) {
+        check_direction_within(f, x, grad, seed, (1e-3, 1e-3));
+    }
+
+    /// [`check_direction`] with error at most `tolerance` relative to the larger of the two
+    /// directional derivatives and `floor` (below which errors count as absolute).
+    pub fn check_direction_within(
+        f: &dyn Fn(&[f32]) -> f64,
+        x: &[f32],
+        grad: &[f32],
+        seed: u64,
+        (tolerance, floor): (f64, f64),
+    ) {
         let v = noise(x.len(), seed);
         let central = |h: f32| {
             let shifted = |sign: f32| -> Vec<f32> {
@@ -295,8 +349,8 @@ pub(crate) mod tests {
         };
         let numeric = (4.0 * central(5e-3) - central(1e-2)) / 3.0;
         let analytic: f64 = grad.iter().zip(&v).map(|(a, b)| (a * b) as f64).sum();
-        let err = (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(1e-3);
-        assert!(err < 1e-3, "numeric {numeric} vs analytic {analytic}");
+        let err = (numeric - analytic).abs() / numeric.abs().max(analytic.abs()).max(floor);
+        assert!(err < tolerance, "numeric {numeric} vs analytic {analytic}");
     }
 
     /// A fixed random projection of an output to a scalar, so every output element matters.
@@ -329,16 +383,26 @@ pub(crate) mod tests {
 
     #[test]
     fn rope_gradient_is_the_inverse_rotation() {
-        let rope = Rope::new(3, 4, 10_000.0);
-        let x = noise(3 * 8, 1);
-        let f = |x: &[f32]| {
-            let mut y = x.to_vec();
-            rope.apply(&mut y, 8, 4, 1.0);
-            project(&y, 2).0
-        };
-        let (_, mut dx) = project(&x, 2);
-        rope.apply(&mut dx, 8, 4, -1.0);
-        check_direction(&f, &x, &dx, 3);
+        for mode in [RopeMode::Normal, RopeMode::Neox] {
+            let factors = [1.0, 2.5];
+            let spec = RopeSpec {
+                dims: 4,
+                base: 10_000.0,
+                mode,
+                freq_scale: 0.5,
+                factors: Some(&factors),
+            };
+            let rope = Rope::new(3, spec);
+            let x = noise(3 * 8, 1);
+            let f = |x: &[f32]| {
+                let mut y = x.to_vec();
+                rope.apply(&mut y, 8, 4, 1.0);
+                project(&y, 2).0
+            };
+            let (_, mut dx) = project(&x, 2);
+            rope.apply(&mut dx, 8, 4, -1.0);
+            check_direction(&f, &x, &dx, 3);
+        }
     }
 
     #[test]

@@ -1,20 +1,18 @@
 //! Hugging Face checkpoint import: the folder, its config and tokenizer, and the [`ConversionPlan`]
-//! that says which GGUF tensors and metadata llama.cpp's `convert_hf_to_gguf.py` (0c1e57098) would
-//! write for it.
+//! type — which GGUF tensors and metadata a conversion writes and where each tensor's values come
+//! from. What a family makes of a checkpoint (`convert_hf_to_gguf.py`'s per-model logic) is
+//! `arch::convert`, which fills the plan.
 
-mod arch;
 pub mod checkpoint;
 pub mod config;
 mod naming;
 pub mod synthetic;
 pub mod vocab;
 
-pub use arch::{Arch, SUPPORTED};
 pub use checkpoint::{Checkpoint, CheckpointTensor, FloatType};
-pub use naming::size_label;
+pub use naming::{add_naming, size_label};
 
-use crate::gguf::{Metadata, Value};
-use crate::{FormatError, Result};
+use crate::gguf::Metadata;
 
 /// One GGUF tensor to be produced from a checkpoint tensor.
 #[derive(Debug, Clone)]
@@ -97,87 +95,10 @@ impl PlannedTensor {
 
 /// What a conversion writes: metadata (complete but for what the output type decides) and tensors.
 pub struct ConversionPlan {
-    /// The architecture.
-    pub arch: Arch,
     /// GGUF metadata in the converter's order.
     pub metadata: Metadata,
     /// Tensors in the converter's order.
     pub tensors: Vec<PlannedTensor>,
-}
-
-/// Plans the conversion of `ckpt`; `file_type` is llama.cpp's `general.file_type` for the output.
-pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
-    let config = &ckpt.config;
-    let arch = Arch::from_config(config)?;
-    let dims = arch::Dims::from_config(config)?;
-    let mut tensors: Vec<PlannedTensor> = arch::extra_tensors(arch, config)?;
-    for (source, t) in ckpt.tensors.iter().enumerate() {
-        let name = match arch::gguf_tensor_name(&t.name, dims.n_layer) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(msg) => return Err(FormatError::new(ckpt.shard_path(t), msg)),
-        };
-        let rope_heads = if !arch.undo_rope_permute() {
-            None
-        } else if t.name.ends_with("q_proj.weight") || t.name.ends_with("q_proj.bias") {
-            Some(dims.n_head as usize)
-        } else if t.name.ends_with("k_proj.weight") || t.name.ends_with("k_proj.bias") {
-            Some(dims.n_head_kv as usize)
-        } else {
-            None
-        };
-        if let Some(h) = rope_heads {
-            if t.shape.is_empty() || t.shape[0] % (2 * h) != 0 {
-                return Err(FormatError::new(
-                    ckpt.shard_path(t),
-                    format!(
-                        "tensor {} has {} rows, not a multiple of 2 × {h} heads",
-                        t.name,
-                        t.shape.first().copied().unwrap_or(0)
-                    ),
-                ));
-            }
-        }
-        let keep_f32 =
-            t.shape.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight");
-        let dims: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
-        tensors.push(PlannedTensor {
-            name,
-            dims: if dims.is_empty() { vec![1] } else { dims },
-            source: TensorSource::Checkpoint(source),
-            rope_heads,
-            keep_f32,
-        });
-    }
-    if !tensors.iter().any(|t| t.name == "token_embd.weight") {
-        return Err(FormatError::new(
-            ckpt.dir(),
-            "no model.embed_tokens.weight tensor",
-        ));
-    }
-
-    let mut md = Metadata::new();
-    md.set(
-        "general.architecture",
-        Value::String(arch.gguf_name().into()),
-    );
-    md.set("general.type", Value::String("model".into()));
-    let total: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
-    let dir_name = ckpt
-        .dir()
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_default();
-    naming::add_naming(&mut md, &dir_name, total);
-    arch::add_parameters(arch, config, &dims, file_type, &mut md)?;
-    md.set("general.quantization_version", Value::U32(2));
-    vocab::add_vocab(arch.vocab_style(), ckpt.dir(), config, &mut md)?;
-    Ok(ConversionPlan {
-        arch,
-        metadata: md,
-        tensors,
-    })
 }
 
 #[cfg(test)]

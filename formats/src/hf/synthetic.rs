@@ -19,8 +19,9 @@ pub enum SyntheticTokenizer {
     Minimal,
     /// Copy `tokenizer.model` (and `tokenizer.json` / `tokenizer_config.json` if present) from a folder.
     CopyFrom(PathBuf),
-    /// A GPT-2 byte-level BPE `tokenizer.json` rebuilt from a llama.cpp vocab GGUF
-    /// (`ggml-vocab-gpt-2.gguf`): its tokens and merges.
+    /// A byte-level BPE `tokenizer.json` rebuilt from a llama.cpp vocab GGUF: its tokens and
+    /// merges, GPT-2's (`ggml-vocab-gpt-2.gguf`) or, for `tokenizer.ggml.pre = llama-bpe`
+    /// (`ggml-vocab-llama-bpe.gguf`), Llama 3's.
     Gpt2FromGguf(PathBuf),
 }
 
@@ -343,32 +344,104 @@ fn write_tokenizer(dir: &Path, spec: &SyntheticSpec) -> Result<u64> {
             };
             let tokens = strings("tokenizer.ggml.tokens")?;
             let merges = strings("tokenizer.ggml.merges")?;
-            let eot = "<|endoftext|>";
-            let eot_id = tokens
-                .iter()
-                .position(|t| t == eot)
-                .ok_or_else(|| FormatError::new(gguf, "no <|endoftext|> token"))?;
-            let vocab: serde_json::Map<String, Json> = tokens
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.clone(), json!(i)))
-                .collect();
-            let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-            let tokenizer = json!({
-                "version": "1.0", "truncation": null, "padding": null,
-                "added_tokens": [{"id": eot_id, "content": eot, "single_word": false, "lstrip": false, "rstrip": false, "normalized": true, "special": true}],
-                "normalizer": null, "pre_tokenizer": byte_level, "post_processor": byte_level, "decoder": byte_level,
-                "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "", "end_of_word_suffix": "",
-                          "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": merges},
-            });
+            let pre = vocab_file
+                .metadata
+                .get("tokenizer.ggml.pre")
+                .and_then(Value::as_str)
+                .unwrap_or("gpt-2");
+            let (tokenizer, config) = match pre {
+                "llama-bpe" => llama3_tokenizer(&vocab_file, gguf, &tokens, merges)?,
+                _ => gpt2_tokenizer(gguf, &tokens, merges)?,
+            };
             write_json(&dir.join("tokenizer.json"), &tokenizer)?;
-            write_json(
-                &dir.join("tokenizer_config.json"),
-                &json!({"bos_token": eot, "eos_token": eot, "unk_token": eot, "model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"}),
-            )?;
+            write_json(&dir.join("tokenizer_config.json"), &config)?;
             Ok(tokens.len() as u64)
         }
     }
+}
+
+/// GPT-2's `tokenizer.json` and `tokenizer_config.json` over `tokens` and `merges`.
+fn gpt2_tokenizer(gguf: &Path, tokens: &[String], merges: Vec<String>) -> Result<(Json, Json)> {
+    let eot = "<|endoftext|>";
+    let eot_id = tokens
+        .iter()
+        .position(|t| t == eot)
+        .ok_or_else(|| FormatError::new(gguf, "no <|endoftext|> token"))?;
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [{"id": eot_id, "content": eot, "single_word": false, "lstrip": false, "rstrip": false, "normalized": true, "special": true}],
+        "normalizer": null, "pre_tokenizer": byte_level, "post_processor": byte_level, "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "", "end_of_word_suffix": "",
+                  "fuse_unk": false, "byte_fallback": false, "vocab": vocab_map(tokens), "merges": merges},
+    });
+    let config = json!({"bos_token": eot, "eos_token": eot, "unk_token": eot, "model_max_length": 1024, "tokenizer_class": "GPT2Tokenizer"});
+    Ok((tokenizer, config))
+}
+
+/// Llama 3's `tokenizer.json` (its split pattern, `ignore_merges`, BOS added by a template,
+/// control tokens as special added tokens) and `tokenizer_config.json`, as Meta ships them.
+fn llama3_tokenizer(
+    vocab: &GgufFile,
+    gguf: &Path,
+    tokens: &[String],
+    merges: Vec<String>,
+) -> Result<(Json, Json)> {
+    let id = |key: &str| -> Result<usize> {
+        vocab
+            .metadata
+            .get(key)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .filter(|&v| v < tokens.len())
+            .ok_or_else(|| FormatError::new(gguf, format!("no {key}")))
+    };
+    let (bos, eos) = (
+        id("tokenizer.ggml.bos_token_id")?,
+        id("tokenizer.ggml.eos_token_id")?,
+    );
+    let control: Vec<usize> = match vocab.metadata.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(_, types)) => types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.as_u64() == Some(3))
+            .map(|(i, _)| i)
+            .collect(),
+        _ => return Err(FormatError::new(gguf, "no tokenizer.ggml.token_type")),
+    };
+    let added: Vec<Json> = control
+        .iter()
+        .map(|&i| json!({"id": i, "content": tokens[i], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+        .collect();
+    let split = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let bos_text = &tokens[bos];
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},
+        "post_processor": {"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+            {"type": "TemplateProcessing",
+             "single": [{"SpecialToken": {"id": bos_text, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+             "pair": [{"SpecialToken": {"id": bos_text, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                      {"SpecialToken": {"id": bos_text, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+             "special_tokens": {bos_text.as_str(): {"id": bos_text, "ids": [bos], "tokens": [bos_text]}}}]},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                  "fuse_unk": false, "byte_fallback": false, "ignore_merges": true, "vocab": vocab_map(tokens), "merges": merges},
+    });
+    let config = json!({"bos_token": bos_text, "eos_token": tokens[eos], "model_max_length": 131072, "tokenizer_class": "PreTrainedTokenizerFast"});
+    Ok((tokenizer, config))
+}
+
+/// `{token: id}` for a BPE model.
+fn vocab_map(tokens: &[String]) -> serde_json::Map<String, Json> {
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), json!(i)))
+        .collect()
 }
 
 /// A SentencePiece `ModelProto` with the given (piece, score, type) entries and a BPE trainer spec.

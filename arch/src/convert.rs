@@ -1,0 +1,454 @@
+//! Hugging Face checkpoint → GGUF, as llama.cpp's `convert_hf_to_gguf.py` (0c1e57098) does it:
+//! the [`ConversionPlan`] of a checkpoint — which GGUF tensors (names through the architecture's
+//! roles, Q/K permutation, computed tensors) and metadata (the common `TextModel` keys, then the
+//! family's own) the converter would write. What differs between families is in each family's
+//! module ([`Conversion`]); formats knows the files, this module what a family makes of them.
+
+use formats::gguf::{Metadata, Value};
+use formats::hf::config::Config;
+use formats::hf::vocab::{add_vocab, VocabStyle};
+use formats::hf::{add_naming, Checkpoint, ConversionPlan, PlannedTensor, TensorSource};
+use formats::{FormatError, Result};
+
+use crate::{Architecture, Role, ARCHITECTURES};
+
+/// How the converter writes one family.
+#[derive(Debug)]
+pub struct Conversion {
+    /// The tokenizer loader the converter uses.
+    pub vocab: VocabStyle,
+    /// Whether Q/K rows are permuted from HF's rotate-half layout to llama.cpp's interleaved one.
+    pub permute_qk: bool,
+    /// `rope_scaling.rope_type`s this family implements beyond linear (others are refused).
+    pub rope_types: &'static [&'static str],
+    /// The family's own hyper-parameter keys, after the common ones.
+    pub extra_keys: fn(&Config, &mut Metadata) -> Result<()>,
+    /// Tensors the family computes from the config, before the checkpoint's.
+    pub extra_tensors: fn(&Config) -> Result<Vec<PlannedTensor>>,
+}
+
+/// `v` as the u32 a key takes, or an error naming the config key it came from.
+pub(crate) fn u32_key(config: &Config, v: u64, key: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| {
+        FormatError::new(
+            config.path(),
+            format!("{key} = {v} does not fit in 32 bits"),
+        )
+    })
+}
+
+/// [`Conversion::extra_keys`] of a family without any.
+pub fn no_keys(_: &Config, _: &mut Metadata) -> Result<()> {
+    Ok(())
+}
+
+/// [`Conversion::extra_tensors`] of a family without any.
+pub fn no_tensors(_: &Config) -> Result<Vec<PlannedTensor>> {
+    Ok(Vec::new())
+}
+
+/// The architecture named by `config.json`'s `architectures[0]`.
+pub fn by_hf_name(config: &Config) -> Result<&'static Architecture> {
+    let name = config.architecture()?;
+    ARCHITECTURES
+        .iter()
+        .copied()
+        .find(|a| a.hf_names.contains(&name))
+        .ok_or_else(|| {
+            let all: Vec<&str> = ARCHITECTURES
+                .iter()
+                .flat_map(|a| a.hf_names.iter().copied())
+                .collect();
+            FormatError::new(
+                config.path(),
+                format!(
+                    "unsupported architecture {name} (supported: {})",
+                    all.join(", ")
+                ),
+            )
+        })
+}
+
+/// Plans the conversion of `ckpt`; `file_type` is llama.cpp's `general.file_type` for the output.
+pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
+    let config = &ckpt.config;
+    let arch = by_hf_name(config)?;
+    let dims = Dims::from_config(config)?;
+    let mut tensors: Vec<PlannedTensor> = (arch.conversion.extra_tensors)(config)?;
+    for (source, t) in ckpt.tensors.iter().enumerate() {
+        let name = match gguf_tensor_name(arch, &t.name, dims.n_layer) {
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(msg) => return Err(FormatError::new(ckpt.shard_path(t), msg)),
+        };
+        let rope_heads = if !arch.conversion.permute_qk {
+            None
+        } else if t.name.ends_with("q_proj.weight") || t.name.ends_with("q_proj.bias") {
+            Some(dims.n_head as usize)
+        } else if t.name.ends_with("k_proj.weight") || t.name.ends_with("k_proj.bias") {
+            Some(dims.n_head_kv as usize)
+        } else {
+            None
+        };
+        if let Some(h) = rope_heads {
+            if t.shape.is_empty() || t.shape[0] % (2 * h) != 0 {
+                return Err(FormatError::new(
+                    ckpt.shard_path(t),
+                    format!(
+                        "tensor {} has {} rows, not a multiple of 2 × {h} heads",
+                        t.name,
+                        t.shape.first().copied().unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        let keep_f32 =
+            t.shape.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight");
+        let dims: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
+        tensors.push(PlannedTensor {
+            name,
+            dims: if dims.is_empty() { vec![1] } else { dims },
+            source: TensorSource::Checkpoint(source),
+            rope_heads,
+            keep_f32,
+        });
+    }
+    if !tensors.iter().any(|t| t.name == "token_embd.weight") {
+        return Err(FormatError::new(
+            ckpt.dir(),
+            "no model.embed_tokens.weight tensor",
+        ));
+    }
+
+    let mut md = Metadata::new();
+    md.set("general.architecture", Value::String(arch.gguf_name.into()));
+    md.set("general.type", Value::String("model".into()));
+    let total: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
+    let dir_name = ckpt
+        .dir()
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    add_naming(&mut md, &dir_name, total);
+    add_parameters(arch, config, &dims, file_type, &mut md)?;
+    md.set("general.quantization_version", Value::U32(2));
+    add_vocab(arch.conversion.vocab, ckpt.dir(), config, &mut md)?;
+    Ok(ConversionPlan {
+        metadata: md,
+        tensors,
+    })
+}
+
+/// Hyper-parameters needed to map tensors.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    /// Number of transformer blocks.
+    n_layer: u64,
+    /// Attention heads.
+    n_head: u64,
+    /// Key/value heads (GQA).
+    n_head_kv: u64,
+}
+
+impl Dims {
+    /// Reads the hyper-parameters the tensor mapping needs; missing keys are errors.
+    fn from_config(config: &Config) -> Result<Dims> {
+        let n_layer =
+            config.require_u64(&["n_layers", "num_hidden_layers", "n_layer", "num_layers"])?;
+        let n_head = config.require_u64(&["n_heads", "num_attention_heads"])?;
+        let n_head_kv = config.require_u64(&["n_kv_heads", "num_key_value_heads"])?;
+        config.require_u64(&["hidden_size", "n_embd", "dim"])?;
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
+            return Err(FormatError::new(config.path(), format!("num_attention_heads {n_head} is not a multiple of num_key_value_heads {n_head_kv}")));
+        }
+        Ok(Dims {
+            n_layer,
+            n_head,
+            n_head_kv,
+        })
+    }
+}
+
+/// Writes the `{arch}.*` hyper-parameter keys and `general.file_type`, in the converter's order.
+fn add_parameters(
+    arch: &Architecture,
+    config: &Config,
+    dims: &Dims,
+    file_type: u32,
+    md: &mut Metadata,
+) -> Result<()> {
+    let a = arch.gguf_name;
+    let u32_of = |v: u64, key: &str| u32_key(config, v, key);
+    md.set(
+        format!("{a}.block_count"),
+        Value::U32(u32_of(dims.n_layer, "num_hidden_layers")?),
+    );
+    let optional: [(&str, &[&str]); 5] = [
+        (
+            "context_length",
+            &[
+                "max_position_embeddings",
+                "n_ctx",
+                "n_positions",
+                "max_length",
+                "max_sequence_length",
+                "model_max_length",
+            ],
+        ),
+        ("embedding_length", &["hidden_size", "n_embd", "dim"]),
+        (
+            "feed_forward_length",
+            &[
+                "prefix_dense_intermediate_size",
+                "dense_intermediate_size",
+                "intermediate_size",
+                "n_inner",
+                "hidden_dim",
+            ],
+        ),
+        (
+            "attention.head_count",
+            &["num_attention_heads", "n_head", "n_heads"],
+        ),
+        (
+            "attention.head_count_kv",
+            &["num_key_value_heads", "n_kv_heads"],
+        ),
+    ];
+    for (suffix, keys) in optional {
+        if let Some(v) = config.find_u64(keys) {
+            md.set(format!("{a}.{suffix}"), Value::U32(u32_of(v, keys[0])?));
+        }
+    }
+    if config.json.get("is_causal") == Some(&serde_json::Value::Bool(false)) {
+        md.set(format!("{a}.attention.causal"), Value::Bool(false));
+    }
+    if config
+        .find(&["num_local_experts", "num_experts", "n_routed_experts"])
+        .is_some_and(|v| !v.is_null())
+    {
+        return Err(FormatError::new(
+            config.path(),
+            "mixture-of-experts checkpoints are not supported",
+        ));
+    }
+
+    let rope = RopeParams::from_config(config);
+    match rope.rope_type.as_deref() {
+        Some("linear") if rope.factor.is_some() => {
+            md.set(
+                format!("{a}.rope.scaling.type"),
+                Value::String("linear".into()),
+            );
+            md.set(
+                format!("{a}.rope.scaling.factor"),
+                Value::F32(rope.factor.unwrap() as f32),
+            );
+        }
+        Some(t) if arch.conversion.rope_types.contains(&t) => {} // the family's own (rope_freqs)
+        Some("yarn") | Some("su") | Some("longrope") | Some("llama3") => {
+            return Err(FormatError::new(
+                config.path(),
+                format!(
+                    "rope scaling type {:?} is not supported yet",
+                    rope.rope_type.unwrap()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(theta) = rope.theta {
+        md.set(format!("{a}.rope.freq_base"), Value::F32(theta as f32));
+    }
+    if let Some(eps) = config.find_f64(&["rms_norm_eps", "norm_eps"]) {
+        md.set(
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(eps as f32),
+        );
+    }
+    if let Some(eps) = config.find_f64(&["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"]) {
+        md.set(
+            format!("{a}.attention.layer_norm_epsilon"),
+            Value::F32(eps as f32),
+        );
+    }
+    let head_dim = config
+        .json
+        .get("head_dim")
+        .and_then(serde_json::Value::as_u64);
+    if let Some(hd) = head_dim {
+        md.set(
+            format!("{a}.attention.key_length"),
+            Value::U32(u32_of(hd, "head_dim")?),
+        );
+        md.set(
+            format!("{a}.attention.value_length"),
+            Value::U32(u32_of(hd, "head_dim")?),
+        );
+    }
+    md.set("general.file_type", Value::U32(file_type));
+
+    (arch.conversion.extra_keys)(config, md)?;
+    Ok(())
+}
+
+/// The converter's view of rope settings: `rope_parameters` (or `rope_scaling`) with the global
+/// `rope_theta` mirrored in.
+pub(crate) struct RopeParams {
+    pub(crate) rope_type: Option<String>,
+    pub(crate) factor: Option<f64>,
+    pub(crate) theta: Option<f64>,
+    pub(crate) llama3: Llama3Rope,
+}
+
+/// `rope_type = "llama3"` settings, with the converter's defaults.
+pub(crate) struct Llama3Rope {
+    pub(crate) factor: f64,
+    pub(crate) low_freq_factor: f64,
+    pub(crate) high_freq_factor: f64,
+    pub(crate) original_ctx: f64,
+}
+
+impl RopeParams {
+    pub(crate) fn from_config(config: &Config) -> RopeParams {
+        let empty = serde_json::Map::new();
+        let params = ["rope_parameters", "rope_scaling"]
+            .iter()
+            .find_map(|k| config.json.get(*k).filter(|v| !v.is_null()))
+            .and_then(serde_json::Value::as_object)
+            .unwrap_or(&empty);
+        let params = params
+            .get("full_attention")
+            .and_then(serde_json::Value::as_object)
+            .unwrap_or(params);
+        let rope_type = params
+            .get("rope_type")
+            .or_else(|| params.get("type"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let theta = match params.get("rope_theta") {
+            Some(v) => v.as_f64(),
+            None => config.find_f64(&[
+                "global_rope_theta",
+                "rope_global_theta",
+                "rope_theta_global",
+                "rope_theta",
+                "rotary_emb_base",
+            ]),
+        };
+        let num =
+            |key: &str, default: f64| params.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
+        let original_ctx = params
+            .get("original_max_position_embeddings")
+            .and_then(|v| v.as_f64())
+            .or_else(|| config.find_f64(&["original_max_position_embeddings"]))
+            .unwrap_or(8192.0);
+        RopeParams {
+            rope_type,
+            factor: params.get("factor").and_then(serde_json::Value::as_f64),
+            theta,
+            llama3: Llama3Rope {
+                factor: num("factor", 8.0),
+                low_freq_factor: num("low_freq_factor", 1.0),
+                high_freq_factor: num("high_freq_factor", 4.0),
+                original_ctx,
+            },
+        }
+    }
+}
+
+/// The block role of a Hugging Face tensor's name within its block (`self_attn.q_proj`), as
+/// gguf-py's `TensorNameMap` maps the Llama-style names every family here uses.
+fn hf_block_role(part: &str, suffix: &str) -> Option<Role> {
+    let role = match (part, suffix) {
+        ("input_layernorm", "weight") => Role::AttnNorm,
+        ("self_attn.q_proj", "weight") => Role::AttnQ,
+        ("self_attn.k_proj", "weight") => Role::AttnK,
+        ("self_attn.v_proj", "weight") => Role::AttnV,
+        ("self_attn.q_proj", "bias") => Role::AttnQBias,
+        ("self_attn.k_proj", "bias") => Role::AttnKBias,
+        ("self_attn.v_proj", "bias") => Role::AttnVBias,
+        ("self_attn.q_norm", "weight") => Role::AttnQNorm,
+        ("self_attn.k_norm", "weight") => Role::AttnKNorm,
+        ("self_attn.o_proj", "weight") => Role::AttnOutput,
+        ("post_attention_layernorm", "weight") => Role::FfnNorm,
+        ("mlp.gate_proj", "weight") => Role::FfnGate,
+        ("mlp.up_proj", "weight") => Role::FfnUp,
+        ("mlp.down_proj", "weight") => Role::FfnDown,
+        _ => return None,
+    };
+    Some(role)
+}
+
+/// Maps a Hugging Face tensor name to its GGUF name for `arch` (`None` for tensors the converter
+/// drops): through the tensor's role, which the architecture must have.
+fn gguf_tensor_name(
+    arch: &Architecture,
+    hf: &str,
+    n_layer: u64,
+) -> std::result::Result<Option<String>, String> {
+    if hf.ends_with(".attention.masked_bias")
+        || hf.ends_with(".attention.bias")
+        || hf.ends_with(".rotary_emb.inv_freq")
+    {
+        return Ok(None);
+    }
+    let cannot = || format!("cannot map tensor {hf} of a {} model", arch.gguf_name);
+    let (stem, suffix) = match hf.rsplit_once('.') {
+        Some((s, x @ ("weight" | "bias"))) => (s, x),
+        _ => return Err(cannot()),
+    };
+    let stem = stem.replace("language_model.", "");
+    let global = match (stem.as_str(), suffix) {
+        ("model.embed_tokens", "weight") => Some(Role::TokenEmbd),
+        ("model.norm", "weight") => Some(Role::OutputNorm),
+        ("lm_head", "weight") => Some(Role::Output),
+        _ => None,
+    };
+    if let Some(role) = global {
+        return Ok(Some(role.name(0)));
+    }
+    let rest = stem.strip_prefix("model.layers.").ok_or_else(cannot)?;
+    let (bid, part) = rest.split_once('.').ok_or_else(cannot)?;
+    let bid: u64 = bid.parse().map_err(|_| cannot())?;
+    if bid >= n_layer {
+        return Err(format!(
+            "tensor {hf} belongs to block {bid} but config.json has {n_layer} layers"
+        ));
+    }
+    match hf_block_role(part, suffix) {
+        Some(role) if arch.has(role) => Ok(Some(role.name(bid as usize))),
+        _ => Err(cannot()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_like_the_converter() {
+        let llama = &crate::llama::LLAMA;
+        let qwen2 = &crate::qwen2::QWEN2;
+        let map = |a, n, l| gguf_tensor_name(a, n, l).unwrap().unwrap();
+        assert_eq!(
+            map(llama, "model.layers.3.mlp.down_proj.weight", 5),
+            "blk.3.ffn_down.weight"
+        );
+        assert_eq!(
+            map(qwen2, "model.layers.0.self_attn.q_proj.bias", 1),
+            "blk.0.attn_q.bias"
+        );
+        assert_eq!(map(llama, "lm_head.weight", 1), "output.weight");
+        assert_eq!(
+            gguf_tensor_name(llama, "model.layers.0.self_attn.rotary_emb.inv_freq", 1).unwrap(),
+            None
+        );
+        // A role the family does not have is not silently mapped.
+        assert!(gguf_tensor_name(llama, "model.layers.0.self_attn.q_proj.bias", 1).is_err());
+        assert!(gguf_tensor_name(llama, "model.layers.0.self_attn.q_norm.weight", 1).is_err());
+        assert!(gguf_tensor_name(llama, "model.layers.5.mlp.up_proj.weight", 5).is_err());
+        assert!(gguf_tensor_name(llama, "vision.patch.weight", 5).is_err());
+    }
+}
