@@ -305,8 +305,9 @@ pub fn split_gguf(src: &Path, prefix: &Path, n: usize) -> Vec<PathBuf> {
 /// A tiny random checkpoint built by transformers' own `hf_arch` class (`scripts/hf_tiny.py`)
 /// from `config` (its config class's arguments) in `dir`, with the BPE tokenizer of the llama.cpp
 /// vocabulary `vocab` (GPT-2's, or Llama 3's for `ggml-vocab-llama-bpe.gguf`) as `smelt dev
-/// synth` rebuilds it; `vocab_size` is set to the vocabulary's.
-pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, vocab: &Path) {
+/// synth` rebuilds it; `vocab_size` is set to the vocabulary's. Matrices are drawn with standard
+/// deviation `spread / √row` (larger: a more confident model).
+pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, vocab: &Path, spread: f32) {
     synth(
         dir,
         &[
@@ -340,6 +341,7 @@ pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, vocab: &Pat
         .arg(hf_arch)
         .arg(config.to_string())
         .arg("bfloat16")
+        .arg(spread.to_string())
         .output()
         .expect("python runs");
     assert!(
@@ -359,6 +361,11 @@ pub const FAMILIES: [&str; 2] = ["qwen3", "llama3"];
 
 /// Builds the checkpoint of family `name` (one of [`FAMILIES`]) in `dir`.
 pub fn family_tiny(dir: &Path, name: &str) {
+    family_tiny_with_spread(dir, name, 0.5);
+}
+
+/// [`family_tiny`] with weights of `spread` (see [`hf_tiny`]).
+pub fn family_tiny_with_spread(dir: &Path, name: &str, spread: f32) {
     let models = llama_ref().join("llama.cpp/models");
     match name {
         "qwen3" => hf_tiny(
@@ -371,6 +378,7 @@ pub fn family_tiny(dir: &Path, name: &str) {
                 "tie_word_embeddings": true, "bos_token_id": 50256, "eos_token_id": 50256,
             }),
             &models.join("ggml-vocab-gpt-2.gguf"),
+            spread,
         ),
         "llama3" => hf_tiny(
             dir,
@@ -384,6 +392,7 @@ pub fn family_tiny(dir: &Path, name: &str) {
                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
             }),
             &models.join("ggml-vocab-llama-bpe.gguf"),
+            spread,
         ),
         other => panic!("no test family {other}"),
     }
