@@ -238,3 +238,76 @@ fn truncated_imatrix_is_bad_input() {
     assert_bad_input(&o, "cut.dat");
     assert!(files_in(out_dir.path()).is_empty());
 }
+
+/// `--split-max-tensors` / `--split-max-size` write a split set that reads back as the model
+/// (same tensors and bytes as the unsplit output; `convert` too); sizes llama-gguf-split would
+/// not take are bad input, and a failed run leaves no shard.
+#[test]
+fn split_outputs_read_back_as_the_unsplit_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = golden().join("input.gguf");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let whole = d.join("whole.gguf");
+    quantize_ok(d, &[&s(&input), &s(&whole), "Q8_0"]);
+    let split = d.join("split.gguf");
+    quantize_ok(
+        d,
+        &[&s(&input), &s(&split), "Q8_0", "--split-max-tensors", "4"],
+    );
+    assert!(!split.exists());
+    let first = d.join("split-00001-of-00003.gguf");
+    let a = formats::gguf::GgufFile::open(&whole).unwrap();
+    let b = formats::gguf::GgufFile::open(&first).unwrap();
+    assert_eq!(b.paths().count(), 3);
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for (x, y) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!(x.info, y.info);
+        assert_eq!(a.data(x), b.data(y));
+    }
+    // Quantizing the set again gives the single file's bytes.
+    let again = d.join("again.gguf");
+    quantize_ok(d, &[&s(&first), &s(&again), "Q8_0", "--allow-requantize"]);
+    let from_whole = d.join("from-whole.gguf");
+    quantize_ok(
+        d,
+        &[&s(&whole), &s(&from_whole), "Q8_0", "--allow-requantize"],
+    );
+    assert_eq!(sha256(&again), sha256(&from_whole));
+
+    for (flag, value) in [("--split-max-size", "5K"), ("--split-max-tensors", "0")] {
+        let out = d.join("bad.gguf");
+        assert_bad_input(
+            &run(&["quantize", &s(&input), &s(&out), "Q8_0", flag, value]),
+            flag,
+        );
+        assert!(std::fs::read_dir(d).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("bad")));
+    }
+    let ckpt = d.join("ckpt");
+    synth(&ckpt, &["--hidden", "64", "--ffn", "128", "--layers", "2"]);
+    let out = d.join("conv.gguf");
+    let o = smelt()
+        .args([
+            "convert",
+            &s(&ckpt),
+            "-o",
+            &s(&out),
+            "--split-max-tensors",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let conv = formats::gguf::GgufFile::open(&d.join("conv-00001-of-00002.gguf")).unwrap();
+    let unsplit = d.join("unsplit.gguf");
+    convert_ok(&ckpt, &unsplit, "f32");
+    let unsplit = formats::gguf::GgufFile::open(&unsplit).unwrap();
+    assert_eq!(conv.tensors.len(), unsplit.tensors.len());
+    for (x, y) in conv.tensors.iter().zip(&unsplit.tensors) {
+        assert_eq!(conv.data(x), unsplit.data(y), "{}", x.info.name);
+    }
+}

@@ -5,7 +5,8 @@
 use std::fmt;
 use std::path::Path;
 
-use formats::gguf::{GgmlType, GgufWriter, TensorInfo};
+use formats::gguf::split::{SetWriter, SplitLimit};
+use formats::gguf::{GgmlType, TensorInfo};
 use formats::hf::{Checkpoint, ConversionPlan, FloatType, PlannedTensor};
 use formats::FormatError;
 use rayon::prelude::*;
@@ -131,18 +132,21 @@ pub struct ConvertOptions<'a> {
     pub allow_nonfinite: bool,
     /// Called with the number of source bytes done after each chunk (for progress bars).
     pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Write a split set (llama-gguf-split's layout) instead of one file.
+    pub split: Option<SplitLimit>,
 }
 
 /// Values decoded per chunk: bounds the working memory at ~16 MiB of f32 plus its encoding.
 const CHUNK_VALUES: usize = 1 << 22;
 
-/// Converts `ckpt` as planned into a GGUF at `out`, streaming tensor by tensor.
+/// Converts `ckpt` as planned into a GGUF at `out` (or the split set it names), streaming tensor
+/// by tensor; returns the files written.
 pub fn write_gguf(
     ckpt: &Checkpoint,
     plan: &ConversionPlan,
     out: &Path,
     opts: &ConvertOptions,
-) -> Result<(), ConvertError> {
+) -> Result<Vec<std::path::PathBuf>, ConvertError> {
     let infos: Vec<TensorInfo> = plan
         .tensors
         .iter()
@@ -152,19 +156,20 @@ pub fn write_gguf(
             ggml_type: tensor_type(t, opts.out_type),
         })
         .collect();
-    let mut writer = GgufWriter::create(out, &plan.metadata, &infos)?;
+    let mut writer = SetWriter::create(out, &plan.metadata, &infos, opts.split)?;
+    let paths = writer.paths().to_vec();
     for (t, info) in plan.tensors.iter().zip(&infos) {
         write_tensor(ckpt, t, info.ggml_type, &mut writer, opts)?;
     }
     writer.finish()?;
-    Ok(())
+    Ok(paths)
 }
 
 fn write_tensor(
     ckpt: &Checkpoint,
     t: &PlannedTensor,
     ty: GgmlType,
-    writer: &mut GgufWriter,
+    writer: &mut SetWriter,
     opts: &ConvertOptions,
 ) -> Result<(), ConvertError> {
     let (bytes, dtype) = t.data(ckpt);

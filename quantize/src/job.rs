@@ -6,7 +6,8 @@
 
 use std::path::Path;
 
-use formats::gguf::{GgmlType, GgufFile, GgufWriter, Metadata, TensorInfo, Value};
+use formats::gguf::split::{SetWriter, SplitLimit};
+use formats::gguf::{GgmlType, GgufFile, Metadata, TensorInfo, Value};
 use formats::hf::{Checkpoint, ConversionPlan};
 use rayon::prelude::*;
 
@@ -181,6 +182,8 @@ pub struct JobOptions<'a> {
     pub allow_requantize: bool,
     /// Called with the number of input bytes done after each slab (progress bars).
     pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Write a split set (llama-gguf-split's layout) instead of one file.
+    pub split: Option<SplitLimit>,
 }
 
 /// One tensor of the plan.
@@ -400,10 +403,17 @@ const SLAB_VALUES: usize = 1 << 22;
 /// Values per parallel task (llama.cpp's `min_chunk_size`).
 const TASK_VALUES: usize = 32 * 512;
 
-/// Writes the planned GGUF to `out` (through a temporary file that is renamed only on success).
-pub fn write(source: &Source, plan: &Plan, out: &Path, opts: &JobOptions) -> Result<(), JobError> {
+/// Writes the planned GGUF to `out`, or the split set `out` names when `opts.split` asks for one
+/// (through temporary files that are renamed only on success); returns the files written.
+pub fn write(
+    source: &Source,
+    plan: &Plan,
+    out: &Path,
+    opts: &JobOptions,
+) -> Result<Vec<std::path::PathBuf>, JobError> {
     let infos: Vec<TensorInfo> = plan.tensors.iter().map(|t| t.info.clone()).collect();
-    let mut writer = GgufWriter::create(out, &plan.metadata, &infos)?;
+    let mut writer = SetWriter::create(out, &plan.metadata, &infos, opts.split)?;
+    let paths = writer.paths().to_vec();
     for (t, input) in plan.tensors.iter().zip(&plan.inputs) {
         let row = t.info.dims[0] as usize;
         let n_rows = n_rows(&t.info);
@@ -421,7 +431,7 @@ pub fn write(source: &Source, plan: &Plan, out: &Path, opts: &JobOptions) -> Res
         source.release(input);
     }
     writer.finish()?;
-    Ok(())
+    Ok(paths)
 }
 
 /// Decodes and encodes rows `first..first + rows` of one tensor in parallel tasks of whole rows.

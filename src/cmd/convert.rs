@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use arch::convert::plan;
+use formats::gguf::split::SplitLimit;
 use formats::hf::Checkpoint;
 use indicatif::MultiProgress;
 use quantize::convert::{write_gguf, ConvertOptions, OutType};
@@ -24,22 +25,27 @@ pub struct Args {
     /// Convert tensors that hold NaN or Inf instead of refusing.
     #[arg(long)]
     pub allow_nonfinite: bool,
+    /// Split the output like llama-gguf-split.
+    #[command(flatten)]
+    pub split: super::SplitArgs,
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Converts `ckpt` into a GGUF at `out` as `out_type`, with a byte-progress bar labelled `label`
-/// added to `bars`; returns the number of tensors written. Shared by `smelt convert`, the release
+/// Converts `ckpt` into a GGUF at `out` (or the split set it names) as `out_type`, with a
+/// byte-progress bar labelled `label` added to `bars`; returns the number of tensors and the files
+/// written. Shared by `smelt convert`, the release
 /// teacher and `smelt prune` on a folder.
 pub fn convert_checkpoint(
     ckpt: &Checkpoint,
     out_type: OutType,
     allow_nonfinite: bool,
     out: &Path,
+    split: Option<SplitLimit>,
     bars: &MultiProgress,
     label: &str,
-) -> Result<usize> {
+) -> Result<(usize, Vec<PathBuf>)> {
     let plan = plan(ckpt, out_type.file_type())?;
     let total: u64 = plan
         .tensors
@@ -48,7 +54,7 @@ pub fn convert_checkpoint(
         .sum();
     let bar = bars.add(super::progress::bytes(total, label));
     let progress = |n: u64| bar.inc(n);
-    write_gguf(
+    let paths = write_gguf(
         ckpt,
         &plan,
         out,
@@ -56,10 +62,11 @@ pub fn convert_checkpoint(
             out_type,
             allow_nonfinite,
             progress: &progress,
+            split,
         },
     )?;
     bar.finish_and_clear();
-    Ok(plan.tensors.len())
+    Ok((plan.tensors.len(), paths))
 }
 
 /// Runs the conversion.
@@ -73,15 +80,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
         None => OutType::native(&ckpt),
     };
-    let n_tensors = convert_checkpoint(
+    let (n_tensors, paths) = convert_checkpoint(
         &ckpt,
         out_type,
         args.allow_nonfinite,
         &args.output,
+        args.split.limit()?,
         &MultiProgress::new(),
         "convert",
     )?;
-    let size = std::fs::metadata(&args.output)?.len();
+    let mut size = 0;
+    for p in &paths {
+        size += std::fs::metadata(p)?.len();
+    }
     if args.json {
         let summary = serde_json::json!({
             "output": args.output,
@@ -152,6 +163,7 @@ pub fn gguf_of(input: &Path, out: &Path) -> Result<GgufSource> {
         OutType::native(&ckpt),
         false,
         &scratch.0,
+        None,
         &bars,
         "convert",
     )?;

@@ -159,6 +159,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             imatrix: None,
             allow_requantize: false,
             progress: &|_| {},
+            split: None,
         };
         let plan = job::plan(&source, &opts)?;
         job::write(&source, &plan, &args.output, &opts)?;

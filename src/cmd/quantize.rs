@@ -35,6 +35,9 @@ pub struct Args {
     /// Print the per-tensor types and sizes without writing anything.
     #[arg(long)]
     pub dry_run: bool,
+    /// Split the output like llama-gguf-split.
+    #[command(flatten)]
+    pub split: super::SplitArgs,
     /// Worker threads (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
@@ -145,6 +148,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         imatrix,
         allow_requantize: args.allow_requantize,
         progress: &|_| {},
+        split: args.split.limit()?,
     };
     let plan = job::plan(&source, &opts)?;
     if args.dry_run {
@@ -154,13 +158,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let bar = super::progress::bytes(plan.bytes_in(), "quantize");
     let progress = |n: u64| bar.inc(n);
     opts.progress = &progress;
-    job::write(&source, &plan, &args.output, &opts)?;
+    let files = job::write(&source, &plan, &args.output, &opts)?;
     bar.finish_and_clear();
-    report(&args, &plan, ftype, Some(&args.output), start);
+    report(&args, &plan, ftype, Some(&files), start);
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(args: &Args, plan: &Plan, ftype: FileType, written: Option<&PathBuf>, start: Instant) {
+/// Prints the summary; `written` holds the files written (several for a split set), `None` for a
+/// dry run.
+fn report(args: &Args, plan: &Plan, ftype: FileType, written: Option<&[PathBuf]>, start: Instant) {
     let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
     let bpw = |b: u64| b as f64 * 8.0 / plan.n_elements().max(1) as f64;
     let fallbacks = plan.tensors.iter().filter(|t| t.fell_back).count();
@@ -177,7 +183,8 @@ fn report(args: &Args, plan: &Plan, ftype: FileType, written: Option<&PathBuf>, 
             })
             .collect();
         let summary = serde_json::json!({
-            "input": args.input, "output": written, "type": ftype.name, "file_type": ftype.id,
+            "input": args.input, "output": written.map(|_| &args.output), "files": written,
+            "type": ftype.name, "file_type": ftype.id,
             "bytes_in": plan.bytes_in(), "bytes_out": plan.bytes_out(),
             "bpw": bpw(plan.bytes_out()), "fallbacks": fallbacks, "dry_run": written.is_none(),
             "seconds": start.elapsed().as_secs_f64(), "tensors": tensors,
@@ -198,8 +205,12 @@ fn report(args: &Args, plan: &Plan, ftype: FileType, written: Option<&PathBuf>, 
             );
         }
     }
+    let shards = match written {
+        Some(files) if files.len() > 1 => format!(" in {} files", files.len()),
+        _ => String::new(),
+    };
     eprintln!(
-        "smelt: {} {}: {:.2} MiB ({:.2} bpw) -> {:.2} MiB ({:.2} bpw), {fallbacks} fallback(s), {:.2}s",
+        "smelt: {} {}: {:.2} MiB ({:.2} bpw) -> {:.2} MiB ({:.2} bpw){shards}, {fallbacks} fallback(s), {:.2}s",
         if written.is_some() { "quantized" } else { "would quantize" },
         ftype.name,
         mib(plan.bytes_in()),

@@ -150,6 +150,7 @@ pub fn job_options(
         imatrix: imatrix.map(|w| (w.clone(), IMATRIX_NAME.to_string())),
         allow_requantize: false,
         progress: &|_| {},
+        split: None,
     })
 }
 

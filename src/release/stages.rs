@@ -61,7 +61,15 @@ pub fn teacher(
         }
         let ckpt = Checkpoint::open(source)?;
         let out_type = OutType::native(&ckpt);
-        convert_checkpoint(&ckpt, out_type, false, &path, bars, "teacher: convert")?;
+        convert_checkpoint(
+            &ckpt,
+            out_type,
+            false,
+            &path,
+            None,
+            bars,
+            "teacher: convert",
+        )?;
         Ok(path)
     })
 }

@@ -14,7 +14,7 @@ mod writer;
 pub use metadata::{Metadata, Value, ValueType};
 pub use reader::{GgufFile, TensorEntry};
 pub use types::GgmlType;
-pub use writer::{temp_path_for, write_atomically, GgufWriter, TensorInfo};
+pub use writer::{temp_path_for, write_atomically, Completed, GgufWriter, TensorInfo};
 
 /// The four magic bytes at the start of every GGUF file.
 pub const MAGIC: &[u8; 4] = b"GGUF";

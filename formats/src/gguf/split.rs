@@ -5,8 +5,11 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use std::ops::Range;
+
 use super::reader::Shard;
-use super::{Metadata, Value};
+use super::writer::{Completed, GgufWriter};
+use super::{pad_to, Metadata, TensorInfo, Value, DEFAULT_ALIGNMENT};
 use crate::{FormatError, Result};
 
 /// `split.no`: this shard's index, from 0.
@@ -15,6 +18,182 @@ pub const SPLIT_NO: &str = "split.no";
 pub const SPLIT_COUNT: &str = "split.count";
 /// `split.tensors.count`: tensors in the whole set.
 pub const SPLIT_TENSORS_COUNT: &str = "split.tensors.count";
+
+/// When a written model starts a new shard: llama-gguf-split's `--split-max-tensors N` or
+/// `--split-max-size N[M|G]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitLimit {
+    /// At most this many tensors per shard.
+    Tensors(usize),
+    /// At most this many bytes of (32-byte padded) tensor data per shard.
+    Bytes(u64),
+}
+
+impl SplitLimit {
+    /// Parses a size as llama-gguf-split does: a positive number followed by `M` (10^6 bytes)
+    /// or `G` (10^9 bytes).
+    pub fn parse_size(text: &str) -> std::result::Result<SplitLimit, String> {
+        let unit = match text.chars().last() {
+            Some('M') => 1_000_000,
+            Some('G') => 1_000_000_000,
+            _ => return Err(format!("{text:?}: expected a size like 512M or 48G")),
+        };
+        match text[..text.len() - 1].parse::<u64>() {
+            Ok(n) if n > 0 => Ok(SplitLimit::Bytes(n * unit)),
+            _ => Err(format!(
+                "{text:?}: expected a positive size like 512M or 48G"
+            )),
+        }
+    }
+
+    /// Which tensors each shard takes, in order, as llama-gguf-split's `split_strategy` assigns
+    /// them; an error when a shard would hold no tensor (a tensor larger than the size).
+    pub fn assign(self, tensors: &[TensorInfo]) -> std::result::Result<Vec<Range<usize>>, String> {
+        let mut shards = Vec::new();
+        let mut start = 0;
+        let mut size = 0u64;
+        for (i, t) in tensors.iter().enumerate() {
+            let n = pad_to(t.n_bytes().unwrap_or(0), DEFAULT_ALIGNMENT);
+            let split = match self {
+                SplitLimit::Tensors(max) => i > 0 && i % max.max(1) == 0,
+                SplitLimit::Bytes(max) => size + n > max,
+            };
+            if split {
+                if i == start {
+                    return Err(format!(
+                        "the first tensor, {} ({n} bytes), is larger than the split size",
+                        t.name
+                    ));
+                }
+                shards.push(start..i);
+                start = i;
+                size = n;
+            } else {
+                size += n;
+            }
+        }
+        shards.push(start..tensors.len());
+        Ok(shards)
+    }
+}
+
+/// Writes a model either as one GGUF file or as a split set with llama-gguf-split's layout (all
+/// metadata in the first shard; `split.no`, `split.tensors.count` and `split.count` in each),
+/// taking tensor bytes in order as [`GgufWriter`] does. Every file is written under a temporary
+/// name and all are renamed into place only by [`SetWriter::finish`], so a failed or killed run
+/// leaves no shard under its final name (short of dying between two renames).
+pub struct SetWriter {
+    /// Per shard still to open: final path, metadata, tensors.
+    pending: std::vec::IntoIter<(PathBuf, Metadata, Vec<TensorInfo>)>,
+    current: Option<GgufWriter>,
+    done: Vec<Completed>,
+    paths: Vec<PathBuf>,
+}
+
+impl SetWriter {
+    /// Plans the files for `path` (`NAME.gguf`; shards are `NAME-0000i-of-0000n.gguf`) and
+    /// opens the first.
+    pub fn create(
+        path: &Path,
+        metadata: &Metadata,
+        tensors: &[TensorInfo],
+        limit: Option<SplitLimit>,
+    ) -> Result<SetWriter> {
+        let files = match limit {
+            None => vec![(path.to_path_buf(), metadata.clone(), tensors.to_vec())],
+            Some(limit) => {
+                let ranges = limit
+                    .assign(tensors)
+                    .map_err(|m| FormatError::new(path, m))?;
+                let prefix = path.with_extension("");
+                let n = ranges.len();
+                ranges
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let mut md = match i {
+                            0 => unsplit(metadata),
+                            _ => Metadata::new(),
+                        };
+                        md.set(SPLIT_NO, Value::U16(i as u16));
+                        md.set(SPLIT_TENSORS_COUNT, Value::I32(tensors.len() as i32));
+                        md.set(SPLIT_COUNT, Value::U16(n as u16));
+                        (shard_path(&prefix, i, n), md, tensors[r].to_vec())
+                    })
+                    .collect()
+            }
+        };
+        let paths = files.iter().map(|(p, _, _)| p.clone()).collect();
+        let mut writer = SetWriter {
+            pending: files.into_iter(),
+            current: None,
+            done: Vec::new(),
+            paths,
+        };
+        writer.open_next()?;
+        Ok(writer)
+    }
+
+    /// The files this writes, in order.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Appends tensor bytes (see [`GgufWriter::write`]); a chunk may run on into the next shard.
+    pub fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let Some(w) = self.current.as_mut() else {
+                return Err(FormatError::new(
+                    &self.paths[0],
+                    "more tensor data than the tensor infos announce",
+                ));
+            };
+            let take = (w.remaining().min(bytes.len() as u64) as usize).max(1);
+            w.write(&bytes[..take.min(bytes.len())])?;
+            bytes = &bytes[take.min(bytes.len())..];
+            if w.next_tensor().is_none() {
+                self.open_next()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames every file into place once all are complete.
+    pub fn finish(mut self) -> Result<()> {
+        if let Some(w) = self.current.take() {
+            self.done.push(w.complete()?);
+        }
+        if self.done.len() != self.paths.len() {
+            return Err(FormatError::new(
+                &self.paths[0],
+                "tensor data ended before the last shard",
+            ));
+        }
+        for file in self.done.drain(..) {
+            file.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Completes the current file and opens the next (skipping none: every shard has tensors).
+    fn open_next(&mut self) -> Result<()> {
+        if let Some(w) = self.current.take() {
+            self.done.push(w.complete()?);
+        }
+        if let Some((path, md, infos)) = self.pending.next() {
+            let w = GgufWriter::create(&path, &md, &infos)?;
+            self.current = Some(w);
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|w| w.next_tensor().is_none())
+            {
+                return self.open_next();
+            }
+        }
+        Ok(())
+    }
+}
 
 /// `metadata` without the `split.*` keys: what a whole-file copy of a shard set's model carries
 /// (llama-quantize removes the same three keys from its output).
@@ -210,6 +389,80 @@ mod tests {
             err.to_string().contains("shard 1 of a 3-file split set"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn limits_parse_and_assign_like_llama_gguf_split() {
+        assert_eq!(
+            SplitLimit::parse_size("3M"),
+            Ok(SplitLimit::Bytes(3_000_000))
+        );
+        assert_eq!(
+            SplitLimit::parse_size("48G"),
+            Ok(SplitLimit::Bytes(48_000_000_000))
+        );
+        for bad in ["", "3", "3K", "0M", "-1G", "xM"] {
+            assert!(SplitLimit::parse_size(bad).is_err(), "{bad}");
+        }
+        let t = |n: u64| TensorInfo {
+            name: format!("t{n}"),
+            dims: vec![n],
+            ggml_type: GgmlType::F32,
+        };
+        // 4-float tensors pad to 32 bytes; 40-float ones take 160.
+        let tensors = [t(4), t(4), t(40), t(4), t(4)];
+        assert_eq!(
+            SplitLimit::Tensors(2).assign(&tensors),
+            Ok(vec![0..2, 2..4, 4..5])
+        );
+        // A shard closes when the next tensor would take it past the size (192 exactly fits).
+        assert_eq!(
+            SplitLimit::Bytes(192).assign(&tensors),
+            Ok(vec![0..2, 2..4, 4..5])
+        );
+        // A tensor larger than the size gets a shard of its own, except the first (as
+        // llama-gguf-split, which then refuses an empty first shard).
+        assert_eq!(
+            SplitLimit::Bytes(100).assign(&tensors),
+            Ok(vec![0..2, 2..3, 3..5])
+        );
+        assert!(SplitLimit::Bytes(16).assign(&tensors).is_err());
+    }
+
+    #[test]
+    fn a_set_writer_writes_what_the_reader_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut md = Metadata::new();
+        md.set("general.architecture", Value::String("llama".into()));
+        let infos: Vec<TensorInfo> = (0..5)
+            .map(|i| TensorInfo {
+                name: format!("t{i}"),
+                dims: vec![4],
+                ggml_type: GgmlType::F32,
+            })
+            .collect();
+        let out = dir.path().join("m.gguf");
+        let mut w = SetWriter::create(&out, &md, &infos, Some(SplitLimit::Tensors(2))).unwrap();
+        assert_eq!(w.paths().len(), 3);
+        for i in 0..5u8 {
+            w.write(&[i; 16]).unwrap();
+        }
+        let listed = || std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(listed(), 3, "temporary files only until finish");
+        assert!(!w.paths()[0].exists());
+        w.finish().unwrap();
+        let f = GgufFile::open(&dir.path().join("m-00002-of-00003.gguf")).unwrap();
+        assert_eq!(f.architecture(), Some("llama"));
+        assert_eq!(f.tensors.len(), 5);
+        for (i, t) in f.tensors.iter().enumerate() {
+            assert_eq!(f.data(t), &[i as u8; 16]);
+        }
+        // A writer dropped before finishing leaves nothing.
+        let other = dir.path().join("x.gguf");
+        let mut w = SetWriter::create(&other, &md, &infos, Some(SplitLimit::Tensors(2))).unwrap();
+        w.write(&[0; 16 * 3]).unwrap();
+        drop(w);
+        assert_eq!(listed(), 3);
     }
 
     #[test]

@@ -141,13 +141,28 @@ impl GgufWriter {
         Ok(())
     }
 
+    /// Tensor bytes still expected before the file is complete.
+    pub fn remaining(&self) -> u64 {
+        let rest: u64 = self.sizes[self.current.min(self.sizes.len())..]
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        rest - self.written
+    }
+
     /// The name of the tensor whose bytes are expected next, if any.
     pub fn next_tensor(&self) -> Option<&str> {
         self.sizes.get(self.current).map(|(n, _)| n.as_str())
     }
 
     /// Checks that every tensor was written, flushes, syncs and renames the file into place.
-    pub fn finish(mut self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
+        self.complete()?.commit()
+    }
+
+    /// Checks that every tensor was written, flushes and syncs, leaving the file under its
+    /// temporary name until [`Completed::commit`] (several files can then appear together).
+    pub fn complete(mut self) -> Result<Completed> {
         if let Some((name, _)) = self.sizes.get(self.current) {
             return Err(FormatError::new(
                 &self.final_path,
@@ -161,10 +176,12 @@ impl GgufWriter {
             .get_ref()
             .sync_all()
             .map_err(|e| FormatError::io(&self.tmp_path, e))?;
-        std::fs::rename(&self.tmp_path, &self.final_path)
-            .map_err(|e| FormatError::io(&self.final_path, e))?;
         self.finished = true;
-        Ok(())
+        Ok(Completed {
+            tmp_path: self.tmp_path.clone(),
+            final_path: self.final_path.clone(),
+            committed: false,
+        })
     }
 
     fn end_tensor(&mut self) -> Result<()> {
@@ -195,6 +212,31 @@ impl GgufWriter {
 impl Drop for GgufWriter {
     fn drop(&mut self) {
         if !self.finished {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// A written and synced file still under its temporary name; dropping it uncommitted deletes it.
+pub struct Completed {
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    committed: bool,
+}
+
+impl Completed {
+    /// Renames the file into place.
+    pub fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.tmp_path, &self.final_path)
+            .map_err(|e| FormatError::io(&self.final_path, e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Completed {
+    fn drop(&mut self) {
+        if !self.committed {
             let _ = std::fs::remove_file(&self.tmp_path);
         }
     }
