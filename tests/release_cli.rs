@@ -197,6 +197,43 @@ fn a_tight_gate_fails_its_type_only_and_editing_one_type_redoes_only_it() {
 
 #[test]
 fn sigkill_mid_run_leaves_no_partial_gguf_and_the_next_run_completes() {
+    sigkill_case("");
+}
+
+/// The same with every type released as a split set (folders of shards, renamed into place
+/// whole): a killed run leaves no partial set.
+#[test]
+fn sigkill_mid_run_leaves_no_partial_split_set() {
+    sigkill_case("split_max_size = \"4M\"\n");
+}
+
+/// Every released GGUF, shards of split sets as `SET/SHARD.gguf`, sorted.
+fn released(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in common::files_in(dir) {
+        let path = dir.join(&name);
+        if path.is_dir() {
+            out.extend(ggufs(&path).into_iter().map(|f| format!("{name}/{f}")));
+        } else if name.ends_with(".gguf") {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The release items (files or set folders) among [`released`].
+fn items(dir: &Path) -> Vec<String> {
+    let mut items: Vec<String> = released(dir)
+        .into_iter()
+        .map(|f| f.split('/').next().unwrap().to_string())
+        .collect();
+    items.dedup();
+    items
+}
+
+/// Kills a release run part-way (`extra` recipe lines) and checks what it left and the rerun.
+fn sigkill_case(extra: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let make = |name: &str| {
         let dir = tmp.path().join(name);
@@ -208,7 +245,7 @@ fn sigkill_mid_run_leaves_no_partial_gguf_and_the_next_run_completes() {
         .unwrap();
         let recipe = format!(
             "source = \"ck\"\noutput = \"out\"\ntypes = {TYPES:?}\ncalibration = \"text.txt\"\n\
-             evaluation = \"text.txt\"\nctx = 128\nchunks = 8\n"
+             evaluation = \"text.txt\"\nctx = 128\nchunks = 8\n{extra}"
         );
         std::fs::write(dir.join("recipe.toml"), recipe).unwrap();
         dir
@@ -226,7 +263,7 @@ fn sigkill_mid_run_leaves_no_partial_gguf_and_the_next_run_completes() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while (!out.is_dir() || ggufs(&out).is_empty()) && Instant::now() < deadline {
+    while (!out.is_dir() || items(&out).is_empty()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert!(
@@ -235,11 +272,15 @@ fn sigkill_mid_run_leaves_no_partial_gguf_and_the_next_run_completes() {
     );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let left = ggufs(&out);
+    let left = released(&out);
     assert!(
-        left.len() < TYPES.len(),
+        items(&out).len() < TYPES.len(),
         "killed after the last type: {left:?}"
     );
+    if !extra.is_empty() {
+        let set = clean.join("out/ck-Q8_0");
+        assert!(ggufs(&set).len() > 1, "Q8_0 is a split set: {set:?}");
+    }
     for f in &left {
         assert_eq!(
             common::sha256(&out.join(f)),
@@ -251,8 +292,8 @@ fn sigkill_mid_run_leaves_no_partial_gguf_and_the_next_run_completes() {
 
     let (code, report) = release_json(&["release", s(&killed.join("recipe.toml"))]);
     assert_eq!(code, 0, "{report}");
-    assert_eq!(ggufs(&out), ggufs(&clean.join("out")));
-    for f in ggufs(&out) {
+    assert_eq!(released(&out), released(&clean.join("out")));
+    for f in released(&out) {
         assert_eq!(
             common::sha256(&out.join(&f)),
             common::sha256(&clean.join("out").join(&f)),
@@ -291,6 +332,11 @@ fn bad_recipes_are_refused_with_exit_2_and_no_output() {
             "IQ2_XXS",
         ),
         ("types = [\"Q8_0\"\n", "recipe.toml"),
+        (
+            "types = [\"Q8_0\"]\nsplit_max_size = \"5K\"\n",
+            "split_max_size",
+        ),
+        ("types = [\"Q8_0\"]\n[card]\nauthor = \"x\"\n", "author"),
     ];
     for (i, (extra, needle)) in cases.iter().enumerate() {
         let recipe = tmp.path().join("recipe.toml");

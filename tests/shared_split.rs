@@ -165,3 +165,89 @@ fn split_output_matches_llama_gguf_split() {
         );
     }
 }
+
+/// `smelt release` from a split set gives the unsplit source's figures and files; with a small
+/// `split_max_size` it releases split sets (folders of shards) that the report lists, the model
+/// card's front matter parses as YAML with the Hub's keys, and `sha256sum -c SHA256SUMS` passes.
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn release_from_and_into_split_sets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = common::shared();
+    let model = shared.join("reference/tinystories-3M/tinystories-3M-f32.gguf");
+    std::fs::create_dir(tmp.path().join("set")).unwrap();
+    let shards = gguf_split(
+        &model,
+        &tmp.path().join("set/m"),
+        &["--split-max-tensors", "12"],
+    );
+    let text = |n: &str| shared.join("assets/text").join(n);
+    let release = |name: &str, source: &Path| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let recipe = dir.join("recipe.toml");
+        std::fs::write(
+            &recipe,
+            format!(
+                "name = \"ts\"\nsource = \"{}\"\noutput = \"out\"\ntypes = [\"Q8_0\", \"Q4_K_M\"]\n\
+                 calibration = \"{}\"\nevaluation = \"{}\"\nctx = 128\nchunks = 8\n\
+                 split_max_size = \"1M\"\n[card]\nlicense = \"mit\"\nbase_model = \"org/ts\"\n\
+                 quantized_by = \"smelt\"\n",
+                source.display(),
+                text("tinystories-calib.txt").display(),
+                text("tinystories-eval.txt").display()
+            ),
+        )
+        .unwrap();
+        (
+            dir.join("out"),
+            common::smelt_json(&dir, &["release", s(&recipe)]),
+        )
+    };
+    let (out, whole) = release("whole", &model);
+    let (_, from_set) = release("from-set", &shards[1]);
+    let figures = |r: &serde_json::Value| {
+        r["types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["sha256"].clone(), t["ppl"].clone(), t["files"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(figures(&whole), figures(&from_set));
+    for t in whole["types"].as_array().unwrap() {
+        let files = t["files"].as_array().unwrap();
+        assert!(files.len() > 1, "{t}");
+        for f in files {
+            assert!(out.join(f.as_str().unwrap()).is_file(), "{f}");
+        }
+    }
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+    let yaml = Command::new(common::ref_python())
+        .arg("-c")
+        .arg(
+            "import sys, yaml\n\
+             text = open(sys.argv[1]).read()\n\
+             meta = yaml.safe_load(text.split('---')[1])\n\
+             assert meta['base_model'] == 'org/ts' and meta['license'] == 'mit', meta\n\
+             assert meta['tags'] == ['gguf', 'llama', 'quantized'], meta\n\
+             assert meta['quantized_by'] == 'smelt', meta",
+        )
+        .arg(out.join("README.md"))
+        .output()
+        .unwrap();
+    assert!(
+        yaml.status.success(),
+        "{}",
+        String::from_utf8_lossy(&yaml.stderr)
+    );
+}

@@ -59,6 +59,10 @@ pub struct Release {
     pub name: String,
     /// The source as the recipe named it.
     pub source: String,
+    /// `general.architecture` of the teacher.
+    pub architecture: String,
+    /// The model card's publishing facts.
+    pub card: recipe::Card,
     /// The evaluation text's file name.
     pub evaluation: String,
     /// The calibration text's file name.
@@ -79,8 +83,9 @@ pub struct Release {
     pub seconds: f64,
 }
 
-/// Runs the recipe and writes the release folder (GGUFs that passed, `report.json`, `report.md`,
-/// `size-vs-kld.svg`, `README.md`).
+/// Runs the recipe and writes the release folder (GGUFs that passed, split sets in folders of
+/// their own, `report.json`, `report.md`, `size-vs-kld.svg`, the `README.md` model card and
+/// `SHA256SUMS`).
 pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
     let start = Instant::now();
     for dir in [&recipe.output, &recipe.cache] {
@@ -147,6 +152,7 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
         base: (&base, &base_key),
         output: &recipe.output,
         cache: &recipe.cache,
+        split: recipe.split,
     };
     for t in &recipe.types {
         shared
@@ -166,6 +172,11 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
         smelt_version: env!("CARGO_PKG_VERSION"),
         name: recipe.name.clone(),
         source: stages::file_name(&recipe.source),
+        architecture: formats::gguf::GgufFile::open(&teacher)?
+            .architecture()
+            .unwrap_or("unknown")
+            .to_string(),
+        card: recipe.card.clone(),
         evaluation: stages::file_name(&recipe.evaluation),
         calibration: recipe.calibration.as_deref().map(stages::file_name),
         ctx: recipe.ctx,
@@ -209,10 +220,15 @@ fn remove_dropped_types(recipe: &Recipe) -> Result<()> {
         if recipe.types.iter().any(|t| t.ftype == *ftype) {
             continue;
         }
-        quant::remove_if_present(
+        quant::remove_item(
             &recipe
                 .output
                 .join(quant::release_file_name(&recipe.name, ftype.name)),
+        )?;
+        quant::remove_item(
+            &recipe
+                .output
+                .join(quant::release_set_name(&recipe.name, ftype.name)),
         )?;
     }
     Ok(())

@@ -2,13 +2,14 @@
 //! KL-divergence base, judge by the gates, and move the file into the release folder only when it
 //! passes. Results are recorded by content key, so unchanged types cost nothing on a rerun.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use eval::kld::{compare_with_base, BaseReader, KldSummary};
 use eval::model::Model;
 use eval::tokenizer::Tokenizer;
+use formats::gguf::split::SplitLimit;
 use formats::gguf::GgufFile;
 use indicatif::MultiProgress;
 use quantize::imatrix::ImportanceWeights;
@@ -40,6 +41,10 @@ pub struct Measurement {
     pub quantize_s: f64,
     /// Seconds the evaluation took when it was done.
     pub eval_s: f64,
+    /// The released files, relative to the release folder: `NAME-TYPE.gguf`, or the shards of
+    /// a split set in the folder `NAME-TYPE/`.
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 /// A gate verdict: passed, or the limits that were broken, each with the figure that broke it.
@@ -128,6 +133,8 @@ pub struct Shared<'a> {
     pub output: &'a Path,
     /// Cache folder.
     pub cache: &'a Path,
+    /// Types larger than this are released as split sets.
+    pub split: SplitLimit,
 }
 
 /// Name under which quantized files record the release's imatrix (independent of where the
@@ -137,6 +144,12 @@ pub const IMATRIX_NAME: &str = "imatrix.gguf";
 /// `<name>-<TYPE>.gguf`: the name a release gives the file of a type.
 pub fn release_file_name(name: &str, ftype: &str) -> String {
     format!("{name}-{ftype}.gguf")
+}
+
+/// `<name>-<TYPE>`: the folder a release gives a type split into shards
+/// (`<name>-<TYPE>-0000i-of-0000n.gguf`), so that a set appears or goes as a whole.
+pub fn release_set_name(name: &str, ftype: &str) -> String {
+    format!("{name}-{ftype}")
 }
 
 /// How `smelt quantize` would be asked for type `t` with these importance weights.
@@ -163,6 +176,7 @@ impl Shared<'_> {
             .with(&serde_json::to_string(&t.choices).expect("serializable"))
             .with(self.imatrix.map_or("none", |(_, key)| key))
             .with(self.base.1)
+            .with(&format!("{:?}", self.split))
             .short()
     }
 
@@ -181,46 +195,71 @@ impl Shared<'_> {
         release_file_name(self.name, t.ftype.name)
     }
 
+    /// The release folder a split set of `t` goes into.
+    fn release_set(&self, t: &TypeRecipe) -> String {
+        release_set_name(self.name, t.ftype.name)
+    }
+
     /// Brings type `t` up to date: reuses its recorded result when its key is unchanged,
     /// otherwise quantizes and evaluates; then places or removes its release file by the verdict.
     pub fn run(&self, t: &TypeRecipe, bars: &MultiProgress) -> Result<TypeOutcome> {
         let start = Instant::now();
         let key = self.key(t);
         let record_path = self.cache.join("types").join(format!("{key}.json"));
-        let file_name = self.release_file(t);
-        let target = self.output.join(&file_name);
-        let work = self.cache.join("work").join(&file_name);
+        let (file_name, set_name) = (self.release_file(t), self.release_set(t));
+        let work_dir = self.cache.join("work");
         let (mut quantized, mut evaluated) = (false, false);
 
         let mut measurement: Option<Measurement> = load_record(&record_path);
-        let in_place =
-            |m: &Measurement| target.exists() && hash_file(&target).ok() == Some(m.sha256.clone());
+        let in_place = |m: &Measurement| {
+            let target = self.output.join(item_of(m, &file_name, &set_name));
+            target.exists() && item_sha256(&target).ok().as_ref() == Some(&m.sha256)
+        };
         let needs_file = |m: &Option<Measurement>| match m {
             None => true,
             Some(m) => judge(&t.gates, m).passed && !in_place(m),
         };
+        let mut work = None;
         if needs_file(&measurement) {
-            let quantize_s = self.quantize(t, &work, bars)?;
+            let (quantize_s, item, files) = self.quantize(t, &work_dir, bars)?;
             quantized = true;
-            let sha256 = hash_file(&work)?;
+            let sha256 = item_sha256(&item)?;
             if measurement.as_ref().is_none_or(|m| m.sha256 != sha256) {
-                let mut m = self.evaluate(t.ftype.name, &work, sha256, bars)?;
+                let first = work_dir.join(&files[0]);
+                let mut m = self.evaluate(t.ftype.name, &first, sha256, bars)?;
                 m.quantize_s = quantize_s;
+                m.files = files;
+                m.bytes = m
+                    .files
+                    .iter()
+                    .map(|f| std::fs::metadata(work_dir.join(f)).map_or(0, |x| x.len()))
+                    .sum();
                 evaluated = true;
                 save_record(&record_path, &m)?;
                 measurement = Some(m);
             }
+            work = Some(item);
         }
         let measurement = measurement.expect("recorded or measured");
         let verdict = judge(&t.gates, &measurement);
+        let item = item_of(&measurement, &file_name, &set_name).to_string();
+        let (target, other) = match item == file_name {
+            true => (self.output.join(&file_name), self.output.join(&set_name)),
+            false => (self.output.join(&set_name), self.output.join(&file_name)),
+        };
         let file = if verdict.passed {
-            if work.exists() {
+            if let Some(work) = work.filter(|w| w.exists()) {
+                remove_item(&target)?;
                 std::fs::rename(&work, &target)?;
             }
-            Some(file_name)
+            remove_item(&other)?;
+            Some(item)
         } else {
-            remove_if_present(&work)?;
-            remove_if_present(&target)?;
+            if let Some(work) = work {
+                remove_item(&work)?;
+            }
+            remove_item(&target)?;
+            remove_item(&other)?;
             None
         };
         Ok(TypeOutcome {
@@ -236,19 +275,55 @@ impl Shared<'_> {
         })
     }
 
-    fn quantize(&self, t: &TypeRecipe, work: &Path, bars: &MultiProgress) -> Result<f64> {
+    /// Quantizes `t` into `work_dir`: one file, or a folder of shards when it is larger than the
+    /// split size. Returns the seconds taken, the file or folder, and the files relative to
+    /// `work_dir`.
+    fn quantize(
+        &self,
+        t: &TypeRecipe,
+        work_dir: &Path,
+        bars: &MultiProgress,
+    ) -> Result<(f64, PathBuf, Vec<String>)> {
         let start = Instant::now();
         let mut opts = self.options(t)?;
         let plan = job::plan(self.source, &opts)?;
+        let infos: Vec<_> = plan.tensors.iter().map(|t| t.info.clone()).collect();
+        let split = self
+            .split
+            .assign(&infos)
+            .map_err(|m| anyhow::anyhow!("type {}: split_max_size: {m}", t.ftype.name))?
+            .len()
+            > 1;
+        let (item, out) = match split {
+            false => {
+                let file = work_dir.join(self.release_file(t));
+                (file.clone(), file)
+            }
+            true => {
+                let dir = work_dir.join(self.release_set(t));
+                std::fs::create_dir_all(&dir)?;
+                (dir.clone(), dir.join(self.release_file(t)))
+            }
+        };
+        opts.split = split.then_some(self.split);
         let bar = bars.add(progress::bytes(
             plan.bytes_in(),
             &format!("{}: quantize", t.ftype.name),
         ));
         let progress = |n: u64| bar.inc(n);
         opts.progress = &progress;
-        job::write(self.source, &plan, work, &opts)?;
+        let files = job::write(self.source, &plan, &out, &opts)?;
         bar.finish_and_clear();
-        Ok(start.elapsed().as_secs_f64())
+        let relative = files
+            .iter()
+            .map(|f| {
+                f.strip_prefix(work_dir)
+                    .expect("written in the work folder")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        Ok((start.elapsed().as_secs_f64(), item, relative))
     }
 
     fn evaluate(
@@ -298,6 +373,40 @@ fn figures(
         versus_teacher: KldHeadline::from(s),
         quantize_s: 0.0,
         eval_s,
+        files: Vec::new(),
+    }
+}
+
+/// The release item a measurement's files make: the file, or the split set's folder.
+fn item_of<'a>(m: &Measurement, file_name: &'a str, set_name: &'a str) -> &'a str {
+    match m.files.len() {
+        0 | 1 => file_name,
+        _ => set_name,
+    }
+}
+
+/// SHA-256 of a released file, or of a split set's shards in order (a folder).
+fn item_sha256(path: &Path) -> Result<String> {
+    if !path.is_dir() {
+        return hash_file(path);
+    }
+    let first = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().contains("-00001-of-"))
+        .min()
+        .with_context(|| format!("{}: no first shard", path.display()))?;
+    let model = GgufFile::open(&first)?;
+    Ok(formats::digest::hex(&formats::digest::model_sha256(
+        &model,
+    )?))
+}
+
+/// Removes a released file or split set's folder unless it is already gone.
+pub fn remove_item(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        std::fs::remove_dir_all(path).with_context(|| format!("{}: cannot remove", path.display()))
+    } else {
+        remove_if_present(path)
     }
 }
 

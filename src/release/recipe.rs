@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use formats::gguf::split::SplitLimit;
 use quantize::mixture::FileType;
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,9 @@ struct RecipeFile {
     ctx: usize,
     chunks: Option<usize>,
     cache: Option<PathBuf>,
+    split_max_size: Option<String>,
+    #[serde(default)]
+    card: Card,
     #[serde(default)]
     quantize: BTreeMap<String, TensorChoices>,
     #[serde(default)]
@@ -34,6 +38,25 @@ struct RecipeFile {
 fn default_ctx() -> usize {
     512
 }
+
+/// The model card's publishing facts (`[card]`); unset ones are taken from the source where it
+/// says them (its `config.json`'s `_name_or_path`, its `README.md`'s `license:`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    /// The model these files quantize (`base_model` in the card's front matter).
+    pub base_model: Option<String>,
+    /// The licence identifier (`license`).
+    pub license: Option<String>,
+    /// Who made the files (`quantized_by`).
+    pub quantized_by: Option<String>,
+    /// The repository the folder is uploaded to (`user/name-GGUF`), for the usage lines.
+    pub repo: Option<String>,
+}
+
+/// Above this much tensor data a type is released as a split set, so that no file passes the
+/// Hugging Face Hub's 50 GB cap (metadata comes on top of the tensor data).
+pub const DEFAULT_SPLIT_MAX_SIZE: &str = "49G";
 
 /// Recipe keys a command line may override.
 #[derive(Default)]
@@ -126,6 +149,10 @@ pub struct Recipe {
     pub ctx: usize,
     /// Evaluation chunks (default: all).
     pub chunks: Option<usize>,
+    /// Types larger than this are released as split sets (`split_max_size`, default 49G).
+    pub split: SplitLimit,
+    /// The model card's publishing facts.
+    pub card: Card,
 }
 
 impl Recipe {
@@ -202,8 +229,17 @@ impl Recipe {
             Some(n) => bail!("name {n:?} cannot be part of a file name"),
             None => default_name(&source),
         };
+        let split_text = file
+            .split_max_size
+            .as_deref()
+            .unwrap_or(DEFAULT_SPLIT_MAX_SIZE);
+        let split =
+            SplitLimit::parse_size(split_text).map_err(|m| anyhow!("split_max_size {m}"))?;
+        let card = with_source_facts(file.card, &source);
         Ok(Recipe {
             name,
+            split,
+            card,
             output: over.output.unwrap_or_else(|| resolve(file.output)),
             cache: resolve(file.cache.unwrap_or_else(|| ".smelt-cache".into())),
             source,
@@ -239,6 +275,40 @@ fn parse_gates(table: &toml::Table) -> Result<(Gates, Vec<(String, Gates)>)> {
         .try_into()
         .map_err(|e: toml::de::Error| anyhow!("[gates]: {}", e.message()))?;
     Ok((global, per_type))
+}
+
+/// `card` with what it leaves unset taken from the source folder: `base_model` from
+/// `config.json`'s `_name_or_path` when it names a Hub repository (`org/name`), `license` from the
+/// front matter of its `README.md`.
+fn with_source_facts(mut card: Card, source: &Path) -> Card {
+    if !source.is_dir() {
+        return card;
+    }
+    if card.base_model.is_none() {
+        card.base_model = std::fs::read_to_string(source.join("config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|c| c.get("_name_or_path")?.as_str().map(str::to_string))
+            .filter(|n| n.split('/').count() == 2 && !n.starts_with(['/', '.']));
+    }
+    if card.license.is_none() {
+        card.license = std::fs::read_to_string(source.join("README.md"))
+            .ok()
+            .and_then(|t| front_matter_value(&t, "license"));
+    }
+    card
+}
+
+/// The value of `key: value` in a Markdown file's YAML front matter (between leading `---`
+/// lines), unquoted.
+fn front_matter_value(text: &str, key: &str) -> Option<String> {
+    let body = text.strip_prefix("---\n")?;
+    let matter = &body[..body.find("\n---")?];
+    matter.lines().find_map(|l| {
+        let value = l.strip_prefix(key)?.strip_prefix(':')?.trim();
+        let value = value.trim_matches(['"', '\'']);
+        (!value.is_empty()).then(|| value.to_string())
+    })
 }
 
 /// A checkpoint folder's name, or a GGUF file's stem.

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use formats::gguf::write_atomically;
 
+use super::cache::hash_file;
 use super::plot;
 use super::quant::TypeOutcome;
 use super::Release;
@@ -18,13 +19,38 @@ pub const REPORT_MD: &str = "report.md";
 /// The plot.
 pub const PLOT_SVG: &str = "size-vs-kld.svg";
 
-/// Writes all four documents into `dir`, each atomically.
+/// The checksum list, in `sha256sum -c`'s format.
+pub const SHA256SUMS: &str = "SHA256SUMS";
+
+/// Writes the documents into `dir`, each atomically, and last `SHA256SUMS` over every file
+/// the folder then holds (GGUFs, shards and documents).
 pub fn write(release: &Release, dir: &Path) -> Result<()> {
     write_atomically(&dir.join(REPORT_JSON), &serde_json::to_vec_pretty(release)?)?;
     write_atomically(&dir.join(REPORT_MD), table(release, true).as_bytes())?;
     write_atomically(&dir.join(PLOT_SVG), plot::size_vs_kld(release).as_bytes())?;
     write_atomically(&dir.join("README.md"), model_card(release).as_bytes())?;
+    let mut files: Vec<String> = release
+        .types
+        .iter()
+        .filter(|t| t.verdict.passed)
+        .flat_map(|t| released_files(t))
+        .collect();
+    files.extend([REPORT_JSON, REPORT_MD, PLOT_SVG, "README.md"].map(String::from));
+    let mut sums = String::new();
+    for f in &files {
+        let _ = writeln!(sums, "{}  {f}", hash_file(&dir.join(f))?);
+    }
+    write_atomically(&dir.join(SHA256SUMS), sums.as_bytes())?;
     Ok(())
+}
+
+/// The files a released type has in the release folder (one, or its shards).
+fn released_files(t: &TypeOutcome) -> Vec<String> {
+    match (&t.file, t.measurement.files.len()) {
+        (Some(f), 0) => vec![f.clone()],
+        (Some(_), _) => t.measurement.files.clone(),
+        (None, _) => Vec::new(),
+    }
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -49,7 +75,10 @@ pub fn table(release: &Release, all: bool) -> String {
             out,
             "| {} | {} | {:.3} | {:.3} | {:.4} ± {:.4} | {:.4} | {:.6} | {:.6} | {:.2} % | {:.3} % | {} |",
             ty.ftype,
-            ty.file.as_deref().map_or("—".to_string(), |f| format!("`{f}`")),
+            ty.file.as_deref().map_or("—".to_string(), |f| match ty.measurement.files.len() {
+                0 | 1 => format!("`{f}`"),
+                n => format!("`{f}/` ({n} shards)"),
+            }),
             mib(m.bytes),
             m.bpw,
             m.ppl,
@@ -73,15 +102,21 @@ fn verdict_cell(t: &TypeOutcome) -> String {
     }
 }
 
+/// The folder's `README.md`: Hugging Face front matter, what the files are, which one to use,
+/// how to run them, the measurements and how they were made.
 fn model_card(release: &Release) -> String {
-    let mut out = String::new();
+    let mut out = front_matter(release);
     let _ = writeln!(out, "# {} — GGUF\n", release.name);
+    let base = release
+        .card
+        .base_model
+        .as_deref()
+        .unwrap_or(&release.source);
     let _ = writeln!(
         out,
-        "Quantized from `{}` with smelt {}. Every file here was measured against the \
-         full-precision model and passed its quality gates; the numbers below are llama-perplexity's \
-         (perplexity, KL divergence, same top token) on `{}`.\n",
-        release.source, release.smelt_version, release.evaluation
+        "GGUF quantizations of `{base}` made with smelt {}. Every file here was measured against \
+         the full-precision model and passed its quality gates.\n",
+        release.smelt_version
     );
     if let Some(calibration) = &release.calibration {
         let _ = writeln!(
@@ -89,6 +124,9 @@ fn model_card(release: &Release) -> String {
             "The importance matrix was collected on `{calibration}`.\n"
         );
     }
+    out.push_str(&guide(release));
+    out.push_str(&usage(release));
+    out.push_str("## Measurements\n\n");
     out.push_str(&table(release, false));
     let _ = writeln!(out, "\n![size vs KL divergence]({})\n", PLOT_SVG);
     let failed: Vec<&TypeOutcome> = release.types.iter().filter(|t| !t.verdict.passed).collect();
@@ -99,19 +137,117 @@ fn model_card(release: &Release) -> String {
         }
         out.push('\n');
     }
-    if let Some(first) = release.types.iter().find_map(|t| t.file.as_deref()) {
-        let _ = writeln!(
-            out,
-            "## Use\n\n```sh\nllama-cli -m {first} -p \"Once upon a time\"\n```\n"
-        );
+    let _ = writeln!(
+        out,
+        "## Method\n\nThese are the figures smelt measured with llama-perplexity's method: the \
+         evaluation text `{}` is tokenized whole, cut into chunks of {} tokens, and the second half \
+         of each chunk is scored. KLD is the mean over scored tokens of KL(full precision ‖ \
+         quantized); \"same top p\" is the fraction of tokens whose most likely next token is the \
+         full-precision model's. Full figures: `{}`; table: `{}`; checksums: `{}` (`sha256sum -c \
+         {}`).",
+        release.evaluation, release.ctx, REPORT_JSON, REPORT_MD, SHA256SUMS, SHA256SUMS
+    );
+    out
+}
+
+/// The YAML front matter the Hub reads: `base_model`, `license`, `tags`, `quantized_by`.
+fn front_matter(release: &Release) -> String {
+    let quote = |v: &str| serde_json::to_string(v).expect("a string");
+    let mut out = String::from("---\n");
+    if let Some(base) = &release.card.base_model {
+        let _ = writeln!(out, "base_model: {}", quote(base));
+    }
+    if let Some(license) = &release.card.license {
+        let _ = writeln!(out, "license: {}", quote(license));
     }
     let _ = writeln!(
         out,
-        "## Method\n\nPPL and KLD follow llama-perplexity: the evaluation text is tokenized whole, \
-         cut into chunks of {} tokens, and the second half of each chunk is scored. KLD is the mean \
-         over scored tokens of KL(teacher ‖ quant); \"same top p\" is the fraction of tokens whose \
-         most likely next token is the teacher's. Full figures: `{}`; table: `{}`.",
-        release.ctx, REPORT_JSON, REPORT_MD
+        "tags:\n- gguf\n- {}\n- quantized",
+        quote(&release.architecture)
+    );
+    if let Some(by) = &release.card.quantized_by {
+        let _ = writeln!(out, "quantized_by: {}", quote(by));
+    }
+    out.push_str("---\n\n");
+    out
+}
+
+/// The released types from the smallest up.
+fn by_size(release: &Release) -> Vec<&TypeOutcome> {
+    let mut passed: Vec<&TypeOutcome> = release.types.iter().filter(|t| t.verdict.passed).collect();
+    passed.sort_by_key(|t| t.measurement.bytes);
+    passed
+}
+
+/// The released type closest to the original (lowest mean KLD).
+fn closest(release: &Release) -> Option<&TypeOutcome> {
+    let kld = |t: &&TypeOutcome| t.measurement.versus_teacher.kld.mean;
+    by_size(release)
+        .into_iter()
+        .min_by(|a, b| kld(a).total_cmp(&kld(b)))
+}
+
+/// The type the card recommends: the smallest whose mean KLD is at most 0.05 (close to the
+/// original in practice), else the closest.
+fn recommended(release: &Release) -> Option<&TypeOutcome> {
+    by_size(release)
+        .into_iter()
+        .find(|t| t.measurement.versus_teacher.kld.mean <= 0.05)
+        .or_else(|| closest(release))
+}
+
+/// "Which file should I use": the released types from the smallest up, the recommended one and
+/// the closest to the original marked.
+fn guide(release: &Release) -> String {
+    let passed = by_size(release);
+    if passed.is_empty() {
+        return String::new();
+    }
+    let best = closest(release).map(|t| t.ftype);
+    let recommended = recommended(release).map(|t| t.ftype);
+    let mut out = String::from("## Which file should I use?\n\n");
+    for t in &passed {
+        let m = &t.measurement;
+        let mut notes = Vec::new();
+        if Some(t.ftype) == recommended {
+            notes.push("**recommended**: the smallest with mean KLD ≤ 0.05");
+        }
+        if Some(t.ftype) == best {
+            notes.push("closest to the original");
+        }
+        let _ = writeln!(
+            out,
+            "- **{}** — {:.1} MiB, mean KLD {:.4}, same top token {:.1} %{}",
+            t.ftype,
+            mib(m.bytes),
+            m.versus_teacher.kld.mean,
+            100.0 * m.versus_teacher.same_top_p,
+            match notes.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", notes.join("; ")),
+            }
+        );
+    }
+    out.push_str(
+        "\nSmaller files load faster and fit less memory; lower KLD stays closer to the \
+                  original model's predictions.\n\n",
     );
     out
+}
+
+/// Usage lines for llama.cpp, Ollama and LM Studio, with the recommended file.
+fn usage(release: &Release) -> String {
+    let Some(t) = recommended(release) else {
+        return String::new();
+    };
+    let file = released_files(t).into_iter().next().unwrap_or_default();
+    let repo = release.card.repo.as_deref().unwrap_or("<user>/<repo>");
+    format!(
+        "## Use\n\nllama.cpp (a split set loads from its first shard):\n\n```sh\n\
+         llama-cli -m {file} -p \"Once upon a time\"\n\
+         llama-server --hf-repo {repo} --hf-file {file}\n```\n\n\
+         Ollama:\n\n```sh\nollama run hf.co/{repo}:{ty}\n```\n\n\
+         LM Studio:\n\n```sh\nlms get {repo}@{ty}\n```\n\n",
+        ty = t.ftype
+    )
 }
