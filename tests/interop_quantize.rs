@@ -45,20 +45,30 @@ fn synthetic_imatrix(model: &Path, out: &Path) {
 /// Quantizes `model.gguf` in `dir` with both tools for every type and variant; returns the
 /// variants whose files differ.
 fn compare_all(dir: &Path) -> (usize, Vec<String>) {
-    let mut differ = Vec::new();
-    let mut n = 0;
-    for ty in TYPES {
-        for flags in [
+    compare(
+        dir,
+        TYPES,
+        &[
             &[][..],
             &["--pure"],
             &["--imatrix", "imx.gguf"],
             &["--imatrix", "imx.dat"],
-        ] {
+        ],
+    )
+}
+
+/// Quantizes `model.gguf` in `dir` with both tools for each of `types` with each of `variants`
+/// (flags); returns how many were compared and those whose files differ.
+fn compare(dir: &Path, types: &[&str], variants: &[&[&str]]) -> (usize, Vec<String>) {
+    let mut differ = Vec::new();
+    let mut n = 0;
+    for ty in types {
+        for flags in variants {
             let mut theirs: Vec<&str> = flags.to_vec();
             theirs.extend(["model.gguf", "theirs.gguf", ty]);
             llama_quantize(dir, &theirs);
             let mut ours = vec!["model.gguf", "ours.gguf", ty];
-            ours.extend(flags);
+            ours.extend_from_slice(flags);
             quantize_ok(dir, &ours);
             if sha256(&dir.join("ours.gguf")) != sha256(&dir.join("theirs.gguf")) {
                 differ.push(format!("{ty} {flags:?}"));
@@ -275,19 +285,9 @@ fn family_matches_llama_quantize(dir: &Path, family: &str) {
             "imx.gguf",
         ],
     );
-    let mut differ = Vec::new();
-    for ty in ["Q2_K", "Q3_K_M", "Q4_K_M", "Q6_K", "IQ4_XS"] {
-        for flags in [&[][..], &["--imatrix", "imx.gguf"]] {
-            let mut theirs: Vec<&str> = flags.to_vec();
-            theirs.extend(["model.gguf", "theirs.gguf", ty]);
-            llama_quantize(dir, &theirs);
-            let mut ours = vec!["model.gguf", "ours.gguf", ty];
-            ours.extend(flags);
-            quantize_ok(dir, &ours);
-            if sha256(&dir.join("ours.gguf")) != sha256(&dir.join("theirs.gguf")) {
-                differ.push(format!("{family} {ty} {flags:?}"));
-            }
-        }
-    }
+    let types = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q6_K", "IQ4_XS"];
+    let (n, differ) = compare(dir, &types, &[&[][..], &["--imatrix", "imx.gguf"]]);
+    assert_eq!(n, 10);
+    let differ: Vec<String> = differ.iter().map(|d| format!("{family} {d}")).collect();
     assert!(differ.is_empty(), "differ from llama-quantize: {differ:#?}");
 }

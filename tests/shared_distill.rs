@@ -21,19 +21,30 @@ fn text(name: &str) -> PathBuf {
 
 /// `smelt distill dataset` of the f32 stories260K over `text` (`-c 512`, k = 64) into `out`.
 fn teacher_dataset(dir: &Path, text: &Path, out: &Path, chunks: &str) {
-    let teacher = reference("stories260K-f32.gguf");
+    dataset(
+        dir,
+        &reference("stories260K-f32.gguf"),
+        text,
+        out,
+        "512",
+        chunks,
+    );
+}
+
+/// `smelt distill dataset` of `teacher` over `text` (k = 64) into `out`.
+fn dataset(dir: &Path, teacher: &Path, text: &Path, out: &Path, ctx: &str, chunks: &str) {
     common::smelt_json(
         dir,
         &[
             "distill",
             "dataset",
-            p(&teacher),
+            p(teacher),
             "-f",
             p(text),
             "-o",
             p(out),
             "-c",
-            "512",
+            ctx,
             "--chunks",
             chunks,
             "--top-k",
@@ -189,25 +200,7 @@ fn distilling_a_depth_pruned_qwen3_lowers_its_heldout_kld() {
     common::smelt_json(dir, &prune);
     let dataset = |name: &str, text_name: &str, chunks: &str| {
         let out = dir.join(name);
-        let t = text(text_name);
-        common::smelt_json(
-            dir,
-            &[
-                "distill",
-                "dataset",
-                p(&teacher),
-                "-f",
-                p(&t),
-                "-o",
-                p(&out),
-                "-c",
-                "128",
-                "--chunks",
-                chunks,
-                "--top-k",
-                "64",
-            ],
-        );
+        dataset(dir, &teacher, &text(text_name), &out, "128", chunks);
         out
     };
     let calib = dataset("calib.sdd", "tinystories-calib.txt", "200");

@@ -46,6 +46,19 @@ pub const GLOBAL_TENSORS: &[(Role, Presence)] = &[
     (Role::RopeFreqs, Presence::Optional),
 ];
 
+/// `head_dim`, or `hidden_size / num_attention_heads` as the converter derives it.
+fn head_dim(config: &Config) -> Result<u64> {
+    match config
+        .json
+        .get("head_dim")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(hd) => Ok(hd),
+        None => Ok(config.require_u64(&["hidden_size"])?
+            / config.require_u64(&["num_attention_heads"])?.max(1)),
+    }
+}
+
 /// `LlamaModel.set_gguf_parameters`' own keys: `vocab_size` and `rope.dimension_count`.
 fn llama_keys(config: &Config, md: &mut Metadata) -> Result<()> {
     let vocab = config.require_u64(&["vocab_size"])?;
@@ -53,17 +66,7 @@ fn llama_keys(config: &Config, md: &mut Metadata) -> Result<()> {
         "llama.vocab_size",
         Value::U32(u32_key(config, vocab, "vocab_size")?),
     );
-    let rope_dim = match config
-        .json
-        .get("head_dim")
-        .and_then(serde_json::Value::as_u64)
-    {
-        Some(hd) => hd,
-        None => {
-            config.require_u64(&["hidden_size"])?
-                / config.require_u64(&["num_attention_heads"])?.max(1)
-        }
-    };
+    let rope_dim = head_dim(config)?;
     md.set(
         "llama.rope.dimension_count",
         Value::U32(u32_key(config, rope_dim, "head_dim")?),
@@ -77,17 +80,7 @@ fn llama3_rope_freqs(config: &Config) -> Result<Vec<PlannedTensor>> {
     if rope.rope_type.as_deref() != Some("llama3") {
         return Ok(Vec::new());
     }
-    let dim = match config
-        .json
-        .get("head_dim")
-        .and_then(serde_json::Value::as_u64)
-    {
-        Some(hd) => hd,
-        None => {
-            config.require_u64(&["hidden_size"])?
-                / config.require_u64(&["num_attention_heads"])?.max(1)
-        }
-    };
+    let dim = head_dim(config)?;
     let factors = llama3_rope_factors(&rope, dim as usize);
     Ok(vec![PlannedTensor {
         name: Role::RopeFreqs.name(0),
