@@ -41,6 +41,10 @@ pub struct Args {
     /// Global gate: smallest same-top-token fraction (0–1).
     #[arg(long)]
     pub min_same_top_p: Option<f64>,
+    /// Split types larger than this (overrides `split_max_size`), or into shards of at most so
+    /// many tensors.
+    #[command(flatten)]
+    pub split: super::SplitArgs,
     /// Threads and output format.
     #[command(flatten)]
     pub run: super::RunOptions,
@@ -58,6 +62,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             evaluation: args.evaluation,
             ctx: args.ctx,
             chunks: args.chunks,
+            split: args.split.limit()?,
             gates: Gates {
                 max_mean_kld: args.max_mean_kld,
                 max_ppl_ratio: args.max_ppl_ratio,

@@ -61,6 +61,8 @@ pub const DEFAULT_SPLIT_MAX_SIZE: &str = "49G";
 /// Recipe keys a command line may override.
 #[derive(Default)]
 pub struct RecipeOverrides {
+    /// `--split-max-size` / `--split-max-tensors`.
+    pub split: Option<SplitLimit>,
     /// `--output`.
     pub output: Option<PathBuf>,
     /// `--types Q4_K_M,Q8_0`.
@@ -233,8 +235,12 @@ impl Recipe {
             .split_max_size
             .as_deref()
             .unwrap_or(DEFAULT_SPLIT_MAX_SIZE);
-        let split =
-            SplitLimit::parse_size(split_text).map_err(|m| anyhow!("split_max_size {m}"))?;
+        let split = match over.split {
+            Some(limit) => limit,
+            None => {
+                SplitLimit::parse_size(split_text).map_err(|m| anyhow!("split_max_size {m}"))?
+            }
+        };
         let card = with_source_facts(file.card, &source);
         Ok(Recipe {
             name,
