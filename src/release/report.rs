@@ -33,7 +33,7 @@ pub fn write(release: &Release, dir: &Path) -> Result<()> {
         .types
         .iter()
         .filter(|t| t.verdict.passed)
-        .flat_map(|t| released_files(t))
+        .flat_map(released_files)
         .collect();
     files.extend([REPORT_JSON, REPORT_MD, PLOT_SVG, "README.md"].map(String::from));
     let mut sums = String::new();
