@@ -190,11 +190,6 @@ impl Hparams {
             n_ctx_train: keys.uint("context_length")?.unwrap_or(0),
         })
     }
-
-    /// Query heads per key/value head.
-    pub fn group(&self) -> usize {
-        self.n_head / self.n_head_kv
-    }
 }
 
 /// The `<arch>.*` keys whose meaning the forward pass implements (or, like the layer-norm epsilon

@@ -119,7 +119,7 @@ impl Model {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        tensors.all_used()?;
+        tensors.all_known()?;
         Ok(Model {
             file,
             hparams,
@@ -185,7 +185,7 @@ struct Tensors<'a> {
 impl Tensors<'_> {
     /// Refuses a model with a tensor its architecture does not list: its meaning is not
     /// implemented, and evaluating without it would be silently approximate.
-    fn all_used(&self) -> Result<()> {
+    fn all_known(&self) -> Result<()> {
         let known: std::collections::HashSet<&str> =
             self.specs.iter().map(|s| s.name.as_str()).collect();
         match self

@@ -26,7 +26,7 @@ use crate::cmd::progress;
 pub struct Measurement {
     /// SHA-256 of the quantized GGUF.
     pub sha256: String,
-    /// File size in bytes.
+    /// Size in bytes of the file, or of all shards of a split set.
     pub bytes: u64,
     /// Bits per weight over all tensors.
     pub bpw: f64,
@@ -229,11 +229,6 @@ impl Shared<'_> {
                 let mut m = self.evaluate(t.ftype.name, &first, sha256, bars)?;
                 m.quantize_s = quantize_s;
                 m.files = files;
-                m.bytes = m
-                    .files
-                    .iter()
-                    .map(|f| std::fs::metadata(work_dir.join(f)).map_or(0, |x| x.len()))
-                    .sum();
                 evaluated = true;
                 save_record(&record_path, &m)?;
                 measurement = Some(m);
@@ -366,7 +361,10 @@ fn figures(
     let elements: u64 = file.tensors.iter().map(|t| t.info.n_elements()).sum();
     Measurement {
         sha256,
-        bytes: std::fs::metadata(file.path()).map_or(0, |m| m.len()),
+        bytes: file
+            .paths()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum(),
         bpw: bytes as f64 * 8.0 / elements.max(1) as f64,
         ppl: ppl.0,
         ppl_err: ppl.1,

@@ -231,14 +231,12 @@ impl Recipe {
             Some(n) => bail!("name {n:?} cannot be part of a file name"),
             None => default_name(&source),
         };
-        let split_text = file
-            .split_max_size
-            .as_deref()
-            .unwrap_or(DEFAULT_SPLIT_MAX_SIZE);
         let split = match over.split {
             Some(limit) => limit,
             None => {
-                SplitLimit::parse_size(split_text).map_err(|m| anyhow!("split_max_size {m}"))?
+                let text = file.split_max_size.as_deref();
+                SplitLimit::parse_size(text.unwrap_or(DEFAULT_SPLIT_MAX_SIZE))
+                    .map_err(|m| anyhow!("split_max_size {m}"))?
             }
         };
         let card = with_source_facts(file.card, &source);
@@ -326,4 +324,21 @@ fn default_name(source: &Path) -> String {
     };
     name.map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn front_matter_values_are_read_unquoted_and_only_from_the_front_matter() {
+        let card = "---\nlicense: \"apache-2.0\"\ntags:\n- x\n---\n\nlicense: mit\n";
+        assert_eq!(
+            front_matter_value(card, "license").as_deref(),
+            Some("apache-2.0")
+        );
+        assert_eq!(front_matter_value(card, "base_model"), None);
+        assert_eq!(front_matter_value("license: mit\n", "license"), None);
+        assert_eq!(front_matter_value("---\nlicense:\n---\n", "license"), None);
+    }
 }

@@ -148,9 +148,10 @@ impl SetWriter {
                     "more tensor data than the tensor infos announce",
                 ));
             };
-            let take = (w.remaining().min(bytes.len() as u64) as usize).max(1);
-            w.write(&bytes[..take.min(bytes.len())])?;
-            bytes = &bytes[take.min(bytes.len())..];
+            // The current shard always expects bytes: a complete one was replaced below.
+            let take = (w.remaining() as usize).min(bytes.len());
+            w.write(&bytes[..take])?;
+            bytes = &bytes[take..];
             if w.next_tensor().is_none() {
                 self.open_next()?;
             }
