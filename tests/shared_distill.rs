@@ -174,17 +174,17 @@ fn distilling_a_student_with_a_layer_dropped_halves_its_heldout_kld() {
     assert!(text.split_whitespace().count() >= 3, "{text}");
 }
 
-/// Training runs the shared block definition for every family: a Qwen3 from transformers' own
-/// class (random weights drawn wide, so its predictions are confident), with one of its two
-/// blocks dropped, gets closer to its unpruned self on held-out text. A random teacher is much
-/// harder to imitate than a trained one (stories260K above halves its KLD): 40 steps gave 17 %
-/// here, 100 steps 24 %.
+/// Training runs the shared block definition for every family: a Qwen3 (transformers' own class,
+/// carrying stories260K's trained weights), with one of its five blocks dropped, loses at least
+/// 30 % of its held-out KLD to its unpruned self in 40 steps (measured: 0.51 → 0.13 in float32).
+/// A random-weight teacher is far harder to imitate (GPT-2 vocabulary, two blocks, one dropped:
+/// 17 % in 40 steps, 24 % in 100), which is why the teacher is a trained model.
 #[test]
 #[ignore = "tier 2: needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
 fn distilling_a_depth_pruned_qwen3_lowers_its_heldout_kld() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    common::family_tiny_with_spread(&dir.join("ckpt"), "qwen3", 3.0);
+    common::qwen3_from_stories260k(&dir.join("ckpt"));
     let teacher = dir.join("teacher.gguf");
     common::convert_ok(&dir.join("ckpt"), &teacher, "f32");
     let pruned = dir.join("pruned.gguf");
@@ -234,5 +234,5 @@ fn distilling_a_depth_pruned_qwen3_lowers_its_heldout_kld() {
     );
     let after = kld(&student);
     eprintln!("qwen3 held-out KLD {before:.4} → {after:.4}");
-    assert!(after < 0.9 * before, "{before} → {after}");
+    assert!(after < 0.7 * before, "{before} → {after}");
 }

@@ -27,7 +27,7 @@ const TASK_ROWS: usize = 48;
 
 /// Weight rows in a float encoding the kernels read directly.
 #[derive(Clone, Copy)]
-pub enum FloatWeight<'a> {
+pub(crate) enum FloatWeight<'a> {
     /// f32 values.
     F32(&'a [f32]),
     /// IEEE half-precision bit patterns.
@@ -35,9 +35,25 @@ pub enum FloatWeight<'a> {
 }
 
 /// `x` (`n` rows of `k`, already rounded to the weight type's `vec_dot_type`) times `weight`ᵀ
-/// (`m` rows of `k`): `n` × `m`, row-major, each element summed in ggml's order.
-pub fn product(weight: FloatWeight, x: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * m];
+/// (`m` rows of `k`) into `out`: `n` × `m`, row-major, each element summed in ggml's order and
+/// written. Panics when the slices do not hold those shapes (the kernels read them through raw
+/// pointers).
+pub(crate) fn product(
+    weight: FloatWeight,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+    out: &mut [f32],
+) {
+    let w_len = match weight {
+        FloatWeight::F32(w) => w.len(),
+        FloatWeight::F16(w) => w.len(),
+    };
+    assert!(
+        k > 0 && x.len() == n * k && w_len == m * k && out.len() == n * m,
+        "float product of {n}x{k} by {m}x{k}"
+    );
     let tiled = n >= 2 && k.is_multiple_of(LANES) && m.is_multiple_of(TILE_ROWS);
     out.par_chunks_mut(TASK_ROWS * m)
         .zip(x.par_chunks(TASK_ROWS * k))
@@ -59,7 +75,6 @@ pub fn product(weight: FloatWeight, x: &[f32], n: usize, k: usize, m: usize) -> 
                 tiled,
             }),
         });
-    out
 }
 
 /// One task's rows (`x`, rows of `k`) times `w`ᵀ (`m` rows) into `out`, tiled or in
@@ -341,7 +356,8 @@ mod tests {
             let w: Vec<f32> = (0..m * k).map(awkward).collect();
             let x: Vec<f32> = (0..n * k).map(|i| awkward(i + 1000)).collect();
             let tiled = n >= 2 && k.is_multiple_of(16) && m.is_multiple_of(4);
-            let got = product(FloatWeight::F32(&w), &x, n, k, m);
+            let mut got = vec![f32::NAN; n * m];
+            product(FloatWeight::F32(&w), &x, n, k, m, &mut got);
             for t in 0..n {
                 for r in 0..m {
                     let want = reference(&w[r * k..(r + 1) * k], &x[t * k..(t + 1) * k], k, tiled);
@@ -379,9 +395,9 @@ mod tests {
             .map(|&b| half::f16::from_bits(b).to_f32())
             .collect();
         let x: Vec<f32> = (0..n * k).map(|i| awkward(i + 7)).collect();
-        assert_eq!(
-            product(FloatWeight::F16(&w16), &x, n, k, m),
-            product(FloatWeight::F32(&w32), &x, n, k, m)
-        );
+        let (mut from_f16, mut from_f32) = (vec![0.0f32; n * m], vec![1.0f32; n * m]);
+        product(FloatWeight::F16(&w16), &x, n, k, m, &mut from_f16);
+        product(FloatWeight::F32(&w32), &x, n, k, m, &mut from_f32);
+        assert_eq!(from_f16, from_f32);
     }
 }

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::attention;
 use crate::fastmath;
 use crate::lanes::dispatched;
-use crate::linear::{decode_row, linear, linears, Observer};
+use crate::linear::{decode_row, linear_into, linears, Observer};
 use arch::graph::{Graph, HeadsOf};
 use arch::{Role, RopeMode};
 
@@ -145,10 +145,11 @@ impl<'m> Session<'m> {
             .collect();
         let rows_out = t - first_output;
         let per_seq = rows_out * h.n_embd;
+        let mut logits = Vec::new();
         for s in 0..tokens.len() {
             let kept = &kept[s * per_seq..(s + 1) * per_seq];
             let normed = rms_norm(kept, &model.output_norm, h.rms_eps);
-            let logits = linear(model, &model.output, &normed, rows_out, &mut observer);
+            linear_into(model, &model.output, &normed, rows_out, &mut observer, &mut logits);
             on_logits(s, &logits);
         }
     }

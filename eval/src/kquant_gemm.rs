@@ -37,7 +37,7 @@ pub fn applies(ty: GgmlType, rows: usize, cols: usize) -> bool {
     matches!(
         ty,
         GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
-    ) && rows.is_multiple_of(GROUP_ROWS)
+    ) && rows > 0
         && cols.is_multiple_of(QK_K)
         && has_vnni()
 }
@@ -216,6 +216,9 @@ struct RowGroup {
     dmin: Vec<f32>,
     mins: Vec<i32>,
     layout: Layout,
+    /// Rows that exist (the last group of a weight whose row count is not a multiple of
+    /// [`GROUP_ROWS`] has fewer; the others are zero and never stored).
+    rows: usize,
 }
 
 impl RowGroup {
@@ -228,6 +231,7 @@ impl RowGroup {
             dmin: vec![0.0; n_blocks * GROUP_ROWS],
             mins: vec![0; n_blocks * GROUPS16 / 2 * GROUP_ROWS],
             layout: Layout::of(ty),
+            rows: rows.len() / row_bytes,
         };
         let block_bytes = row_bytes / n_blocks;
         for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
@@ -252,13 +256,17 @@ impl RowGroup {
     }
 }
 
-/// `x` (as [`Q8kRows`]) times `weight`ᵀ (`m` rows of `ty` blocks in `bytes`): `n_rows` × `m`.
-/// Call only where [`applies`] holds.
-pub fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize) -> Vec<f32> {
+/// `x` (as [`Q8kRows`]) times `weight`ᵀ (`m` rows of `ty` blocks in `bytes`) into `out`
+/// (`n_rows` × `m`, every element written). Panics unless [`applies`] holds and the slices hold
+/// those shapes.
+pub(crate) fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize, out: &mut [f32]) {
     let n = x.n_rows;
+    let k = x.n_blocks * QK_K;
+    assert!(applies(ty, m, k), "the integer kernel does not apply to {ty:?} {m}x{k} here");
+    assert_eq!(bytes.len(), m * ty.block_bytes() * x.n_blocks, "{ty:?} {m}x{k} weight bytes");
+    assert_eq!(out.len(), n * m, "{ty:?} product output");
     let row_bytes = bytes.len() / m;
-    let mut out = vec![0.0f32; n * m];
-    MatMut::from_row_major_slice_mut(&mut out, n, m)
+    MatMut::from_row_major_slice_mut(out, n, m)
         .par_col_chunks_mut(TASK_ROWS)
         .zip(bytes.par_chunks(row_bytes * TASK_ROWS))
         .for_each(|(columns, rows)| {
@@ -276,7 +284,6 @@ pub fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize) -> Vec<f32> {
             #[cfg(not(target_arch = "x86_64"))]
             unreachable!("applies() is false off x86-64 ({stride}, {})", groups.len());
         });
-    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -379,8 +386,9 @@ mod x86 {
                 }
             }
         }
+        let mask = (1u32 << g.rows).wrapping_sub(1) as __mmask16;
         for (j, f) in f.iter().enumerate() {
-            _mm512_storeu_ps(out.add(j * width), *f);
+            _mm512_mask_storeu_ps(out.add(j * width), mask, *f);
         }
     }
 }
@@ -444,7 +452,7 @@ mod tests {
     /// remainder, several tasks), and the integer form decodes to what `dequantize` gives.
     #[test]
     fn kernel_matches_reference_bits_and_dequantized_values() {
-        let (n, k, m) = (11, 512, 2 * TASK_ROWS + 32);
+        let (n, k, m) = (11, 512, 2 * TASK_ROWS + 37);
         for ty in [
             GgmlType::Q2_K,
             GgmlType::Q3_K,
@@ -474,7 +482,8 @@ mod tests {
                 continue;
             }
             let x = signal(n * k, 3);
-            let got = product(ty, &bytes, &Q8kRows::new(&x, n), m);
+            let mut got = vec![f32::NAN; n * m];
+            product(ty, &bytes, &Q8kRows::new(&x, n), m, &mut got);
             let want = reference(ty, &bytes, &x, n, m);
             assert!(
                 got.iter()

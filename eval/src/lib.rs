@@ -5,11 +5,11 @@
 pub mod attention;
 pub mod calibration;
 pub mod fastmath;
-pub mod float_gemm;
+mod float_gemm;
 pub mod forward;
 pub mod imatrix;
 pub mod kld;
-pub mod kquant_gemm;
+mod kquant_gemm;
 mod lanes;
 pub mod linear;
 pub mod model;

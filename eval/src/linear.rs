@@ -49,6 +49,20 @@ pub fn linear(
     out
 }
 
+/// [`linear`] into `out`, reusing its memory: a large product repeated with the same shape
+/// (the output layer, once per sequence) then costs no fresh pages to fault in.
+pub fn linear_into(
+    model: &Model,
+    weight: &Weight,
+    x: &[f32],
+    n_rows: usize,
+    observer: &mut Option<&mut dyn Observer>,
+    out: &mut Vec<f32>,
+) {
+    out.resize(n_rows * weight.rows, 0.0);
+    Products::new(model, x, n_rows).compute(weight, observer, out);
+}
+
 /// [`linear`] for several weights that read the same input (a block's query/key/value or
 /// gate/up projections): the input is rounded once per activation form, not once per weight.
 pub fn linears<const N: usize>(
@@ -58,51 +72,84 @@ pub fn linears<const N: usize>(
     n_rows: usize,
     observer: &mut Option<&mut dyn Observer>,
 ) -> [Vec<f32>; N] {
-    let mut rounded: Vec<(ActivationForm, Vec<f32>)> = Vec::new();
-    let mut q8k: Option<Q8kRows> = None;
+    let mut products = Products::new(model, x, n_rows);
     weights.map(|weight| {
+        let mut out = vec![0.0f32; n_rows * weight.rows];
+        products.compute(weight, observer, &mut out);
+        out
+    })
+}
+
+/// Products of one input with weights in turn, each form of the input made once.
+struct Products<'a> {
+    model: &'a Model,
+    x: &'a [f32],
+    n_rows: usize,
+    rounded: Vec<(ActivationForm, Vec<f32>)>,
+    q8k: Option<Q8kRows>,
+}
+
+impl<'a> Products<'a> {
+    fn new(model: &'a Model, x: &'a [f32], n_rows: usize) -> Products<'a> {
+        Products {
+            model,
+            x,
+            n_rows,
+            rounded: Vec::new(),
+            q8k: None,
+        }
+    }
+
+    /// `x` times `weight`ᵀ into `out` (every element written).
+    fn compute(
+        &mut self,
+        weight: &Weight,
+        observer: &mut Option<&mut dyn Observer>,
+        out: &mut [f32],
+    ) {
+        let (model, x, n_rows) = (self.model, self.x, self.n_rows);
         debug_assert_eq!(x.len(), n_rows * weight.cols);
         if let Some(obs) = observer.as_deref_mut() {
             obs.matmul_input(weight, x, n_rows);
         }
         if kquant_gemm::applies(weight.ty, weight.rows, weight.cols) {
-            let x = q8k.get_or_insert_with(|| Q8kRows::new(x, n_rows));
-            return kquant_gemm::product(weight.ty, model.bytes(weight), x, weight.rows);
+            let x = self.q8k.get_or_insert_with(|| Q8kRows::new(x, n_rows));
+            return kquant_gemm::product(weight.ty, model.bytes(weight), x, weight.rows, out);
         }
         let form = ActivationForm::for_weight(weight.ty);
         let x: &[f32] = match form {
             ActivationForm::F32 => x,
             _ => {
-                let at = match rounded.iter().position(|(f, _)| *f == form) {
+                let at = match self.rounded.iter().position(|(f, _)| *f == form) {
                     Some(at) => at,
                     None => {
                         let mut copy = x.to_vec();
                         copy.par_chunks_mut(weight.cols)
                             .for_each(|row| form.round(row));
-                        rounded.push((form, copy));
-                        rounded.len() - 1
+                        self.rounded.push((form, copy));
+                        self.rounded.len() - 1
                     }
                 };
-                &rounded[at].1
+                &self.rounded[at].1
             }
         };
-        product(model, weight, x, n_rows)
-    })
+        product(model, weight, x, n_rows, out)
+    }
 }
 
-/// `x`, already rounded to `weight`'s activation form, times `weightᵀ`.
-fn product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize) -> Vec<f32> {
+/// `x`, already rounded to `weight`'s activation form, times `weightᵀ` into `out`.
+fn product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize, out: &mut [f32]) {
     let (k, m) = (weight.cols, weight.rows);
     match weight.ty {
         GgmlType::F32 => {
             let w = as_words::<f32>(model.bytes(weight));
-            float_gemm::product(FloatWeight::F32(&w), x, n_rows, k, m)
+            float_gemm::product(FloatWeight::F32(&w), x, n_rows, k, m, out)
         }
         GgmlType::F16 => {
             let w = as_words::<u16>(model.bytes(weight));
-            float_gemm::product(FloatWeight::F16(&w), x, n_rows, k, m)
+            float_gemm::product(FloatWeight::F16(&w), x, n_rows, k, m, out)
         }
-        _ => quantized_product(model, weight, x, n_rows),
+        _ => quantized_product(model, weight, x, n_rows, out),
     }
 }
 
@@ -123,13 +170,12 @@ const GEMM_BLOCK: usize = 192;
 /// buffer (hot in cache, never the whole matrix) and multiplies them with faer into its own
 /// columns of the output. Each product runs on one thread, so every output element is summed
 /// the same way whatever the number of threads: results do not depend on `-t`.
-fn quantized_product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize) -> Vec<f32> {
+fn quantized_product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize, out: &mut [f32]) {
     let (k, m) = (weight.cols, weight.rows);
     let bytes = model.bytes(weight);
     let row_bytes = bytes.len() / m;
     let lhs = MatRef::from_row_major_slice(x, n_rows, k);
-    let mut out = vec![0.0f32; n_rows * m];
-    MatMut::from_row_major_slice_mut(&mut out, n_rows, m)
+    MatMut::from_row_major_slice_mut(out, n_rows, m)
         .par_col_chunks_mut(GEMM_BLOCK)
         .zip(bytes.par_chunks(row_bytes * GEMM_BLOCK))
         .for_each(|(dst, src)| {
@@ -139,7 +185,6 @@ fn quantized_product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize) -
             let rhs = MatRef::from_row_major_slice(&rows, dst.ncols(), k).transpose();
             matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
         });
-    out
 }
 
 /// `out` (`m` × `n`) = `a` (`m` × `k`) · `b`ᵀ where `b` is `n` × `k`, all row-major, on the

@@ -308,6 +308,46 @@ pub fn split_gguf(src: &Path, prefix: &Path, n: usize) -> Vec<PathBuf> {
 /// synth` rebuilds it; `vocab_size` is set to the vocabulary's. Matrices are drawn with standard
 /// deviation `spread / √row` (larger: a more confident model).
 pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, vocab: &Path, spread: f32) {
+    let n_vocab = formats::gguf::GgufFile::open(vocab)
+        .unwrap()
+        .metadata
+        .get("tokenizer.ggml.tokens")
+        .map(|t| match t {
+            formats::gguf::Value::Array(_, items) => items.len(),
+            _ => 0,
+        })
+        .unwrap();
+    let mut config = config;
+    config["vocab_size"] = serde_json::json!(n_vocab);
+    let tokenizer = format!("gpt2:{}", vocab.display());
+    hf_checkpoint(dir, hf_arch, config, &tokenizer, &spread.to_string());
+}
+
+/// A Qwen3 (transformers' `Qwen3ForCausalLM`) carrying stories260K's trained weights and
+/// tokenizer (its q/k norms, which Llama has not, set to 1): a model of the family that predicts
+/// text like a trained one (perplexity 49 on tinystories-eval), for tests a random model cannot
+/// serve, such as distilling a pruned student back towards it.
+pub fn qwen3_from_stories260k(dir: &Path) {
+    let stories = shared().join("assets/models/stories260K");
+    let config = serde_json::json!({
+        "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 5,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8, "vocab_size": 512,
+        "max_position_embeddings": 512, "rope_theta": 10000.0, "rms_norm_eps": 1e-5,
+        "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2,
+    });
+    let tokenizer = format!("copy:{}", stories.display());
+    let weights = format!("from:{}", stories.display());
+    hf_checkpoint(dir, "Qwen3ForCausalLM", config, &tokenizer, &weights);
+}
+
+/// `scripts/hf_tiny.py` on a folder that `smelt dev synth --tokenizer TOKENIZER` started.
+fn hf_checkpoint(
+    dir: &Path,
+    hf_arch: &str,
+    config: serde_json::Value,
+    tokenizer: &str,
+    weights: &str,
+) {
     synth(
         dir,
         &[
@@ -320,20 +360,9 @@ pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, vocab: &Pat
             "--layers",
             "1",
             "--tokenizer",
-            &format!("gpt2:{}", vocab.display()),
+            tokenizer,
         ],
     );
-    let n_vocab = formats::gguf::GgufFile::open(vocab)
-        .unwrap()
-        .metadata
-        .get("tokenizer.ggml.tokens")
-        .map(|t| match t {
-            formats::gguf::Value::Array(_, items) => items.len(),
-            _ => 0,
-        })
-        .unwrap();
-    let mut config = config;
-    config["vocab_size"] = serde_json::json!(n_vocab);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf_tiny.py");
     let o = Command::new(ref_python())
         .arg(script)
@@ -341,7 +370,7 @@ pub fn hf_tiny(dir: &Path, hf_arch: &str, config: serde_json::Value, vocab: &Pat
         .arg(hf_arch)
         .arg(config.to_string())
         .arg("bfloat16")
-        .arg(spread.to_string())
+        .arg(weights)
         .output()
         .expect("python runs");
     assert!(
@@ -361,11 +390,7 @@ pub const FAMILIES: [&str; 2] = ["qwen3", "llama3"];
 
 /// Builds the checkpoint of family `name` (one of [`FAMILIES`]) in `dir`.
 pub fn family_tiny(dir: &Path, name: &str) {
-    family_tiny_with_spread(dir, name, 0.5);
-}
-
-/// [`family_tiny`] with weights of `spread` (see [`hf_tiny`]).
-pub fn family_tiny_with_spread(dir: &Path, name: &str, spread: f32) {
+    let spread = 0.5;
     let models = llama_ref().join("llama.cpp/models");
     match name {
         "qwen3" => hf_tiny(
