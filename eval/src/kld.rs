@@ -3,233 +3,13 @@
 //! of range), and a later run of another model over the same tokens compares its distributions
 //! with them — mean/percentile KLD, the PPL ratio, Δp of the correct token and "same top p".
 
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-
+use formats::kld_base::{row_slots, scale_and_min, BaseReader};
 use formats::{FormatError, Result};
-use quantize::types::search::nearest_int;
 use rayon::prelude::*;
 
 use crate::fastmath::{for_each_exp, sum_exp_shifted};
 use crate::model::Model;
 use crate::perplexity::{run_chunks, ChunkPlan, PerplexityStats};
-
-const MAGIC: &[u8; 8] = b"_logits_";
-
-/// u16 slots per saved row: two f32 (scale, minimum log-probability) then the codes, padded to
-/// an even count (llama.cpp's `nv`).
-pub fn row_slots(n_vocab: usize) -> usize {
-    2 * n_vocab.div_ceil(2) + 4
-}
-
-/// Encodes one row of logits as llama-perplexity's `log_softmax` does into `slots`
-/// ([`row_slots`] long); returns the NLL of `target`.
-pub fn encode_row(logits: &[f32], target: u32, slots: &mut [u16]) -> f64 {
-    let max = logits.iter().fold(logits[0], |m, &v| m.max(v));
-    let min = logits
-        .iter()
-        .fold(logits[0], |m, &v| m.min(v))
-        .max(max - 16.0);
-    let sum = sum_exp_shifted(logits, max);
-    let log_sum = sum.ln() as f32;
-    let min_log_prob = min - max - log_sum;
-    let scale = (max - min) / 65535.0;
-    let head = [scale.to_bits(), min_log_prob.to_bits()];
-    slots[0] = head[0] as u16;
-    slots[1] = (head[0] >> 16) as u16;
-    slots[2] = head[1] as u16;
-    slots[3] = (head[1] >> 16) as u16;
-    let codes = &mut slots[4..4 + logits.len()];
-    if scale != 0.0 {
-        let inv = 1.0 / scale;
-        for (c, &v) in codes.iter_mut().zip(logits) {
-            *c = if v > min {
-                nearest_int(inv * (v - min)) as u16
-            } else {
-                0
-            };
-        }
-    } else {
-        codes.fill(0);
-    }
-    slots[4 + logits.len()..].fill(0);
-    (max + log_sum - logits[target as usize]) as f64
-}
-
-/// Writes a `--kl-divergence-base` file chunk by chunk (to a temporary name, renamed on finish).
-pub struct BaseWriter {
-    out: BufWriter<File>,
-    tmp: PathBuf,
-    path: PathBuf,
-}
-
-impl BaseWriter {
-    /// Starts `path` with the header and the evaluated tokens (`n_chunks · n_ctx`, original
-    /// tokens, not the BOS-replaced ones).
-    pub fn create(
-        path: &Path,
-        n_ctx: usize,
-        n_vocab: usize,
-        n_chunks: usize,
-        tokens: &[u32],
-    ) -> Result<BaseWriter> {
-        let tmp = formats::gguf::temp_path_for(path);
-        let file = File::create(&tmp).map_err(|e| FormatError::io(path, e))?;
-        let mut w = BaseWriter {
-            out: BufWriter::new(file),
-            tmp,
-            path: path.to_path_buf(),
-        };
-        let mut head = MAGIC.to_vec();
-        for v in [n_ctx as i32, n_vocab as i32, n_chunks as i32] {
-            head.extend_from_slice(&v.to_le_bytes());
-        }
-        for &t in &tokens[..n_chunks * n_ctx] {
-            head.extend_from_slice(&(t as i32).to_le_bytes());
-        }
-        w.put(&head)?;
-        Ok(w)
-    }
-
-    /// Appends one chunk's scored rows; returns their NLLs.
-    pub fn write_chunk(
-        &mut self,
-        logits: &[f32],
-        targets: &[u32],
-        n_vocab: usize,
-    ) -> Result<Vec<f64>> {
-        let nv = row_slots(n_vocab);
-        let mut slots = vec![0u16; targets.len() * nv];
-        let nlls: Vec<f64> = slots
-            .par_chunks_mut(nv)
-            .zip(logits.par_chunks(n_vocab))
-            .zip(targets.par_iter())
-            .map(|((s, row), &t)| encode_row(row, t, s))
-            .collect();
-        let bytes: Vec<u8> = slots.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.put(&bytes)?;
-        Ok(nlls)
-    }
-
-    fn put(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out
-            .write_all(bytes)
-            .map_err(|e| FormatError::io(&self.path, e))
-    }
-
-    /// Flushes and moves the file into place.
-    pub fn finish(self) -> Result<()> {
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| FormatError::io(&self.path, e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| FormatError::io(&self.path, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| FormatError::io(&self.path, e))
-    }
-}
-
-/// An open `--kl-divergence-base` file: header and tokens read, rows streamed chunk by chunk.
-pub struct BaseReader {
-    input: BufReader<File>,
-    path: PathBuf,
-    /// Context the base was computed with.
-    pub n_ctx: usize,
-    /// Vocabulary size of the base model.
-    pub n_vocab: usize,
-    /// Chunks saved.
-    pub n_chunks: usize,
-    /// The `n_chunks · n_ctx` evaluated tokens.
-    pub tokens: Vec<u32>,
-}
-
-impl BaseReader {
-    /// Opens `path` and reads its header and tokens.
-    pub fn open(path: &Path) -> Result<BaseReader> {
-        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
-        let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
-        let mut input = BufReader::new(file);
-        let bad = |m: &str| FormatError::new(path, m.to_string());
-        let mut magic = [0u8; 8];
-        input
-            .read_exact(&mut magic)
-            .map_err(|_| bad("too short to be a KL-divergence base file"))?;
-        if &magic != MAGIC {
-            return Err(bad(
-                "does not look like a file of log-probabilities (no _logits_ magic)",
-            ));
-        }
-        let mut read_i32 = |what: &str| -> Result<usize> {
-            let mut b = [0u8; 4];
-            input
-                .read_exact(&mut b)
-                .map_err(|_| bad(&format!("truncated before {what}")))?;
-            usize::try_from(i32::from_le_bytes(b)).map_err(|_| bad(&format!("negative {what}")))
-        };
-        let n_ctx = read_i32("n_ctx")?;
-        let n_vocab = read_i32("n_vocab")?;
-        let n_chunks = read_i32("n_chunk")?;
-        if n_ctx < 4 || n_vocab == 0 {
-            return Err(bad("implausible header (n_ctx < 4 or empty vocabulary)"));
-        }
-        let n_tokens = n_ctx * n_chunks;
-        let expected = 20
-            + 4 * n_tokens as u64
-            + (n_chunks * (n_ctx - 1 - n_ctx / 2) * row_slots(n_vocab) * 2) as u64;
-        if len != expected {
-            return Err(bad(&format!(
-                "is {len} bytes, but its header (n_ctx {n_ctx}, n_vocab {n_vocab}, {n_chunks} chunks) implies {expected}"
-            )));
-        }
-        let mut raw = vec![0u8; 4 * n_tokens];
-        input
-            .read_exact(&mut raw)
-            .map_err(|_| bad("truncated in the token list"))?;
-        let tokens = raw
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as u32)
-            .collect();
-        Ok(BaseReader {
-            input,
-            path: path.to_path_buf(),
-            n_ctx,
-            n_vocab,
-            n_chunks,
-            tokens,
-        })
-    }
-
-    /// Reads the next chunk's rows (`n_ctx − 1 − n_ctx/2` rows of [`row_slots`]).
-    pub fn next_chunk(&mut self) -> Result<Vec<u16>> {
-        let n = (self.n_ctx - 1 - self.n_ctx / 2) * row_slots(self.n_vocab);
-        let mut raw = vec![0u8; 2 * n];
-        self.input
-            .read_exact(&mut raw)
-            .map_err(|e| FormatError::io(&self.path, e))?;
-        Ok(raw
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .collect())
-    }
-}
-
-/// The two f32 that open a saved row: code scale and the log-probability of code 0.
-fn scale_and_min(row: &[u16]) -> (f32, f32) {
-    (
-        f32::from_bits(row[0] as u32 | (row[1] as u32) << 16),
-        f32::from_bits(row[2] as u32 | (row[3] as u32) << 16),
-    )
-}
-
-/// The log-probabilities one saved row ([`row_slots`] long) stands for.
-pub fn decode_row(row: &[u16], n_vocab: usize) -> Vec<f32> {
-    let (scale, min_log_prob) = scale_and_min(row);
-    row[4..4 + n_vocab]
-        .iter()
-        .map(|&c| scale * c as f32 + min_log_prob)
-        .collect()
-}
 
 /// What one scored position contributes (llama.cpp's per-token `log_softmax` against a base);
 /// computed here from a llama.cpp base row, or by `distill` from a teacher dataset row.
@@ -596,5 +376,63 @@ pub fn compare_with_base(
     match err {
         Some(e) => Err(e),
         None => Ok(stats),
+    }
+}
+
+/// The headline KL-divergence figures: the KLD part of `--json` and of `smelt release`'s report.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct KldHeadline {
+    /// KL divergence from the base: mean, median, p90, p99, max.
+    pub kld: KldFigures,
+    /// Fraction of positions whose most likely token is the base's.
+    pub same_top_p: f64,
+    /// Δp of the correct token: mean and RMS (fractions).
+    pub delta_p: DeltaP,
+    /// PPL(model) / PPL(base).
+    pub ppl_ratio: f64,
+}
+
+/// KL-divergence figures.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct KldFigures {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub median: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// Δp figures.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct DeltaP {
+    /// Mean.
+    pub mean: f64,
+    /// Root mean square.
+    pub rms: f64,
+}
+
+impl From<&KldSummary> for KldHeadline {
+    fn from(s: &KldSummary) -> KldHeadline {
+        let q = |label| s.kld_quantiles.get(label) as f64;
+        KldHeadline {
+            kld: KldFigures {
+                mean: s.kld_mean.0,
+                median: q("Median"),
+                p90: q("90.0%"),
+                p99: q("99.0%"),
+                max: s.kld_quantiles.max as f64,
+            },
+            same_top_p: s.same_top.0,
+            delta_p: DeltaP {
+                mean: s.delta_p_mean.0,
+                rms: s.delta_p_rms.0,
+            },
+            ppl_ratio: s.ppl_ratio.0,
+        }
     }
 }

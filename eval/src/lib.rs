@@ -14,4 +14,5 @@ mod lanes;
 pub mod linear;
 pub mod model;
 pub mod perplexity;
+pub mod text;
 pub mod tokenizer;

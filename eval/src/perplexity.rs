@@ -2,12 +2,13 @@
 //! put BOS in place of each chunk's first token, run every chunk from an empty cache and score
 //! only its second half — each of the last `n_ctx/2 − 1` positions predicting the next token.
 
+use formats::kld_base::{row_slots, BaseWriter};
 use formats::{FormatError, Result};
+use quantize::types::search::nearest_int;
 use rayon::prelude::*;
 
 use crate::fastmath::sum_exp_shifted;
 use crate::forward::Session;
-use crate::kld::BaseWriter;
 use crate::linear::Observer;
 use crate::model::Model;
 
@@ -149,10 +150,13 @@ pub fn score(
             return;
         }
         let nlls = match base.as_mut() {
-            Some(w) => match w.write_chunk(chunk.logits, chunk.targets, n_vocab) {
-                Ok(n) => n,
-                Err(e) => return err = Some(e),
-            },
+            Some(w) => {
+                let (codes, nlls) = encode_chunk(chunk.logits, chunk.targets, n_vocab);
+                if let Err(e) = w.write_rows(&codes) {
+                    return err = Some(e);
+                }
+                nlls
+            }
             None => row_nlls(chunk.logits, chunk.targets, n_vocab),
         };
         stats.add(&nlls);
@@ -225,4 +229,52 @@ impl PerplexityStats {
             0.0
         }
     }
+}
+
+/// Encodes one row of logits as llama-perplexity's `log_softmax` does into `slots`
+/// ([`row_slots`] long); returns the NLL of `target`.
+fn encode_row(logits: &[f32], target: u32, slots: &mut [u16]) -> f64 {
+    let max = logits.iter().fold(logits[0], |m, &v| m.max(v));
+    let min = logits
+        .iter()
+        .fold(logits[0], |m, &v| m.min(v))
+        .max(max - 16.0);
+    let sum = sum_exp_shifted(logits, max);
+    let log_sum = sum.ln() as f32;
+    let min_log_prob = min - max - log_sum;
+    let scale = (max - min) / 65535.0;
+    let head = [scale.to_bits(), min_log_prob.to_bits()];
+    slots[0] = head[0] as u16;
+    slots[1] = (head[0] >> 16) as u16;
+    slots[2] = head[1] as u16;
+    slots[3] = (head[1] >> 16) as u16;
+    let codes = &mut slots[4..4 + logits.len()];
+    if scale != 0.0 {
+        let inv = 1.0 / scale;
+        for (c, &v) in codes.iter_mut().zip(logits) {
+            *c = if v > min {
+                nearest_int(inv * (v - min)) as u16
+            } else {
+                0
+            };
+        }
+    } else {
+        codes.fill(0);
+    }
+    slots[4 + logits.len()..].fill(0);
+    (max + log_sum - logits[target as usize]) as f64
+}
+
+/// Encodes one chunk's scored rows (`logits`, rows of `n_vocab`, one per target) for a
+/// `--kl-divergence-base` file; returns the codes and the targets' NLLs.
+pub fn encode_chunk(logits: &[f32], targets: &[u32], n_vocab: usize) -> (Vec<u16>, Vec<f64>) {
+    let nv = row_slots(n_vocab);
+    let mut slots = vec![0u16; targets.len() * nv];
+    let nlls: Vec<f64> = slots
+        .par_chunks_mut(nv)
+        .zip(logits.par_chunks(n_vocab))
+        .zip(targets.par_iter())
+        .map(|((s, row), &t)| encode_row(row, t, s))
+        .collect();
+    (slots, nlls)
 }

@@ -7,6 +7,7 @@
 //!   GGUF names, shapes and metadata that llama.cpp's `convert_hf_to_gguf.py` writes.
 //! * [`digest`] — SHA-256 fingerprints of files and of a GGUF's tokenizer.
 //! * [`imatrix`] — importance-matrix files (`llama-imatrix`'s GGUF and legacy `.dat` formats).
+//! * [`kld_base`] — llama-perplexity's `--kl-divergence-base` files of saved log-probabilities.
 //!
 //! This crate knows files, not numbers: it hands out raw tensor bytes and row ranges, and leaves
 //! encoding them (F16, Q8_0, …) to the `quantize` crate.
@@ -16,6 +17,7 @@ mod error;
 pub mod gguf;
 pub mod hf;
 pub mod imatrix;
+pub mod kld_base;
 mod pages;
 
 pub use error::{FormatError, Result};

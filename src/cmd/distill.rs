@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use distill::sdd::{Header, Opened, SddReader, SddWriter, Selection};
-use eval::kld::BaseReader;
+use formats::kld_base::BaseReader;
 use eval::perplexity::ChunkPlan;
 use serde_json::json;
 
@@ -179,7 +179,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
 fn dataset(args: DatasetArgs) -> Result<ExitCode> {
     super::set_threads(args.run.threads)?;
     let selection = args.selection.selection()?;
-    let t = super::open_tokenized(&args.teacher, &args.text, args.n_ctx, args.chunks)?;
+    let t = eval::text::open_tokenized(&args.teacher, &args.text, args.n_ctx, args.chunks)?;
     let header =
         distill::dataset::header_for_model(&t.model, &args.text, &t.plan, selection, t.bos)?;
     write_dataset(&args.output, header, args.run.json, |writer, on_chunk| {

@@ -47,12 +47,12 @@ pub struct Args {
 /// Runs `smelt imatrix`.
 pub fn run(args: Args) -> Result<ExitCode> {
     super::set_threads(args.run.threads)?;
-    let super::Tokenized {
+    let eval::text::Tokenized {
         model,
         bos,
         tokens,
         plan,
-    } = super::open_tokenized(&args.model, &args.text, args.n_ctx, args.chunks)?;
+    } = eval::text::open_tokenized(&args.model, &args.text, args.n_ctx, args.chunks)?;
     let started = Instant::now();
     let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "imatrix");
     let (collector, stats) = collect(&model, &tokens, &plan, bos, |index, stats| {

@@ -63,58 +63,6 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens a model for evaluation and reads the text it is to be evaluated on.
-pub fn open_model_and_text(
-    model: &std::path::Path,
-    text: &std::path::Path,
-) -> anyhow::Result<(eval::model::Model, eval::tokenizer::Tokenizer, String)> {
-    let m = eval::model::Model::open(model)?;
-    let tokenizer = eval::tokenizer::Tokenizer::from_gguf(&m.file().metadata, model)?;
-    if tokenizer.n_tokens() != m.hparams.n_vocab {
-        anyhow::bail!(
-            "{}: the tokenizer has {} tokens but token_embd.weight has {} rows",
-            model.display(),
-            tokenizer.n_tokens(),
-            m.hparams.n_vocab
-        );
-    }
-    let bytes = std::fs::read(text).map_err(|e| formats::FormatError::io(text, e))?;
-    let text_str = String::from_utf8(bytes)
-        .map_err(|_| formats::FormatError::new(text, "is not UTF-8 text"))?;
-    Ok((m, tokenizer, text_str))
-}
-
-/// A model opened with the text it runs over, tokenized whole (with BOS) and cut into chunks as
-/// llama-perplexity does: what perplexity, imatrix, prune and release all start from.
-pub struct Tokenized {
-    /// The model.
-    pub model: eval::model::Model,
-    /// The BOS token the tokenizer adds, if any.
-    pub bos: Option<u32>,
-    /// The text's tokens.
-    pub tokens: Vec<u32>,
-    /// Its chunks (refusing texts shorter than two).
-    pub plan: eval::perplexity::ChunkPlan,
-}
-
-/// Opens `model`, tokenizes `text` and plans chunks of `n_ctx` tokens (at most `chunks`).
-pub fn open_tokenized(
-    model: &std::path::Path,
-    text: &std::path::Path,
-    n_ctx: usize,
-    chunks: Option<usize>,
-) -> anyhow::Result<Tokenized> {
-    let (model, tokenizer, text_str) = open_model_and_text(model, text)?;
-    let tokens = tokenizer.tokenize(&text_str, true, false);
-    let plan = eval::perplexity::ChunkPlan::new(tokens.len(), n_ctx, chunks, text)?;
-    Ok(Tokenized {
-        model,
-        bos: tokenizer.bos_to_add(),
-        tokens,
-        plan,
-    })
-}
-
 /// llama-perplexity's closing line (after the `[i]ppl,` run).
 pub fn print_final_estimate(stats: &eval::perplexity::PerplexityStats) {
     println!();

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
-use eval::kld::{compare_with_base, BaseReader, BaseWriter, KldStats, KldSummary};
+use eval::kld::{compare_with_base, KldHeadline, KldStats, KldSummary};
+use formats::kld_base::{BaseReader, BaseWriter};
 use eval::perplexity::{score, ChunkPlan, PerplexityStats};
 use serde_json::json;
 
@@ -50,7 +51,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         (Some(base), false) => (Some(base.clone()), None),
         (None, _) => (args.kld_save.clone(), args.kld.clone()),
     };
-    let (model, tokenizer, text) = super::open_model_and_text(&args.model, &args.text)?;
+    let (model, tokenizer, text) = eval::text::open_model_and_text(&args.model, &args.text)?;
     let n_vocab = model.hparams.n_vocab;
     let bos = tokenizer.bos_to_add();
 
@@ -146,64 +147,6 @@ pub fn report_kld(
         print_kld_summary(&summary);
     }
     Ok(())
-}
-
-/// The headline KL-divergence figures: the KLD part of `--json` and of `smelt release`'s report.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct KldHeadline {
-    /// KL divergence from the base: mean, median, p90, p99, max.
-    pub kld: KldFigures,
-    /// Fraction of positions whose most likely token is the base's.
-    pub same_top_p: f64,
-    /// Δp of the correct token: mean and RMS (fractions).
-    pub delta_p: DeltaP,
-    /// PPL(model) / PPL(base).
-    pub ppl_ratio: f64,
-}
-
-/// KL-divergence figures.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct KldFigures {
-    /// Mean.
-    pub mean: f64,
-    /// Median.
-    pub median: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// Maximum.
-    pub max: f64,
-}
-
-/// Δp figures.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
-pub struct DeltaP {
-    /// Mean.
-    pub mean: f64,
-    /// Root mean square.
-    pub rms: f64,
-}
-
-impl From<&KldSummary> for KldHeadline {
-    fn from(s: &KldSummary) -> KldHeadline {
-        let q = |label| s.kld_quantiles.get(label) as f64;
-        KldHeadline {
-            kld: KldFigures {
-                mean: s.kld_mean.0,
-                median: q("Median"),
-                p90: q("90.0%"),
-                p99: q("99.0%"),
-                max: s.kld_quantiles.max as f64,
-            },
-            same_top_p: s.same_top.0,
-            delta_p: DeltaP {
-                mean: s.delta_p_mean.0,
-                rms: s.delta_p_rms.0,
-            },
-            ppl_ratio: s.ppl_ratio.0,
-        }
-    }
 }
 
 fn report_json(stats: &PerplexityStats, plan: &ChunkPlan, seconds: f64) -> serde_json::Value {

@@ -262,7 +262,7 @@ fn calibrate(
     n_ctx: usize,
     chunks: Option<usize>,
 ) -> Result<ActivationStats> {
-    let t = super::open_tokenized(model, text, n_ctx, chunks)?;
+    let t = eval::text::open_tokenized(model, text, n_ctx, chunks)?;
     let plan = t.plan;
     let bar = progress::tokens((plan.n_chunks * plan.n_ctx) as u64, "calibration");
     let stats = ActivationStats::collect(&t.model, &t.tokens, &plan, t.bos, |_| {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use eval::kld::{compare_with_base, BaseReader, KldSummary};
+use eval::kld::{compare_with_base, KldSummary};
+use formats::kld_base::BaseReader;
 use eval::model::Model;
 use eval::tokenizer::Tokenizer;
 use formats::gguf::split::SplitLimit;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{hash_file, load_record, save_record, Key};
 use super::recipe::{Gates, TypeRecipe};
-use crate::cmd::perplexity::KldHeadline;
+use eval::kld::KldHeadline;
 use crate::cmd::progress;
 
 /// What a type measured against the teacher (cached by the type's key).

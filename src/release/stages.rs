@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use eval::kld::BaseWriter;
+use formats::kld_base::BaseWriter;
 use eval::perplexity::score;
 use formats::hf::Checkpoint;
 use indicatif::MultiProgress;
@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{load_record, save_record, Key};
 use crate::cmd::convert::convert_checkpoint;
-use crate::cmd::{open_tokenized, progress, Tokenized};
+use crate::cmd::progress;
+use eval::text::{open_tokenized, Tokenized};
 
 /// How one shared stage went in this run.
 #[derive(Debug, Clone, Copy, Serialize)]
