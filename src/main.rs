@@ -6,7 +6,6 @@
 //! Exit codes: 0 success, 1 a quality gate failed, 2 bad input.
 
 mod cmd;
-mod release;
 
 /// mimalloc keeps freed pages for reuse: the forward pass allocates and frees large activation
 /// buffers every layer, which with the system allocator meant a page fault per 4 KiB each time.

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use formats::kld_base::{decode_row, row_slots, BaseReader};
 use eval::model::Model;
 use eval::perplexity::{run_chunks, ChunkPlan};
 use formats::digest::{file_sha256, model_sha256, tokenizer_sha256};
+use formats::kld_base::{decode_row, row_slots, BaseReader};
 use formats::Result;
 use rayon::prelude::*;
 

@@ -3,13 +3,14 @@
 //! channels of `ffn_down`, the attention heads' output norms those of `attn_output`), and each
 //! block's mean cosine similarity between its residual input and output (Block Influence).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
 use crate::linear::Observer;
 use crate::model::{Model, Weight};
 use crate::perplexity::{run_chunks, ChunkPlan};
+use formats::gguf::GgufFile;
 
 /// What a calibration pass saw.
 #[derive(Debug, Default)]
@@ -112,5 +113,47 @@ impl ActivationStats {
         self.cosine
             .get(&layer)
             .map(|&(sum, n)| 1.0 - sum / n.max(1) as f64)
+    }
+
+    /// The Block Influence of each of `n_layer` blocks (0 for one the pass never saw): the
+    /// depth-pruning score.
+    pub fn block_influences(&self, n_layer: usize) -> Vec<f64> {
+        (0..n_layer)
+            .map(|l| self.block_influence(l).unwrap_or(0.0))
+            .collect()
+    }
+
+    /// Per layer of `n_layer`, the summed squared input norms of `blk.L.{role}`'s columns in
+    /// groups of `width`: FFN neurons' scores (width 1 on `ffn_down.weight`) and heads' (the head
+    /// width on `attn_output.weight`). Names the first matrix the pass never multiplied.
+    pub fn group_scores(
+        &self,
+        n_layer: usize,
+        role: &str,
+        width: usize,
+    ) -> Result<Vec<Vec<f64>>, String> {
+        (0..n_layer)
+            .map(|l| {
+                let name = format!("blk.{l}.{role}");
+                let norms = self
+                    .input_norms(&name)
+                    .ok_or_else(|| format!("no calibration statistics for {name}"))?;
+                Ok(norms
+                    .chunks(width)
+                    .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// Wanda's ‖X_j‖₂ for every block matrix of `file` the pass multiplied.
+    pub fn wanda_norms(&self, file: &GgufFile) -> HashMap<String, Vec<f32>> {
+        file.tensors
+            .iter()
+            .filter_map(|t| {
+                let name = &t.info.name;
+                self.input_norms(name).map(|n| (name.clone(), n))
+            })
+            .collect()
     }
 }

@@ -149,7 +149,14 @@ impl<'m> Session<'m> {
         for s in 0..tokens.len() {
             let kept = &kept[s * per_seq..(s + 1) * per_seq];
             let normed = rms_norm(kept, &model.output_norm, h.rms_eps);
-            linear_into(model, &model.output, &normed, rows_out, &mut observer, &mut logits);
+            linear_into(
+                model,
+                &model.output,
+                &normed,
+                rows_out,
+                &mut observer,
+                &mut logits,
+            );
             on_logits(s, &logits);
         }
     }

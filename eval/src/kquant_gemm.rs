@@ -262,8 +262,15 @@ impl RowGroup {
 pub(crate) fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize, out: &mut [f32]) {
     let n = x.n_rows;
     let k = x.n_blocks * QK_K;
-    assert!(applies(ty, m, k), "the integer kernel does not apply to {ty:?} {m}x{k} here");
-    assert_eq!(bytes.len(), m * ty.block_bytes() * x.n_blocks, "{ty:?} {m}x{k} weight bytes");
+    assert!(
+        applies(ty, m, k),
+        "the integer kernel does not apply to {ty:?} {m}x{k} here"
+    );
+    assert_eq!(
+        bytes.len(),
+        m * ty.block_bytes() * x.n_blocks,
+        "{ty:?} {m}x{k} weight bytes"
+    );
     assert_eq!(out.len(), n * m, "{ty:?} product output");
     let row_bytes = bytes.len() / m;
     MatMut::from_row_major_slice_mut(out, n, m)

@@ -11,10 +11,7 @@ use crate::perplexity::ChunkPlan;
 use crate::tokenizer::Tokenizer;
 
 /// Opens a model for evaluation and reads the text it is to be evaluated on.
-pub fn open_model_and_text(
-    model: &Path,
-    text: &Path,
-) -> Result<(Model, Tokenizer, String)> {
+pub fn open_model_and_text(model: &Path, text: &Path) -> Result<(Model, Tokenizer, String)> {
     let m = Model::open(model)?;
     let tokenizer = Tokenizer::from_gguf(&m.file().metadata, model)?;
     if tokenizer.n_tokens() != m.hparams.n_vocab {
@@ -28,8 +25,8 @@ pub fn open_model_and_text(
         ));
     }
     let bytes = std::fs::read(text).map_err(|e| FormatError::io(text, e))?;
-    let text_str = String::from_utf8(bytes)
-        .map_err(|_| FormatError::new(text, "is not UTF-8 text"))?;
+    let text_str =
+        String::from_utf8(bytes).map_err(|_| FormatError::new(text, "is not UTF-8 text"))?;
     Ok((m, tokenizer, text_str))
 }
 

@@ -184,4 +184,3 @@ pub fn decode_row(row: &[u16], n_vocab: usize) -> Vec<f32> {
         .map(|&c| scale * c as f32 + min_log_prob)
         .collect()
 }
-

@@ -8,7 +8,7 @@ use anyhow::Result;
 use formats::gguf::write_atomically;
 use formats::hf::synthetic::{write_synthetic, SyntheticSpec};
 
-use crate::release::recipe::{Recipe, RecipeOverrides};
+use release::recipe::{Recipe, RecipeOverrides};
 
 /// The demo's text: smelt's own README (a random model scores ~vocabulary-sized perplexity on
 /// it; the demo validates the pipeline, not the model).

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use distill::sdd::{Header, Opened, SddReader, SddWriter, Selection};
-use formats::kld_base::BaseReader;
 use eval::perplexity::ChunkPlan;
+use formats::kld_base::BaseReader;
 use serde_json::json;
 
-use super::progress;
+use release::progress;
 
 /// Subcommands of `smelt distill`.
 #[derive(clap::Subcommand)]
@@ -288,6 +288,7 @@ fn eval(args: EvalArgs) -> Result<ExitCode> {
 }
 
 fn train(args: TrainArgs) -> Result<ExitCode> {
+    use distill::train::run::{self, Progress, Schedule};
     use distill::train::{self, checkpoint, student::Objective, AdamW, Settings, TrainingData};
     super::set_threads(args.run.threads)?;
     let intervals = [
@@ -303,7 +304,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
     }
     let paths: Vec<&Path> = args.teacher_data.iter().map(PathBuf::as_path).collect();
     let (data, header) = TrainingData::load(&paths)?;
-    let source = super::convert::gguf_of(&args.student, &args.output)?;
+    let source = release::convert::gguf_of(&args.student, &args.output)?;
     let model = eval::model::Model::open(source.path())?;
     distill::compare::check_student(&model, &args.student, &header)?;
     let held_out = match &args.eval_data {
@@ -335,63 +336,62 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         },
         seed: args.seed,
     };
-    let started = std::time::Instant::now();
+    let schedule = Schedule {
+        checkpoint_every: args.checkpoint_every,
+        eval_every: args.eval_every,
+        eval_chunks: args.eval_chunks,
+        time_limit: args.time_limit,
+    };
     let bar = progress::steps(args.steps as u64, "distill");
     bar.set_position(adam.step as u64);
-    let mut curve = Vec::new();
-    let mut record = |step: usize, train_kl: Option<f64>, student: &train::student::Student| {
-        let held = held_out
-            .as_ref()
-            .map(|d| train::mean_kl(student, d, args.eval_chunks));
-        let point = json!({
-            "step": step,
-            "train_kl": train_kl,
-            "heldout_kl": held,
-            "seconds": started.elapsed().as_secs_f64(),
-        });
-        if !args.run.json {
-            bar.suspend(|| {
+    let outcome = run::run(
+        &mut student,
+        &mut adam,
+        &data,
+        held_out.as_ref(),
+        &settings,
+        &schedule,
+        &ckpt,
+        |p| match p {
+            Progress::Step {
+                step,
+                kl,
+                tokens_per_s,
+            } => {
+                bar.set_position(step as u64);
+                bar.set_message(format!("KL {kl:.4} {tokens_per_s:.0} tok/s"));
+            }
+            Progress::Point(point) if !args.run.json => bar.suspend(|| {
                 println!(
-                    "step {step:5}  train KL {}  held-out KL {}  {:.0} s",
-                    train_kl.map_or("-".into(), |v| format!("{v:.5}")),
-                    held.map_or("-".into(), |v| format!("{v:.5}")),
-                    started.elapsed().as_secs_f64()
+                    "step {:5}  train KL {}  held-out KL {}  {:.0} s",
+                    point.step,
+                    point.train_kl.map_or("-".into(), |v| format!("{v:.5}")),
+                    point.heldout_kl.map_or("-".into(), |v| format!("{v:.5}")),
+                    point.seconds
                 )
-            });
-        }
-        curve.push(point);
-    };
-    record(adam.step, None, &student);
-    let mut tokens = 0usize;
-    while adam.step < args.steps {
-        let report = train::train_step(&mut student, &mut adam, &data, &settings);
-        tokens += report.tokens;
-        bar.set_position(adam.step as u64);
-        bar.set_message(format!(
-            "KL {:.4} {:.0} tok/s",
-            report.kl,
-            tokens as f64 / started.elapsed().as_secs_f64()
-        ));
-        let out_of_time = args
-            .time_limit
-            .is_some_and(|l| started.elapsed().as_secs_f64() > l);
-        if adam.step % args.eval_every == 0 || adam.step == args.steps || out_of_time {
-            record(adam.step, Some(report.kl), &student);
-        }
-        if adam.step % args.checkpoint_every == 0 || adam.step == args.steps || out_of_time {
-            checkpoint::save(&ckpt, &student, &adam)?;
-        }
-        if out_of_time {
-            break;
-        }
-    }
+            }),
+            Progress::Point(_) => {}
+        },
+    )?;
     bar.finish_and_clear();
     train::write_student(&student, model.file(), &args.output)?;
-    let seconds = started.elapsed().as_secs_f64();
+    let (seconds, tokens) = (outcome.seconds, outcome.tokens);
     if args.run.json {
+        let curve: Vec<_> = outcome
+            .curve
+            .iter()
+            .map(|p| {
+                json!({
+                    "step": p.step,
+                    "train_kl": p.train_kl,
+                    "heldout_kl": p.heldout_kl,
+                    "seconds": p.seconds,
+                })
+            })
+            .collect();
         let out = json!({
             "output": args.output,
-            "steps": adam.step,
+            "steps": outcome.steps,
             "seconds": seconds,
             "tokens_per_s": tokens as f64 / seconds,
             "curve": curve,
@@ -401,7 +401,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         println!(
             "{}: {} steps in {:.0} s ({:.0} tokens/s); checkpoint {}",
             args.output.display(),
-            adam.step,
+            outcome.steps,
             seconds,
             tokens as f64 / seconds,
             ckpt.display()

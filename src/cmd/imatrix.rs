@@ -8,7 +8,7 @@ use anyhow::{anyhow, Result};
 use eval::imatrix::collect;
 use serde_json::json;
 
-use super::progress;
+use release::progress;
 
 /// Output formats llama-imatrix writes.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

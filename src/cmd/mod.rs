@@ -8,7 +8,6 @@ pub mod distill;
 pub mod imatrix;
 pub mod inspect;
 pub mod perplexity;
-pub mod progress;
 pub mod prune;
 pub mod quantize;
 pub mod release;

@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 use eval::kld::{compare_with_base, KldHeadline, KldStats, KldSummary};
-use formats::kld_base::{BaseReader, BaseWriter};
 use eval::perplexity::{score, ChunkPlan, PerplexityStats};
+use formats::kld_base::{BaseReader, BaseWriter};
 use serde_json::json;
 
-use super::progress;
+use release::progress;
 
 /// Arguments of `smelt perplexity`.
 #[derive(clap::Args)]

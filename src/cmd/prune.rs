@@ -1,11 +1,10 @@
 //! `smelt prune`: structured (depth, FFN width, attention heads) and unstructured (magnitude,
 //! Wanda; ratio or N:M) pruning of a float model, optionally quantized in the same invocation.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use eval::calibration::ActivationStats;
 use formats::gguf::GgufFile;
 use quantize::job::{self, JobOptions, Source};
@@ -15,9 +14,9 @@ use quantize::prune::{
 };
 use serde_json::json;
 
-use super::convert::{gguf_of, scratch_beside};
-use super::progress;
-use super::quantize::file_type;
+use release::convert::{gguf_of, scratch_beside};
+use release::inputs::file_type;
+use release::progress;
 
 /// Pruning methods.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -112,9 +111,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Method::Depth => match (&args.layers, args.ratio, &stats) {
             (Some(list), _, _) => layers_to_drop(&shape, list).map_err(bad)?,
             (None, Some(r), Some(s)) => {
-                let bi: Vec<f64> = (0..shape.n_layer)
-                    .map(|l| s.block_influence(l).unwrap_or(0.0))
-                    .collect();
+                let bi = s.block_influences(shape.n_layer);
                 let drop = count_to_remove(shape.n_layer, r, "layers").map_err(bad)?;
                 let keep = keep_highest(&bi, shape.n_layer - drop);
                 let dropped: Vec<usize> =
@@ -126,12 +123,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         },
         Method::Ffn => {
             let s = stats.as_ref().expect("calibrated");
-            let scores = per_layer(&shape, s, "ffn_down.weight", 1)?;
+            let scores = s
+                .group_scores(shape.n_layer, "ffn_down.weight", 1)
+                .map_err(|e| anyhow!(e))?;
             ffn_channels_to_keep(&shape, ratio(&args)?, &scores).map_err(bad)?
         }
         Method::Heads => {
             let s = stats.as_ref().expect("calibrated");
-            let scores = per_layer(&shape, s, "attn_output.weight", shape.head_dim)?;
+            let scores = s
+                .group_scores(shape.n_layer, "attn_output.weight", shape.head_dim)
+                .map_err(|e| anyhow!(e))?;
             head_groups_to_keep(&shape, ratio(&args)?, &scores).map_err(bad)?
         }
         Method::Magnitude | Method::Wanda => Structure::Unchanged,
@@ -139,7 +140,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let sparsify = Sparsify {
         pattern,
         norms: match (args.method, &stats) {
-            (Method::Wanda, Some(s)) => Some(wanda_norms(&file, s)),
+            (Method::Wanda, Some(s)) => Some(s.wanda_norms(&file)),
             _ => None,
         },
     };
@@ -270,37 +271,4 @@ fn calibrate(
     });
     bar.finish_and_clear();
     Ok(stats)
-}
-
-/// Per layer, the summed squared input norms of `role`'s columns in groups of `width` (FFN
-/// neurons: width 1 on `ffn_down`; heads: `head_dim` on `attn_output`).
-fn per_layer(
-    shape: &PruneShape,
-    stats: &ActivationStats,
-    role: &str,
-    width: usize,
-) -> Result<Vec<Vec<f64>>> {
-    (0..shape.n_layer)
-        .map(|l| {
-            let name = format!("blk.{l}.{role}");
-            let norms = stats
-                .input_norms(&name)
-                .with_context(|| format!("no calibration statistics for {name}"))?;
-            Ok(norms
-                .chunks(width)
-                .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
-                .collect())
-        })
-        .collect()
-}
-
-/// Wanda's ‖X_j‖₂ for every block matrix of the file.
-fn wanda_norms(file: &GgufFile, stats: &ActivationStats) -> HashMap<String, Vec<f32>> {
-    file.tensors
-        .iter()
-        .filter_map(|t| {
-            let name = &t.info.name;
-            stats.input_norms(name).map(|n| (name.clone(), n))
-        })
-        .collect()
 }

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use indicatif::MultiProgress;
 
-use crate::release::recipe::{Gates, Recipe, RecipeOverrides};
-use crate::release::{self, Release};
+use release::recipe::{Gates, Recipe, RecipeOverrides};
+use release::{self, Release};
 
 /// Arguments of `smelt release`.
 #[derive(clap::Args)]

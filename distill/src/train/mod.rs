@@ -7,7 +7,9 @@
 //! for any thread count, and a resumed run the same bytes as an uninterrupted one.
 
 mod graph;
+pub mod loss;
 pub mod ops;
+pub mod run;
 pub mod student;
 
 use std::path::Path;
@@ -70,6 +72,12 @@ impl TrainingData {
             first_header.get_or_insert(h);
         }
         let header = first_header.expect("at least one dataset");
+        if chunks.is_empty() {
+            return Err(FormatError::new(
+                paths[0],
+                "holds no chunks: nothing to train on",
+            ));
+        }
         Ok((
             TrainingData {
                 chunks,

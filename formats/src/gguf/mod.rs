@@ -7,12 +7,14 @@
 
 mod metadata;
 mod reader;
+mod shard;
 pub mod split;
 mod types;
 mod writer;
 
 pub use metadata::{Metadata, Value, ValueType};
-pub use reader::{GgufFile, TensorEntry};
+pub use reader::GgufFile;
+pub use shard::TensorEntry;
 pub use types::GgmlType;
 pub use writer::{temp_path_for, write_atomically, Completed, GgufWriter, TensorInfo};
 

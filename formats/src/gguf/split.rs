@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use std::ops::Range;
 
-use super::reader::Shard;
+use super::shard::Shard;
 use super::writer::{Completed, GgufWriter};
 use super::{pad_to, Metadata, TensorInfo, Value, DEFAULT_ALIGNMENT};
 use crate::{FormatError, Result};

@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use eval::kld::{compare_with_base, KldSummary};
-use formats::kld_base::BaseReader;
 use eval::model::Model;
 use eval::tokenizer::Tokenizer;
 use formats::gguf::split::SplitLimit;
 use formats::gguf::GgufFile;
+use formats::kld_base::BaseReader;
 use indicatif::MultiProgress;
 use quantize::imatrix::ImportanceWeights;
 use quantize::job::{self, JobOptions, Source};
@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{hash_file, load_record, save_record, Key};
 use super::recipe::{Gates, TypeRecipe};
+use crate::progress;
 use eval::kld::KldHeadline;
-use crate::cmd::progress;
 
 /// What a type measured against the teacher (cached by the type's key).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -168,17 +168,31 @@ pub fn job_options(
     })
 }
 
+/// The content key of type `t`'s work: everything its bytes and figures depend on (smelt's
+/// version, the source, the type and its tensor choices, the imatrix, the evaluation base, the
+/// split), and nothing they do not (its gates only judge the figures).
+fn type_key(
+    source_hash: &str,
+    t: &TypeRecipe,
+    imatrix_key: Option<&str>,
+    base_key: &str,
+    split: SplitLimit,
+) -> String {
+    Key::new("type")
+        .with(env!("CARGO_PKG_VERSION"))
+        .with(source_hash)
+        .with(t.ftype.name)
+        .with(&serde_json::to_string(&t.choices).expect("serializable"))
+        .with(imatrix_key.unwrap_or("none"))
+        .with(base_key)
+        .with(&format!("{split:?}"))
+        .short()
+}
+
 impl Shared<'_> {
     fn key(&self, t: &TypeRecipe) -> String {
-        Key::new("type")
-            .with(env!("CARGO_PKG_VERSION"))
-            .with(self.source_hash)
-            .with(t.ftype.name)
-            .with(&serde_json::to_string(&t.choices).expect("serializable"))
-            .with(self.imatrix.map_or("none", |(_, key)| key))
-            .with(self.base.1)
-            .with(&format!("{:?}", self.split))
-            .short()
+        let imatrix_key = self.imatrix.map(|(_, key)| key);
+        type_key(self.source_hash, t, imatrix_key, self.base.1, self.split)
     }
 
     fn options(&self, t: &TypeRecipe) -> Result<JobOptions<'static>> {
@@ -416,5 +430,117 @@ pub fn remove_if_present(path: &Path) -> Result<()> {
             Err(e).with_context(|| format!("{}: cannot remove", path.display()))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::inputs::{file_type, TensorChoices};
+    use eval::kld::{DeltaP, KldFigures};
+
+    fn type_recipe(name: &str) -> TypeRecipe {
+        TypeRecipe {
+            ftype: file_type(name).unwrap(),
+            choices: TensorChoices::default(),
+            gates: Gates::default(),
+        }
+    }
+
+    /// A measurement with these headline figures.
+    pub(crate) fn measurement(mean_kld: f64, ppl_ratio: f64, same_top_p: f64) -> Measurement {
+        Measurement {
+            sha256: "00".repeat(32),
+            bytes: 3 << 20,
+            bpw: 4.5,
+            ppl: 10.0 * ppl_ratio,
+            ppl_err: 0.1,
+            versus_teacher: KldHeadline {
+                kld: KldFigures {
+                    mean: mean_kld,
+                    median: mean_kld / 2.0,
+                    p90: mean_kld * 2.0,
+                    p99: mean_kld * 5.0,
+                    max: mean_kld * 9.0,
+                },
+                same_top_p,
+                delta_p: DeltaP {
+                    mean: -0.001,
+                    rms: 0.02,
+                },
+                ppl_ratio,
+            },
+            quantize_s: 1.0,
+            eval_s: 2.0,
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_type_key_changes_exactly_when_an_input_of_its_work_changes() {
+        let split = SplitLimit::parse_size("49G").unwrap();
+        let t = type_recipe("Q4_K_M");
+        let key = |source: &str, t: &TypeRecipe, imatrix, base: &str, split| {
+            type_key(source, t, imatrix, base, split)
+        };
+        let base = key("src", &t, Some("imx"), "kld", split);
+        assert_eq!(base, key("src", &t, Some("imx"), "kld", split));
+        let mut pure = t.clone();
+        pure.choices.pure = true;
+        let mut gated = t.clone();
+        gated.gates.max_mean_kld = Some(0.01);
+        assert_eq!(base, key("src", &gated, Some("imx"), "kld", split));
+        let variants = [
+            key("src2", &t, Some("imx"), "kld", split),
+            key("src", &type_recipe("Q5_K_M"), Some("imx"), "kld", split),
+            key("src", &pure, Some("imx"), "kld", split),
+            key("src", &t, None, "kld", split),
+            key("src", &t, Some("imx2"), "kld", split),
+            key("src", &t, Some("imx"), "kld2", split),
+            key("src", &t, Some("imx"), "kld", SplitLimit::Tensors(3)),
+        ];
+        for (i, v) in variants.iter().enumerate() {
+            assert_ne!(&base, v, "variant {i}");
+            assert!(variants[..i].iter().all(|w| w != v), "variant {i}");
+        }
+    }
+
+    #[test]
+    fn gates_pass_at_their_limits_and_name_every_figure_past_them() {
+        let m = measurement(0.05, 1.02, 0.9);
+        assert!(judge(&Gates::default(), &m).passed);
+        let at_limits = Gates {
+            max_mean_kld: Some(0.05),
+            max_ppl_ratio: Some(1.02),
+            min_same_top_p: Some(0.9),
+        };
+        let v = judge(&at_limits, &m);
+        assert!(v.passed && v.failures.is_empty(), "{v:?}");
+        let strict = Gates {
+            max_mean_kld: Some(0.04),
+            max_ppl_ratio: Some(1.01),
+            min_same_top_p: Some(0.95),
+        };
+        let v = judge(&strict, &m);
+        assert!(!v.passed);
+        assert_eq!(
+            v.failures,
+            [
+                "mean KLD 0.050000 > max_mean_kld 0.04",
+                "PPL ratio 1.020000 > max_ppl_ratio 1.01",
+                "same top p 0.900000 < min_same_top_p 0.95",
+            ]
+        );
+        let one = Gates {
+            max_ppl_ratio: Some(1.01),
+            ..Gates::default()
+        };
+        assert_eq!(judge(&one, &m).failures.len(), 1);
+    }
+
+    #[test]
+    fn release_names_follow_the_recipe_name_and_type() {
+        assert_eq!(release_file_name("m", "Q4_K_M"), "m-Q4_K_M.gguf");
+        assert_eq!(release_set_name("m", "Q4_K_M"), "m-Q4_K_M");
     }
 }

@@ -10,7 +10,7 @@ use formats::gguf::write_atomically;
 use super::cache::hash_file;
 use super::plot;
 use super::quant::TypeOutcome;
-use super::Release;
+use crate::summary::Release;
 
 /// File names of the documents.
 pub const REPORT_JSON: &str = "report.json";
@@ -250,4 +250,121 @@ fn usage(release: &Release) -> String {
          LM Studio:\n\n```sh\nlms get {repo}@{ty}\n```\n\n",
         ty = t.ftype
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::tests::measurement;
+    use crate::quant::Verdict;
+    use crate::recipe::{Card, Gates};
+    use crate::stages::{StageRun, TeacherScore};
+    use crate::summary::{InputHashes, Stages};
+
+    fn outcome(ftype: &'static str, mib: u64, kld: f64, failures: &[&str]) -> TypeOutcome {
+        let mut m = measurement(kld, 1.01, 0.93);
+        m.bytes = mib << 20;
+        let passed = failures.is_empty();
+        TypeOutcome {
+            ftype,
+            key: "k".into(),
+            file: passed.then(|| format!("m-{ftype}.gguf")),
+            measurement: m,
+            gates: Gates::default(),
+            verdict: Verdict {
+                passed,
+                failures: failures.iter().map(|f| f.to_string()).collect(),
+            },
+            quantized: true,
+            evaluated: true,
+            seconds: 1.0,
+        }
+    }
+
+    fn release(types: Vec<TypeOutcome>) -> Release {
+        let run = StageRun {
+            seconds: 0.0,
+            cached: true,
+        };
+        Release {
+            smelt_version: "0",
+            name: "m".into(),
+            source: "ckpt".into(),
+            architecture: "qwen3".into(),
+            card: Card {
+                base_model: Some("org/m".into()),
+                license: Some("apache-2.0".into()),
+                quantized_by: None,
+                repo: Some("me/m-GGUF".into()),
+            },
+            evaluation: "eval.txt".into(),
+            calibration: None,
+            ctx: 512,
+            teacher: TeacherScore {
+                ppl: 10.0,
+                ppl_err: 0.1,
+                n_chunks: 4,
+                n_tokens: 2048,
+            },
+            inputs: InputHashes {
+                source_sha256: "a".into(),
+                calibration_sha256: None,
+                evaluation_sha256: "b".into(),
+            },
+            stages: Stages {
+                teacher: run,
+                imatrix: None,
+                kld_base: run,
+            },
+            passed: types.iter().all(|t| t.verdict.passed),
+            types,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn the_table_lists_failures_only_in_the_full_report_and_split_sets_as_folders() {
+        let mut split = outcome("Q8_0", 7, 0.001, &[]);
+        split.file = Some("m-Q8_0".into());
+        split.measurement.files = vec!["m-Q8_0/a.gguf".into(), "m-Q8_0/b.gguf".into()];
+        let r = release(vec![
+            outcome("Q2_K", 2, 0.3, &["mean KLD 0.300000 > max_mean_kld 0.1"]),
+            outcome("Q4_K_M", 3, 0.02, &[]),
+            split,
+        ]);
+        let all = table(&r, true);
+        assert!(all.contains("| Q2_K | — |") && all.contains("**fail**: mean KLD 0.300000"));
+        assert!(all.contains("`m-Q8_0/` (2 shards)"), "{all}");
+        let emitted = table(&r, false);
+        assert!(!emitted.contains("Q2_K") && emitted.contains("`m-Q4_K_M.gguf`"));
+        assert_eq!(
+            released_files(&r.types[2]),
+            ["m-Q8_0/a.gguf", "m-Q8_0/b.gguf"]
+        );
+        assert!(released_files(&r.types[0]).is_empty());
+    }
+
+    #[test]
+    fn the_card_recommends_the_smallest_close_file_and_names_its_facts() {
+        let r = release(vec![
+            outcome("Q8_0", 7, 0.001, &[]),
+            outcome("Q3_K_M", 2, 0.09, &[]),
+            outcome("Q4_K_M", 3, 0.02, &[]),
+        ]);
+        assert_eq!(recommended(&r).map(|t| t.ftype), Some("Q4_K_M"));
+        assert_eq!(closest(&r).map(|t| t.ftype), Some("Q8_0"));
+        let card = model_card(&r);
+        assert!(card.starts_with("---\n"), "{card}");
+        assert!(
+            card.contains("base_model: \"org/m\"\n") && card.contains("license: \"apache-2.0\"\n")
+        );
+        assert!(card.contains("- **Q4_K_M** — 3.0 MiB") && card.contains("**recommended**"));
+        assert!(
+            card.contains("--hf-repo me/m-GGUF --hf-file m-Q4_K_M.gguf"),
+            "{card}"
+        );
+        let none_close = release(vec![outcome("Q2_K", 2, 0.3, &[])]);
+        assert_eq!(recommended(&none_close).map(|t| t.ftype), Some("Q2_K"));
+        assert!(guide(&release(Vec::new())).is_empty());
+    }
 }

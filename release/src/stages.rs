@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use formats::kld_base::BaseWriter;
 use eval::perplexity::score;
 use formats::hf::Checkpoint;
+use formats::kld_base::BaseWriter;
 use indicatif::MultiProgress;
 use quantize::convert::OutType;
 use serde::{Deserialize, Serialize};
 
 use super::cache::{load_record, save_record, Key};
-use crate::cmd::convert::convert_checkpoint;
-use crate::cmd::progress;
+use crate::convert::convert_checkpoint;
+use crate::progress;
 use eval::text::{open_tokenized, Tokenized};
 
 /// How one shared stage went in this run.

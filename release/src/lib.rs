@@ -1,4 +1,4 @@
-//! `smelt release`: a checkpoint → a folder of quantized GGUFs that each passed their quality
+//! The release job (`smelt release`): a checkpoint → a folder of quantized GGUFs that each passed their quality
 //! gates, with a report and a model card.
 //!
 //! Shared work (teacher conversion, imatrix, the teacher's KL-divergence base) is done once; each
@@ -8,11 +8,15 @@
 //! ([`cache`]), so a rerun does only the work whose inputs changed.
 
 pub mod cache;
+pub mod convert;
+pub mod inputs;
 mod plot;
+pub mod progress;
 pub mod quant;
 pub mod recipe;
 mod report;
 pub mod stages;
+mod summary;
 
 use std::path::Path;
 use std::time::Instant;
@@ -20,68 +24,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use indicatif::MultiProgress;
 use rayon::prelude::*;
-use serde::Serialize;
 
-use crate::cmd::quantize::{importance_weights, open_source};
 use cache::{hash_file, hash_source};
+use inputs::{importance_weights, open_source};
 use quant::{Shared, TypeOutcome, IMATRIX_NAME};
 use recipe::Recipe;
-use stages::{StageRun, TeacherScore, TextInput};
-
-/// Content hashes of the inputs.
-#[derive(Debug, Clone, Serialize)]
-pub struct InputHashes {
-    /// The checkpoint folder or GGUF.
-    pub source_sha256: String,
-    /// The calibration text.
-    pub calibration_sha256: Option<String>,
-    /// The evaluation text.
-    pub evaluation_sha256: String,
-}
-
-/// The shared stages of a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stages {
-    /// Converting a checkpoint folder to the teacher GGUF.
-    pub teacher: StageRun,
-    /// Collecting the imatrix (absent without calibration text).
-    pub imatrix: Option<StageRun>,
-    /// The teacher's pass over the evaluation text.
-    pub kld_base: StageRun,
-}
-
-/// Everything a run produced: the content of `report.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Release {
-    /// smelt's version.
-    pub smelt_version: &'static str,
-    /// Release name.
-    pub name: String,
-    /// The source as the recipe named it.
-    pub source: String,
-    /// `general.architecture` of the teacher.
-    pub architecture: String,
-    /// The model card's publishing facts.
-    pub card: recipe::Card,
-    /// The evaluation text's file name.
-    pub evaluation: String,
-    /// The calibration text's file name.
-    pub calibration: Option<String>,
-    /// Context size.
-    pub ctx: usize,
-    /// The teacher's figures on the evaluation text.
-    pub teacher: TeacherScore,
-    /// Input hashes.
-    pub inputs: InputHashes,
-    /// Shared stages.
-    pub stages: Stages,
-    /// Every type, in recipe order.
-    pub types: Vec<TypeOutcome>,
-    /// Every type passed its gates.
-    pub passed: bool,
-    /// Wall-clock seconds of the run.
-    pub seconds: f64,
-}
+use stages::TextInput;
+pub use summary::{InputHashes, Release, Stages};
 
 /// Runs the recipe and writes the release folder (GGUFs that passed, split sets in folders of
 /// their own, `report.json`, `report.md`, `size-vs-kld.svg`, the `README.md` model card and

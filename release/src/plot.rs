@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::Release;
+use crate::summary::Release;
 
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 400.0;

@@ -9,7 +9,7 @@ use formats::gguf::split::SplitLimit;
 use quantize::mixture::FileType;
 use serde::{Deserialize, Serialize};
 
-use crate::cmd::quantize::{file_type, TensorChoices};
+use crate::inputs::{file_type, TensorChoices};
 
 /// The recipe file as written.
 #[derive(Deserialize)]
@@ -329,6 +329,123 @@ fn default_name(source: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Writes `text` as a recipe beside a checkpoint folder `ckpt` and loads it.
+    fn load(text: &str, over: RecipeOverrides) -> (tempfile::TempDir, Result<Recipe>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ckpt")).unwrap();
+        let path = dir.path().join("recipe.toml");
+        std::fs::write(&path, text).unwrap();
+        let recipe = Recipe::load(&path, over);
+        (dir, recipe)
+    }
+
+    const MINIMAL: &str = "source = \"ckpt\"\noutput = \"out\"\ntypes = [\"Q4_K_M\", \"Q8_0\"]\nevaluation = \"eval.txt\"\n";
+
+    fn error(text: &str) -> String {
+        let (_dir, r) = load(text, RecipeOverrides::default());
+        format!("{:#}", r.err().expect("an error"))
+    }
+
+    #[test]
+    fn a_minimal_recipe_resolves_paths_and_takes_the_defaults() {
+        let (dir, r) = load(MINIMAL, RecipeOverrides::default());
+        let r = r.unwrap();
+        assert_eq!(r.name, "ckpt");
+        assert_eq!(r.source, dir.path().join("ckpt"));
+        assert_eq!(r.output, dir.path().join("out"));
+        assert_eq!(r.cache, dir.path().join(".smelt-cache"));
+        assert_eq!(r.evaluation, dir.path().join("eval.txt"));
+        assert_eq!(
+            (r.ctx, r.chunks, r.calibration.is_none()),
+            (512, None, true)
+        );
+        assert_eq!(r.split, SplitLimit::parse_size("49G").unwrap());
+        let names: Vec<&str> = r.types.iter().map(|t| t.ftype.name).collect();
+        assert_eq!(names, ["Q4_K_M", "Q8_0"]);
+        assert!(r.types.iter().all(|t| t.gates == Gates::default()));
+    }
+
+    #[test]
+    fn per_type_tables_and_command_line_overrides_apply_where_they_should() {
+        let text = format!(
+            "{MINIMAL}ctx = 256\n[quantize.Q8_0]\npure = true\n[gates]\nmax_mean_kld = 0.1\n\
+             [gates.Q4_K_M]\nmax_ppl_ratio = 1.05\n"
+        );
+        let over = RecipeOverrides {
+            ctx: Some(128),
+            gates: Gates {
+                min_same_top_p: Some(0.9),
+                ..Gates::default()
+            },
+            ..RecipeOverrides::default()
+        };
+        let (_dir, r) = load(&text, over);
+        let r = r.unwrap();
+        assert_eq!(r.ctx, 128);
+        let [q4, q8] = [&r.types[0], &r.types[1]];
+        assert!(q8.choices.pure && !q4.choices.pure);
+        assert_eq!(
+            q4.gates,
+            Gates {
+                max_mean_kld: Some(0.1),
+                max_ppl_ratio: Some(1.05),
+                min_same_top_p: Some(0.9),
+            }
+        );
+        assert_eq!(q8.gates.max_ppl_ratio, None);
+        assert_eq!(q8.gates.max_mean_kld, Some(0.1));
+        // A --types override drops the types it leaves out, and their tables with them.
+        let over = RecipeOverrides {
+            types: Some(vec!["Q8_0".into()]),
+            ..RecipeOverrides::default()
+        };
+        let (_dir, r) = load(&text, over);
+        assert_eq!(r.unwrap().types.len(), 1);
+    }
+
+    #[test]
+    fn every_recipe_problem_is_an_error_naming_the_recipe_and_the_key() {
+        let cases = [
+            (MINIMAL.replace("ckpt", "missing"), "source"),
+            (
+                MINIMAL.replace("\"Q4_K_M\", \"Q8_0\"", ""),
+                "types is empty",
+            ),
+            (MINIMAL.replace("Q8_0", "Q4_K_M"), "listed twice"),
+            (MINIMAL.replace("Q8_0", "Q9_9"), "unknown type"),
+            (format!("{MINIMAL}colour = 3\n"), "colour"),
+            (
+                format!("{MINIMAL}name = \"a/b\"\n"),
+                "cannot be part of a file name",
+            ),
+            (
+                format!("{MINIMAL}split_max_size = \"lots\"\n"),
+                "split_max_size",
+            ),
+            (
+                format!("{MINIMAL}[gates]\nmax_mean_kld = -1.0\n"),
+                "non-negative",
+            ),
+            (
+                format!("{MINIMAL}[gates]\nmin_same_top_p = 2.0\n"),
+                "between 0 and 1",
+            ),
+            (format!("{MINIMAL}[gates]\nmax_kld = 1.0\n"), "max_kld"),
+            (
+                format!("{MINIMAL}[gates.Q6_K]\nmax_mean_kld = 1.0\n"),
+                "not among the types",
+            ),
+            (
+                format!("{MINIMAL}[quantize.Q8_0]\ntensor_type = [\"x\"]\n"),
+                "PATTERN=TYPE",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = error(&text);
+            assert!(e.contains("recipe.toml") && e.contains(want), "{want}: {e}");
+        }
+    }
 
     #[test]
     fn front_matter_values_are_read_unquoted_and_only_from_the_front_matter() {

@@ -1,0 +1,111 @@
+//! The training objective on one sequence: the student's forward pass (the architecture's block
+//! on [`TrainGraph`]), the loss against the teacher's rows, and its gradient back through the
+//! graph into every trainable tensor.
+
+use arch::Role;
+
+use super::graph::TrainGraph;
+use super::ops;
+use super::student::{Objective, Student};
+use crate::compare::{log_softmax_shift, row_kld};
+use crate::sdd::TeacherRow;
+
+impl Student {
+    /// Runs one sequence (`tokens`, BOS already in place) and, with `grads`, adds to them the
+    /// gradient of the summed per-row loss (without, only the forward pass runs); `rows[i]` is
+    /// the teacher at position `first + i`, predicting `tokens[first + i + 1]`. Returns the
+    /// summed KL divergence and the summed cross-entropy.
+    pub fn loss_and_grads(
+        &self,
+        tokens: &[u32],
+        first: usize,
+        rows: &[TeacherRow],
+        objective: Objective,
+        grads: Option<&mut [Vec<f32>]>,
+    ) -> (f64, f64) {
+        let s = &self.shape;
+        let (t, d) = (tokens.len(), s.n_embd);
+        let embd = self.param(Role::TokenEmbd, 0);
+        let x: Vec<f32> = tokens
+            .iter()
+            .flat_map(|&tok| self.data(embd)[tok as usize * d..][..d].iter().copied())
+            .collect();
+        let mut graph = TrainGraph::new(self, t, x);
+        let mut x = 0;
+        for il in 0..s.n_layer {
+            x = arch::graph::block(&mut graph, s.arch, il, x);
+        }
+
+        // Output rows: the scored positions only.
+        let (output_norm, output) = (self.param(Role::OutputNorm, 0), self.param(Role::Output, 0));
+        let n_out = rows.len();
+        let xs = &graph.value(x)[first * d..(first + n_out) * d];
+        let (nf, invf) = ops::rms_norm(xs, self.data(output_norm), s.rms_eps);
+        let logits = ops::linear(&nf, self.data(output), n_out, d, s.n_vocab);
+        let mut dlogits = vec![0.0f32; logits.len()];
+        let (mut kl_sum, mut ce_sum) = (0.0, 0.0);
+        for (r, row) in rows.iter().enumerate() {
+            let z = &logits[r * s.n_vocab..][..s.n_vocab];
+            let (kl, ce) = row_loss(
+                z,
+                row,
+                objective,
+                &mut dlogits[r * s.n_vocab..][..s.n_vocab],
+            );
+            kl_sum += kl;
+            ce_sum += ce;
+        }
+        let Some(grads) = grads else {
+            return (kl_sum, ce_sum);
+        };
+
+        let dnf = ops::linear_backward(
+            &dlogits,
+            &nf,
+            self.data(output),
+            self.grad_of(grads, output),
+            (n_out, d, s.n_vocab),
+        );
+        let dxs = ops::rms_norm_backward(
+            &dnf,
+            xs,
+            self.data(output_norm),
+            &invf,
+            self.grad_of(grads, output_norm),
+        );
+        let mut dx = vec![0.0f32; t * d];
+        dx[first * d..(first + n_out) * d].copy_from_slice(&dxs);
+        let dx = graph.backward(x, dx, grads);
+        if self.params[embd].trainable {
+            let g = &mut grads[embd];
+            for (pos, &tok) in tokens.iter().enumerate() {
+                let row = &mut g[tok as usize * d..][..d];
+                row.iter_mut()
+                    .zip(&dx[pos * d..][..d])
+                    .for_each(|(a, b)| *a += b);
+            }
+        }
+        (kl_sum, ce_sum)
+    }
+}
+
+/// KL(teacher ‖ student) of one row over the teacher's kept tokens and the lumped rest, plus
+/// the weighted cross-entropy with the target; writes the gradient with respect to the logits
+/// `z` into `dz`. Returns (KL, cross-entropy).
+pub fn row_loss(z: &[f32], row: &TeacherRow, objective: Objective, dz: &mut [f32]) -> (f64, f64) {
+    let (_, shift) = log_softmax_shift(z);
+    let d = row.distribution();
+    let (kl, q_listed, q_rest) = row_kld(z, shift, &row.ids, &d);
+    let rest_scale = (d.rest_log_prob as f64).exp() / q_rest;
+    for (g, &v) in dz.iter_mut().zip(z) {
+        let q = ((v - shift) as f64).exp();
+        *g = (q * (1.0 - rest_scale) + objective.ce_weight as f64 * q) as f32;
+    }
+    // Listed tokens: q − p instead of q − r·q/q_rest.
+    for ((&id, &lp), &q) in row.ids.iter().zip(&d.log_probs).zip(&q_listed) {
+        dz[id as usize] = (q - (lp as f64).exp() + objective.ce_weight as f64 * q) as f32;
+    }
+    let ce = (shift - z[row.target as usize]) as f64;
+    dz[row.target as usize] -= objective.ce_weight;
+    (kl, ce)
+}
