@@ -212,6 +212,33 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
     rewrite(&model, &bad, three_heads, |_| true);
     common::assert_bad_input(&perplexity(&bad, &text), "does not divide");
 
+    // A block count the file cannot back is refused before anything is sized by it (2^40
+    // blocks once made the tensor list allocation abort the process); so is a prune of a file
+    // whose tensors name a block past its count.
+    let huge = |md: &mut Metadata| md.set("llama.block_count", Value::U64(1 << 40));
+    rewrite(&model, &bad, huge, |_| true);
+    common::assert_bad_input(
+        &perplexity(&bad, &text),
+        "llama.block_count is 1099511627776",
+    );
+    let one_block = |md: &mut Metadata| md.set("llama.block_count", Value::U32(1));
+    rewrite(&model, &bad, one_block, |_| true);
+    let pruned = tmp.path().join("pruned.gguf");
+    let prune = [
+        "prune",
+        s(&bad),
+        s(&pruned),
+        "--method",
+        "magnitude",
+        "--ratio",
+        "0.5",
+    ];
+    common::assert_bad_input(
+        &common::run(&prune),
+        "belongs to block 1, but block_count is 1",
+    );
+    assert!(!pruned.exists());
+
     rewrite(
         &model,
         &bad,

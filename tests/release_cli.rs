@@ -302,6 +302,58 @@ fn sigkill_case(extra: &str) {
     }
 }
 
+/// Two runs of one recipe at once: the second waits for the first's lock on the cache, then
+/// finds all the work done; the release folder ends complete and matches its checksums.
+#[test]
+fn a_second_release_on_the_same_cache_waits_for_the_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    common::synth(&dir.join("ck"), &common::SLOW_MODEL);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+        dir.join("text.txt"),
+    )
+    .unwrap();
+    let recipe = dir.join("recipe.toml");
+    std::fs::write(
+        &recipe,
+        "source = \"ck\"\noutput = \"out\"\ntypes = [\"Q4_K_M\", \"Q8_0\"]\n\
+         calibration = \"text.txt\"\nevaluation = \"text.txt\"\nctx = 128\nchunks = 8\n",
+    )
+    .unwrap();
+    let start = || {
+        common::smelt()
+            .args(["release", s(&recipe), "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dir.join(".smelt-cache/.lock").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let second = start();
+    let runs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    assert!(runs.iter().all(|r| r.status.code() == Some(0)));
+    // The second normally waits; the first may, if the second took the lock between the first
+    // creating the lock file and locking it. Exactly one waits, and it finds the work done.
+    let waited: Vec<&std::process::Output> = runs
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.stderr).contains("waiting for it to finish"))
+        .collect();
+    assert_eq!(waited.len(), 1);
+    let report: Value = serde_json::from_slice(&waited[0].stdout).unwrap();
+    assert!(work_done(&report).is_empty(), "{report}");
+    let sums = std::fs::read_to_string(dir.join("out/SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 2 + 4, "{sums}");
+    for line in sums.lines() {
+        let (hash, file) = line.split_once("  ").unwrap();
+        assert_eq!(common::sha256(&dir.join("out").join(file)), hash, "{file}");
+    }
+}
+
 #[test]
 fn bad_recipes_are_refused_with_exit_2_and_no_output() {
     let tmp = tempfile::tempdir().unwrap();

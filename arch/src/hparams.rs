@@ -172,10 +172,18 @@ impl Hparams {
             .and_then(|t| t.info.dims.get(1).copied())
             .ok_or_else(|| keys.error("tensor token_embd.weight is missing"))?
             as usize;
+        let n_layer: usize = keys.need("block_count")?;
+        if n_layer > file.tensors.len() {
+            return Err(keys.error(format!(
+                "{} is {n_layer}, but the file holds only {} tensors",
+                keys.key("block_count"),
+                file.tensors.len()
+            )));
+        }
         Ok(Hparams {
             arch,
             n_embd,
-            n_layer: keys.need("block_count")?,
+            n_layer,
             n_head,
             n_head_kv,
             head_dim,

@@ -184,3 +184,36 @@ pub fn decode_row(row: &[u16], n_vocab: usize) -> Vec<f32> {
         .map(|&c| scale * c as f32 + min_log_prob)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A base file with n_ctx 4, a vocabulary of 2 and one chunk of `tokens`.
+    fn base(dir: &Path, tokens: [i32; 4]) -> PathBuf {
+        let path = dir.join("base.bin");
+        let mut bytes = MAGIC.to_vec();
+        for v in [4i32, 2, 1].into_iter().chain(tokens) {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes.extend(std::iter::repeat_n(0u8, 2 * row_slots(2)));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn token_ids_outside_the_vocabulary_are_refused_when_the_file_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = BaseReader::open(&base(dir.path(), [0, 1, 1, 0])).unwrap();
+        assert_eq!((ok.n_ctx, ok.n_vocab, ok.tokens.len()), (4, 2, 4));
+        for bad in [[0, 1, 2, 0], [0, -1, 0, 0]] {
+            let err = BaseReader::open(&base(dir.path(), bad))
+                .err()
+                .expect("refused");
+            assert!(
+                err.to_string().contains("outside the vocabulary of 2"),
+                "{err}"
+            );
+        }
+    }
+}

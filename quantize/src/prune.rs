@@ -263,12 +263,16 @@ struct Mapping {
     cols: Option<Vec<usize>>,
 }
 
+/// The block `N` of a `blk.N.*` tensor name.
+fn block_of(name: &str) -> Option<usize> {
+    name.strip_prefix("blk.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse::<usize>().ok())
+}
+
 /// The output name of `name` (`None`: dropped) and which rows/columns it keeps.
 fn map_tensor(name: &str, shape: &PruneShape, structure: &Structure) -> Option<(String, Mapping)> {
-    let layer = name
-        .strip_prefix("blk.")
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|n| n.parse::<usize>().ok());
+    let layer = block_of(name);
     let mut out_name = name.to_string();
     let mut mapping = Mapping {
         layer,
@@ -369,6 +373,12 @@ pub fn prune_gguf(
                 "{}: tensor {} is {ty}; prune a float model (F32/F16/BF16), then quantize",
                 file.path().display(),
                 t.info.name
+            )));
+        }
+        if let Some(il) = block_of(&t.info.name).filter(|&il| il >= shape.n_layer) {
+            return Err(bad(format!(
+                "tensor {} belongs to block {il}, but block_count is {}",
+                t.info.name, shape.n_layer
             )));
         }
         let Some((name, mapping)) = map_tensor(&t.info.name, &shape, structure) else {

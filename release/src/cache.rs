@@ -1,6 +1,7 @@
 //! Content-addressed work: every artifact of a release run is named by a hash of everything it
 //! depends on, so a rerun finds what unchanged inputs already produced and redoes only the rest.
 
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -80,4 +81,36 @@ pub fn save_record<T: Serialize>(path: &Path, record: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(record)?;
     formats::gguf::write_atomically(path, &bytes)?;
     Ok(())
+}
+
+/// An exclusive lock on a cache folder (its `.lock` file), held for a whole run and released when
+/// dropped (or when the process dies): a second `smelt release` on the same cache waits for the
+/// first to finish instead of racing it over the same work files.
+pub struct CacheLock {
+    _file: File,
+}
+
+/// Locks `cache` (creating it), calling `on_wait` first if another run holds it.
+pub fn lock(cache: &Path, on_wait: impl FnOnce()) -> Result<CacheLock> {
+    std::fs::create_dir_all(cache)
+        .with_context(|| format!("{}: cannot create the cache", cache.display()))?;
+    let path = cache.join(".lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}: cannot open", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            on_wait();
+            file.lock()
+                .with_context(|| format!("{}: cannot lock", path.display()))?;
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("{}: cannot lock", path.display()))
+        }
+    }
+    Ok(CacheLock { _file: file })
 }

@@ -1,6 +1,7 @@
 //! The release job (`smelt release`): a checkpoint → a folder of quantized GGUFs that each passed their quality
 //! gates, with a report and a model card.
 //!
+//! A run holds the cache's lock ([`cache::lock`]); a second run on the same cache waits.
 //! Shared work (teacher conversion, imatrix, the teacher's KL-divergence base) is done once; each
 //! type is quantized into the cache's work folder, measured against the teacher, and moved into
 //! the release folder only when it passes — so the release folder never holds a partial or an
@@ -36,6 +37,14 @@ pub use summary::{InputHashes, Release, Stages};
 /// their own, `report.json`, `report.md`, `size-vs-kld.svg`, the `README.md` model card and
 /// `SHA256SUMS`).
 pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
+    let _lock = cache::lock(&recipe.cache, || {
+        bars.suspend(|| {
+            eprintln!(
+                "smelt: another release is using the cache {}; waiting for it to finish",
+                recipe.cache.display()
+            )
+        })
+    })?;
     let start = Instant::now();
     for dir in [&recipe.output, &recipe.cache] {
         std::fs::create_dir_all(dir)

@@ -332,6 +332,34 @@ mod tests {
     use super::student::tests::{teacher_rows, tiny_student};
     use super::*;
 
+    /// A dataset with no chunks (`distill import --chunks 0` makes one) is refused when it is
+    /// loaded: training on it divided by zero.
+    #[test]
+    fn an_empty_dataset_is_refused_before_training() {
+        use crate::sdd::{Opened, SddWriter};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.sdd");
+        let header = Header {
+            teacher: [0; 32],
+            tokenizer: [0; 32],
+            text: [0; 32],
+            n_vocab: 16,
+            n_ctx: 8,
+            n_chunks: 0,
+            top_k: 4,
+            max_rest: 0.0,
+            bos: None,
+        };
+        let Opened::Writing(writer) = SddWriter::open(&path, header, 1).unwrap() else {
+            panic!("a new file");
+        };
+        writer.finish().unwrap();
+        let err = TrainingData::load(&[path.as_path()])
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("no chunks"), "{err}");
+    }
+
     fn data() -> TrainingData {
         let chunks = (0..6)
             .map(|c| {
