@@ -5,6 +5,8 @@
 //! job's orchestration (recipe, content cache, gates, reports) is `release`.
 //! Exit codes: 0 success, 1 a quality gate failed, 2 bad input.
 
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
 mod cmd;
 
 /// mimalloc keeps freed pages for reuse: the forward pass allocates and frees large activation

@@ -335,7 +335,10 @@ fn a_second_release_on_the_same_cache_waits_for_the_first() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let second = start();
-    let runs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    let runs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
     assert!(runs.iter().all(|r| r.status.code() == Some(0)));
     // The second normally waits; the first may, if the second took the lock between the first
     // creating the lock file and locking it. Exactly one waits, and it finds the work done.

@@ -3,6 +3,8 @@
 //! evaluation, pruning and training share (RoPE pairing, attention biases). Stages ask this crate
 //! instead of comparing architecture names themselves, so a family is described once.
 
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
 pub mod convert;
 pub mod graph;
 pub mod hparams;

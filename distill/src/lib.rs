@@ -9,6 +9,8 @@
 //!
 //! Errors are `formats::FormatError`s: each names the file it is about.
 
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
 pub mod compare;
 pub mod dataset;
 pub mod sdd;

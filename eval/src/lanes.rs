@@ -138,11 +138,13 @@ impl Lanes16 for Portable {
     }
     #[inline(always)]
     unsafe fn load_f32(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees `p` is valid for 16 reads (this fn's contract).
         Portable(std::array::from_fn(|i| unsafe { *p.add(i) }))
     }
     #[inline(always)]
     unsafe fn load_f16(p: *const u16) -> Self {
         Portable(std::array::from_fn(|i| {
+            // SAFETY: the caller guarantees `p` is valid for 16 reads (this fn's contract).
             half::f16::from_bits(unsafe { *p.add(i) }).to_f32()
         }))
     }
@@ -198,10 +200,12 @@ mod x86 {
         const TILE_COLS: usize = 6;
         #[inline(always)]
         fn zero() -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             Avx512(unsafe { _mm512_setzero_ps() })
         }
         #[inline(always)]
         fn splat(v: f32) -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             Avx512(unsafe { _mm512_set1_ps(v) })
         }
         #[inline(always)]
@@ -214,14 +218,17 @@ mod x86 {
         }
         #[inline(always)]
         fn fma(a: Self, b: Self, c: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             Avx512(unsafe { _mm512_fmadd_ps(a.0, b.0, c.0) })
         }
         #[inline(always)]
         fn add(a: Self, b: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             Avx512(unsafe { _mm512_add_ps(a.0, b.0) })
         }
         #[inline(always)]
         fn mul(a: Self, b: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             Avx512(unsafe { _mm512_mul_ps(a.0, b.0) })
         }
         #[inline(always)]
@@ -239,10 +246,12 @@ mod x86 {
         const TILE_COLS: usize = 2;
         #[inline(always)]
         fn zero() -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             unsafe { Avx2(_mm256_setzero_ps(), _mm256_setzero_ps()) }
         }
         #[inline(always)]
         fn splat(v: f32) -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             unsafe { Avx2(_mm256_set1_ps(v), _mm256_set1_ps(v)) }
         }
         #[inline(always)]
@@ -259,6 +268,7 @@ mod x86 {
         }
         #[inline(always)]
         fn fma(a: Self, b: Self, c: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             unsafe {
                 Avx2(
                     _mm256_fmadd_ps(a.0, b.0, c.0),
@@ -268,10 +278,12 @@ mod x86 {
         }
         #[inline(always)]
         fn add(a: Self, b: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             unsafe { Avx2(_mm256_add_ps(a.0, b.0), _mm256_add_ps(a.1, b.1)) }
         }
         #[inline(always)]
         fn mul(a: Self, b: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has the feature (see the impl).
             unsafe { Avx2(_mm256_mul_ps(a.0, b.0), _mm256_mul_ps(a.1, b.1)) }
         }
         #[inline(always)]

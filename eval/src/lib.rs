@@ -2,6 +2,8 @@
 //! qwen2) over GGUF files of any type smelt decodes, llama.cpp's tokenizers, and the numbers
 //! llama.cpp's tools report — perplexity, KL divergence against a base model, importance matrices.
 
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
 pub mod attention;
 pub mod calibration;
 pub mod fastmath;

@@ -12,6 +12,8 @@
 //! This crate knows files, not numbers: it hands out raw tensor bytes and row ranges, and leaves
 //! encoding them (F16, Q8_0, …) to the `quantize` crate.
 
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
 pub mod digest;
 mod error;
 pub mod gguf;

@@ -5,6 +5,8 @@
 //! Each encoding lives in its own module under [`types`] with its block layout, its quantizer and
 //! dequantizer, and their tests. The scalar code defines the bytes; anything faster must match it.
 
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
 pub mod activation;
 pub mod convert;
 pub mod imatrix;

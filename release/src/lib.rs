@@ -8,6 +8,8 @@
 //! ungated file, whatever happens to the process. Everything is cached by content hash
 //! ([`cache`]), so a rerun does only the work whose inputs changed.
 
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
 pub mod cache;
 pub mod convert;
 pub mod inputs;

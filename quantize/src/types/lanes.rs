@@ -105,64 +105,79 @@ mod avx2 {
         #[inline(always)]
         fn splat(v: f32) -> Self {
             // SAFETY (all methods): only called from code compiled with AVX2 on CPUs that have it.
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { Avx8(_mm256_set1_ps(v)) }
         }
         #[inline(always)]
         fn load(a: &[f32; 8]) -> Self {
+            // SAFETY: AVX2 is present (see the impl); `a` holds the 8 floats read.
             unsafe { Avx8(_mm256_loadu_ps(a.as_ptr())) }
         }
         #[inline(always)]
         fn store(self) -> [f32; 8] {
             let mut out = [0f32; 8];
+            // SAFETY: AVX2 is present (see the impl); `out` holds the 8 floats written.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), self.0) };
             out
         }
         #[inline(always)]
         fn add(self, o: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { Avx8(_mm256_add_ps(self.0, o.0)) }
         }
         #[inline(always)]
         fn sub(self, o: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { Avx8(_mm256_sub_ps(self.0, o.0)) }
         }
         #[inline(always)]
         fn mul(self, o: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { Avx8(_mm256_mul_ps(self.0, o.0)) }
         }
         #[inline(always)]
         fn div(self, o: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { Avx8(_mm256_div_ps(self.0, o.0)) }
         }
         #[inline(always)]
         fn abs(self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { Avx8(_mm256_andnot_ps(_mm256_set1_ps(-0.0), self.0)) }
         }
         #[inline(always)]
         fn lt(self, o: Self) -> __m256 {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0) }
         }
         #[inline(always)]
         fn le(self, o: Self) -> __m256 {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { _mm256_cmp_ps::<_CMP_LE_OQ>(self.0, o.0) }
         }
         #[inline(always)]
         fn eq(self, o: Self) -> __m256 {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { _mm256_cmp_ps::<_CMP_EQ_OQ>(self.0, o.0) }
         }
         #[inline(always)]
         fn ne(self, o: Self) -> __m256 {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { _mm256_cmp_ps::<_CMP_NEQ_UQ>(self.0, o.0) }
         }
         #[inline(always)]
         fn and(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { _mm256_and_ps(a, b) }
         }
         #[inline(always)]
         fn select(m: __m256, a: Self, b: Self) -> Self {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { Avx8(_mm256_blendv_ps(b.0, a.0, m)) }
         }
         #[inline(always)]
         fn round_clamp(self, lo: i32, hi: i32) -> Self {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe {
                 let v = _mm256_add_ps(self.0, _mm256_set1_ps(12582912.0));
                 let i = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x007f_ffff));
@@ -176,6 +191,7 @@ mod avx2 {
         }
         #[inline(always)]
         fn mask_bits(m: __m256) -> [bool; 8] {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             let bits = unsafe { _mm256_movemask_ps(m) };
             std::array::from_fn(|k| bits & (1 << k) != 0)
         }
