@@ -260,7 +260,7 @@ impl Shared<'_> {
         let file = if verdict.passed {
             if let Some(work) = work.filter(|w| w.exists()) {
                 remove_item(&target)?;
-                std::fs::rename(&work, &target)?;
+                move_into_place(&work, &target)?;
             }
             remove_item(&other)?;
             Some(item)
@@ -412,6 +412,44 @@ fn item_sha256(path: &Path) -> Result<String> {
     Ok(formats::digest::hex(&formats::digest::model_sha256(
         &model,
     )?))
+}
+
+/// Moves `work` (a file, or a split set's folder) to `target`: a rename, or, when the cache and
+/// the release folder are on different filesystems, a synced copy under a hidden name beside
+/// `target` renamed into place whole, then the work removed. Either way `target` appears whole
+/// or not at all.
+fn move_into_place(work: &Path, target: &Path) -> Result<()> {
+    let failed = |e: std::io::Error| {
+        anyhow::Error::new(e).context(format!("{}: cannot move into place", target.display()))
+    };
+    match std::fs::rename(work, target) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {}
+        Err(e) => return Err(failed(e)),
+    }
+    let tmp = formats::gguf::temp_path_for(target);
+    if let Err(e) = copy_item(work, &tmp).and_then(|()| std::fs::rename(&tmp, target)) {
+        let _ = remove_item(&tmp);
+        return Err(failed(e));
+    }
+    remove_item(work)
+}
+
+/// Copies a file, or a folder of files, and syncs what it wrote.
+fn copy_item(from: &Path, to: &Path) -> std::io::Result<()> {
+    let copy_file = |from: &Path, to: &Path| {
+        std::fs::copy(from, to)?;
+        std::fs::File::open(to)?.sync_all()
+    };
+    if !from.is_dir() {
+        return copy_file(from, to);
+    }
+    std::fs::create_dir(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        copy_file(&entry.path(), &to.join(entry.file_name()))?;
+    }
+    Ok(())
 }
 
 /// Removes a released file or split set's folder unless it is already gone.

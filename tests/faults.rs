@@ -1,0 +1,167 @@
+//! Disk faults: every writer meets a full filesystem (a small tmpfs the test mounts) with exit 2,
+//! one line naming the file, nothing at the target and no temporary left behind; a release
+//! whose release folder is on another filesystem than its cache still lands whole, and one that
+//! runs out of space leaves its cache usable for the next run.
+//! Tier 2: mounting needs root (as on these machines and CI).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A tmpfs of `size` mounted on a fresh folder, unmounted when dropped.
+struct Tmpfs {
+    _parent: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("fs");
+        std::fs::create_dir(&dir).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                s(&dir),
+            ])
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "cannot mount a tmpfs (needs root)");
+        Tmpfs {
+            _parent: parent,
+            dir,
+        }
+    }
+
+    /// Fills the filesystem up to `free` bytes left.
+    fn fill_leaving(&self, free: u64) {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1", s(&self.dir)])
+            .output()
+            .unwrap();
+        let avail: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let filler = vec![0u8; avail.saturating_sub(free) as usize];
+        std::fs::write(self.dir.join("filler"), filler).unwrap();
+    }
+
+    /// Names in the filesystem besides the filler.
+    fn left(&self) -> Vec<String> {
+        common::files_in(&self.dir)
+            .into_iter()
+            .filter(|f| f != "filler")
+            .collect()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// A synthetic checkpoint (5 MB in f32) and a text beside it in `dir`.
+fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
+    let ckpt = dir.join("ck");
+    common::synth(&ckpt, &["--hidden", "256", "--ffn", "512", "--layers", "2"]);
+    let text = dir.join("text.txt");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+        &text,
+    )
+    .unwrap();
+    (ckpt, text)
+}
+
+#[test]
+#[ignore = "tier 2: mounts a tmpfs (needs root)"]
+fn a_full_disk_is_exit_2_with_nothing_at_the_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ckpt, text) = inputs(tmp.path());
+    let model = tmp.path().join("m.gguf");
+    let o = common::run(&["convert", s(&ckpt), "-o", s(&model), "--outtype", "f32"]);
+    assert!(o.status.success());
+
+    let fs = Tmpfs::mount("1M");
+    let target = fs.dir.join("out.gguf");
+    let convert = ["convert", s(&ckpt), "-o", s(&target), "--outtype", "f32"];
+    common::assert_bad_input(&common::run(&convert), "No space left on device");
+    assert_eq!(fs.left(), Vec::<String>::new());
+    let quantize = ["quantize", s(&model), s(&target), "Q8_0"];
+    common::assert_bad_input(&common::run(&quantize), "No space left on device");
+    assert_eq!(fs.left(), Vec::<String>::new());
+
+    fs.fill_leaving(64 << 10);
+    let dataset = fs.dir.join("d.sdd");
+    let make = [
+        "distill",
+        "dataset",
+        s(&model),
+        "-f",
+        s(&text),
+        "-o",
+        s(&dataset),
+        "-c",
+        "64",
+        "--chunks",
+        "200",
+    ];
+    common::assert_bad_input(&common::run(&make), "No space left on device");
+    assert!(!dataset.exists());
+}
+
+#[test]
+#[ignore = "tier 2: mounts a tmpfs (needs root)"]
+fn a_release_folder_on_another_filesystem_lands_whole_or_fails_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ckpt, text) = inputs(tmp.path());
+    let recipe = |output: &Path| {
+        let path = tmp.path().join("recipe.toml");
+        let body = format!(
+            "source = {:?}\noutput = {:?}\ntypes = [\"Q8_0\", \"Q4_K_M\"]\nevaluation = {:?}\n\
+             ctx = 64\nchunks = 4\ncache = {:?}\n",
+            ckpt,
+            output,
+            text,
+            tmp.path().join("cache")
+        );
+        std::fs::write(&path, body).unwrap();
+        path
+    };
+
+    // Too small for the Q8_0 file: exit 2 naming it, no report, no partial file.
+    let small = Tmpfs::mount("1M");
+    let out = small.dir.join("out");
+    let o = common::run(&["release", s(&recipe(&out))]);
+    common::assert_bad_input(&o, "ck-Q8_0.gguf: cannot move into place");
+    assert!(!out.join("report.json").exists());
+    if out.exists() {
+        assert!(common::files_in(&out).iter().all(|f| !f.contains("Q8_0")));
+    }
+
+    // The same cache, a roomy filesystem: the run completes and its checksums hold.
+    let roomy = Tmpfs::mount("64M");
+    let out = roomy.dir.join("out");
+    let o = common::run(&["release", s(&recipe(&out))]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 2 + 4, "{sums}");
+    for line in sums.lines() {
+        let (hash, file) = line.split_once("  ").unwrap();
+        assert_eq!(common::sha256(&out.join(file)), hash, "{file}");
+    }
+}
