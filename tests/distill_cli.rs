@@ -235,3 +235,75 @@ fn corrupt_truncated_and_mismatched_files_are_refused() {
     common::assert_bad_input(&dataset(&resumed, "32"), "n_ctx 64 ≠ 32");
     assert!(!resumed.exists());
 }
+
+/// `distill train` killed without warning after a checkpoint, then run again with `--resume`,
+/// writes the same bytes as a run that was never interrupted.
+#[test]
+fn training_killed_mid_run_resumes_to_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let teacher = model(tmp.path(), "teacher", &common::SLOW_MODEL);
+    let text = text(tmp.path());
+    let data = tmp.path().join("d.sdd");
+    let make = [
+        "distill",
+        "dataset",
+        s(&teacher),
+        "-f",
+        s(&text),
+        "-o",
+        s(&data),
+        "-c",
+        "64",
+        "--chunks",
+        "16",
+    ];
+    assert!(common::run(&make).status.success());
+    let train = |out: &Path, resume: bool| {
+        let mut cmd = common::smelt();
+        cmd.args(["distill", "train", "--teacher-data", s(&data), "--student"])
+            .args([
+                s(&teacher),
+                "-o",
+                s(out),
+                "--steps",
+                "24",
+                "--batch",
+                "2",
+                "-t",
+                "1",
+            ])
+            .args(["--checkpoint-every", "2", "--lr", "1e-3"]);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd
+    };
+    let clean = tmp.path().join("clean.gguf");
+    assert!(train(&clean, false).output().unwrap().status.success());
+
+    let killed = tmp.path().join("killed.gguf");
+    let ckpt = tmp.path().join("killed.gguf.ckpt");
+    let mut child = train(&killed, false)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ckpt.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "finished before it could be killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!killed.exists(), "an output after SIGKILL");
+    let out = train(&killed, true).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(common::sha256(&clean), common::sha256(&killed));
+}
