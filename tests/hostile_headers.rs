@@ -76,7 +76,12 @@ fn lying_sizes_are_refused_fast_and_without_allocating_them() {
         for args in [
             vec!["inspect", f],
             vec!["perplexity", f, "-f", text.to_str().unwrap(), "-c", "16"],
-            vec!["quantize", f, tmp.path().join("q.gguf").to_str().unwrap(), "Q8_0"],
+            vec![
+                "quantize",
+                f,
+                tmp.path().join("q.gguf").to_str().unwrap(),
+                "Q8_0",
+            ],
         ] {
             let start = Instant::now();
             let out = common::run(&args);
@@ -87,5 +92,9 @@ fn lying_sizes_are_refused_fast_and_without_allocating_them() {
     }
     assert!(!tmp.path().join("q.gguf").exists());
     let peak = children_peak_rss();
-    assert!(peak < 100 << 20, "a smelt process peaked at {} MB", peak >> 20);
+    assert!(
+        peak < 100 << 20,
+        "a smelt process peaked at {} MB",
+        peak >> 20
+    );
 }

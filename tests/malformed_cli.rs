@@ -270,3 +270,53 @@ fn damaged_side_files_never_crash_a_subcommand() {
         let _ = std::fs::remove_file(f.dir.join("s.gguf.ckpt"));
     }
 }
+
+/// Runs smelt with `args` under a 1 GB address-space limit, so that an allocation sized by a
+/// lying file aborts the process (and fails the test) instead of passing unnoticed.
+fn run_limited(args: &[&str]) -> std::process::Output {
+    let smelt = env!("CARGO_BIN_EXE_smelt");
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 1000000; exec \"$0\" \"$@\"")
+        .arg(smelt)
+        .args(args)
+        .output()
+        .expect("sh runs")
+}
+
+/// The inputs fuzzing found (`tests/fuzz_crashers/`), each through the command that reads it:
+/// - a teacher dataset whose first record claims 3 GB (allocated before the read failed);
+/// - a tokenizer.json on which the `tokenizers` crate panics inside its decoder deserializer.
+#[test]
+fn fuzz_crashers_are_bad_input() {
+    let f = fixture();
+    let crashers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_crashers");
+    let sdd = crashers.join("sdd-record-4gb.sdd");
+    let student = f.dir.join("s.gguf");
+    let train = [
+        "distill",
+        "train",
+        "--teacher-data",
+        s(&sdd),
+        "--student",
+        s(&f.model),
+        "-o",
+        s(&student),
+        "--steps",
+        "1",
+    ];
+    common::assert_bad_input(&run_limited(&train), "truncated in chunk 0");
+    assert!(!student.exists());
+
+    let ck = f.dir.join("ck");
+    std::fs::remove_file(ck.join("tokenizer.model")).unwrap();
+    std::fs::copy(
+        crashers.join("tokenizer-decoder-panic.json"),
+        ck.join("tokenizer.json"),
+    )
+    .unwrap();
+    let out = f.dir.join("c.gguf");
+    let convert = ["convert", s(&ck), "-o", s(&out)];
+    common::assert_bad_input(&run_limited(&convert), "tokenizer.json");
+    assert!(!out.exists());
+}

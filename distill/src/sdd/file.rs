@@ -28,6 +28,10 @@ const MAGIC: &[u8; 8] = b"SMELTSDD";
 const VERSION: u32 = 1;
 const HEADER_BYTES: usize = 8 + 4 + 3 * 32 + 4 * 4 + 4 + 4 + 4 + 8;
 const NO_BOS: u32 = u32::MAX;
+/// The largest chunk a reader accepts (a chunk's tokens are held in memory while it decodes).
+const MAX_CTX: u32 = 1 << 20;
+/// The largest vocabulary a reader accepts.
+const MAX_VOCAB: u32 = 1 << 24;
 
 /// What a dataset was made from and how; two runs may share a file only if these agree.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +123,12 @@ impl Header {
                 "implausible header (n_ctx < 4, vocabulary < 2 or top-k 0)",
             ));
         }
+        if header.n_ctx > MAX_CTX || header.n_vocab > MAX_VOCAB {
+            return Err(bad(&format!(
+                "implausible header (n_ctx {} > {MAX_CTX} or vocabulary {} > {MAX_VOCAB})",
+                header.n_ctx, header.n_vocab
+            )));
+        }
         Ok(header)
     }
 
@@ -193,6 +203,8 @@ fn decode_chunk(header: &Header, models: &mut RowModels, index: usize, payload: 
 /// Reads chunk records one at a time, checking each.
 struct Records<R> {
     input: R,
+    /// Bytes of the file not read yet: no record may claim more.
+    remaining: u64,
     header: Header,
     models: RowModels,
     next: usize,
@@ -200,10 +212,11 @@ struct Records<R> {
 }
 
 impl<R: Read> Records<R> {
-    fn new(input: R, header: Header, path: &Path) -> Records<R> {
+    fn new(input: R, remaining: u64, header: Header, path: &Path) -> Records<R> {
         Records {
             models: RowModels::new(header.n_vocab as usize),
             input,
+            remaining,
             header,
             next: 0,
             path: path.to_path_buf(),
@@ -220,6 +233,11 @@ impl<R: Read> Records<R> {
             Err(e) => return Err(FormatError::io(&self.path, e)),
         }
         let len = u32::from_le_bytes(len) as usize;
+        let size = 4 + len as u64 + 8;
+        if size > self.remaining {
+            return Err(self.truncated());
+        }
+        self.remaining -= size;
         let mut payload = vec![0u8; len + 8];
         if read_full(&mut self.input, &mut payload).map_err(|e| FormatError::io(&self.path, e))?
             != payload.len()
@@ -235,7 +253,7 @@ impl<R: Read> Records<R> {
         }
         let chunk = decode_chunk(&self.header, &mut self.models, self.next, body);
         self.next += 1;
-        Ok(Some((chunk, 4 + len as u64 + 8)))
+        Ok(Some((chunk, size)))
     }
 
     fn truncated(&self) -> FormatError {
@@ -275,10 +293,12 @@ impl SddReader {
     /// Opens `path` and checks its header.
     pub fn open(path: &Path) -> Result<SddReader> {
         let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
         let mut input = BufReader::new(file);
         let header = read_header(&mut input, path)?;
+        let remaining = len.saturating_sub(HEADER_BYTES as u64);
         Ok(SddReader {
-            records: Records::new(input, header, path),
+            records: Records::new(input, remaining, header, path),
         })
     }
 
@@ -339,8 +359,12 @@ impl SddWriter {
         let mut kept_bytes = HEADER_BYTES as u64;
         let mut chunks_done = 0;
         let file = if partial.exists() {
-            let mut input =
-                BufReader::new(File::open(&partial).map_err(|e| FormatError::io(&partial, e))?);
+            let file = File::open(&partial).map_err(|e| FormatError::io(&partial, e))?;
+            let len = file
+                .metadata()
+                .map_err(|e| FormatError::io(&partial, e))?
+                .len();
+            let mut input = BufReader::new(file);
             let found = read_header(&mut input, &partial)?;
             if let Some(diff) = found.difference(&header) {
                 return Err(FormatError::new(
@@ -348,7 +372,8 @@ impl SddWriter {
                     format!("is an interrupted run with other settings ({diff}); delete it to start over"),
                 ));
             }
-            let mut records = Records::new(input, found, &partial);
+            let remaining = len.saturating_sub(HEADER_BYTES as u64);
+            let mut records = Records::new(input, remaining, found, &partial);
             let align = align.max(1);
             let (mut count, mut end) = (0, HEADER_BYTES as u64);
             while count < header.n_chunks as usize {

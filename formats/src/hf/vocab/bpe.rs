@@ -18,9 +18,11 @@ use crate::{FormatError, Result};
 /// Adds `tokenizer.ggml.*` for the byte-level BPE `tokenizer.json` in `dir`.
 pub fn add_gpt2_vocab(dir: &Path, config: &Config, md: &mut Metadata) -> Result<()> {
     let path = dir.join("tokenizer.json");
-    let tokenizer = Tokenizer::from_file(&path)
-        .map_err(|e| FormatError::new(&path, format!("cannot load tokenizer: {e}")))?;
     let json = read_json(&path)?.unwrap_or(Json::Null);
+    let text = serde_json::to_string(&json).expect("a JSON value serializes");
+    let tokenizer = quietly(&path, "cannot load tokenizer", || {
+        text.parse::<Tokenizer>().map_err(|e| e.to_string())
+    })?;
 
     // Added tokens, with the flags the converter reads from `added_tokens_decoder`.
     let mut added: HashMap<u32, (String, bool, bool)> = HashMap::new();
@@ -96,11 +98,32 @@ pub fn add_gpt2_vocab(dir: &Path, config: &Config, md: &mut Metadata) -> Result<
     Ok(())
 }
 
+/// Runs a call into the `tokenizers` crate, whose deserializers panic (an `expect` inside) on some
+/// malformed files: an error or a panic there is the file's problem, reported as `what` naming
+/// `path`, with the panic's message kept off stderr.
+fn quietly<T>(
+    path: &Path,
+    what: &str,
+    call: impl FnOnce() -> std::result::Result<T, String>,
+) -> Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(FormatError::new(path, format!("{what}: {e}"))),
+        Err(_) => Err(FormatError::new(path, format!("{what}: malformed"))),
+    }
+}
+
 /// Names the pre-tokenizer the way llama.cpp does: sha256 of the printed token ids of a fixed text.
 fn pre_tokenizer_name(tokenizer: &Tokenizer, path: &Path) -> Result<String> {
-    let enc = tokenizer
-        .encode(CHECK_TEXT, true)
-        .map_err(|e| FormatError::new(path, format!("cannot tokenize: {e}")))?;
+    let enc = quietly(path, "cannot tokenize", || {
+        tokenizer
+            .encode(CHECK_TEXT, true)
+            .map_err(|e| e.to_string())
+    })?;
     let printed = format!(
         "[{}]",
         enc.get_ids()
