@@ -286,6 +286,8 @@ fn run_limited(args: &[&str]) -> std::process::Output {
 
 /// The inputs fuzzing found (`tests/fuzz_crashers/`), each through the command that reads it:
 /// - a teacher dataset whose first record claims 3 GB (allocated before the read failed);
+/// - a teacher dataset whose record decodes to a recalled position outside the remembered list
+///   (an index out of bounds);
 /// - a tokenizer.json on which the `tokenizers` crate panics inside its decoder deserializer.
 #[test]
 fn fuzz_crashers_are_bad_input() {
@@ -306,6 +308,21 @@ fn fuzz_crashers_are_bad_input() {
         "1",
     ];
     common::assert_bad_input(&run_limited(&train), "truncated in chunk 0");
+    assert!(!student.exists());
+    let sdd = crashers.join("sdd-recall-out-of-range.sdd");
+    let train = [
+        "distill",
+        "train",
+        "--teacher-data",
+        s(&sdd),
+        "--student",
+        s(&f.model),
+        "-o",
+        s(&student),
+        "--steps",
+        "1",
+    ];
+    common::assert_bad_input(&run_limited(&train), "does not decode under its header");
     assert!(!student.exists());
 
     let ck = f.dir.join("ck");

@@ -176,12 +176,24 @@ fn encode_chunk(header: &Header, models: &mut RowModels, chunk: &Chunk) -> Vec<u
     let first = header.first_scored();
     for (r, row) in chunk.rows.iter().enumerate() {
         let p = first + r;
-        models.code_row(&mut enc, Some(row), [chunk.tokens[p - 1], chunk.tokens[p]]);
+        let context = [chunk.tokens[p - 1], chunk.tokens[p]];
+        models
+            .code_row(&mut enc, Some(row), context, usize::MAX)
+            .expect("a row that exists codes");
     }
     enc.finish()
 }
 
-fn decode_chunk(header: &Header, models: &mut RowModels, index: usize, payload: &[u8]) -> Chunk {
+/// Decodes one chunk's record; `None` when it does not decode to tokens and rows of the
+/// header's vocabulary and top-k (a record that passed its checksum but was written with other
+/// settings, or forged).
+fn decode_chunk(
+    header: &Header,
+    models: &mut RowModels,
+    index: usize,
+    payload: &[u8],
+) -> Option<Chunk> {
+    let n_vocab = header.n_vocab;
     let mut dec = Decoder::new(payload);
     let mut tokens: Vec<u32> = (0..=header.first_scored())
         .map(|_| models.code_token(&mut dec, 0))
@@ -189,15 +201,22 @@ fn decode_chunk(header: &Header, models: &mut RowModels, index: usize, payload: 
     let mut rows = Vec::with_capacity(header.rows_per_chunk());
     for _ in 0..header.rows_per_chunk() {
         let p = tokens.len() - 1;
-        let row = models.code_row(&mut dec, None, [tokens[p - 1], tokens[p]]);
+        let context = [tokens[p - 1], tokens[p]];
+        let row = models.code_row(&mut dec, None, context, header.top_k as usize)?;
+        if row.target >= n_vocab || row.ids.iter().any(|&i| i >= n_vocab) {
+            return None;
+        }
         tokens.push(row.target);
         rows.push(row);
     }
-    Chunk {
+    if tokens.iter().any(|&t| t >= n_vocab) {
+        return None;
+    }
+    Some(Chunk {
         index,
         tokens,
         rows,
-    }
+    })
 }
 
 /// Reads chunk records one at a time, checking each.
@@ -251,7 +270,16 @@ impl<R: Read> Records<R> {
                 format!("chunk {} is corrupt (checksum mismatch)", self.next),
             ));
         }
-        let chunk = decode_chunk(&self.header, &mut self.models, self.next, body);
+        let chunk =
+            decode_chunk(&self.header, &mut self.models, self.next, body).ok_or_else(|| {
+                FormatError::new(
+                    &self.path,
+                    format!(
+                        "chunk {} does not decode under its header's settings",
+                        self.next
+                    ),
+                )
+            })?;
         self.next += 1;
         Ok(Some((chunk, size)))
     }

@@ -230,18 +230,24 @@ impl RowModels {
     }
 
     /// Codes `row` (encoder; returns a copy) or decodes one (decoder; pass `None`); `context`
-    /// holds the token before the scored one and the scored one.
+    /// holds the token before the scored one and the scored one. `None` when what is decoded
+    /// cannot be a row: more than `max_ids` tokens, a recalled position outside the remembered
+    /// list, codes past u32 (a damaged or hostile file).
     pub fn code_row(
         &mut self,
         io: &mut impl BitIo,
         row: Option<&TeacherRow>,
         context: [u32; 2],
-    ) -> TeacherRow {
+        max_ids: usize,
+    ) -> Option<TeacherRow> {
         let recalled = self.recall.list(context);
         let get = |f: &dyn Fn(&TeacherRow) -> u32| row.map_or(0, f);
         let n = self.count.code(io, get(&|r| r.ids.len() as u32 - 1)) as usize + 1;
+        if n > max_ids {
+            return None;
+        }
         let mut ids = Vec::with_capacity(n);
-        let mut codes = Vec::with_capacity(n);
+        let mut codes: Vec<u32> = Vec::with_capacity(n);
         for j in 0..n {
             let class = rank_class(j);
             let code = if j == 0 {
@@ -251,20 +257,21 @@ impl RowModels {
                 let size = (u32::BITS - headroom.leading_zeros()) as usize;
                 let model = &mut self.gap[class * GAP_SIZES + size.min(GAP_SIZES - 1)];
                 let gap = model.code(io, get(&|r| r.codes[j] - r.codes[j - 1]));
-                codes[j - 1] + gap
+                codes[j - 1].checked_add(gap)?
             };
             codes.push(code);
             let id = get(&|r| r.ids[j]);
-            let from_memory = recalled.as_ref().and_then(|(order, list)| {
+            let mut from_memory = None;
+            if let Some((order, list)) = &recalled {
                 let slot = order * RANK_CLASSES + class;
                 let place = list.iter().position(|&i| i == id);
-                if !io.code(&mut self.recall.hit[slot], place.is_some()) {
-                    return None;
+                if io.code(&mut self.recall.hit[slot], place.is_some()) {
+                    let shift = place.map_or(0, |p| zigzag(p as i64 - j as i64));
+                    let shift = unzigzag(self.recall.shift[slot].code(io, shift));
+                    let at = usize::try_from(j as i64 + shift).ok()?;
+                    from_memory = Some(*list.get(at)?);
                 }
-                let shift = place.map_or(0, |p| zigzag(p as i64 - j as i64));
-                let shift = unzigzag(self.recall.shift[slot].code(io, shift));
-                Some(list[(j as i64 + shift) as usize])
-            });
+            }
             ids.push(from_memory.unwrap_or_else(|| self.id[class].code(io, id)));
         }
         let rest_code = self.rest.code(io, get(&|r| r.rest_code));
@@ -282,16 +289,16 @@ impl RowModels {
             let gap = self
                 .absent_gap
                 .code(io, get(&|r| r.target_code - r.codes[n - 1]));
-            (id, codes[n - 1] + gap)
+            (id, codes[n - 1].checked_add(gap)?)
         };
         self.recall.remember(context, &ids);
-        TeacherRow {
+        Some(TeacherRow {
             ids,
             codes,
             rest_code,
             target,
             target_code,
-        }
+        })
     }
 }
 
@@ -332,7 +339,8 @@ mod tests {
         let mut m = RowModels::new(300);
         for r in &rows {
             assert_eq!(
-                &m.code_row(&mut enc, Some(r), [r.target % 3, r.target % 5]),
+                &m.code_row(&mut enc, Some(r), [r.target % 3, r.target % 5], 64)
+                    .unwrap(),
                 r
             );
         }
@@ -340,7 +348,8 @@ mod tests {
         let mut dec = Decoder::new(&bytes);
         let mut m = RowModels::new(300);
         for r in &rows {
-            assert_eq!(&m.code_row(&mut dec, None, [r.target % 3, r.target % 5]), r);
+            let got = m.code_row(&mut dec, None, [r.target % 3, r.target % 5], 64);
+            assert_eq!(got.as_ref(), Some(r));
         }
     }
 
