@@ -293,37 +293,27 @@ fn run_limited(args: &[&str]) -> std::process::Output {
 fn fuzz_crashers_are_bad_input() {
     let f = fixture();
     let crashers = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_crashers");
-    let sdd = crashers.join("sdd-record-4gb.sdd");
     let student = f.dir.join("s.gguf");
-    let train = [
-        "distill",
-        "train",
-        "--teacher-data",
-        s(&sdd),
-        "--student",
-        s(&f.model),
-        "-o",
-        s(&student),
-        "--steps",
-        "1",
-    ];
-    common::assert_bad_input(&run_limited(&train), "truncated in chunk 0");
-    assert!(!student.exists());
-    let sdd = crashers.join("sdd-recall-out-of-range.sdd");
-    let train = [
-        "distill",
-        "train",
-        "--teacher-data",
-        s(&sdd),
-        "--student",
-        s(&f.model),
-        "-o",
-        s(&student),
-        "--steps",
-        "1",
-    ];
-    common::assert_bad_input(&run_limited(&train), "does not decode under its header");
-    assert!(!student.exists());
+    for (name, needle) in [
+        ("sdd-record-4gb.sdd", "truncated in chunk 0"),
+        (
+            "sdd-recall-out-of-range.sdd",
+            "does not decode under its header",
+        ),
+    ] {
+        let sdd = crashers.join(name);
+        let train = [
+            "distill",
+            "train",
+            "--teacher-data",
+            s(&sdd),
+            "--student",
+            s(&f.model),
+        ];
+        let out = ["-o", s(&student), "--steps", "1"];
+        common::assert_bad_input(&run_limited(&[&train[..], &out].concat()), needle);
+        assert!(!student.exists());
+    }
 
     let ck = f.dir.join("ck");
     std::fs::remove_file(ck.join("tokenizer.model")).unwrap();
