@@ -1,6 +1,7 @@
-//! smelt's model runtime and quality metrics: a CPU forward pass for the Llama family (llama,
-//! qwen2) over GGUF files of any type smelt decodes, llama.cpp's tokenizers, and the numbers
-//! llama.cpp's tools report — perplexity, KL divergence against a base model, importance matrices.
+//! smelt's model runtime and quality metrics: a CPU forward pass for every architecture `arch`
+//! describes (llama, qwen2, qwen3) over GGUF files of any type smelt decodes, llama.cpp's
+//! tokenizers, and the numbers llama.cpp's tools report — perplexity, KL divergence against a
+//! base model, importance matrices.
 
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 

@@ -1,5 +1,5 @@
-//! The release job (`smelt release`): a checkpoint → a folder of quantized GGUFs that each passed their quality
-//! gates, with a report and a model card.
+//! The release job (`smelt release`): a checkpoint → a folder of quantized GGUFs that each
+//! passed their quality gates, with a report and a model card.
 //!
 //! A run holds the cache's lock ([`cache::lock`]); a second run on the same cache waits.
 //! Shared work (teacher conversion, imatrix, the teacher's KL-divergence base) is done once; each
