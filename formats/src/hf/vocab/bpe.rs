@@ -10,7 +10,7 @@ use tokenizers::Tokenizer;
 
 use super::bpe_pre_hashes::{CHECK_TEXT, PRE_TOKENIZER_HASHES};
 use super::special::SpecialVocab;
-use super::{looks_special, read_json, PieceType};
+use super::{looks_special, parse_json, PieceType};
 use crate::gguf::{Metadata, Value};
 use crate::hf::config::Config;
 use crate::{FormatError, Result};
@@ -18,8 +18,10 @@ use crate::{FormatError, Result};
 /// Adds `tokenizer.ggml.*` for the byte-level BPE `tokenizer.json` in `dir`.
 pub fn add_gpt2_vocab(dir: &Path, config: &Config, md: &mut Metadata) -> Result<()> {
     let path = dir.join("tokenizer.json");
-    let json = read_json(&path)?.unwrap_or(Json::Null);
-    let text = serde_json::to_string(&json).expect("a JSON value serializes");
+    // Read once; parsed here first, so malformed JSON is reported as such before the
+    // tokenizers crate (which panics on some of it) sees the text.
+    let text = std::fs::read_to_string(&path).map_err(|e| FormatError::io(&path, e))?;
+    let json = parse_json(&path, &text)?;
     let tokenizer = quietly(&path, "cannot load tokenizer", || {
         text.parse::<Tokenizer>().map_err(|e| e.to_string())
     })?;

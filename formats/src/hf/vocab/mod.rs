@@ -55,9 +55,12 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(|e| FormatError::io(path, e))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| FormatError::new(path, format!("invalid JSON: {e}")))
+    parse_json(path, &text).map(Some)
+}
+
+/// Parses `text`, the contents of `path`, as JSON.
+fn parse_json(path: &Path, text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| FormatError::new(path, format!("invalid JSON: {e}")))
 }
 
 /// gguf-py's `does_token_look_special`: added tokens some models forget to mark as special.
