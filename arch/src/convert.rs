@@ -25,6 +25,12 @@ pub struct Conversion {
     pub extra_keys: fn(&Config, &mut Metadata) -> Result<()>,
     /// Tensors the family computes from the config, before the checkpoint's.
     pub extra_tensors: fn(&Config) -> Result<Vec<PlannedTensor>>,
+    /// Added to every norm weight (Gemma stores `w` for a norm that multiplies by `1 + w`; the
+    /// converter writes `1 + w`).
+    pub norm_offset: f32,
+    /// Whether the token embedding loses the rows past the tokenizer's vocabulary (Gemma 3's
+    /// `modify_tensors`).
+    pub trim_embedding_to_vocab: bool,
 }
 
 /// `v` as the u32 a key takes, or an error naming the config key it came from.
@@ -104,6 +110,10 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
         }
         let keep_f32 =
             t.shape.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight");
+        let offset = match t.name.ends_with("norm.weight") {
+            true => arch.conversion.norm_offset,
+            false => 0.0,
+        };
         let dims: Vec<u64> = t.shape.iter().rev().map(|&d| d as u64).collect();
         tensors.push(PlannedTensor {
             name,
@@ -111,6 +121,7 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
             source: TensorSource::Checkpoint(source),
             rope_heads,
             keep_f32,
+            offset,
         });
     }
     if !tensors.iter().any(|t| t.name == "token_embd.weight") {
@@ -134,10 +145,27 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
     add_parameters(arch, config, &dims, file_type, &mut md)?;
     md.set("general.quantization_version", Value::U32(2));
     add_vocab(arch.conversion.vocab, ckpt.dir(), config, &mut md)?;
+    if arch.conversion.trim_embedding_to_vocab {
+        trim_embedding(&mut tensors, &md);
+    }
     Ok(ConversionPlan {
         metadata: md,
         tensors,
     })
+}
+
+/// Drops the token embedding's rows past the vocabulary the tokenizer keys list (Gemma 3's
+/// `modify_tensors`: `data_torch[:n_vocab_real]`); rows are a prefix, so only the shape changes.
+fn trim_embedding(tensors: &mut [PlannedTensor], md: &Metadata) {
+    let n_tokens = match md.get("tokenizer.ggml.tokens") {
+        Some(Value::Array(_, items)) => items.len() as u64,
+        _ => return,
+    };
+    for t in tensors.iter_mut().filter(|t| t.name == "token_embd.weight") {
+        if let Some(rows) = t.dims.get_mut(1) {
+            *rows = (*rows).min(n_tokens);
+        }
+    }
 }
 
 /// Hyper-parameters needed to map tensors.
@@ -261,6 +289,9 @@ fn add_parameters(
     if let Some(theta) = rope.theta {
         md.set(format!("{a}.rope.freq_base"), Value::F32(theta as f32));
     }
+    if let Some(theta) = rope.theta_swa {
+        md.set(format!("{a}.rope.freq_base_swa"), Value::F32(theta as f32));
+    }
     if let Some(eps) = config.find_f64(&["rms_norm_eps", "norm_eps"]) {
         md.set(
             format!("{a}.attention.layer_norm_rms_epsilon"),
@@ -299,6 +330,8 @@ pub(crate) struct RopeParams {
     pub(crate) rope_type: Option<String>,
     pub(crate) factor: Option<f64>,
     pub(crate) theta: Option<f64>,
+    /// `rope_parameters.sliding_attention.rope_theta`: the base of sliding-window layers.
+    pub(crate) theta_swa: Option<f64>,
     pub(crate) llama3: Llama3Rope,
 }
 
@@ -318,6 +351,21 @@ impl RopeParams {
             .find_map(|k| config.json.get(*k).filter(|v| !v.is_null()))
             .and_then(serde_json::Value::as_object)
             .unwrap_or(&empty);
+        let per_layer_type =
+            params.contains_key("full_attention") || params.contains_key("sliding_attention");
+        let theta_swa = match per_layer_type {
+            true => params
+                .get("sliding_attention")
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(serde_json::Value::as_f64),
+            false => config.find_f64(&[
+                "local_rope_theta",
+                "rope_local_theta",
+                "rope_theta_local",
+                "swa_rope_theta",
+                "rope_local_base_freq",
+            ]),
+        };
         let params = params
             .get("full_attention")
             .and_then(serde_json::Value::as_object)
@@ -348,6 +396,7 @@ impl RopeParams {
             rope_type,
             factor: params.get("factor").and_then(serde_json::Value::as_f64),
             theta,
+            theta_swa,
             llama3: Llama3Rope {
                 factor: num("factor", 8.0),
                 low_freq_factor: num("low_freq_factor", 1.0),
@@ -373,12 +422,30 @@ fn hf_block_role(part: &str, suffix: &str) -> Option<Role> {
         ("self_attn.k_norm", "weight") => Role::AttnKNorm,
         ("self_attn.o_proj", "weight") => Role::AttnOutput,
         ("post_attention_layernorm", "weight") => Role::FfnNorm,
+        ("pre_feedforward_layernorm", "weight") => Role::FfnNorm,
+        ("post_feedforward_layernorm", "weight") => Role::FfnPostNorm,
         ("mlp.gate_proj", "weight") => Role::FfnGate,
         ("mlp.up_proj", "weight") => Role::FfnUp,
         ("mlp.down_proj", "weight") => Role::FfnDown,
         _ => return None,
     };
     Some(role)
+}
+
+/// `TextModel.filter_tensors`: the vision and audio towers and projectors of a multimodal
+/// checkpoint, which a text model's conversion leaves out.
+fn is_multimodal(name: &str) -> bool {
+    const PREFIXES: [&str; 10] = [
+        "mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger.", "resampler.",
+        "sound_encoder.", "sound_projection.", "speech_embeddings.",
+    ];
+    const PARTS: [&str; 17] = [
+        "visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.",
+        "code2wav.", "projector.", "pre_mm_projector_norm", "image_newline", "view_seperator",
+        "patch_embed", "patch_embedding", "patch_merger.", "patch_merge_mlp.", "model.connector.",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+        || PARTS.iter().any(|p| name.contains(p))
 }
 
 /// Maps a Hugging Face tensor name to its GGUF name for `arch` (`None` for tensors the converter
@@ -392,6 +459,9 @@ fn gguf_tensor_name(
         || hf.ends_with(".attention.bias")
         || hf.ends_with(".rotary_emb.inv_freq")
     {
+        return Ok(None);
+    }
+    if is_multimodal(hf) {
         return Ok(None);
     }
     let cannot = || format!("cannot map tensor {hf} of a {} model", arch.gguf_name);
@@ -417,7 +487,15 @@ fn gguf_tensor_name(
             "tensor {hf} belongs to block {bid} but config.json has {n_layer} layers"
         ));
     }
-    match hf_block_role(part, suffix) {
+    let role = match hf_block_role(part, suffix) {
+        // With sandwich norms (Gemma) the norm after attention is its own, and the FFN's comes
+        // from `pre_feedforward_layernorm`.
+        Some(Role::FfnNorm) if part == "post_attention_layernorm" && arch.has(Role::AttnPostNorm) => {
+            Some(Role::AttnPostNorm)
+        }
+        other => other,
+    };
+    match role {
         Some(role) if arch.has(role) => Ok(Some(role.name(bid as usize))),
         _ => Err(cannot()),
     }
@@ -449,6 +527,18 @@ mod tests {
         assert!(gguf_tensor_name(llama, "model.layers.0.self_attn.q_proj.bias", 1).is_err());
         assert!(gguf_tensor_name(llama, "model.layers.0.self_attn.q_norm.weight", 1).is_err());
         assert!(gguf_tensor_name(llama, "model.layers.5.mlp.up_proj.weight", 5).is_err());
-        assert!(gguf_tensor_name(llama, "vision.patch.weight", 5).is_err());
+        assert!(gguf_tensor_name(llama, "model.extra.weight", 5).is_err());
+        // A multimodal checkpoint's towers are left out, as TextModel.filter_tensors does.
+        assert_eq!(gguf_tensor_name(llama, "vision_tower.patch.weight", 5), Ok(None));
+        // Gemma's sandwich norms: the norm after attention is its own.
+        let gemma = &crate::gemma3::GEMMA3;
+        assert_eq!(
+            map(gemma, "model.layers.1.post_attention_layernorm.weight", 2),
+            "blk.1.post_attention_norm.weight"
+        );
+        assert_eq!(
+            map(gemma, "model.language_model.layers.1.pre_feedforward_layernorm.weight", 2),
+            "blk.1.ffn_norm.weight"
+        );
     }
 }

@@ -4,7 +4,16 @@
 //! computes; adding a family means describing its block here in terms of these operations (plus
 //! any operation it is the first to need), never writing a forward pass twice.
 
-use crate::{Architecture, Role};
+use crate::{Hparams, Role};
+
+/// The activation of a gated feed-forward network (`act(gate) ⊙ up`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SiLU (SwiGLU): Llama, Qwen.
+    Silu,
+    /// GELU, tanh approximation (GeGLU): Gemma.
+    GeluTanh,
+}
 
 /// Which heads a RoPE application rotates: the query projection's or the key projection's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,27 +49,41 @@ pub trait Graph {
     /// `role` (Qwen3's q/k norms).
     fn head_norm(&mut self, x: Self::Act, role: Role, layer: usize) -> Self::Act;
 
-    /// Rotary position embedding of every head (the model's pairing, base and scaling).
-    fn rope(&mut self, x: Self::Act, heads: HeadsOf) -> Self::Act;
+    /// Rotary position embedding of every head (the model's pairing; the base and scaling of
+    /// block `layer`'s kind, [`Hparams::rope_of`]).
+    fn rope(&mut self, x: Self::Act, heads: HeadsOf, layer: usize) -> Self::Act;
 
     /// Causal grouped-query attention of queries over keys and values (those of earlier calls
-    /// included where the graph keeps a cache).
-    fn attention(&mut self, q: Self::Act, k: Self::Act, v: Self::Act, layer: usize) -> Self::Act;
+    /// included where the graph keeps a cache), scores scaled by `scale`, within block `layer`'s
+    /// sliding window if it has one ([`Hparams::window`]).
+    fn attention(
+        &mut self,
+        q: Self::Act,
+        k: Self::Act,
+        v: Self::Act,
+        scale: f32,
+        layer: usize,
+    ) -> Self::Act;
 
-    /// SwiGLU: `silu(gate) ⊙ up`.
-    fn swiglu(&mut self, gate: Self::Act, up: Self::Act) -> Self::Act;
+    /// `act(gate) ⊙ up`.
+    fn gated(&mut self, gate: Self::Act, up: Self::Act, act: Activation) -> Self::Act;
+
+    /// `s · x`.
+    fn scale(&mut self, x: Self::Act, s: f32) -> Self::Act;
 
     /// `x + y` (a residual connection).
     fn add(&mut self, x: Self::Act, y: Self::Act) -> Self::Act;
 }
 
-/// Block `layer` of a model of architecture `arch` on the residual stream `x`: pre-norm
-/// attention (optional q/k/v biases, optional per-head q/k norms, RoPE) and a pre-norm SwiGLU
-/// feed-forward network, each added back to the stream — llama.cpp's `llama.cpp`, `qwen2.cpp`
-/// and `qwen3.cpp` graphs.
-pub fn block<G: Graph>(g: &mut G, arch: &Architecture, layer: usize, x: G::Act) -> G::Act {
-    let h = g.norm(&x, Role::AttnNorm, layer);
-    let [mut q, mut k, mut v] = g.linears(&h, [Role::AttnQ, Role::AttnK, Role::AttnV], layer);
+/// Block `layer` of a model of shape `h` on the residual stream `x`: pre-norm attention
+/// (optional q/k/v biases, optional per-head q/k norms, RoPE, optional query pre-scaling and
+/// sliding window, optional post-norm) and a pre-norm gated feed-forward network (optional
+/// post-norm), each added back to the stream — llama.cpp's `llama.cpp`, `qwen2.cpp`, `qwen3.cpp`
+/// and `gemma3.cpp` graphs.
+pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Act {
+    let arch = h.arch;
+    let h_in = g.norm(&x, Role::AttnNorm, layer);
+    let [mut q, mut k, mut v] = g.linears(&h_in, [Role::AttnQ, Role::AttnK, Role::AttnV], layer);
     if arch.has(Role::AttnQBias) {
         q = g.add_bias(q, Role::AttnQBias, layer);
         k = g.add_bias(k, Role::AttnKBias, layer);
@@ -70,14 +93,33 @@ pub fn block<G: Graph>(g: &mut G, arch: &Architecture, layer: usize, x: G::Act) 
         q = g.head_norm(q, Role::AttnQNorm, layer);
         k = g.head_norm(k, Role::AttnKNorm, layer);
     }
-    let q = g.rope(q, HeadsOf::Query);
-    let k = g.rope(k, HeadsOf::Key);
-    let att = g.attention(q, k, v, layer);
-    let [out] = g.linears(&att, [Role::AttnOutput], layer);
+    let mut q = g.rope(q, HeadsOf::Query, layer);
+    let k = g.rope(k, HeadsOf::Key, layer);
+    let kq_scale = match arch.prescale_query {
+        true => {
+            q = g.scale(q, h.attention_scale);
+            1.0
+        }
+        false => h.attention_scale,
+    };
+    let att = g.attention(q, k, v, kq_scale, layer);
+    let [mut out] = g.linears(&att, [Role::AttnOutput], layer);
+    if arch.has(Role::AttnPostNorm) {
+        out = g.norm(&out, Role::AttnPostNorm, layer);
+    }
     let x = g.add(x, out);
-    let h = g.norm(&x, Role::FfnNorm, layer);
-    let [gate, up] = g.linears(&h, [Role::FfnGate, Role::FfnUp], layer);
-    let act = g.swiglu(gate, up);
-    let [down] = g.linears(&act, [Role::FfnDown], layer);
+    let h_ffn = g.norm(&x, Role::FfnNorm, layer);
+    let [gate, up] = g.linears(&h_ffn, [Role::FfnGate, Role::FfnUp], layer);
+    let act = g.gated(gate, up, arch.ffn_activation);
+    let [mut down] = g.linears(&act, [Role::FfnDown], layer);
+    if arch.has(Role::FfnPostNorm) {
+        down = g.norm(&down, Role::FfnPostNorm, layer);
+    }
     g.add(x, down)
+}
+
+/// The factor on the embedded tokens before the first block: √n_embd for families that scale
+/// them (llama.cpp's `sqrtf(n_embd)`), none otherwise.
+pub fn embedding_scale(h: &Hparams) -> Option<f32> {
+    h.arch.scale_embedding.then(|| (h.n_embd as f32).sqrt())
 }

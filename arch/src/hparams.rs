@@ -110,6 +110,33 @@ pub struct Hparams {
     pub rope_freq_scale: f32,
     /// Context length the model was trained with (informational).
     pub n_ctx_train: usize,
+    /// Sliding-window width of local blocks (0: every block attends to all earlier positions).
+    pub n_swa: usize,
+    /// Whether each block is a local (sliding-window) one; all false without a window.
+    pub swa_layers: Vec<bool>,
+    /// RoPE base of local blocks (`rope.freq_base_swa`, llama.cpp's default 10000).
+    pub rope_base_swa: f32,
+    /// Final logit soft-cap `c` (`c · tanh(z / c)`); 0 for none.
+    pub final_logit_softcap: f32,
+    /// The attention scale (`1/√head_dim` but for Gemma 3 27B).
+    pub attention_scale: f32,
+}
+
+impl Hparams {
+    /// The sliding window of block `layer`, if it is a local one.
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        self.swa_layers[layer].then_some(self.n_swa)
+    }
+
+    /// RoPE base and linear frequency scale of the global blocks, or of the `local` ones: those
+    /// have their own base and no scaling (llama.cpp's `rope_freq_base_train_swa`,
+    /// `rope_freq_scale_train_swa`).
+    pub fn rope_of(&self, local: bool) -> (f32, f32) {
+        match local {
+            true => (self.rope_base_swa, 1.0),
+            false => (self.rope_base, self.rope_freq_scale),
+        }
+    }
 }
 
 impl Hparams {
@@ -124,7 +151,7 @@ impl Hparams {
                 supported_names()
             ))
         })?;
-        check_keys(&keys)?;
+        check_keys(&keys, arch)?;
         let n_embd = keys.need("embedding_length")?;
         let n_head = keys.need("attention.head_count")?;
         let n_head_kv = keys.uint("attention.head_count_kv")?.unwrap_or(n_head);
@@ -180,6 +207,8 @@ impl Hparams {
                 file.tensors.len()
             )));
         }
+        let (n_swa, swa_layers) = sliding_window(&keys, arch, n_layer)?;
+        let attention_scale = (arch.attention_scale)(n_layer, n_embd, n_head, head_dim);
         Ok(Hparams {
             arch,
             n_embd,
@@ -196,6 +225,11 @@ impl Hparams {
             rope_dims,
             rope_freq_scale: rope_freq_scale(&keys)?,
             n_ctx_train: keys.uint("context_length")?.unwrap_or(0),
+            n_swa,
+            swa_layers,
+            rope_base_swa: keys.float("rope.freq_base_swa").unwrap_or(10000.0),
+            final_logit_softcap: keys.float("final_logit_softcapping").unwrap_or(0.0),
+            attention_scale,
         })
     }
 }
@@ -224,11 +258,11 @@ const KNOWN_KEYS: &[&str] = &[
 
 /// Refuses a model with an `<arch>.*` key smelt does not implement: evaluating it without that
 /// key's effect would be silently approximate.
-fn check_keys(keys: &KeyReader) -> Result<()> {
+fn check_keys(keys: &KeyReader, arch: &Architecture) -> Result<()> {
     let prefix = keys.key("");
     for (k, _) in keys.metadata.iter() {
         if let Some(rest) = k.strip_prefix(&prefix) {
-            if !KNOWN_KEYS.contains(&rest) {
+            if !KNOWN_KEYS.contains(&rest) && !arch.keys.contains(&rest) {
                 return Err(keys.error(format!(
                     "key {k} is not implemented by smelt's {} forward pass",
                     keys.arch()
@@ -237,6 +271,52 @@ fn check_keys(keys: &KeyReader) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The sliding window and which blocks use it, as llama.cpp's `load_swa_pattern` reads them: no
+/// window when `attention.sliding_window` is absent or 0; otherwise the per-block flags of
+/// `attention.sliding_window_pattern` (an array), or its period `n` (a number; the family's
+/// default without one), block `i` being local unless `i % n == n − 1` (`n` = 0: all local).
+fn sliding_window(
+    keys: &KeyReader,
+    arch: &Architecture,
+    n_layer: usize,
+) -> Result<(usize, Vec<bool>)> {
+    let n_swa = keys.uint("attention.sliding_window")?.unwrap_or(0);
+    let default = match arch.sliding_window_pattern {
+        Some(n) if n_swa > 0 => n,
+        _ => return Ok((0, vec![false; n_layer])),
+    };
+    let name = keys.key("attention.sliding_window_pattern");
+    let layers = match keys.value("attention.sliding_window_pattern") {
+        Some(Value::Array(_, items)) => {
+            if items.len() > n_layer {
+                return Err(keys.error(format!("{name} lists {} blocks of {n_layer}", items.len())));
+            }
+            let mut flags = vec![false; n_layer];
+            for (flag, item) in flags.iter_mut().zip(items) {
+                *flag = match item {
+                    Value::Bool(b) => *b,
+                    other => other
+                        .as_u64()
+                        .map(|v| v != 0)
+                        .ok_or_else(|| keys.error(format!("{name} is not an array of flags")))?,
+                };
+            }
+            flags
+        }
+        Some(v) => {
+            let n = v
+                .as_u64()
+                .ok_or_else(|| keys.error(format!("{name} is neither a number nor an array")))?
+                as usize;
+            (0..n_layer).map(|i| n == 0 || i % n < n - 1).collect()
+        }
+        None => (0..n_layer)
+            .map(|i| default == 0 || i % default < default - 1)
+            .collect(),
+    };
+    Ok((n_swa, layers))
 }
 
 /// llama.cpp's `rope_freq_scale_train`: `1 / rope.scaling.factor` (1 when unset or 0), for

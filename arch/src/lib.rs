@@ -6,6 +6,7 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod convert;
+pub mod gemma3;
 pub mod graph;
 pub mod hparams;
 pub mod llama;
@@ -41,7 +42,53 @@ pub struct Architecture {
     pub global_tensors: &'static [(Role, Presence)],
     /// Each block's tensors (all required).
     pub block_tensors: &'static [Role],
+    /// The gated feed-forward network's activation.
+    pub ffn_activation: graph::Activation,
+    /// Whether the embedded tokens are multiplied by √n_embd before the first block (Gemma).
+    pub scale_embedding: bool,
+    /// Whether queries are multiplied by the attention scale before attention, which then scales
+    /// its scores by 1 (Gemma, as llama.cpp computes it), instead of the scores being scaled.
+    pub prescale_query: bool,
+    /// llama.cpp's attention scale for a model of `n_layer` blocks, width `n_embd`, `n_head`
+    /// heads of `head_dim`.
+    pub attention_scale: fn(n_layer: usize, n_embd: usize, n_head: usize, head_dim: usize) -> f32,
+    /// Sliding-window attention: the pattern llama.cpp assumes when the file names none (every
+    /// n-th block global, the others local); `None` for families without it.
+    pub sliding_window_pattern: Option<usize>,
+    /// `<arch>.*` metadata keys this family implements beyond the ones every family shares.
+    pub keys: &'static [&'static str],
 }
+
+/// `1/√head_dim`, the attention scale of every family but Gemma 3 27B.
+pub fn head_attention_scale(_n_layer: usize, _n_embd: usize, _n_head: usize, head_dim: usize) -> f32 {
+    1.0 / (head_dim as f32).sqrt()
+}
+
+/// The block facts most families share (Llama's): SwiGLU, unscaled embeddings, scaled scores, no
+/// sliding window, no keys of their own. A family's description starts from these
+/// (`..arch::LLAMA_LIKE`) and states what differs.
+pub const LLAMA_LIKE: Architecture = Architecture {
+    gguf_name: "",
+    hf_names: &[],
+    rope_mode: RopeMode::Normal,
+    conversion: convert::Conversion {
+        vocab: formats::hf::vocab::VocabStyle::Llama,
+        permute_qk: false,
+        rope_types: &[],
+        extra_keys: convert::no_keys,
+        extra_tensors: convert::no_tensors,
+        norm_offset: 0.0,
+        trim_embedding_to_vocab: false,
+    },
+    global_tensors: &[],
+    block_tensors: &[],
+    ffn_activation: graph::Activation::Silu,
+    scale_embedding: false,
+    prescale_query: false,
+    attention_scale: head_attention_scale,
+    sliding_window_pattern: None,
+    keys: &[],
+};
 
 /// Architectures are told apart by their GGUF name.
 impl PartialEq for Architecture {
@@ -53,7 +100,8 @@ impl PartialEq for Architecture {
 impl Eq for Architecture {}
 
 /// Every architecture smelt runs, in the order messages list them.
-pub const ARCHITECTURES: &[&Architecture] = &[&llama::LLAMA, &qwen2::QWEN2, &qwen3::QWEN3];
+pub const ARCHITECTURES: &[&Architecture] =
+    &[&llama::LLAMA, &qwen2::QWEN2, &qwen3::QWEN3, &gemma3::GEMMA3];
 
 /// The architecture called `name` in `general.architecture`.
 pub fn by_gguf_name(name: &str) -> Option<&'static Architecture> {

@@ -22,6 +22,8 @@ pub const LLAMA: Architecture = Architecture {
         rope_types: &["llama3"],
         extra_keys: llama_keys,
         extra_tensors: llama3_rope_freqs,
+        norm_offset: 0.0,
+        trim_embedding_to_vocab: false,
     },
     global_tensors: GLOBAL_TENSORS,
     block_tensors: &[
@@ -35,6 +37,7 @@ pub const LLAMA: Architecture = Architecture {
         Role::FfnUp,
         Role::FfnDown,
     ],
+    ..crate::LLAMA_LIKE
 };
 
 /// Llama's model-wide tensors: the output projection is absent when tied to the embedding, and
@@ -88,6 +91,7 @@ fn llama3_rope_freqs(config: &Config) -> Result<Vec<PlannedTensor>> {
         source: TensorSource::Computed(factors.iter().flat_map(|f| f.to_le_bytes()).collect()),
         rope_heads: None,
         keep_f32: true,
+        offset: 0.0,
     }])
 }
 

@@ -14,6 +14,8 @@ pub const CONVERSION: Conversion = Conversion {
     rope_types: &[],
     extra_keys: no_keys,
     extra_tensors: no_tensors,
+    norm_offset: 0.0,
+    trim_embedding_to_vocab: false,
 };
 
 /// The Qwen families' model-wide tensors (the output is absent when tied).
@@ -44,4 +46,5 @@ pub const QWEN2: Architecture = Architecture {
         Role::FfnUp,
         Role::FfnDown,
     ],
+    ..crate::LLAMA_LIKE
 };

@@ -24,4 +24,5 @@ pub const QWEN3: Architecture = Architecture {
         Role::FfnUp,
         Role::FfnDown,
     ],
+    ..crate::LLAMA_LIKE
 };

@@ -36,6 +36,8 @@ pub enum Role {
     AttnKNorm,
     /// Attention output projection.
     AttnOutput,
+    /// RMSNorm weight on the attention output before the residual add (Gemma's sandwich norms).
+    AttnPostNorm,
     /// Norm weight before the feed-forward network.
     FfnNorm,
     /// Gate projection of the gated feed-forward network.
@@ -44,10 +46,12 @@ pub enum Role {
     FfnUp,
     /// Down projection.
     FfnDown,
+    /// RMSNorm weight on the feed-forward output before the residual add (Gemma).
+    FfnPostNorm,
 }
 
 /// Every role, for name lookups.
-const ROLES: [Role; 18] = [
+const ROLES: [Role; 20] = [
     Role::TokenEmbd,
     Role::Output,
     Role::OutputNorm,
@@ -62,10 +66,12 @@ const ROLES: [Role; 18] = [
     Role::AttnQNorm,
     Role::AttnKNorm,
     Role::AttnOutput,
+    Role::AttnPostNorm,
     Role::FfnNorm,
     Role::FfnGate,
     Role::FfnUp,
     Role::FfnDown,
+    Role::FfnPostNorm,
 ];
 
 impl Role {
@@ -86,6 +92,8 @@ impl Role {
             Role::AttnQNorm => "attn_q_norm.weight",
             Role::AttnKNorm => "attn_k_norm.weight",
             Role::AttnOutput => "attn_output.weight",
+            Role::AttnPostNorm => "post_attention_norm.weight",
+            Role::FfnPostNorm => "post_ffw_norm.weight",
             Role::FfnNorm => "ffn_norm.weight",
             Role::FfnGate => "ffn_gate.weight",
             Role::FfnUp => "ffn_up.weight",
@@ -119,7 +127,11 @@ impl Role {
         let (q, kv) = (h.n_head * h.head_dim, h.n_head_kv * h.head_dim);
         match self {
             Role::TokenEmbd | Role::Output => vec![h.n_embd, h.n_vocab],
-            Role::OutputNorm | Role::AttnNorm | Role::FfnNorm => vec![h.n_embd],
+            Role::OutputNorm
+            | Role::AttnNorm
+            | Role::FfnNorm
+            | Role::AttnPostNorm
+            | Role::FfnPostNorm => vec![h.n_embd],
             Role::RopeFreqs => vec![h.rope_dims / 2],
             Role::AttnQ => vec![h.n_embd, q],
             Role::AttnK | Role::AttnV => vec![h.n_embd, kv],

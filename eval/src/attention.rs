@@ -18,7 +18,8 @@ const KV_TILE: usize = 64;
 /// Attention of `queries` (`t` rows of `hd`, positions `n_past..n_past + t`) over `keys` and
 /// `values` (rows of `hd`, f16-rounded, positions `0..`), scaled by `scale`, into `out` (`t` rows
 /// of `hd`): ggml's tiled kernel if `n_rows` (the micro-batch's query rows over all sequences)
-/// reaches [`TILE_ROWS`], its one-row kernel otherwise.
+/// reaches [`TILE_ROWS`], its one-row kernel otherwise. With a sliding `window`, the query at
+/// position `p` sees keys `p − window + 1 ..= p` (llama.cpp's `LLAMA_SWA_TYPE_STANDARD` mask).
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     queries: &[f32],
@@ -28,6 +29,7 @@ pub fn attend(
     n_past: usize,
     n_rows: usize,
     scale: f32,
+    window: Option<usize>,
     out: &mut [f32],
 ) {
     lanes::dispatch(Attend {
@@ -38,8 +40,14 @@ pub fn attend(
         n_past,
         tiled: n_rows >= TILE_ROWS,
         scale,
+        window,
         out,
     })
+}
+
+/// The first key position the query at `pos` sees.
+fn first_visible(pos: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| (pos + 1).saturating_sub(w))
 }
 
 /// [`attend`]'s arguments, as a kernel over the machine's lanes.
@@ -51,6 +59,7 @@ struct Attend<'a> {
     n_past: usize,
     tiled: bool,
     scale: f32,
+    window: Option<usize>,
     out: &'a mut [f32],
 }
 
@@ -65,13 +74,20 @@ impl LaneKernel for Attend<'_> {
             n_past,
             tiled,
             scale,
+            window,
             ref mut out,
         } = *self;
+        let rows = queries.chunks(hd).zip(out.chunks_mut(hd)).enumerate();
         if tiled {
             let key_tiles = transpose_key_tiles(keys, hd);
-            let blocked = match hd {
-                64 => attend_tiled_blocks::<L, 4>(queries, &key_tiles, values, n_past, scale, out),
-                128 => attend_tiled_blocks::<L, 8>(queries, &key_tiles, values, n_past, scale, out),
+            // The blocked rows assume every query sees the keys from position 0.
+            let blocked = match (hd, window) {
+                (64, None) => {
+                    attend_tiled_blocks::<L, 4>(queries, &key_tiles, values, n_past, scale, out)
+                }
+                (128, None) => {
+                    attend_tiled_blocks::<L, 8>(queries, &key_tiles, values, n_past, scale, out)
+                }
                 _ => 0,
             };
             let rows = queries
@@ -80,11 +96,13 @@ impl LaneKernel for Attend<'_> {
                 .enumerate()
                 .skip(blocked);
             for (i, (q, o)) in rows {
-                attend_tiled(q, &key_tiles, values, n_past + i + 1, scale, o);
+                let seen = first_visible(n_past + i, window)..n_past + i + 1;
+                attend_tiled(q, &key_tiles, values, seen, scale, o);
             }
         } else {
-            for (i, (q, o)) in queries.chunks(hd).zip(out.chunks_mut(hd)).enumerate() {
-                attend_one_row_f16(q, keys, values, n_past + i + 1, scale, o);
+            for (i, (q, o)) in rows {
+                let seen = first_visible(n_past + i, window)..n_past + i + 1;
+                attend_one_row_f16(q, keys, values, seen, scale, o);
             }
         }
     }
@@ -115,15 +133,17 @@ fn attend_tiled(
     query: &[f32],
     key_tiles: &[f32],
     values: &[f32],
-    n_visible: usize,
+    seen: std::ops::Range<usize>,
     scale: f32,
     out: &mut [f32],
 ) {
     let hd = query.len();
     let (mut sum, mut max) = (0.0f32, f32::NEG_INFINITY);
     out.fill(0.0);
-    for start in (0..n_visible).step_by(KV_TILE) {
-        let visible = KV_TILE.min(n_visible - start);
+    // Tiles wholly before the window are skipped, as ggml skips fully masked tiles.
+    for start in (seen.start / KV_TILE * KV_TILE..seen.end).step_by(KV_TILE) {
+        let visible = KV_TILE.min(seen.end - start);
+        let hidden = seen.start.saturating_sub(start);
         let tile = &key_tiles[start * hd..(start + KV_TILE) * hd];
         let mut p = [0.0f32; KV_TILE];
         for (&q, keys) in query.iter().zip(tile.chunks_exact(KV_TILE)) {
@@ -131,10 +151,10 @@ fn attend_tiled(
                 *s = k.mul_add(q, *s);
             }
         }
-        if let Some(ms) = softmax_tile(&mut p, visible, scale, &mut max, &mut sum) {
+        if let Some(ms) = softmax_tile(&mut p, hidden..visible, scale, &mut max, &mut sum) {
             out.iter_mut().for_each(|v| *v *= ms);
         }
-        for (j, &w) in p[..visible].iter().enumerate() {
+        for (j, &w) in p.iter().enumerate().take(visible).skip(hidden) {
             let v = &values[(start + j) * hd..(start + j + 1) * hd];
             out.iter_mut()
                 .zip(v)
@@ -217,7 +237,7 @@ fn attend_tiled_block<L: Lanes16, const V: usize>(
             for (c, v) in s[r].iter().enumerate() {
                 p[c * LANES..(c + 1) * LANES].copy_from_slice(&v.to_array());
             }
-            if let Some(ms) = softmax_tile(p, seen, scale, &mut max[r], &mut sum[r]) {
+            if let Some(ms) = softmax_tile(p, 0..seen, scale, &mut max[r], &mut sum[r]) {
                 acc[r]
                     .iter_mut()
                     .for_each(|v| *v = L::mul(*v, L::splat(ms)));
@@ -248,20 +268,21 @@ fn attend_tiled_block<L: Lanes16, const V: usize>(
 }
 
 /// One tile's step of the online softmax, as ggml's tiled kernel takes it: the raw scores `p`
-/// are scaled, those past the `visible` keys masked, and replaced by their weights
+/// are scaled, those outside the `visible` keys masked, and replaced by their weights
 /// `ggml_expf(score − max)` against the running maximum `max`; the weights' sum (in f64, sixteen
 /// at a time) is added to the running `sum`. If the maximum grew, `sum` is first rescaled by
 /// libm's `expf(old − new)`, and that factor is returned for the caller's value accumulator.
 #[inline(always)]
 fn softmax_tile(
     p: &mut [f32; KV_TILE],
-    visible: usize,
+    visible: std::ops::Range<usize>,
     scale: f32,
     max: &mut f32,
     sum: &mut f32,
 ) -> Option<f32> {
     p.iter_mut().for_each(|s| *s *= scale);
-    p[visible..].fill(f32::NEG_INFINITY);
+    p[..visible.start].fill(f32::NEG_INFINITY);
+    p[visible.end..].fill(f32::NEG_INFINITY);
     let new_max = max.max(max_of(p));
     let rescale = (new_max > *max).then(|| (*max - new_max).exp());
     if let Some(ms) = rescale {
@@ -300,7 +321,7 @@ fn attend_one_row_f16(
     query: &[f32],
     keys: &[f32],
     values: &[f32],
-    n_visible: usize,
+    seen: std::ops::Range<usize>,
     scale: f32,
     out: &mut [f32],
 ) {
@@ -308,7 +329,7 @@ fn attend_one_row_f16(
     let q: Vec<f32> = query.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
     let (mut sum, mut max) = (0.0f32, f32::NEG_INFINITY);
     out.fill(0.0);
-    for j in 0..n_visible {
+    for j in seen {
         let k = &keys[j * hd..(j + 1) * hd];
         let s = dot_f16_values(k, &q) * scale;
         let (mut ms, mut vs) = (1.0f32, 1.0f32);
@@ -360,12 +381,13 @@ mod tests {
                     n_past,
                     tiled: true,
                     scale,
+                    window: None,
                     out: &mut out,
                 };
                 for (form, out) in crate::lanes::tests::each_form(&mut kernel, |a| a.out.to_vec()) {
                     for (i, q) in queries.chunks(hd).enumerate() {
                         let mut one = vec![0.0f32; hd];
-                        attend_tiled(q, &tiles, &values, n_past + i + 1, scale, &mut one);
+                        attend_tiled(q, &tiles, &values, 0..n_past + i + 1, scale, &mut one);
                         let got = &out[i * hd..(i + 1) * hd];
                         assert!(
                             got.iter()

@@ -75,6 +75,42 @@ dispatched! {
     }
 }
 
+/// ggml's `ggml_vec_geglu_f32` on one row, as the CPU backend builds it (`GGML_GELU_FP16`):
+/// `gate = gelu(gate) · up`, where gelu comes from a table over every f16 input (the gate rounded
+/// to f16), 0 at or below −10 and the identity at or above 10.
+pub fn geglu_row(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            table[half::f16::from_f32(x).to_bits() as usize] * u
+        };
+    }
+}
+
+/// `ggml_table_gelu_f16` (as f32): for each f16 value, `ggml_gelu_f32` of it rounded to f16. The
+/// tanh approximation is evaluated as the native build compiles it, the `1 + a·x·x` fused.
+fn gelu_table() -> &'static [f32] {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        const GELU_COEF_A: f32 = 0.044715;
+        #[allow(clippy::excessive_precision)]
+        const SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_355_879_892_119_868_76;
+        (0..=u16::MAX)
+            .map(|bits| {
+                let x = half::f16::from_bits(bits).to_f32();
+                let inner = (GELU_COEF_A * x).mul_add(x, 1.0);
+                let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * inner).tanh());
+                half::f16::from_f32(y).to_f32()
+            })
+            .collect()
+    })
+}
+
 /// Elements handled per stack buffer by the row helpers.
 const STRIDE: usize = 256;
 

@@ -9,7 +9,7 @@ use crate::attention;
 use crate::fastmath;
 use crate::lanes::dispatched;
 use crate::linear::{decode_row, linear_into, linears, Observer};
-use arch::graph::{Graph, HeadsOf};
+use arch::graph::{Activation, Graph, HeadsOf};
 use arch::{Role, RopeMode};
 
 use crate::model::Model;
@@ -28,7 +28,8 @@ struct SequenceCache {
 pub struct Session<'m> {
     model: &'m Model,
     caches: Vec<SequenceCache>,
-    rope: RopeTable,
+    /// RoPE angles of the global blocks and (sliding-window families) of the local ones.
+    ropes: [RopeTable; 2],
     /// Whether keys and values are kept for later calls; a single-pass session drops each
     /// layer's as soon as its attention is done.
     keep_cache: bool,
@@ -45,7 +46,7 @@ impl<'m> Session<'m> {
         Session {
             model,
             caches: vec![empty; n_seq],
-            rope: RopeTable::new(model),
+            ropes: [RopeTable::new(model, false), RopeTable::new(model, true)],
             keep_cache: true,
         }
     }
@@ -110,12 +111,23 @@ impl<'m> Session<'m> {
             self.keep_cache || n_past == 0,
             "a single-pass session takes one forward call"
         );
-        self.rope.extend(n_past + t);
+        let local = h.swa_layers.iter().any(|&l| l);
+        for (rope, used) in self.ropes.iter_mut().zip([true, local]) {
+            if used {
+                rope.extend(n_past + t);
+            }
+        }
 
         let mut x = vec![0.0f32; n_rows * h.n_embd];
+        let embedding_scale = arch::graph::embedding_scale(h);
         x.par_chunks_mut(h.n_embd)
             .zip(tokens.concat().into_par_iter())
-            .for_each(|(row, tok)| decode_row(model, &model.token_embd, tok as usize, row));
+            .for_each(|(row, tok)| {
+                decode_row(model, &model.token_embd, tok as usize, row);
+                if let Some(s) = embedding_scale {
+                    row.iter_mut().for_each(|v| *v *= s);
+                }
+            });
 
         for il in 0..h.n_layer {
             let block_input = observer
@@ -128,7 +140,7 @@ impl<'m> Session<'m> {
                 t,
                 n_past,
             };
-            x = arch::graph::block(&mut graph, h.arch, il, x);
+            x = arch::graph::block(&mut graph, h, il, x);
             if let (Some(o), Some(input)) = (observer.as_mut(), block_input) {
                 o.block_io(il, &input, &x, h.n_embd);
             }
@@ -157,6 +169,9 @@ impl<'m> Session<'m> {
                 &mut observer,
                 &mut logits,
             );
+            if h.final_logit_softcap != 0.0 {
+                softcap(&mut logits, h.final_logit_softcap);
+            }
             on_logits(s, &logits);
         }
     }
@@ -207,20 +222,27 @@ impl Graph for EvalGraph<'_, '_, '_> {
         self.norm(&x, role, layer)
     }
 
-    fn rope(&mut self, mut x: Vec<f32>, heads: HeadsOf) -> Vec<f32> {
+    fn rope(&mut self, mut x: Vec<f32>, heads: HeadsOf, layer: usize) -> Vec<f32> {
         let h = &self.session.model.hparams;
         let n = match heads {
             HeadsOf::Query => h.n_head,
             HeadsOf::Key => h.n_head_kv,
         };
-        let rope = &self.session.rope;
+        let rope = &self.session.ropes[h.swa_layers[layer] as usize];
         rope.apply(&mut x, n * h.head_dim, h.head_dim, self.t, self.n_past);
         x
     }
 
     /// Rounds keys and values to f16 as llama.cpp's cache stores them, appends them to the
     /// caches and attends each head (`n_rows` × `n_head · head_dim` out).
-    fn attention(&mut self, q: Vec<f32>, mut k: Vec<f32>, mut v: Vec<f32>, il: usize) -> Vec<f32> {
+    fn attention(
+        &mut self,
+        q: Vec<f32>,
+        mut k: Vec<f32>,
+        mut v: Vec<f32>,
+        scale: f32,
+        il: usize,
+    ) -> Vec<f32> {
         let (t, n_past, n_rows) = (self.t, self.n_past, self.rows());
         let session = &mut *self.session;
         let h = &session.model.hparams;
@@ -248,7 +270,7 @@ impl Graph for EvalGraph<'_, '_, '_> {
             }
         };
         let group = h.n_head / h.n_head_kv;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let window = h.window(il);
         let heads: Vec<Vec<f32>> = (0..n_seq * h.n_head)
             .into_par_iter()
             .map(|task| {
@@ -260,7 +282,7 @@ impl Graph for EvalGraph<'_, '_, '_> {
                 let (keys, values) = (gather(keys), gather(values));
                 let mut out = vec![0.0f32; t * hd];
                 attention::attend(
-                    &queries, &keys, &values, hd, n_past, n_rows, scale, &mut out,
+                    &queries, &keys, &values, hd, n_past, n_rows, scale, window, &mut out,
                 );
                 out
             })
@@ -276,12 +298,21 @@ impl Graph for EvalGraph<'_, '_, '_> {
         merged
     }
 
-    fn swiglu(&mut self, mut gate: Vec<f32>, up: Vec<f32>) -> Vec<f32> {
+    fn gated(&mut self, mut gate: Vec<f32>, up: Vec<f32>, act: Activation) -> Vec<f32> {
         let n_ff = self.session.model.hparams.n_ff;
+        let row = match act {
+            Activation::Silu => fastmath::swiglu_row,
+            Activation::GeluTanh => fastmath::geglu_row,
+        };
         gate.par_chunks_mut(n_ff)
             .zip(up.par_chunks(n_ff))
-            .for_each(|(g, u)| fastmath::swiglu_row(g, u));
+            .for_each(|(g, u)| row(g, u));
         gate
+    }
+
+    fn scale(&mut self, mut x: Vec<f32>, s: f32) -> Vec<f32> {
+        x.par_iter_mut().for_each(|v| *v *= s);
+        x
     }
 
     fn add(&mut self, mut x: Vec<f32>, y: Vec<f32>) -> Vec<f32> {
@@ -306,14 +337,16 @@ struct RopeTable {
 }
 
 impl RopeTable {
-    fn new(model: &Model) -> RopeTable {
+    /// The angles of `model`'s global blocks, or of its local (sliding-window) ones.
+    fn new(model: &Model, local: bool) -> RopeTable {
         let h = &model.hparams;
+        let (base, freq_scale) = h.rope_of(local);
         RopeTable {
             mode: h.arch.rope_mode,
             n_dims: h.rope_dims,
-            theta_scale: h.rope_base.powf(-2.0 / h.rope_dims as f32),
+            theta_scale: base.powf(-2.0 / h.rope_dims as f32),
             factors: model.rope_factors.clone(),
-            freq_scale: h.rope_freq_scale,
+            freq_scale,
             table: Vec::new(),
         }
     }
@@ -378,6 +411,15 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
             .for_each(|(v, w)| *v = (*v * scale) * w);
     });
     out
+}
+
+/// The final logit soft-cap as llama.cpp's graph computes it: scale by `1/c`, `tanhf`, scale by
+/// `c`.
+fn softcap(logits: &mut [f32], c: f32) {
+    let inv = 1.0 / c;
+    logits
+        .par_iter_mut()
+        .for_each(|z| *z = (*z * inv).tanh() * c);
 }
 
 fn add_in_place(x: &mut [f32], y: &[f32]) {

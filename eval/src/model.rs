@@ -1,4 +1,4 @@
-//! A Llama-family model read from a GGUF file: hyperparameters from the metadata and every tensor
+//! A model of one of smelt's architectures read from a GGUF file: hyperparameters from the metadata and every tensor
 //! checked against them before anything runs, so a file whose metadata and tensors disagree is
 //! refused with its name and the first mismatch instead of failing halfway through a pass.
 
@@ -22,37 +22,12 @@ pub struct Weight {
     entry: TensorEntry,
 }
 
-/// One transformer block's tensors.
+/// One transformer block's tensors, by role: its architecture's matrices left in their file
+/// encoding and its vectors (norm weights, biases) decoded.
 #[derive(Debug, Clone)]
 pub struct Layer {
-    /// RMSNorm weight before attention.
-    pub attn_norm: Vec<f32>,
-    /// Query projection.
-    pub wq: Weight,
-    /// Key projection.
-    pub wk: Weight,
-    /// Value projection.
-    pub wv: Weight,
-    /// Query/key/value biases (qwen2).
-    pub bq: Option<Vec<f32>>,
-    /// Key bias.
-    pub bk: Option<Vec<f32>>,
-    /// Value bias.
-    pub bv: Option<Vec<f32>>,
-    /// RMSNorm weights over each query and each key head, before RoPE (qwen3).
-    pub q_norm: Option<Vec<f32>>,
-    /// Key-head norm weight.
-    pub k_norm: Option<Vec<f32>>,
-    /// Attention output projection.
-    pub wo: Weight,
-    /// RMSNorm weight before the feed-forward network.
-    pub ffn_norm: Vec<f32>,
-    /// SwiGLU gate projection.
-    pub gate: Weight,
-    /// SwiGLU up projection.
-    pub up: Weight,
-    /// Down projection.
-    pub down: Weight,
+    weights: Vec<(Role, Weight)>,
+    vectors: Vec<(Role, Vec<f32>)>,
 }
 
 /// An opened model: the memory-mapped file plus its checked tensor table.
@@ -95,28 +70,17 @@ impl Model {
         };
         let layers = (0..hparams.n_layer)
             .map(|i| {
-                let optional = |role: Role| -> Result<Option<Vec<f32>>> {
-                    match hparams.arch.has(role) {
-                        true => tensors.vector(role, i).map(Some),
-                        false => Ok(None),
-                    }
+                let mut layer = Layer {
+                    weights: Vec::new(),
+                    vectors: Vec::new(),
                 };
-                Ok(Layer {
-                    attn_norm: tensors.vector(Role::AttnNorm, i)?,
-                    wq: tensors.weight(Role::AttnQ, i)?,
-                    wk: tensors.weight(Role::AttnK, i)?,
-                    wv: tensors.weight(Role::AttnV, i)?,
-                    bq: optional(Role::AttnQBias)?,
-                    bk: optional(Role::AttnKBias)?,
-                    bv: optional(Role::AttnVBias)?,
-                    q_norm: optional(Role::AttnQNorm)?,
-                    k_norm: optional(Role::AttnKNorm)?,
-                    wo: tensors.weight(Role::AttnOutput, i)?,
-                    ffn_norm: tensors.vector(Role::FfnNorm, i)?,
-                    gate: tensors.weight(Role::FfnGate, i)?,
-                    up: tensors.weight(Role::FfnUp, i)?,
-                    down: tensors.weight(Role::FfnDown, i)?,
-                })
+                for &role in hparams.arch.block_tensors {
+                    match role.dims(&hparams).len() {
+                        2 => layer.weights.push((role, tensors.weight(role, i)?)),
+                        _ => layer.vectors.push((role, tensors.vector(role, i)?)),
+                    }
+                }
+                Ok(layer)
             })
             .collect::<Result<Vec<_>>>()?;
         tensors.all_known()?;
@@ -136,37 +100,28 @@ impl Model {
         &self.file
     }
 
-    /// The block matrix of `role` in block `layer`.
+    /// The block matrix of `role` in block `layer`; panics when the architecture has none.
     pub fn weight(&self, role: Role, layer: usize) -> &Weight {
-        let l = &self.layers[layer];
-        match role {
-            Role::AttnQ => &l.wq,
-            Role::AttnK => &l.wk,
-            Role::AttnV => &l.wv,
-            Role::AttnOutput => &l.wo,
-            Role::FfnGate => &l.gate,
-            Role::FfnUp => &l.up,
-            Role::FfnDown => &l.down,
-            other => panic!("{other:?} is not a matrix of a block"),
-        }
+        self.layers[layer]
+            .weights
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, w)| w)
+            .unwrap_or_else(|| panic!("{role:?} is not a matrix of a block"))
     }
 
     /// The vector (norm weight or bias) of `role` in block `layer` (model-wide roles ignore
     /// `layer`); panics when the architecture has none.
     pub fn vector(&self, role: Role, layer: usize) -> &[f32] {
-        let l = &self.layers[layer];
-        let v = match role {
-            Role::OutputNorm => Some(&self.output_norm),
-            Role::AttnNorm => Some(&l.attn_norm),
-            Role::FfnNorm => Some(&l.ffn_norm),
-            Role::AttnQBias => l.bq.as_ref(),
-            Role::AttnKBias => l.bk.as_ref(),
-            Role::AttnVBias => l.bv.as_ref(),
-            Role::AttnQNorm => l.q_norm.as_ref(),
-            Role::AttnKNorm => l.k_norm.as_ref(),
-            _ => None,
-        };
-        v.unwrap_or_else(|| panic!("the model has no {role:?} vector"))
+        if role == Role::OutputNorm {
+            return &self.output_norm;
+        }
+        self.layers[layer]
+            .vectors
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_else(|| panic!("the model has no {role:?} vector"))
     }
 
     /// The encoded bytes of `weight`.

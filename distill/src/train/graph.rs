@@ -4,7 +4,7 @@
 //! returning the gradient of the block stack's input. So training differentiates exactly the
 //! block evaluation runs, with no second forward definition.
 
-use arch::graph::{Graph, HeadsOf};
+use arch::graph::{Activation, Graph, HeadsOf};
 use arch::Role;
 
 use super::ops::{self, Heads, Rope, RopeSpec};
@@ -20,17 +20,26 @@ enum Op {
     Linear { x: usize, w: usize },
     /// `x` plus the bias parameter `b` on every row.
     Bias { x: usize, b: usize },
-    /// RoPE of `x`, rows of `width`.
-    Rope { x: usize, width: usize },
-    /// Causal attention; `probs` are the attention weights.
+    /// RoPE of `x`, rows of `width`, with the angles of the global (0) or local (1) blocks.
+    Rope { x: usize, width: usize, kind: usize },
+    /// Causal attention with scores scaled by `scale` within `window`; `probs` are the
+    /// attention weights.
     Attention {
         q: usize,
         k: usize,
         v: usize,
         probs: Vec<f32>,
+        scale: f32,
+        window: Option<usize>,
     },
-    /// `silu(gate) ⊙ up`.
-    Swiglu { gate: usize, up: usize },
+    /// `act(gate) ⊙ up`.
+    Gated {
+        gate: usize,
+        up: usize,
+        act: Activation,
+    },
+    /// `s · x`.
+    Scale { x: usize, s: f32 },
     /// `x + y`.
     Add { x: usize, y: usize },
 }
@@ -39,7 +48,8 @@ enum Op {
 pub(super) struct TrainGraph<'s> {
     student: &'s Student,
     heads: Heads,
-    rope: Rope,
+    /// RoPE angles of the global blocks and of the local (sliding-window) ones.
+    ropes: [Rope; 2],
     values: Vec<Vec<f32>>,
     ops: Vec<Op>,
 }
@@ -56,7 +66,9 @@ impl<'s> TrainGraph<'s> {
                 n_head_kv: h.n_head_kv,
                 hd: h.head_dim,
             },
-            rope: Rope::new(t, RopeSpec::of(h, student.rope_factors())),
+            ropes: [false, true].map(|local| {
+                Rope::new(t, RopeSpec::of(h, student.rope_factors(), local))
+            }),
             values: vec![input],
             ops: vec![Op::Input],
         }
@@ -104,12 +116,19 @@ impl<'s> TrainGraph<'s> {
                     }
                     accumulate(&mut d, *x, dy);
                 }
-                Op::Rope { x, width } => {
+                Op::Rope { x, width, kind } => {
                     let mut dx = dy;
-                    self.rope.apply(&mut dx, *width, self.heads.hd, -1.0);
+                    self.ropes[*kind].apply(&mut dx, *width, self.heads.hd, -1.0);
                     accumulate(&mut d, *x, dx);
                 }
-                Op::Attention { q, k, v, probs } => {
+                Op::Attention {
+                    q,
+                    k,
+                    v,
+                    probs,
+                    scale,
+                    window,
+                } => {
                     let (dq, dk, dv) = ops::attention_backward(
                         &dy,
                         &self.values[*q],
@@ -117,16 +136,24 @@ impl<'s> TrainGraph<'s> {
                         &self.values[*v],
                         probs,
                         self.heads,
+                        *scale,
+                        *window,
                     );
                     accumulate(&mut d, *q, dq);
                     accumulate(&mut d, *k, dk);
                     accumulate(&mut d, *v, dv);
                 }
-                Op::Swiglu { gate, up } => {
-                    let (dg, du) =
-                        ops::swiglu_backward(&dy, &self.values[*gate], &self.values[*up]);
+                Op::Gated { gate, up, act } => {
+                    let backward = match act {
+                        Activation::Silu => ops::swiglu_backward,
+                        Activation::GeluTanh => ops::geglu_backward,
+                    };
+                    let (dg, du) = backward(&dy, &self.values[*gate], &self.values[*up]);
                     accumulate(&mut d, *gate, dg);
                     accumulate(&mut d, *up, du);
+                }
+                Op::Scale { x, s } => {
+                    accumulate(&mut d, *x, dy.iter().map(|g| g * s).collect());
                 }
                 Op::Add { x, y } => {
                     accumulate(&mut d, *x, dy.clone());
@@ -186,30 +213,51 @@ impl Graph for TrainGraph<'_> {
         self.norm(&x, role, layer)
     }
 
-    fn rope(&mut self, x: usize, heads: HeadsOf) -> usize {
+    fn rope(&mut self, x: usize, heads: HeadsOf, layer: usize) -> usize {
         let n = match heads {
             HeadsOf::Query => self.heads.n_head,
             HeadsOf::Key => self.heads.n_head_kv,
         };
         let width = n * self.heads.hd;
+        let kind = self.student.shape.swa_layers[layer] as usize;
         let mut y = self.values[x].clone();
-        self.rope.apply(&mut y, width, self.heads.hd, 1.0);
-        self.push(y, Op::Rope { x, width })
+        self.ropes[kind].apply(&mut y, width, self.heads.hd, 1.0);
+        self.push(y, Op::Rope { x, width, kind })
     }
 
-    fn attention(&mut self, q: usize, k: usize, v: usize, _layer: usize) -> usize {
+    fn attention(&mut self, q: usize, k: usize, v: usize, scale: f32, layer: usize) -> usize {
+        let window = self.student.shape.window(layer);
         let (y, probs) = ops::attention(
             &self.values[q],
             &self.values[k],
             &self.values[v],
             self.heads,
+            scale,
+            window,
         );
-        self.push(y, Op::Attention { q, k, v, probs })
+        let op = Op::Attention {
+            q,
+            k,
+            v,
+            probs,
+            scale,
+            window,
+        };
+        self.push(y, op)
     }
 
-    fn swiglu(&mut self, gate: usize, up: usize) -> usize {
-        let y = ops::swiglu(&self.values[gate], &self.values[up]);
-        self.push(y, Op::Swiglu { gate, up })
+    fn gated(&mut self, gate: usize, up: usize, act: Activation) -> usize {
+        let forward = match act {
+            Activation::Silu => ops::swiglu,
+            Activation::GeluTanh => ops::geglu,
+        };
+        let y = forward(&self.values[gate], &self.values[up]);
+        self.push(y, Op::Gated { gate, up, act })
+    }
+
+    fn scale(&mut self, x: usize, s: f32) -> usize {
+        let y = self.values[x].iter().map(|v| v * s).collect();
+        self.push(y, Op::Scale { x, s })
     }
 
     fn add(&mut self, x: usize, y: usize) -> usize {

@@ -26,14 +26,16 @@ impl Student {
         let s = &self.shape;
         let (t, d) = (tokens.len(), s.n_embd);
         let embd = self.param(Role::TokenEmbd, 0);
+        let embedding_scale = arch::graph::embedding_scale(s).unwrap_or(1.0);
         let x: Vec<f32> = tokens
             .iter()
-            .flat_map(|&tok| self.data(embd)[tok as usize * d..][..d].iter().copied())
+            .flat_map(|&tok| self.data(embd)[tok as usize * d..][..d].iter())
+            .map(|v| v * embedding_scale)
             .collect();
         let mut graph = TrainGraph::new(self, t, x);
         let mut x = 0;
         for il in 0..s.n_layer {
-            x = arch::graph::block(&mut graph, s.arch, il, x);
+            x = arch::graph::block(&mut graph, s, il, x);
         }
 
         // Output rows: the scored positions only.
@@ -41,7 +43,11 @@ impl Student {
         let n_out = rows.len();
         let xs = &graph.value(x)[first * d..(first + n_out) * d];
         let (nf, invf) = ops::rms_norm(xs, self.data(output_norm), s.rms_eps);
-        let logits = ops::linear(&nf, self.data(output), n_out, d, s.n_vocab);
+        let mut logits = ops::linear(&nf, self.data(output), n_out, d, s.n_vocab);
+        let cap = s.final_logit_softcap;
+        if cap != 0.0 {
+            logits.iter_mut().for_each(|z| *z = (*z / cap).tanh() * cap);
+        }
         let mut dlogits = vec![0.0f32; logits.len()];
         let (mut kl_sum, mut ce_sum) = (0.0, 0.0);
         for (r, row) in rows.iter().enumerate() {
@@ -58,6 +64,13 @@ impl Student {
         let Some(grads) = grads else {
             return (kl_sum, ce_sum);
         };
+        if cap != 0.0 {
+            // d(c·tanh(z/c))/dz = 1 − tanh², from the capped logit c·tanh.
+            for (g, z) in dlogits.iter_mut().zip(&logits) {
+                let th = z / cap;
+                *g *= 1.0 - th * th;
+            }
+        }
 
         let dnf = ops::linear_backward(
             &dlogits,
@@ -82,7 +95,7 @@ impl Student {
                 let row = &mut g[tok as usize * d..][..d];
                 row.iter_mut()
                     .zip(&dx[pos * d..][..d])
-                    .for_each(|(a, b)| *a += b);
+                    .for_each(|(a, b)| *a += b * embedding_scale);
             }
         }
         (kl_sum, ce_sum)

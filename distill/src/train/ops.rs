@@ -123,13 +123,14 @@ pub struct RopeSpec<'a> {
 }
 
 impl RopeSpec<'_> {
-    /// The RoPE of a model of `h` with `factors`.
-    pub fn of<'a>(h: &Hparams, factors: Option<&'a [f32]>) -> RopeSpec<'a> {
+    /// The RoPE of the global blocks of a model of `h` with `factors`, or of its `local` ones.
+    pub fn of<'a>(h: &Hparams, factors: Option<&'a [f32]>, local: bool) -> RopeSpec<'a> {
+        let (base, freq_scale) = h.rope_of(local);
         RopeSpec {
             dims: h.rope_dims,
-            base: h.rope_base,
+            base,
             mode: h.arch.rope_mode,
-            freq_scale: h.rope_freq_scale,
+            freq_scale,
             factors,
         }
     }
@@ -204,12 +205,24 @@ impl Heads {
     }
 }
 
-/// Causal softmax attention: returns the output (`t × n_head·hd`) and the attention weights
-/// (`n_head × t × t`) the backward pass needs.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads) -> (Vec<f32>, Vec<f32>) {
+/// Which keys the query at position `i` sees: all earlier ones, or the last `window`.
+fn seen(i: usize, window: Option<usize>) -> std::ops::RangeInclusive<usize> {
+    window.map_or(0, |w| (i + 1).saturating_sub(w))..=i
+}
+
+/// Causal softmax attention with scores scaled by `scale` (within a sliding `window`, if any):
+/// returns the output (`t × n_head·hd`) and the attention weights (`n_head × t × t`) the
+/// backward pass needs.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    h: Heads,
+    scale: f32,
+    window: Option<usize>,
+) -> (Vec<f32>, Vec<f32>) {
     let (t, hd) = (h.t, h.hd);
     let (qw, kw) = (h.n_head * hd, h.n_head_kv * hd);
-    let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0.0f32; t * qw];
     let mut probs = vec![0.0f32; h.n_head * t * t];
     for head in 0..h.n_head {
@@ -217,18 +230,19 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads) -> (Vec<f32>, Vec<f3
         for i in 0..t {
             let qi = &q[i * qw + head * hd..][..hd];
             let p = &mut probs[(head * t + i) * t..][..t];
-            for j in 0..=i {
+            for j in seen(i, window) {
                 let kj = &k[j * kw + kv * hd..][..hd];
                 p[j] = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
             }
-            let max = p[..=i].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let p_seen = &mut p[seen(i, window)];
+            let max = p_seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
             let mut sum = 0.0f32;
-            for x in &mut p[..=i] {
+            for x in p_seen.iter_mut() {
                 *x = (*x - max).exp();
                 sum += *x;
             }
             let o = &mut out[i * qw + head * hd..][..hd];
-            for j in 0..=i {
+            for j in seen(i, window) {
                 p[j] /= sum;
                 let vj = &v[j * kw + kv * hd..][..hd];
                 o.iter_mut().zip(vj).for_each(|(a, b)| *a += p[j] * b);
@@ -238,7 +252,8 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], h: Heads) -> (Vec<f32>, Vec<f3
     (out, probs)
 }
 
-/// Backward of [`attention`]: returns (dq, dk, dv).
+/// Backward of [`attention`] (same `scale` and `window`): returns (dq, dk, dv).
+#[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     dout: &[f32],
     q: &[f32],
@@ -246,10 +261,11 @@ pub fn attention_backward(
     v: &[f32],
     probs: &[f32],
     h: Heads,
+    scale: f32,
+    window: Option<usize>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (t, hd) = (h.t, h.hd);
     let (qw, kw) = (h.n_head * hd, h.n_head_kv * hd);
-    let scale = 1.0 / (hd as f32).sqrt();
     let (mut dq, mut dk, mut dv) = (
         vec![0.0f32; q.len()],
         vec![0.0f32; k.len()],
@@ -261,15 +277,15 @@ pub fn attention_backward(
         for i in 0..t {
             let p = &probs[(head * t + i) * t..][..t];
             let doi = &dout[i * qw + head * hd..][..hd];
-            for j in 0..=i {
+            for j in seen(i, window) {
                 let vj = &v[j * kw + kv * hd..][..hd];
                 dp[j] = doi.iter().zip(vj).map(|(a, b)| a * b).sum();
                 let dvj = &mut dv[j * kw + kv * hd..][..hd];
                 dvj.iter_mut().zip(doi).for_each(|(a, b)| *a += p[j] * b);
             }
-            let dot: f32 = (0..=i).map(|j| p[j] * dp[j]).sum();
+            let dot: f32 = seen(i, window).map(|j| p[j] * dp[j]).sum();
             let qi = &q[i * qw + head * hd..][..hd];
-            for j in 0..=i {
+            for j in seen(i, window) {
                 let ds = p[j] * (dp[j] - dot) * scale;
                 let kj = &k[j * kw + kv * hd..][..hd];
                 let dqi = &mut dq[i * qw + head * hd..][..hd];
@@ -302,6 +318,33 @@ pub fn swiglu_backward(dy: &[f32], gate: &[f32], up: &[f32]) -> (Vec<f32>, Vec<f
         let s = sigmoid(g);
         dg.push(d * u * s * (1.0 + g * (1.0 - s)));
         du.push(d * g * s);
+    }
+    (dg, du)
+}
+
+/// GELU, tanh approximation, and its derivative at `x`.
+fn gelu_tanh(x: f32) -> (f32, f32) {
+    const A: f32 = 0.044715;
+    const C: f32 = 0.797_884_6;
+    let k = C * (x + A * x * x * x);
+    let th = k.tanh();
+    let dk = C * (1.0 + 3.0 * A * x * x);
+    (0.5 * x * (1.0 + th), 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * dk)
+}
+
+/// GeGLU: `gelu(gate) · up` (tanh approximation).
+pub fn geglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    gate.iter().zip(up).map(|(&g, &u)| gelu_tanh(g).0 * u).collect()
+}
+
+/// Backward of [`geglu`]: returns (dgate, dup).
+pub fn geglu_backward(dy: &[f32], gate: &[f32], up: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut dg = Vec::with_capacity(gate.len());
+    let mut du = Vec::with_capacity(gate.len());
+    for ((&d, &g), &u) in dy.iter().zip(gate).zip(up) {
+        let (y, dy_dg) = gelu_tanh(g);
+        dg.push(d * u * dy_dg);
+        du.push(d * y);
     }
     (dg, du)
 }
@@ -414,12 +457,25 @@ pub(crate) mod tests {
             hd: 3,
         };
         let (q, k, v) = (noise(4 * 12, 1), noise(4 * 6, 2), noise(4 * 6, 3));
-        let (out, probs) = attention(&q, &k, &v, h);
-        let (_, dout) = project(&out, 4);
-        let (dq, dk, dv) = attention_backward(&dout, &q, &k, &v, &probs, h);
-        check_direction(&|q| project(&attention(q, &k, &v, h).0, 4).0, &q, &dq, 5);
-        check_direction(&|k| project(&attention(&q, k, &v, h).0, 4).0, &k, &dk, 6);
-        check_direction(&|v| project(&attention(&q, &k, v, h).0, 4).0, &v, &dv, 7);
+        // Plain causal attention, and with a sliding window of 2 and another scale (Gemma).
+        for (scale, window) in [(1.0 / 3f32.sqrt(), None), (0.7, Some(2))] {
+            let att = |q: &[f32], k: &[f32], v: &[f32]| attention(q, k, v, h, scale, window);
+            let (out, probs) = att(&q, &k, &v);
+            let (_, dout) = project(&out, 4);
+            let (dq, dk, dv) = attention_backward(&dout, &q, &k, &v, &probs, h, scale, window);
+            check_direction(&|q| project(&att(q, &k, &v).0, 4).0, &q, &dq, 5);
+            check_direction(&|k| project(&att(&q, k, &v).0, 4).0, &k, &dk, 6);
+            check_direction(&|v| project(&att(&q, &k, v).0, 4).0, &v, &dv, 7);
+        }
+    }
+
+    #[test]
+    fn geglu_gradients() {
+        let (g, u) = (noise(10, 1), noise(10, 2));
+        let (_, dy) = project(&geglu(&g, &u), 3);
+        let (dg, du) = geglu_backward(&dy, &g, &u);
+        check_direction(&|g| project(&geglu(g, &u), 3).0, &g, &dg, 4);
+        check_direction(&|u| project(&geglu(&g, u), 3).0, &u, &du, 5);
     }
 
     #[test]

@@ -166,6 +166,12 @@ pub(crate) mod tests {
             rope_dims: 4,
             rope_freq_scale: 1.0,
             n_ctx_train: 0,
+            // A sliding-window family gets a local first block (window 2) and a soft-cap.
+            n_swa: 2 * arch.sliding_window_pattern.is_some() as usize,
+            swa_layers: vec![arch.sliding_window_pattern.is_some(), false],
+            rope_base_swa: 1000.0,
+            final_logit_softcap: 3.0 * arch.sliding_window_pattern.is_some() as u8 as f32,
+            attention_scale: (arch.attention_scale)(2, 8, 4, 4),
         };
         let params = arch::tensors::tensors(&shape)
             .into_iter()

@@ -27,6 +27,9 @@ pub struct PlannedTensor {
     pub rope_heads: Option<usize>,
     /// The converter keeps this tensor in F32 whatever the output type (1-D tensors, norms, biases).
     pub keep_f32: bool,
+    /// Added to every value in the source's precision (f32, or f16 for an f16 source; Gemma's
+    /// norm weights, stored as `w` for `1 + w`); 0 for most tensors.
+    pub offset: f32,
 }
 
 /// Where a planned tensor's values come from.
@@ -114,6 +117,7 @@ mod tests {
             source: TensorSource::Checkpoint(0),
             rope_heads: Some(2),
             keep_f32: false,
+            offset: 0.0,
         };
         let order: Vec<usize> = (0..8).map(|r| t.source_row(r)).collect();
         assert_eq!(order, [0, 2, 1, 3, 4, 6, 5, 7]);

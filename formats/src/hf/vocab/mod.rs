@@ -23,6 +23,8 @@ pub enum VocabStyle {
     Llama,
     /// Qwen2: SentencePiece if there is a `tokenizer.model`, else BPE.
     Qwen2,
+    /// Gemma 3: SentencePiece without the space prefix if there is a `tokenizer.model`, else BPE.
+    Gemma,
 }
 
 /// Adds the tokenizer keys for the checkpoint in `dir` to `md`.
@@ -38,7 +40,11 @@ pub fn add_vocab(style: VocabStyle, dir: &Path, config: &Config, md: &mut Metada
         }
     }
     if dir.join("tokenizer.model").is_file() {
-        spm::add_sentencepiece_vocab(dir, config, md)
+        spm::add_sentencepiece_vocab(dir, config, md)?;
+        if style == VocabStyle::Gemma {
+            md.set("tokenizer.ggml.add_space_prefix", Value::Bool(false));
+        }
+        Ok(())
     } else if dir.join("tokenizer.json").is_file() {
         bpe::add_gpt2_vocab(dir, config, md)
     } else {
