@@ -147,7 +147,7 @@ fn converts_like_llama_cpp(dir: &Path, tmp: &Path, name: &str) {
 #[ignore = "needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
 fn families_from_transformers_convert_like_llama_cpp() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in common::FAMILIES {
+    for family in common::families() {
         let dir = tmp.path().join(family);
         common::family_tiny(&dir, family);
         converts_like_llama_cpp(&dir, tmp.path(), family);

@@ -71,6 +71,16 @@ fn compare(exe: &Path, model_path: &Path, prompt: &str, tmp: &Path) -> f32 {
         "{}: a single-pass session (no key/value cache kept) gives other logits",
         model_path.display()
     );
+    if std::env::var_os("SMELT_DEBUG_LOGITS").is_some() {
+        let nv = model.hparams.n_vocab;
+        for (i, (a, b)) in ours.chunks(nv).zip(theirs.chunks(nv)).enumerate() {
+            eprintln!(
+                "pos {i}: max|Δ| {:e}, max|logit| {}",
+                max_abs(a, b),
+                b.iter().fold(0f32, |m, v| m.max(v.abs()))
+            );
+        }
+    }
     if !check_cache {
         return max_abs(&ours, &theirs);
     }
@@ -89,16 +99,6 @@ fn compare(exe: &Path, model_path: &Path, prompt: &str, tmp: &Path) -> f32 {
         "{}: KV-cache pass differs from one pass by {cached}",
         model_path.display()
     );
-    if std::env::var_os("SMELT_DEBUG_LOGITS").is_some() {
-        let nv = model.hparams.n_vocab;
-        for (i, (a, b)) in ours.chunks(nv).zip(theirs.chunks(nv)).enumerate() {
-            eprintln!(
-                "pos {i}: max|Δ| {:e}, max|logit| {}",
-                max_abs(a, b),
-                b.iter().fold(0f32, |m, v| m.max(v.abs()))
-            );
-        }
-    }
     max_abs(&ours, &theirs)
 }
 
@@ -276,7 +276,7 @@ fn llama3_rope_factors_match_llama_cpp() {
 fn families_from_transformers_match_llama_cpp() {
     let tmp = tempfile::tempdir().unwrap();
     let exe = build_llama_logits(tmp.path());
-    for family in common::FAMILIES {
+    for family in common::families() {
         let dir = tmp.path().join(family);
         std::fs::create_dir(&dir).unwrap();
         check_family(&exe, &dir, family);
@@ -314,7 +314,11 @@ fn check_family(exe: &Path, tmp: &Path, family: &str) {
             "{}: PPL smelt {ours} llama {theirs} ({rel:e})",
             model.display()
         );
-        assert!(rel < 2e-4, "{}: {ours} vs {theirs}", model.display());
+        // smelt's k-quant kernel sums super-blocks in the order of llama.cpp's repacked GEMM;
+        // without repacking (AMX CPUs, common::llama_tool) llama.cpp's vec_dot order differs
+        // in the last bits, which these random, near-uniform models amplify to ~3e-4.
+        let bound = if common::llama_repacks() { 2e-4 } else { 4e-4 };
+        assert!(rel < bound, "{}: {ours} vs {theirs}", model.display());
     }
     // Pruned by depth, FFN channels and head groups, each output runs in llama.cpp with smelt's PPL.
     let calib = common::shared().join("assets/text/tinystories-calib.txt");

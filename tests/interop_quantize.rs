@@ -259,7 +259,7 @@ fn checkpoint_to_q4_k_m_in_one_pass_loads_in_llama_cpp() {
 #[ignore = "needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
 fn families_match_llama_quantize_live() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
+    for family in families() {
         let dir = tmp.path().join(family);
         std::fs::create_dir(&dir).unwrap();
         family_matches_llama_quantize(&dir, family);

@@ -315,7 +315,9 @@ fn max_of(p: &[f32; KV_TILE]) -> f32 {
 /// One query row through ggml's `flash_attn_ext_f16_one_chunk`: f16 query, online softmax, and
 /// the value accumulator rounded to f16 after every update. Scores take `ggml_vec_dot_f16`'s order
 /// ([`dot_f16_values`]); updates are fused as the `-march=native` build fuses them, so the rounding
-/// steps land where llama.cpp's do.
+/// steps land where llama.cpp's do. On CPUs with AVX512-FP16, ggml's `ggml_vec_mad_f16` and
+/// `ggml_vec_scale_f16` work in f16 arithmetic on each whole 128 values of the row
+/// ([`F16Updates`]).
 #[inline(always)]
 fn attend_one_row_f16(
     query: &[f32],
@@ -327,6 +329,7 @@ fn attend_one_row_f16(
 ) {
     let hd = query.len();
     let q: Vec<f32> = query.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+    let updates = F16Updates::for_row(hd);
     let (mut sum, mut max) = (0.0f32, f32::NEG_INFINITY);
     out.fill(0.0);
     for j in seen {
@@ -336,18 +339,83 @@ fn attend_one_row_f16(
         if s > max {
             ms = (max - s).exp();
             max = s;
-            out.iter_mut()
-                .for_each(|v| *v = f16::from_f32(*v * ms).to_f32());
+            updates.scale(out, ms);
         } else {
             vs = (s - max).exp();
         }
-        for (acc, &v) in out.iter_mut().zip(&values[j * hd..(j + 1) * hd]) {
-            *acc = f16::from_f32(v.mul_add(vs, *acc)).to_f32();
-        }
+        updates.mad(out, &values[j * hd..(j + 1) * hd], vs);
         sum = sum.mul_add(ms, vs);
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
     out.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `x` rounded once to f16 (to nearest, ties to even), as f32. Through f32 rounded to odd: an
+/// intermediate with more than two extra bits that keeps the information "inexact" in its last
+/// bit rounds to the same f16 as `x` itself (a plain f32 rounding first could create a tie).
+fn f16_of_f64(x: f64) -> f32 {
+    let nearest = x as f32;
+    let odd = if nearest as f64 == x || !nearest.is_finite() {
+        nearest
+    } else {
+        let toward_zero = match (nearest as f64).abs() > x.abs() {
+            true => f32::from_bits(nearest.to_bits() - 1),
+            false => nearest,
+        };
+        f32::from_bits(toward_zero.to_bits() | 1)
+    };
+    f16::from_f32(odd).to_f32()
+}
+
+/// How ggml updates an f16 accumulator row: its first `native` values in f16 arithmetic
+/// (AVX512-FP16 builds: the factor rounded to f16, one rounding per operation), the rest in f32
+/// rounded to f16 (every other build, and the leftovers of a row).
+#[derive(Clone, Copy)]
+struct F16Updates {
+    native: usize,
+}
+
+impl F16Updates {
+    /// `GGML_F16_STEP` on AVX512-FP16 builds: the vector loop takes whole steps of 128 values.
+    const STEP: usize = 128;
+
+    fn for_row(n: usize) -> F16Updates {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512fp16") {
+            return F16Updates {
+                native: n - n % Self::STEP,
+            };
+        }
+        let _ = n;
+        F16Updates { native: 0 }
+    }
+
+    /// `ggml_vec_scale_f16`: `acc = acc · s`.
+    fn scale(self, acc: &mut [f32], s: f32) {
+        let (native, rest) = acc.split_at_mut(self.native);
+        let s16 = f16::from_f32(s).to_f32();
+        // The product of two f16 values is exact in f32: one rounding, as the f16 multiply.
+        native
+            .iter_mut()
+            .for_each(|v| *v = f16::from_f32(*v * s16).to_f32());
+        rest.iter_mut()
+            .for_each(|v| *v = f16::from_f32(*v * s).to_f32());
+    }
+
+    /// `ggml_vec_mad_f16`: `acc = acc + x · s`.
+    fn mad(self, acc: &mut [f32], x: &[f32], s: f32) {
+        let (native, rest) = acc.split_at_mut(self.native);
+        let s16 = f16::from_f32(s).to_f32() as f64;
+        // An f16 fused multiply-add rounds once: the f64 product of two f16 values is exact, and
+        // so is its sum with an f16 value but for magnitudes 2^80 apart, which an accumulator
+        // and a value row never are.
+        for (a, &v) in native.iter_mut().zip(x) {
+            *a = f16_of_f64((v as f64).mul_add(s16, *a as f64));
+        }
+        for (a, &v) in rest.iter_mut().zip(&x[self.native..]) {
+            *a = f16::from_f32(v.mul_add(s, *a)).to_f32();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ fn write_tensor(
     writer: &mut SetWriter,
     opts: &ConvertOptions,
 ) -> Result<(), ConvertError> {
-    let (bytes, dtype) = t.data(ckpt);
+    let dtype = t.data(ckpt).1;
     let (row_len, n_rows) = (t.row_len(), t.n_rows());
     let in_row = row_len * dtype.size();
     let out_row = ty
@@ -189,8 +189,7 @@ fn write_tensor(
             .map_init(
                 || vec![0f32; row_len],
                 |values, (i, dst)| {
-                    let s = t.source_row(first + i) * in_row;
-                    decode(dtype, &bytes[s..s + in_row], values);
+                    decode_row(ckpt, t, first + i, values);
                     let bad = values.iter().copied().find(|v| !v.is_finite());
                     crate::quantize(ty, values, dst).expect("row length checked against the type");
                     bad
@@ -211,6 +210,30 @@ fn write_tensor(
     }
     t.release(ckpt);
     Ok(())
+}
+
+/// Output row `row` of the planned tensor `t` as the converter computes it: its source row (Q/K
+/// rows permuted) decoded to f32, plus the tensor's offset.
+pub fn decode_row(ckpt: &Checkpoint, t: &PlannedTensor, row: usize, dst: &mut [f32]) {
+    let (bytes, dtype) = t.data(ckpt);
+    let in_row = t.row_len() * dtype.size();
+    let s = t.source_row(row) * in_row;
+    decode(dtype, &bytes[s..s + in_row], dst);
+    if t.offset != 0.0 {
+        add_offset(dst, t.offset, dtype);
+    }
+}
+
+/// `convert_hf_to_gguf.py`'s `data_torch + offset` on decoded source values: the sum is rounded
+/// to f16 for an f16 source (torch adds in the tensor's type), kept in f32 otherwise (the converter
+/// widens bf16 to f32 first).
+fn add_offset(values: &mut [f32], offset: f32, dtype: FloatType) {
+    for v in values {
+        *v += offset;
+        if dtype == FloatType::F16 {
+            *v = half::f16::from_f32(*v).to_f32();
+        }
+    }
 }
 
 /// Decodes little-endian checkpoint values to f32 (exact for all three types).

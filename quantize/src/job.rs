@@ -11,7 +11,7 @@ use formats::gguf::{GgmlType, GgufFile, Metadata, TensorInfo, Value};
 use formats::hf::{Checkpoint, ConversionPlan};
 use rayon::prelude::*;
 
-use crate::convert::{decode, tensor_type, OutType};
+use crate::convert::{decode_row, tensor_type, OutType};
 use crate::imatrix::ImportanceWeights;
 use crate::mixture::{
     choose_types, llama_order, Choice, FileType, ModelShape, Overrides, TensorShape,
@@ -105,14 +105,8 @@ impl Source {
             }
             Source::Checkpoint(ckpt, plan) => {
                 let t = &plan.tensors[input.index];
-                let (bytes, dtype) = t.data(ckpt);
-                let rb = row * dtype.size();
                 for (i, out) in dst.chunks_exact_mut(row).enumerate() {
-                    let s = t.source_row(first + i) * rb;
-                    decode(dtype, &bytes[s..s + rb], out);
-                    if t.offset != 0.0 {
-                        add_offset(out, t.offset, dtype);
-                    }
+                    decode_row(ckpt, t, first + i, out);
                 }
             }
         }
@@ -154,18 +148,6 @@ impl Source {
 
     fn bad(&self, message: &str) -> JobError {
         JobError::BadInput(format!("{}: {message}", self.path().display()))
-    }
-}
-
-/// `convert_hf_to_gguf.py`'s `data_torch + offset` on decoded source values: the sum is rounded
-/// to f16 for an f16 source (torch adds in the tensor's type), kept in f32 otherwise (the converter
-/// widens bf16 to f32 first).
-fn add_offset(values: &mut [f32], offset: f32, dtype: formats::hf::FloatType) {
-    for v in values {
-        *v += offset;
-        if dtype == formats::hf::FloatType::F16 {
-            *v = half::f16::from_f32(*v).to_f32();
-        }
     }
 }
 

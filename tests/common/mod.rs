@@ -169,12 +169,29 @@ pub fn sha256(path: &Path) -> String {
         .collect()
 }
 
+/// A command for llama.cpp's tool `name` (`llama-perplexity`). On CPUs with AMX its weight
+/// repacking is turned off: there llama.cpp moves k-quant matrices into its AMX buffers, whose
+/// `ggml_backend_amx_mul_mat` crashes (SIGSEGV on any Q4_K_M, seen at 0c1e57098 in these
+/// containers); without repacking it multiplies with the plain `vec_dot` kernels smelt reproduces.
+pub fn llama_tool(name: &str) -> Command {
+    let mut cmd = Command::new(llama_ref().join("bin").join(name));
+    if !llama_repacks() {
+        cmd.env("LLAMA_ARG_REPACK", "0");
+    }
+    cmd
+}
+
+/// Whether [`llama_tool`] leaves llama.cpp's weight repacking on (everywhere but on AMX CPUs).
+pub fn llama_repacks() -> bool {
+    !std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" amx_int8"))
+}
+
 /// Greedy completion by llama.cpp. llama-completion prints through an asynchronous log thread that
 /// can lose its last lines when the process exits under load, so the longest of six runs counts.
 pub fn llama_complete(model: &Path) -> String {
     (0..6)
         .map(|_| {
-            let o = Command::new(llama_ref().join("bin/llama-completion"))
+            let o = llama_tool("llama-completion")
                 .arg("-m")
                 .arg(model)
                 .args([
@@ -236,7 +253,7 @@ pub fn llama_perplexity(model: &Path, text: &Path, args: &[&str]) -> f64 {
 }
 
 fn try_llama_perplexity(model: &Path, text: &Path, args: &[&str]) -> Option<f64> {
-    let out = Command::new(llama_ref().join("bin/llama-perplexity"))
+    let out = llama_tool("llama-perplexity")
         .arg("-m")
         .arg(model)
         .arg("-f")
@@ -385,8 +402,22 @@ fn hf_checkpoint(
 /// - `qwen3`: `Qwen3ForCausalLM`, head width 128 ≠ 256 / 4 (explicit `head_dim`), q/k norms,
 ///   GPT-2's BPE vocabulary;
 /// - `llama3`: `LlamaForCausalLM` with Llama 3.1's rope scaling (`rope_type = llama3`, factor 32,
-///   base 500000) and Llama 3's own tokenizer (`ggml-vocab-llama-bpe.gguf`, 128256 tokens).
-pub const FAMILIES: [&str; 2] = ["qwen3", "llama3"];
+///   base 500000) and Llama 3's own tokenizer (`ggml-vocab-llama-bpe.gguf`, 128256 tokens);
+/// - `gemma3`: `Gemma3ForCausalLM`, six blocks (five local with a 32-position sliding window and
+///   RoPE base 10000, one global with base 10⁶ and linear rope scaling 8, as Gemma 3 4B ships),
+///   head width 128, a final logit soft-cap of 15, GPT-2's BPE vocabulary (the converter's
+///   fallback without a `tokenizer.model`).
+pub const FAMILIES: [&str; 3] = ["qwen3", "llama3", "gemma3"];
+
+/// [`FAMILIES`], or those of them named in `SMELT_FAMILIES` (comma-separated), to rerun one
+/// family's checks while working on it.
+pub fn families() -> Vec<&'static str> {
+    let only = std::env::var("SMELT_FAMILIES").unwrap_or_default();
+    FAMILIES
+        .into_iter()
+        .filter(|f| only.is_empty() || only.split(',').any(|o| o == *f))
+        .collect()
+}
 
 /// Builds the checkpoint of family `name` (one of [`FAMILIES`]) in `dir`.
 pub fn family_tiny(dir: &Path, name: &str) {
@@ -417,6 +448,22 @@ pub fn family_tiny(dir: &Path, name: &str) {
                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
             }),
             &models.join("ggml-vocab-llama-bpe.gguf"),
+            spread,
+        ),
+        "gemma3" => hf_tiny(
+            dir,
+            "Gemma3ForCausalLM",
+            serde_json::json!({
+                "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 6,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 128,
+                "query_pre_attn_scalar": 128, "sliding_window": 32,
+                "max_position_embeddings": 32768, "rope_theta": 1000000.0,
+                "rope_local_base_freq": 10000.0, "rms_norm_eps": 1e-6,
+                "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+                "final_logit_softcapping": 15.0,
+                "tie_word_embeddings": true, "bos_token_id": 50256, "eos_token_id": 50256,
+            }),
+            &models.join("ggml-vocab-gpt-2.gguf"),
             spread,
         ),
         other => panic!("no test family {other}"),
