@@ -436,16 +436,37 @@ fn hf_block_role(part: &str, suffix: &str) -> Option<Role> {
 /// checkpoint, which a text model's conversion leaves out.
 fn is_multimodal(name: &str) -> bool {
     const PREFIXES: [&str; 10] = [
-        "mlp", "vit.", "vpm.", "siglip2.", "conformer.", "merger.", "resampler.",
-        "sound_encoder.", "sound_projection.", "speech_embeddings.",
+        "mlp",
+        "vit.",
+        "vpm.",
+        "siglip2.",
+        "conformer.",
+        "merger.",
+        "resampler.",
+        "sound_encoder.",
+        "sound_projection.",
+        "speech_embeddings.",
     ];
     const PARTS: [&str; 17] = [
-        "visual.", "vision.", "audio.", "talker.", "vision_", "audio_", "token2wav.",
-        "code2wav.", "projector.", "pre_mm_projector_norm", "image_newline", "view_seperator",
-        "patch_embed", "patch_embedding", "patch_merger.", "patch_merge_mlp.", "model.connector.",
+        "visual.",
+        "vision.",
+        "audio.",
+        "talker.",
+        "vision_",
+        "audio_",
+        "token2wav.",
+        "code2wav.",
+        "projector.",
+        "pre_mm_projector_norm",
+        "image_newline",
+        "view_seperator",
+        "patch_embed",
+        "patch_embedding",
+        "patch_merger.",
+        "patch_merge_mlp.",
+        "model.connector.",
     ];
-    PREFIXES.iter().any(|p| name.starts_with(p))
-        || PARTS.iter().any(|p| name.contains(p))
+    PREFIXES.iter().any(|p| name.starts_with(p)) || PARTS.iter().any(|p| name.contains(p))
 }
 
 /// Maps a Hugging Face tensor name to its GGUF name for `arch` (`None` for tensors the converter
@@ -490,7 +511,9 @@ fn gguf_tensor_name(
     let role = match hf_block_role(part, suffix) {
         // With sandwich norms (Gemma) the norm after attention is its own, and the FFN's comes
         // from `pre_feedforward_layernorm`.
-        Some(Role::FfnNorm) if part == "post_attention_layernorm" && arch.has(Role::AttnPostNorm) => {
+        Some(Role::FfnNorm)
+            if part == "post_attention_layernorm" && arch.has(Role::AttnPostNorm) =>
+        {
             Some(Role::AttnPostNorm)
         }
         other => other,
@@ -529,7 +552,10 @@ mod tests {
         assert!(gguf_tensor_name(llama, "model.layers.5.mlp.up_proj.weight", 5).is_err());
         assert!(gguf_tensor_name(llama, "model.extra.weight", 5).is_err());
         // A multimodal checkpoint's towers are left out, as TextModel.filter_tensors does.
-        assert_eq!(gguf_tensor_name(llama, "vision_tower.patch.weight", 5), Ok(None));
+        assert_eq!(
+            gguf_tensor_name(llama, "vision_tower.patch.weight", 5),
+            Ok(None)
+        );
         // Gemma's sandwich norms: the norm after attention is its own.
         let gemma = &crate::gemma3::GEMMA3;
         assert_eq!(
@@ -537,7 +563,11 @@ mod tests {
             "blk.1.post_attention_norm.weight"
         );
         assert_eq!(
-            map(gemma, "model.language_model.layers.1.pre_feedforward_layernorm.weight", 2),
+            map(
+                gemma,
+                "model.language_model.layers.1.pre_feedforward_layernorm.weight",
+                2
+            ),
             "blk.1.ffn_norm.weight"
         );
     }

@@ -75,13 +75,26 @@ fn gemma3_attention_scale(n_layer: usize, n_embd: usize, n_head: usize, head_dim
 fn gemma3_keys(config: &Config, md: &mut Metadata) -> Result<()> {
     let get = |k: &str| config.json.get(k).filter(|v| !v.is_null());
     let uint = |k: &str, default: u64| -> Result<Value> {
-        let v = get(k).and_then(serde_json::Value::as_u64).unwrap_or(default);
+        let v = get(k)
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(default);
         Ok(Value::U32(u32_key(config, v, k)?))
     };
-    md.set("gemma3.context_length", uint("max_position_embeddings", 131072)?);
-    md.set("gemma3.attention.head_count", uint("num_attention_heads", 8)?);
-    let eps = get("rms_norm_eps").and_then(serde_json::Value::as_f64).unwrap_or(1e-6);
-    md.set("gemma3.attention.layer_norm_rms_epsilon", Value::F32(eps as f32));
+    md.set(
+        "gemma3.context_length",
+        uint("max_position_embeddings", 131072)?,
+    );
+    md.set(
+        "gemma3.attention.head_count",
+        uint("num_attention_heads", 8)?,
+    );
+    let eps = get("rms_norm_eps")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(1e-6);
+    md.set(
+        "gemma3.attention.layer_norm_rms_epsilon",
+        Value::F32(eps as f32),
+    );
     md.set("gemma3.attention.key_length", uint("head_dim", 256)?);
     md.set("gemma3.attention.value_length", uint("head_dim", 256)?);
     let theta = crate::convert::RopeParams::from_config(config)
@@ -94,8 +107,14 @@ fn gemma3_keys(config: &Config, md: &mut Metadata) -> Result<()> {
         }
     }
     if get("sliding_window_pattern").and_then(serde_json::Value::as_u64) != Some(1) {
-        md.set("gemma3.attention.sliding_window", uint("sliding_window", 0)?);
+        md.set(
+            "gemma3.attention.sliding_window",
+            uint("sliding_window", 0)?,
+        );
     }
-    md.set("gemma3.attention.head_count_kv", uint("num_key_value_heads", 4)?);
+    md.set(
+        "gemma3.attention.head_count_kv",
+        uint("num_key_value_heads", 4)?,
+    );
     Ok(())
 }

@@ -60,7 +60,12 @@ pub struct Architecture {
 }
 
 /// `1/√head_dim`, the attention scale of every family but Gemma 3 27B.
-pub fn head_attention_scale(_n_layer: usize, _n_embd: usize, _n_head: usize, head_dim: usize) -> f32 {
+pub fn head_attention_scale(
+    _n_layer: usize,
+    _n_embd: usize,
+    _n_head: usize,
+    head_dim: usize,
+) -> f32 {
     1.0 / (head_dim as f32).sqrt()
 }
 

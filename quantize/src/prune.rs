@@ -322,9 +322,29 @@ fn map_tensor(name: &str, shape: &PruneShape, structure: &Structure) -> Option<(
 }
 
 /// The output's metadata: the input's with the changed shape keys.
-fn metadata(file: &GgufFile, shape: &PruneShape, out: &PruneShape) -> Metadata {
+fn metadata(
+    file: &GgufFile,
+    shape: &PruneShape,
+    out: &PruneShape,
+    structure: &Structure,
+) -> Result<Metadata, PruneError> {
     let arch = file.architecture().unwrap_or("llama").to_string();
     let mut md = formats::gguf::split::unsplit(&file.metadata);
+    if let Structure::DropLayers(dropped) = structure {
+        // Sliding-window blocks keep their kind: the pattern is written out per block, since
+        // llama.cpp would otherwise apply the period to the new block numbers.
+        let h = arch::Hparams::read(file)?;
+        if h.n_swa > 0 {
+            let kinds = (0..h.n_layer)
+                .filter(|il| !dropped.contains(il))
+                .map(|il| Value::Bool(h.swa_layers[il]))
+                .collect();
+            md.set(
+                format!("{arch}.attention.sliding_window_pattern"),
+                Value::Array(formats::gguf::ValueType::Bool, kinds),
+            );
+        }
+    }
     let mut set = |k: &str, v: usize| md.set(format!("{arch}.{k}"), Value::U32(v as u32));
     if out.n_layer != shape.n_layer {
         set("block_count", out.n_layer);
@@ -338,7 +358,7 @@ fn metadata(file: &GgufFile, shape: &PruneShape, out: &PruneShape) -> Metadata {
         set("attention.key_length", out.head_dim);
         set("attention.value_length", out.head_dim);
     }
-    md
+    Ok(md)
 }
 
 fn output_shape(shape: &PruneShape, structure: &Structure) -> PruneShape {
@@ -407,7 +427,8 @@ pub fn prune_gguf(
             ggml_type: t.info.ggml_type,
         })
         .collect();
-    let mut writer = GgufWriter::create(out, &metadata(file, &shape, &new_shape), &infos)?;
+    let mut writer =
+        GgufWriter::create(out, &metadata(file, &shape, &new_shape, structure)?, &infos)?;
     let mut report = PruneReport {
         shape: new_shape,
         sparsity: Vec::new(),

@@ -66,9 +66,8 @@ impl<'s> TrainGraph<'s> {
                 n_head_kv: h.n_head_kv,
                 hd: h.head_dim,
             },
-            ropes: [false, true].map(|local| {
-                Rope::new(t, RopeSpec::of(h, student.rope_factors(), local))
-            }),
+            ropes: [false, true]
+                .map(|local| Rope::new(t, RopeSpec::of(h, student.rope_factors(), local))),
             values: vec![input],
             ops: vec![Op::Input],
         }

@@ -329,12 +329,18 @@ fn gelu_tanh(x: f32) -> (f32, f32) {
     let k = C * (x + A * x * x * x);
     let th = k.tanh();
     let dk = C * (1.0 + 3.0 * A * x * x);
-    (0.5 * x * (1.0 + th), 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * dk)
+    (
+        0.5 * x * (1.0 + th),
+        0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * dk,
+    )
 }
 
 /// GeGLU: `gelu(gate) · up` (tanh approximation).
 pub fn geglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    gate.iter().zip(up).map(|(&g, &u)| gelu_tanh(g).0 * u).collect()
+    gate.iter()
+        .zip(up)
+        .map(|(&g, &u)| gelu_tanh(g).0 * u)
+        .collect()
 }
 
 /// Backward of [`geglu`]: returns (dgate, dup).
