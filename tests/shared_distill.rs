@@ -183,8 +183,30 @@ fn distilling_a_student_with_a_layer_dropped_halves_its_heldout_kld() {
 #[ignore = "tier 2: needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
 fn distilling_a_depth_pruned_qwen3_lowers_its_heldout_kld() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    common::qwen3_from_stories260k(&dir.join("ckpt"));
+    common::qwen3_from_stories260k(&tmp.path().join("ckpt"));
+    let (before, after) = distill_depth_pruned(tmp.path());
+    eprintln!("qwen3 held-out KLD {before:.4} → {after:.4}");
+    assert!(after < 0.7 * before, "{before} → {after}");
+}
+
+/// The same for Gemma 3 (transformers' own class, random weights, stories260K's vocabulary, six
+/// blocks of which five slide a 32-position window over the 128-token chunks; one dropped): the
+/// trainer's GeGLU, sandwich norms, pre-scaled queries, windowed attention and scaled
+/// embeddings take its held-out KLD down by at least 30 % in 40 steps (measured: 0.218 → 0.117).
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
+fn distilling_a_depth_pruned_gemma3_lowers_its_heldout_kld() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::gemma3_small(&tmp.path().join("ckpt"));
+    let (before, after) = distill_depth_pruned(tmp.path());
+    eprintln!("gemma3 held-out KLD {before:.4} → {after:.4}");
+    assert!(after < 0.7 * before, "{before} → {after}");
+}
+
+/// Converts the checkpoint `dir/ckpt` to an f32 teacher, drops one block, and distills the
+/// student for 40 steps on 200 teacher chunks of 128 tokens: its held-out KLD (20 chunks of
+/// tinystories-eval) before and after.
+fn distill_depth_pruned(dir: &Path) -> (f64, f64) {
     let teacher = dir.join("teacher.gguf");
     common::convert_ok(&dir.join("ckpt"), &teacher, "f32");
     let pruned = dir.join("pruned.gguf");
@@ -232,7 +254,5 @@ fn distilling_a_depth_pruned_qwen3_lowers_its_heldout_kld() {
             "3e-3",
         ],
     );
-    let after = kld(&student);
-    eprintln!("qwen3 held-out KLD {before:.4} → {after:.4}");
-    assert!(after < 0.7 * before, "{before} → {after}");
+    (before, kld(&student))
 }

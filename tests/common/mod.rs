@@ -357,6 +357,22 @@ pub fn qwen3_from_stories260k(dir: &Path) {
     hf_checkpoint(dir, "Qwen3ForCausalLM", config, &tokenizer, &weights);
 }
 
+/// A small Gemma 3 (transformers' `Gemma3ForCausalLM`, random weights of spread 1, a confident
+/// model) with stories260K's tokenizer: hidden 64, six blocks (five local with a 32-position
+/// window, one global), 8 heads of 8 over 4 key/value heads — quick to train, for distillation.
+pub fn gemma3_small(dir: &Path) {
+    let stories = shared().join("assets/models/stories260K");
+    let config = serde_json::json!({
+        "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 6,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8,
+        "query_pre_attn_scalar": 8, "sliding_window": 32, "vocab_size": 512,
+        "max_position_embeddings": 512, "rope_theta": 10000.0, "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2,
+    });
+    let tokenizer = format!("copy:{}", stories.display());
+    hf_checkpoint(dir, "Gemma3ForCausalLM", config, &tokenizer, "1.0");
+}
+
 /// `scripts/hf_tiny.py` on a folder that `smelt dev synth --tokenizer TOKENIZER` started.
 fn hf_checkpoint(
     dir: &Path,
