@@ -8,7 +8,10 @@
 # ARCH=qwen3 benchmarks a synthetic ~114M-parameter Qwen3 instead (transformers' own
 # Qwen3ForCausalLM with random weights, hidden 768, ffn 2048, 12 layers, 12 query / 4 key-value
 # heads of 64, q/k norms, GPT-2's 50257-token vocabulary, tied).
-#   [ROUNDS=3] [TYPES="F16 Q4_K_M"] [ARCH=llama|qwen3] scripts/bench_perplexity.sh [CHUNKS]   (default: 8 chunks)
+# ARCH=gemma3 benchmarks a synthetic ~127M-parameter Gemma 3 (transformers' Gemma3ForCausalLM,
+# hidden 768, ffn 3072, 12 layers, 4 query / 1 key-value heads of 256, sliding window 512 as in
+# Gemma 3 1B, GPT-2's vocabulary, tied).
+#   [ROUNDS=3] [TYPES="F16 Q4_K_M"] [ARCH=llama|qwen3|gemma3] scripts/bench_perplexity.sh [CHUNKS]   (default: 8 chunks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SMELT_SHARED:-../shared}
@@ -29,6 +32,15 @@ if [ "$ARCH" = qwen3 ]; then
     "num_key_value_heads": 4, "head_dim": 64, "vocab_size": 50257, "tie_word_embeddings": true,
     "max_position_embeddings": 4096, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6}' float16
   DESC="synthetic Qwen3 (transformers' Qwen3ForCausalLM; hidden 768, ffn 2048, 12 layers, 12/4 heads of 64, vocab 50257, tied)"
+elif [ "$ARCH" = gemma3 ]; then
+  ./target/release/smelt dev synth "$W/m" --hidden 64 --ffn 64 --layers 1 \
+    --tokenizer "gpt2:$SHARED/assets/llamacpp-vocab/ggml-vocab-gpt-2.gguf" >/dev/null
+  "$REF/venv/bin/python" scripts/hf_tiny.py "$W/m" Gemma3ForCausalLM '{"hidden_size": 768,
+    "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 4,
+    "num_key_value_heads": 1, "head_dim": 256, "query_pre_attn_scalar": 256,
+    "sliding_window": 512, "vocab_size": 50257, "tie_word_embeddings": true,
+    "max_position_embeddings": 32768, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6}' float16
+  DESC="synthetic Gemma 3 (transformers' Gemma3ForCausalLM; hidden 768, ffn 3072, 12 layers, 4/1 heads of 256, window 512, vocab 50257, tied)"
 else
   ./target/release/smelt dev synth "$W/m" --hidden 768 --ffn 2048 --layers 12 --heads 12 --kv-heads 12 \
     --dtype f16 --tokenizer "copy:$SHARED/assets/tokenizers/llama2-32000" >/dev/null
@@ -42,12 +54,14 @@ rm -rf "$W/m"
 params=$(./target/release/smelt inspect "$W/F16.gguf" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(__import__("math").prod(t["shape"]) for t in d["tensors"]))')
 tokens=$((CHUNKS * 512))
 echo "model: $DESC, $params parameters; text: wiki.test.raw, -c 512 --chunks $CHUNKS ($tokens tokens); threads: $T; $(lscpu | sed -n 's/^Model name: *//p')"
+# llama.cpp's AMX matmul crashes in these containers: on AMX CPUs it runs without repacking.
+REPACK=LLAMA_ARG_REPACK=1; grep -q ' amx_int8' /proc/cpuinfo && REPACK=LLAMA_ARG_REPACK=0
 measure() { /usr/bin/time -o "$W/time" -f "%e %M" "$@" >"$W/log" 2>&1 || { tail -3 "$W/log"; exit 1; }; cat "$W/time"; }
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 for ty in $TYPES; do
   : >"$W/rounds"
   for round in $(seq "$ROUNDS"); do
-    read -r ref_s ref_kb < <(measure "$REF/bin/llama-perplexity" -m "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T")
+    read -r ref_s ref_kb < <(measure env $REPACK "$REF/bin/llama-perplexity" -m "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T")
     ref_ppl=$(sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$W/log")
     ref_pass=$(sed -n 's/.*perplexity: \([0-9.]*\) seconds per pass.*/\1/p' "$W/log")
     read -r our_s our_kb < <(measure ./target/release/smelt perplexity "$W/$ty.gguf" -f "$TEXT" -c 512 --chunks "$CHUNKS" -t "$T" --json)

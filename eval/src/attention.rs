@@ -88,6 +88,9 @@ impl LaneKernel for Attend<'_> {
                 (128, None) => {
                     attend_tiled_blocks::<L, 8>(queries, &key_tiles, values, n_past, scale, out)
                 }
+                (256, None) => {
+                    attend_tiled_blocks::<L, 16>(queries, &key_tiles, values, n_past, scale, out)
+                }
                 _ => 0,
             };
             let rows = queries
@@ -427,12 +430,12 @@ mod tests {
         ((i as f32 * 0.618_034).fract() - 0.5) * (1.0 + (i % 7) as f32 * 0.37)
     }
 
-    /// The blocked rows (heads of 64 and 128) give the one-row tiled kernel's bits with every
+    /// The blocked rows (heads of 64, 128 and 256) give the one-row tiled kernel's bits with every
     /// lane form, for a first micro-batch and for one that continues a cache (blocks straddling
     /// tile borders).
     #[test]
     fn blocked_rows_equal_single_rows() {
-        for hd in [64, 128] {
+        for hd in [64, 128, 256] {
             for (n_past, t) in [(0, 150), (70, 67)] {
                 let n_kv = n_past + t;
                 let keys: Vec<f32> = (0..n_kv * hd).map(|i| awkward(3 * i + 1)).collect();

@@ -270,7 +270,8 @@ impl Graph for EvalGraph<'_, '_, '_> {
             }
         };
         let group = h.n_head / h.n_head_kv;
-        let window = h.window(il);
+        // A window as long as every query's history masks nothing: the unwindowed kernels.
+        let window = h.window(il).filter(|&w| n_kv > w);
         let heads: Vec<Vec<f32>> = (0..n_seq * h.n_head)
             .into_par_iter()
             .map(|task| {
