@@ -63,9 +63,11 @@ fn compare(exe: &Path, model_path: &Path, prompt: &str, tmp: &Path) -> f32 {
     let tokens = tok.tokenize(prompt, true, false);
     assert!(tokens.len() >= 4, "prompt too short: {tokens:?}");
     let theirs = llama_logits(exe, model_path, &tokens, &tmp.join("logits.f32"));
-    let ours = Session::new(&model, 1).forward(&[&tokens], 0, None);
+    // llama_logits.cpp's context: the prompt, at least 512.
+    let n_ctx = tokens.len().max(512);
+    let ours = Session::new(&model, 1, n_ctx).forward(&[&tokens], 0, None);
     assert_eq!(ours.len(), theirs.len());
-    let single_pass = Session::single_pass(&model, 1).forward(&[&tokens], 0, None);
+    let single_pass = Session::single_pass(&model, 1, n_ctx).forward(&[&tokens], 0, None);
     assert!(
         single_pass == ours,
         "{}: a single-pass session (no key/value cache kept) gives other logits",
@@ -84,7 +86,7 @@ fn compare(exe: &Path, model_path: &Path, prompt: &str, tmp: &Path) -> f32 {
     if !check_cache {
         return max_abs(&ours, &theirs);
     }
-    let mut session = Session::new(&model, 1);
+    let mut session = Session::new(&model, 1, n_ctx);
     let half = tokens.len() / 2;
     let mut stepped = session.forward(&[&tokens[..half]], 0, None);
     stepped.extend(session.forward(&[&tokens[half..]], 0, None));
@@ -248,11 +250,11 @@ fn llama3_rope_factors_match_llama_cpp() {
     with_rope_freqs(&src, &gguf, &factors);
     let plain = Model::open(&src).unwrap();
     let scaled = Model::open(&gguf).unwrap();
-    assert_eq!(scaled.rope_factors.as_deref(), Some(&factors[..]));
+    assert_eq!(scaled.rope_factors(512), Some(&factors[..]));
     let tok = Tokenizer::from_gguf(&plain.file().metadata, &src).unwrap();
     let tokens = tok.tokenize(PROMPT, true, false);
-    let a = Session::new(&plain, 1).forward(&[&tokens], 0, None);
-    let b = Session::new(&scaled, 1).forward(&[&tokens], 0, None);
+    let a = Session::new(&plain, 1, 512).forward(&[&tokens], 0, None);
+    let b = Session::new(&scaled, 1, 512).forward(&[&tokens], 0, None);
     assert!(max_abs(&a, &b) > 1e-3, "the factors must matter here");
     for prompt in [PROMPT, SHORT_PROMPT] {
         let d = compare(&exe, &gguf, prompt, tmp.path());

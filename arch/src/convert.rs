@@ -23,8 +23,12 @@ pub struct Conversion {
     pub rope_types: &'static [&'static str],
     /// The family's own hyper-parameter keys, after the common ones.
     pub extra_keys: fn(&Config, &mut Metadata) -> Result<()>,
-    /// Tensors the family computes from the config, before the checkpoint's.
-    pub extra_tensors: fn(&Config) -> Result<Vec<PlannedTensor>>,
+    /// Tensors the family computes from the config, before the checkpoint's (and the keys the
+    /// converter writes while computing them, right after `general.architecture`).
+    pub extra_tensors: fn(&Config, &mut Metadata) -> Result<Vec<PlannedTensor>>,
+    /// The family's own `set_gguf_parameters` when it does not start from the common one (Phi-3):
+    /// every `<arch>.*` key and `general.file_type`.
+    pub parameters: Option<fn(&Config, u32, &mut Metadata) -> Result<()>>,
     /// Added to every norm weight (Gemma stores `w` for a norm that multiplies by `1 + w`; the
     /// converter writes `1 + w`).
     pub norm_offset: f32,
@@ -49,7 +53,7 @@ pub fn no_keys(_: &Config, _: &mut Metadata) -> Result<()> {
 }
 
 /// [`Conversion::extra_tensors`] of a family without any.
-pub fn no_tensors(_: &Config) -> Result<Vec<PlannedTensor>> {
+pub fn no_tensors(_: &Config, _: &mut Metadata) -> Result<Vec<PlannedTensor>> {
     Ok(Vec::new())
 }
 
@@ -80,7 +84,9 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
     let config = &ckpt.config;
     let arch = by_hf_name(config)?;
     let dims = Dims::from_config(config)?;
-    let mut tensors: Vec<PlannedTensor> = (arch.conversion.extra_tensors)(config)?;
+    let mut md = Metadata::new();
+    md.set("general.architecture", Value::String(arch.gguf_name.into()));
+    let mut tensors: Vec<PlannedTensor> = (arch.conversion.extra_tensors)(config, &mut md)?;
     for (source, t) in ckpt.tensors.iter().enumerate() {
         let name = match gguf_tensor_name(arch, &t.name, dims.n_layer) {
             Ok(Some(n)) => n,
@@ -131,8 +137,6 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
         ));
     }
 
-    let mut md = Metadata::new();
-    md.set("general.architecture", Value::String(arch.gguf_name.into()));
     md.set("general.type", Value::String("model".into()));
     let total: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
     let dir_name = ckpt
@@ -206,6 +210,9 @@ fn add_parameters(
     file_type: u32,
     md: &mut Metadata,
 ) -> Result<()> {
+    if let Some(own) = arch.conversion.parameters {
+        return own(config, file_type, md);
+    }
     let a = arch.gguf_name;
     let u32_of = |v: u64, key: &str| u32_key(config, v, key);
     md.set(
@@ -332,6 +339,13 @@ pub(crate) struct RopeParams {
     pub(crate) theta: Option<f64>,
     /// `rope_parameters.sliding_attention.rope_theta`: the base of sliding-window layers.
     pub(crate) theta_swa: Option<f64>,
+    /// Share of each head RoPE rotates (`partial_rotary_factor`, mirrored from the config).
+    pub(crate) partial_rotary_factor: Option<f64>,
+    /// `original_max_position_embeddings` (mirrored from the config).
+    pub(crate) original_ctx: Option<f64>,
+    /// LongRoPE's per-pair divisors beyond and within the original context.
+    pub(crate) long_factor: Option<Vec<f64>>,
+    pub(crate) short_factor: Option<Vec<f64>>,
     pub(crate) llama3: Llama3Rope,
 }
 
@@ -392,11 +406,31 @@ impl RopeParams {
             .and_then(|v| v.as_f64())
             .or_else(|| config.find_f64(&["original_max_position_embeddings"]))
             .unwrap_or(8192.0);
+        let factors = |key: &str| -> Option<Vec<f64>> {
+            params
+                .get(key)?
+                .as_array()?
+                .iter()
+                .map(serde_json::Value::as_f64)
+                .collect()
+        };
         RopeParams {
             rope_type,
             factor: params.get("factor").and_then(serde_json::Value::as_f64),
             theta,
             theta_swa,
+            partial_rotary_factor: params
+                .get("partial_rotary_factor")
+                .and_then(|v| v.as_f64())
+                .or_else(|| {
+                    config.find_f64(&["partial_rotary_factor", "rope_pct", "rope_percent"])
+                }),
+            original_ctx: params
+                .get("original_max_position_embeddings")
+                .and_then(|v| v.as_f64())
+                .or_else(|| config.find_f64(&["original_max_position_embeddings"])),
+            long_factor: factors("long_factor"),
+            short_factor: factors("short_factor"),
             llama3: Llama3Rope {
                 factor: num("factor", 8.0),
                 low_freq_factor: num("low_freq_factor", 1.0),

@@ -71,19 +71,30 @@ pub trait Graph {
     /// `s · x`.
     fn scale(&mut self, x: Self::Act, s: f32) -> Self::Act;
 
+    /// The columns of every row of `x` cut into consecutive parts of `widths` (a fused
+    /// projection's outputs, as llama.cpp views them).
+    fn split<const N: usize>(&mut self, x: Self::Act, widths: [usize; N]) -> [Self::Act; N];
+
     /// `x + y` (a residual connection).
     fn add(&mut self, x: Self::Act, y: Self::Act) -> Self::Act;
 }
 
 /// Block `layer` of a model of shape `h` on the residual stream `x`: pre-norm attention
-/// (optional q/k/v biases, optional per-head q/k norms, RoPE, optional query pre-scaling and
-/// sliding window, optional post-norm) and a pre-norm gated feed-forward network (optional
-/// post-norm), each added back to the stream — llama.cpp's `llama.cpp`, `qwen2.cpp`, `qwen3.cpp`
-/// and `gemma3.cpp` graphs.
+/// (separate or fused q/k/v projections, optional q/k/v biases, optional per-head q/k norms, RoPE, optional query pre-scaling and
+/// sliding window, optional post-norm) and a pre-norm gated feed-forward network (separate or
+/// fused gate/up, optional post-norm), each added back to the stream — llama.cpp's `llama.cpp`,
+/// `qwen2.cpp`, `qwen3.cpp`, `gemma3.cpp` and `phi3.cpp` graphs.
 pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Act {
     let arch = h.arch;
     let h_in = g.norm(&x, Role::AttnNorm, layer);
-    let [mut q, mut k, mut v] = g.linears(&h_in, [Role::AttnQ, Role::AttnK, Role::AttnV], layer);
+    let [mut q, mut k, mut v] = match arch.has(Role::AttnQkv) {
+        true => {
+            let [qkv] = g.linears(&h_in, [Role::AttnQkv], layer);
+            let kv = h.n_head_kv * h.head_dim;
+            g.split(qkv, [h.n_head * h.head_dim, kv, kv])
+        }
+        false => g.linears(&h_in, [Role::AttnQ, Role::AttnK, Role::AttnV], layer),
+    };
     if arch.has(Role::AttnQBias) {
         q = g.add_bias(q, Role::AttnQBias, layer);
         k = g.add_bias(k, Role::AttnKBias, layer);
@@ -109,7 +120,13 @@ pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Ac
     }
     let x = g.add(x, out);
     let h_ffn = g.norm(&x, Role::FfnNorm, layer);
-    let [gate, up] = g.linears(&h_ffn, [Role::FfnGate, Role::FfnUp], layer);
+    let [gate, up] = match arch.has(Role::FfnGateUp) {
+        true => {
+            let [gate_up] = g.linears(&h_ffn, [Role::FfnGateUp], layer);
+            g.split(gate_up, [h.n_ff, h.n_ff])
+        }
+        false => g.linears(&h_ffn, [Role::FfnGate, Role::FfnUp], layer),
+    };
     let act = g.gated(gate, up, arch.ffn_activation);
     let [mut down] = g.linears(&act, [Role::FfnDown], layer);
     if arch.has(Role::FfnPostNorm) {

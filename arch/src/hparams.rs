@@ -9,7 +9,7 @@ use std::path::Path;
 use formats::gguf::{GgufFile, Metadata, Value};
 use formats::{FormatError, Result};
 
-use crate::{by_gguf_name, supported_names, Architecture};
+use crate::{by_gguf_name, supported_names, Architecture, Role};
 
 /// Typed access to a model's `<arch>.*` keys, with errors naming the file and the key.
 pub struct KeyReader<'a> {
@@ -120,12 +120,29 @@ pub struct Hparams {
     pub final_logit_softcap: f32,
     /// The attention scale (`1/√head_dim` but for Gemma 3 27B).
     pub attention_scale: f32,
+    /// Factor on RoPE's cosines and sines (`rope.scaling.attn_factor`: LongRoPE's), else 1.
+    pub rope_attn_factor: f32,
+    /// The context RoPE was trained for, past which LongRoPE's long factors apply
+    /// (`rope.scaling.original_context_length`, else the training context).
+    pub n_ctx_orig: usize,
 }
 
 impl Hparams {
     /// The sliding window of block `layer`, if it is a local one.
     pub fn window(&self, layer: usize) -> Option<usize> {
         self.swa_layers[layer].then_some(self.n_swa)
+    }
+
+    /// The per-pair RoPE divisors a model evaluated with contexts of `n_ctx` positions uses
+    /// (llama.cpp's `get_rope_factors`): LongRoPE's long factors past the original context, its
+    /// short ones within it, or Llama 3's `rope_freqs`. The file may lack the tensor (an unscaled
+    /// model).
+    pub fn rope_factors_role(&self, n_ctx: usize) -> Role {
+        match self.arch.has(Role::RopeFactorsLong) {
+            true if n_ctx > self.n_ctx_orig => Role::RopeFactorsLong,
+            true => Role::RopeFactorsShort,
+            false => Role::RopeFreqs,
+        }
     }
 
     /// RoPE base and linear frequency scale of the global blocks, or of the `local` ones: those
@@ -230,6 +247,11 @@ impl Hparams {
             rope_base_swa: keys.float("rope.freq_base_swa").unwrap_or(10000.0),
             final_logit_softcap: keys.float("final_logit_softcapping").unwrap_or(0.0),
             attention_scale,
+            rope_attn_factor: keys.float("rope.scaling.attn_factor").unwrap_or(1.0),
+            n_ctx_orig: keys
+                .uint("rope.scaling.original_context_length")?
+                .or(keys.uint("context_length")?)
+                .unwrap_or(0),
         })
     }
 }

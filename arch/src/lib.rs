@@ -10,6 +10,7 @@ pub mod gemma3;
 pub mod graph;
 pub mod hparams;
 pub mod llama;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod tensors;
@@ -84,6 +85,7 @@ pub const LLAMA_LIKE: Architecture = Architecture {
         extra_tensors: convert::no_tensors,
         norm_offset: 0.0,
         trim_embedding_to_vocab: false,
+        parameters: None,
     },
     global_tensors: &[],
     block_tensors: &[],
@@ -106,7 +108,13 @@ impl Eq for Architecture {}
 
 /// Every architecture smelt runs, in the order messages list them.
 pub const ARCHITECTURES: &[&Architecture] =
-    &[&llama::LLAMA, &qwen2::QWEN2, &qwen3::QWEN3, &gemma3::GEMMA3];
+    &[
+        &llama::LLAMA,
+        &qwen2::QWEN2,
+        &qwen3::QWEN3,
+        &gemma3::GEMMA3,
+        &phi3::PHI3,
+    ];
 
 /// The architecture called `name` in `general.architecture`.
 pub fn by_gguf_name(name: &str) -> Option<&'static Architecture> {

@@ -24,6 +24,7 @@ pub const LLAMA: Architecture = Architecture {
         extra_tensors: llama3_rope_freqs,
         norm_offset: 0.0,
         trim_embedding_to_vocab: false,
+        parameters: None,
     },
     global_tensors: GLOBAL_TENSORS,
     block_tensors: &[
@@ -78,7 +79,7 @@ fn llama_keys(config: &Config, md: &mut Metadata) -> Result<()> {
 }
 
 /// `LlamaModel.generate_extra_tensors`: `rope_freqs` for `rope_scaling.rope_type = llama3`.
-fn llama3_rope_freqs(config: &Config) -> Result<Vec<PlannedTensor>> {
+fn llama3_rope_freqs(config: &Config, _: &mut Metadata) -> Result<Vec<PlannedTensor>> {
     let rope = RopeParams::from_config(config);
     if rope.rope_type.as_deref() != Some("llama3") {
         return Ok(Vec::new());

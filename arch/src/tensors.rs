@@ -3,7 +3,7 @@
 //! training finds its parameters through it, and pruning knows from a role which axis a change
 //! of width touches.
 
-use crate::Hparams;
+use crate::{Architecture, Hparams};
 
 /// What a tensor is in the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,6 +16,10 @@ pub enum Role {
     OutputNorm,
     /// Per-pair RoPE frequency divisors (Llama 3's rope scaling).
     RopeFreqs,
+    /// LongRoPE's per-pair divisors for contexts past the original one (Phi-3).
+    RopeFactorsLong,
+    /// LongRoPE's per-pair divisors within the original context (Phi-3).
+    RopeFactorsShort,
     /// Norm weight before attention.
     AttnNorm,
     /// Query projection.
@@ -24,6 +28,8 @@ pub enum Role {
     AttnK,
     /// Value projection.
     AttnV,
+    /// Query, key and value projections fused into one matrix, rows in that order (Phi-3).
+    AttnQkv,
     /// Query bias.
     AttnQBias,
     /// Key bias.
@@ -44,6 +50,8 @@ pub enum Role {
     FfnGate,
     /// Up projection.
     FfnUp,
+    /// Gate and up projections fused into one matrix, gate rows first (Phi-3's `ffn_up`).
+    FfnGateUp,
     /// Down projection.
     FfnDown,
     /// RMSNorm weight on the feed-forward output before the residual add (Gemma).
@@ -51,15 +59,18 @@ pub enum Role {
 }
 
 /// Every role, for name lookups.
-const ROLES: [Role; 20] = [
+const ROLES: [Role; 24] = [
     Role::TokenEmbd,
     Role::Output,
     Role::OutputNorm,
     Role::RopeFreqs,
+    Role::RopeFactorsLong,
+    Role::RopeFactorsShort,
     Role::AttnNorm,
     Role::AttnQ,
     Role::AttnK,
     Role::AttnV,
+    Role::AttnQkv,
     Role::AttnQBias,
     Role::AttnKBias,
     Role::AttnVBias,
@@ -70,6 +81,7 @@ const ROLES: [Role; 20] = [
     Role::FfnNorm,
     Role::FfnGate,
     Role::FfnUp,
+    Role::FfnGateUp,
     Role::FfnDown,
     Role::FfnPostNorm,
 ];
@@ -82,6 +94,10 @@ impl Role {
             Role::Output => "output.weight",
             Role::OutputNorm => "output_norm.weight",
             Role::RopeFreqs => "rope_freqs.weight",
+            Role::RopeFactorsLong => "rope_factors_long.weight",
+            Role::RopeFactorsShort => "rope_factors_short.weight",
+            Role::AttnQkv => "attn_qkv.weight",
+            Role::FfnGateUp => "ffn_up.weight",
             Role::AttnNorm => "attn_norm.weight",
             Role::AttnQ => "attn_q.weight",
             Role::AttnK => "attn_k.weight",
@@ -101,9 +117,12 @@ impl Role {
         }
     }
 
-    /// The role whose [`Role::suffix`] is `suffix`.
-    pub fn from_suffix(suffix: &str) -> Option<Role> {
-        ROLES.into_iter().find(|r| r.suffix() == suffix)
+    /// The role whose [`Role::suffix`] is `suffix` in a model of `arch` (Phi-3's fused
+    /// `ffn_up` is not Llama's).
+    pub fn from_suffix(arch: &Architecture, suffix: &str) -> Option<Role> {
+        ROLES
+            .into_iter()
+            .find(|&r| r.suffix() == suffix && arch.has(r))
     }
 
     /// The GGUF name in block `layer` (ignored for the model-wide roles).
@@ -118,7 +137,12 @@ impl Role {
     pub fn is_block(self) -> bool {
         !matches!(
             self,
-            Role::TokenEmbd | Role::Output | Role::OutputNorm | Role::RopeFreqs
+            Role::TokenEmbd
+                | Role::Output
+                | Role::OutputNorm
+                | Role::RopeFreqs
+                | Role::RopeFactorsLong
+                | Role::RopeFactorsShort
         )
     }
 
@@ -132,7 +156,11 @@ impl Role {
             | Role::FfnNorm
             | Role::AttnPostNorm
             | Role::FfnPostNorm => vec![h.n_embd],
-            Role::RopeFreqs => vec![h.rope_dims / 2],
+            Role::RopeFreqs | Role::RopeFactorsLong | Role::RopeFactorsShort => {
+                vec![h.rope_dims / 2]
+            }
+            Role::AttnQkv => vec![h.n_embd, q + 2 * kv],
+            Role::FfnGateUp => vec![h.n_embd, 2 * h.n_ff],
             Role::AttnQ => vec![h.n_embd, q],
             Role::AttnK | Role::AttnV => vec![h.n_embd, kv],
             Role::AttnQBias => vec![q],

@@ -36,8 +36,9 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
-    /// A session for `n_seq` independent sequences, all empty.
-    pub fn new(model: &'m Model, n_seq: usize) -> Session<'m> {
+    /// A session for `n_seq` independent sequences, all empty, evaluated as llama.cpp would with a
+    /// context of `n_ctx` positions per sequence (which picks LongRoPE's factors).
+    pub fn new(model: &'m Model, n_seq: usize, n_ctx: usize) -> Session<'m> {
         let empty = SequenceCache {
             keys: vec![Vec::new(); model.hparams.n_layer],
             values: vec![Vec::new(); model.hparams.n_layer],
@@ -46,7 +47,7 @@ impl<'m> Session<'m> {
         Session {
             model,
             caches: vec![empty; n_seq],
-            ropes: [RopeTable::new(model, false), RopeTable::new(model, true)],
+            ropes: [false, true].map(|local| RopeTable::new(model, local, n_ctx)),
             keep_cache: true,
         }
     }
@@ -54,10 +55,10 @@ impl<'m> Session<'m> {
     /// A session for one [`Session::forward`] call over whole sequences (perplexity's chunks):
     /// the same results as [`Session::new`], without holding every layer's keys and values
     /// (151 MB for four 512-token sequences of a 768-wide, 12-layer model) until the call ends.
-    pub fn single_pass(model: &'m Model, n_seq: usize) -> Session<'m> {
+    pub fn single_pass(model: &'m Model, n_seq: usize, n_ctx: usize) -> Session<'m> {
         Session {
             keep_cache: false,
-            ..Session::new(model, n_seq)
+            ..Session::new(model, n_seq, n_ctx)
         }
     }
 
@@ -311,6 +312,10 @@ impl Graph for EvalGraph<'_, '_, '_> {
         gate
     }
 
+    fn split<const N: usize>(&mut self, x: Vec<f32>, widths: [usize; N]) -> [Vec<f32>; N] {
+        split_columns(&x, widths)
+    }
+
     fn scale(&mut self, mut x: Vec<f32>, s: f32) -> Vec<f32> {
         x.par_iter_mut().for_each(|v| *v *= s);
         x
@@ -329,8 +334,10 @@ struct RopeTable {
     mode: RopeMode,
     n_dims: usize,
     theta_scale: f32,
-    /// `rope_freqs` divisors per pair (Llama 3), if the model has them.
+    /// Divisors per pair (Llama 3's `rope_freqs`, LongRoPE's factors), if the model has them.
     factors: Option<Vec<f32>>,
+    /// Factor on every cosine and sine (LongRoPE's attention factor; 1 otherwise).
+    mscale: f32,
     /// Linear scaling's factor on every angle.
     freq_scale: f32,
     /// `[position][pair] → (cos, sin)`.
@@ -338,15 +345,17 @@ struct RopeTable {
 }
 
 impl RopeTable {
-    /// The angles of `model`'s global blocks, or of its local (sliding-window) ones.
-    fn new(model: &Model, local: bool) -> RopeTable {
+    /// The angles of `model`'s global blocks, or of its local (sliding-window) ones, in contexts
+    /// of `n_ctx` positions.
+    fn new(model: &Model, local: bool, n_ctx: usize) -> RopeTable {
         let h = &model.hparams;
         let (base, freq_scale) = h.rope_of(local);
         RopeTable {
             mode: h.arch.rope_mode,
             n_dims: h.rope_dims,
             theta_scale: base.powf(-2.0 / h.rope_dims as f32),
-            factors: model.rope_factors.clone(),
+            factors: model.rope_factors(n_ctx).map(<[f32]>::to_vec),
+            mscale: h.rope_attn_factor,
             freq_scale,
             table: Vec::new(),
         }
@@ -360,7 +369,7 @@ impl RopeTable {
                     // ggml's rope_yarn without extrapolation: freq_scale · θ / factor.
                     let ff = self.factors.as_ref().map_or(1.0, |f| f[i]);
                     let angle = self.freq_scale * (theta / ff);
-                    let cs = (angle.cos(), angle.sin());
+                    let cs = (angle.cos() * self.mscale, angle.sin() * self.mscale);
                     theta *= self.theta_scale;
                     cs
                 })
@@ -412,6 +421,21 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
             .for_each(|(v, w)| *v = (*v * scale) * w);
     });
     out
+}
+
+/// The rows of `x` (of the widths' sum) cut into consecutive column ranges of `widths`.
+fn split_columns<const N: usize>(x: &[f32], widths: [usize; N]) -> [Vec<f32>; N] {
+    let total: usize = widths.iter().sum();
+    let mut start = 0;
+    widths.map(|w| {
+        let part = x
+            .chunks(total)
+            .flat_map(|row| &row[start..start + w])
+            .copied()
+            .collect();
+        start += w;
+        part
+    })
 }
 
 /// The final logit soft-cap as llama.cpp's graph computes it: scale by `1/c`, `tanhf`, scale by

@@ -43,8 +43,9 @@ pub struct Model {
     pub output: Weight,
     /// Transformer blocks in order.
     pub layers: Vec<Layer>,
-    /// Per-pair divisors of RoPE frequencies (`rope_freqs.weight`, Llama 3's rope scaling).
-    pub rope_factors: Option<Vec<f32>>,
+    /// Per-pair divisors of RoPE frequencies the file has, by role (Llama 3's `rope_freqs`,
+    /// LongRoPE's long and short factors); see [`Model::rope_factors`].
+    rope_factors: Vec<(Role, Vec<f32>)>,
 }
 
 impl Model {
@@ -64,10 +65,11 @@ impl Model {
             false => token_embd.clone(),
         };
         let output_norm = tensors.vector(Role::OutputNorm, 0)?;
-        let rope_factors = match tensors.present(Role::RopeFreqs, 0) {
-            true => Some(tensors.vector(Role::RopeFreqs, 0)?),
-            false => None,
-        };
+        let rope_factors = [Role::RopeFreqs, Role::RopeFactorsLong, Role::RopeFactorsShort]
+            .into_iter()
+            .filter(|&r| hparams.arch.has(r) && tensors.present(r, 0))
+            .map(|r| Ok((r, tensors.vector(r, 0)?)))
+            .collect::<Result<Vec<_>>>()?;
         let layers = (0..hparams.n_layer)
             .map(|i| {
                 let mut layer = Layer {
@@ -93,6 +95,16 @@ impl Model {
             layers,
             rope_factors,
         })
+    }
+
+    /// The RoPE divisors of an evaluation with contexts of `n_ctx` positions
+    /// ([`Hparams::rope_factors_role`]), if the file has them.
+    pub fn rope_factors(&self, n_ctx: usize) -> Option<&[f32]> {
+        let role = self.hparams.rope_factors_role(n_ctx);
+        self.rope_factors
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, v)| v.as_slice())
     }
 
     /// The underlying file (metadata for the tokenizer, the path for messages).

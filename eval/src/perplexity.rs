@@ -114,7 +114,7 @@ pub fn run_chunks(
             })
             .collect();
         let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
-        let mut session = Session::single_pass(model, n_seq);
+        let mut session = Session::single_pass(model, n_seq, n_ctx);
         let reborrowed: Option<&mut dyn Observer> = match observer {
             Some(ref mut o) => Some(&mut **o),
             None => None,

@@ -32,6 +32,8 @@ fn bad(message: impl Into<String>) -> PruneError {
 /// The model facts pruning needs, from the GGUF metadata.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PruneShape {
+    /// The architecture (whose roles name the tensors).
+    pub arch: &'static arch::Architecture,
     /// Blocks.
     pub n_layer: usize,
     /// Query heads.
@@ -50,6 +52,7 @@ impl PruneShape {
     pub fn of(file: &GgufFile) -> Result<PruneShape, PruneError> {
         let h = arch::Hparams::read(file)?;
         Ok(PruneShape {
+            arch: h.arch,
             n_layer: h.n_layer,
             n_head: h.n_head,
             n_head_kv: h.n_head_kv,
@@ -298,8 +301,12 @@ fn map_tensor(name: &str, shape: &PruneShape, structure: &Structure) -> Option<(
             let new = il - drop.iter().filter(|&&d| d < il).count();
             out_name = format!("blk.{new}.{role}");
         }
-        Structure::KeepFfn(kept) => match Role::from_suffix(role) {
+        Structure::KeepFfn(kept) => match Role::from_suffix(shape.arch, role) {
             Some(Role::FfnGate | Role::FfnUp) => mapping.rows = Some(kept[il].clone()),
+            Some(Role::FfnGateUp) => {
+                let up = kept[il].iter().map(|&c| shape.n_ff + c);
+                mapping.rows = Some(kept[il].iter().copied().chain(up).collect())
+            }
             Some(Role::FfnDown) => mapping.cols = Some(kept[il].clone()),
             _ => {}
         },
@@ -308,12 +315,21 @@ fn map_tensor(name: &str, shape: &PruneShape, structure: &Structure) -> Option<(
             let q_heads: Vec<usize> = kept[il].iter().flat_map(|&k| k * g..(k + 1) * g).collect();
             let q = spread(&q_heads, shape.head_dim);
             let kv = spread(&kept[il], shape.head_dim);
-            match Role::from_suffix(role) {
+            match Role::from_suffix(shape.arch, role) {
                 Some(Role::AttnQ | Role::AttnQBias) => mapping.rows = Some(q),
                 Some(Role::AttnK | Role::AttnKBias | Role::AttnV | Role::AttnVBias) => {
                     mapping.rows = Some(kv)
                 }
                 Some(Role::AttnOutput) => mapping.cols = Some(q),
+                Some(Role::AttnQkv) => {
+                    let (qw, kvw) = (
+                        shape.n_head * shape.head_dim,
+                        shape.n_head_kv * shape.head_dim,
+                    );
+                    let k = kv.iter().map(|&r| qw + r);
+                    let v = kv.iter().map(|&r| qw + kvw + r);
+                    mapping.rows = Some(q.iter().copied().chain(k).chain(v).collect())
+                }
                 _ => {}
             }
         }

@@ -40,6 +40,12 @@ enum Op {
     },
     /// `s · x`.
     Scale { x: usize, s: f32 },
+    /// Columns `start..start + width` of every row of `x` (rows of `total`).
+    Columns {
+        x: usize,
+        start: usize,
+        total: usize,
+    },
     /// `x + y`.
     Add { x: usize, y: usize },
 }
@@ -67,7 +73,7 @@ impl<'s> TrainGraph<'s> {
                 hd: h.head_dim,
             },
             ropes: [false, true]
-                .map(|local| Rope::new(t, RopeSpec::of(h, student.rope_factors(), local))),
+                .map(|local| Rope::new(t, RopeSpec::of(h, student.rope_factors(t), local))),
             values: vec![input],
             ops: vec![Op::Input],
         }
@@ -153,6 +159,14 @@ impl<'s> TrainGraph<'s> {
                 }
                 Op::Scale { x, s } => {
                     accumulate(&mut d, *x, dy.iter().map(|g| g * s).collect());
+                }
+                Op::Columns { x, start, total } => {
+                    let width = dy.len() / self.heads.t;
+                    let mut dx = vec![0.0f32; self.heads.t * total];
+                    for (row, g) in dx.chunks_mut(*total).zip(dy.chunks(width)) {
+                        row[*start..*start + width].copy_from_slice(g);
+                    }
+                    accumulate(&mut d, *x, dx);
                 }
                 Op::Add { x, y } => {
                     accumulate(&mut d, *x, dy.clone());
@@ -252,6 +266,21 @@ impl Graph for TrainGraph<'_> {
         };
         let y = forward(&self.values[gate], &self.values[up]);
         self.push(y, Op::Gated { gate, up, act })
+    }
+
+    fn split<const N: usize>(&mut self, x: usize, widths: [usize; N]) -> [usize; N] {
+        let total: usize = widths.iter().sum();
+        let mut start = 0;
+        widths.map(|w| {
+            let y = self.values[x]
+                .chunks(total)
+                .flat_map(|row| &row[start..start + w])
+                .copied()
+                .collect();
+            let node = self.push(y, Op::Columns { x, start, total });
+            start += w;
+            node
+        })
     }
 
     fn scale(&mut self, x: usize, s: f32) -> usize {

@@ -68,7 +68,7 @@ impl Student {
     }
 
     /// A student of shape `shape` from tensors named as in GGUF (`output.weight` optional:
-    /// tied to the embedding when absent). The architecture's constants (`rope_freqs`) are
+    /// tied to the embedding when absent). The architecture's constants (RoPE divisors) are
     /// never trained.
     pub fn from_params(
         mut params: Vec<Param>,
@@ -87,8 +87,10 @@ impl Student {
                 None => {}
             }
         }
-        if let Some(&i) = index.get(&(Role::RopeFreqs, 0)) {
-            params[i].trainable = false;
+        for role in [Role::RopeFreqs, Role::RopeFactorsLong, Role::RopeFactorsShort] {
+            if let Some(&i) = index.get(&(role, 0)) {
+                params[i].trainable = false;
+            }
         }
         if !index.contains_key(&(Role::Output, 0)) {
             let embd = index[&(Role::TokenEmbd, 0)];
@@ -117,9 +119,10 @@ impl Student {
         (d[0] as usize, d[1] as usize)
     }
 
-    /// The RoPE divisors, if the model has them.
-    pub(super) fn rope_factors(&self) -> Option<&[f32]> {
-        self.index.get(&(Role::RopeFreqs, 0)).map(|&i| self.data(i))
+    /// The RoPE divisors for sequences of `n_ctx` positions, if the model has them.
+    pub(super) fn rope_factors(&self, n_ctx: usize) -> Option<&[f32]> {
+        let role = self.shape.rope_factors_role(n_ctx);
+        self.index.get(&(role, 0)).map(|&i| self.data(i))
     }
 
     /// The gradient buffer of parameter `i`, if it is trained.
@@ -172,6 +175,8 @@ pub(crate) mod tests {
             rope_base_swa: 1000.0,
             final_logit_softcap: 3.0 * arch.sliding_window_pattern.is_some() as u8 as f32,
             attention_scale: (arch.attention_scale)(2, 8, 4, 4),
+            rope_attn_factor: 1.0,
+            n_ctx_orig: 4,
         };
         let params = arch::tensors::tensors(&shape)
             .into_iter()
@@ -179,7 +184,8 @@ pub(crate) mod tests {
             .map(|(k, spec)| {
                 let n = spec.dims.iter().product::<usize>();
                 let data = match (spec.role, spec.dims.len()) {
-                    (Role::RopeFreqs, _) => vec![1.0, 3.0],
+                    (Role::RopeFreqs | Role::RopeFactorsShort, _) => vec![1.0, 3.0],
+                    (Role::RopeFactorsLong, _) => vec![2.0, 5.0],
                     (_, 1) => noise(n, seed + k as u64)
                         .iter()
                         .map(|v| 1.0 + 0.3 * v)
@@ -231,7 +237,7 @@ pub(crate) mod tests {
             student.loss_and_grads(&tokens, 2, &rows, objective, Some(&mut grads));
             for (i, p) in student.params.iter().enumerate() {
                 if !p.trainable {
-                    assert!(p.name.starts_with("rope_freqs"), "{} is frozen", p.name);
+                    assert!(p.name.starts_with("rope_"), "{} is frozen", p.name);
                     continue;
                 }
                 let f = |values: &[f32]| {
