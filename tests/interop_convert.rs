@@ -139,9 +139,10 @@ fn converts_like_llama_cpp(dir: &Path, tmp: &Path, name: &str) {
     }
 }
 
-/// Qwen3 and Llama 3.1 as transformers' own classes write them ([`common::FAMILIES`]: bf16,
-/// tied; Qwen3's explicit head width, Llama 3's rope scaling and tokenizer): byte-identical to
-/// the converter in every type, so llama.cpp runs smelt's files exactly as its own
+/// Qwen3, Llama 3.1, Gemma 3 and Phi-3 as transformers' own classes write them
+/// ([`common::FAMILIES`]: bf16, tied; Qwen3's explicit head width, Llama 3's rope scaling and
+/// tokenizer, Gemma's +1 norms and sliding window, Phi-3's fused tensors and LongRoPE, and a
+/// Phi-3 without LongRoPE): byte-identical to the converter in every type, so llama.cpp runs smelt's files exactly as its own
 /// (tests/interop_eval.rs compares the logits).
 #[test]
 #[ignore = "needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
@@ -151,6 +152,19 @@ fn families_from_transformers_convert_like_llama_cpp() {
         let dir = tmp.path().join(family);
         common::family_tiny(&dir, family);
         converts_like_llama_cpp(&dir, tmp.path(), family);
+    }
+    if common::families().contains(&"phi3") {
+        // Phi-3 without LongRoPE: no factors, no attention factor.
+        let dir = tmp.path().join("phi3-plain");
+        let vocab = common::llama_ref().join("llama.cpp/models/ggml-vocab-gpt-2.gguf");
+        common::hf_tiny(
+            &dir,
+            "Phi3ForCausalLM",
+            common::phi3_config(false),
+            &vocab,
+            0.5,
+        );
+        converts_like_llama_cpp(&dir, tmp.path(), "phi3-plain");
     }
 }
 

@@ -339,6 +339,12 @@ fn check_family(exe: &Path, tmp: &Path, family: &str) {
         let out = tmp.join(format!("{name}.gguf"));
         let mut args = vec!["prune", s(&f32_gguf), s(&out)];
         args.extend(how);
+        if family == "phi3" && name == "heads" {
+            // llama.cpp's Phi-3 graph fixes the query width to the embedding's: refused.
+            let o = common::run(&args);
+            common::assert_bad_input(&o, "heads cannot be pruned from a phi3 model");
+            continue;
+        }
         common::smelt_json(tmp, &args);
         let ppl_args = ["-c", "512", "--chunks", "4"];
         let theirs = common::llama_perplexity(&out, &text, &ppl_args);

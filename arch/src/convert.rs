@@ -449,6 +449,7 @@ fn hf_block_role(part: &str, suffix: &str) -> Option<Role> {
         ("self_attn.q_proj", "weight") => Role::AttnQ,
         ("self_attn.k_proj", "weight") => Role::AttnK,
         ("self_attn.v_proj", "weight") => Role::AttnV,
+        ("self_attn.qkv_proj", "weight") => Role::AttnQkv,
         ("self_attn.q_proj", "bias") => Role::AttnQBias,
         ("self_attn.k_proj", "bias") => Role::AttnKBias,
         ("self_attn.v_proj", "bias") => Role::AttnVBias,
@@ -460,6 +461,7 @@ fn hf_block_role(part: &str, suffix: &str) -> Option<Role> {
         ("post_feedforward_layernorm", "weight") => Role::FfnPostNorm,
         ("mlp.gate_proj", "weight") => Role::FfnGate,
         ("mlp.up_proj", "weight") => Role::FfnUp,
+        ("mlp.gate_up_proj", "weight") => Role::FfnGateUp,
         ("mlp.down_proj", "weight") => Role::FfnDown,
         _ => return None,
     };

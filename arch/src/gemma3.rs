@@ -57,6 +57,7 @@ pub const GEMMA3: Architecture = Architecture {
         "rope.freq_base_swa",
         "final_logit_softcapping",
     ],
+    ..crate::LLAMA_LIKE
 };
 
 /// `llama_model_gemma3::load_arch_hparams`: `1/√(n_embd / n_head)` for the 62-block model (27B,

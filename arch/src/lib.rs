@@ -58,6 +58,9 @@ pub struct Architecture {
     pub sliding_window_pattern: Option<usize>,
     /// `<arch>.*` metadata keys this family implements beyond the ones every family shares.
     pub keys: &'static [&'static str],
+    /// Whether llama.cpp sizes the query projection and attention output by the embedding width
+    /// (Phi-3's graph), so that a model with heads removed would not load.
+    pub query_width_is_embedding: bool,
 }
 
 /// `1/√head_dim`, the attention scale of every family but Gemma 3 27B.
@@ -95,6 +98,7 @@ pub const LLAMA_LIKE: Architecture = Architecture {
     attention_scale: head_attention_scale,
     sliding_window_pattern: None,
     keys: &[],
+    query_width_is_embedding: false,
 };
 
 /// Architectures are told apart by their GGUF name.
@@ -107,14 +111,13 @@ impl PartialEq for Architecture {
 impl Eq for Architecture {}
 
 /// Every architecture smelt runs, in the order messages list them.
-pub const ARCHITECTURES: &[&Architecture] =
-    &[
-        &llama::LLAMA,
-        &qwen2::QWEN2,
-        &qwen3::QWEN3,
-        &gemma3::GEMMA3,
-        &phi3::PHI3,
-    ];
+pub const ARCHITECTURES: &[&Architecture] = &[
+    &llama::LLAMA,
+    &qwen2::QWEN2,
+    &qwen3::QWEN3,
+    &gemma3::GEMMA3,
+    &phi3::PHI3,
+];
 
 /// The architecture called `name` in `general.architecture`.
 pub fn by_gguf_name(name: &str) -> Option<&'static Architecture> {

@@ -47,6 +47,7 @@ pub const PHI3: Architecture = Architecture {
     ],
     prescale_query: true,
     keys: &["attention.sliding_window", "rope.scaling.attn_factor"],
+    query_width_is_embedding: true,
     ..crate::LLAMA_LIKE
 };
 
@@ -152,7 +153,10 @@ fn longrope_factors(config: &Config, md: &mut Metadata) -> Result<Vec<PlannedTen
         "" => return Err(bad("rope_scaling has no type".into())),
         other => return Err(bad(format!("rope scaling type {other} is not supported"))),
     };
-    md.set("phi3.rope.scaling.attn_factor", Value::F32(attn_factor as f32));
+    md.set(
+        "phi3.rope.scaling.attn_factor",
+        Value::F32(attn_factor as f32),
+    );
     let short = rope
         .short_factor
         .clone()

@@ -65,11 +65,15 @@ impl Model {
             false => token_embd.clone(),
         };
         let output_norm = tensors.vector(Role::OutputNorm, 0)?;
-        let rope_factors = [Role::RopeFreqs, Role::RopeFactorsLong, Role::RopeFactorsShort]
-            .into_iter()
-            .filter(|&r| hparams.arch.has(r) && tensors.present(r, 0))
-            .map(|r| Ok((r, tensors.vector(r, 0)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let rope_factors = [
+            Role::RopeFreqs,
+            Role::RopeFactorsLong,
+            Role::RopeFactorsShort,
+        ]
+        .into_iter()
+        .filter(|&r| hparams.arch.has(r) && tensors.present(r, 0))
+        .map(|r| Ok((r, tensors.vector(r, 0)?)))
+        .collect::<Result<Vec<_>>>()?;
         let layers = (0..hparams.n_layer)
             .map(|i| {
                 let mut layer = Layer {

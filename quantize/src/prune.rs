@@ -138,6 +138,13 @@ pub fn head_groups_to_keep(
     ratio: f64,
     scores: &[Vec<f64>],
 ) -> Result<Structure, PruneError> {
+    if shape.arch.query_width_is_embedding {
+        return Err(bad(format!(
+            "heads cannot be pruned from a {} model: llama.cpp sizes its query projection by the \
+             embedding width (prune depth or FFN instead)",
+            shape.arch.gguf_name
+        )));
+    }
     let remove = count_to_remove(shape.n_head, ratio, "heads")?;
     let group = shape.group();
     if remove % group != 0 {

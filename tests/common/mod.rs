@@ -423,7 +423,31 @@ fn hf_checkpoint(
 ///   RoPE base 10000, one global with base 10⁶ and linear rope scaling 8, as Gemma 3 4B ships),
 ///   head width 128, a final logit soft-cap of 15, GPT-2's BPE vocabulary (the converter's
 ///   fallback without a `tokenizer.model`).
-pub const FAMILIES: [&str; 3] = ["qwen3", "llama3", "gemma3"];
+/// - `phi3`: `Phi3ForCausalLM` as Phi-4-mini is shaped: fused `qkv_proj` and `gate_up_proj`,
+///   partial rotary (0.75 of each head), LongRoPE factors with an original context of 256, so
+///   that evaluating at 512 takes the long factors and their attention factor, tied, GPT-2's BPE
+///   vocabulary (`tokenizer_class` GPT2Tokenizer, as Phi-4-mini ships).
+pub const FAMILIES: [&str; 4] = ["qwen3", "llama3", "gemma3", "phi3"];
+
+/// The `phi3` family's config (hidden 256, two blocks, 4 query / 2 key-value heads of 64), with
+/// LongRoPE (24 long and 24 short factors for the 48 rotated dimensions; original context 256,
+/// extended to 16384) or without rope scaling.
+pub fn phi3_config(longrope: bool) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 16384,
+        "original_max_position_embeddings": 256, "rope_theta": 10000.0,
+        "partial_rotary_factor": 0.75, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+        "bos_token_id": 50256, "eos_token_id": 50256, "pad_token_id": 50256,
+    });
+    if longrope {
+        let long: Vec<f64> = (0..24).map(|i| 1.0 + 0.5 * i as f64).collect();
+        let short: Vec<f64> = (0..24).map(|i| 1.0 + 0.05 * i as f64).collect();
+        config["rope_scaling"] =
+            serde_json::json!({"type": "longrope", "long_factor": long, "short_factor": short});
+    }
+    config
+}
 
 /// [`FAMILIES`], or those of them named in `SMELT_FAMILIES` (comma-separated), to rerun one
 /// family's checks while working on it.
@@ -479,6 +503,13 @@ pub fn family_tiny(dir: &Path, name: &str) {
                 "final_logit_softcapping": 15.0,
                 "tie_word_embeddings": true, "bos_token_id": 50256, "eos_token_id": 50256,
             }),
+            &models.join("ggml-vocab-gpt-2.gguf"),
+            spread,
+        ),
+        "phi3" => hf_tiny(
+            dir,
+            "Phi3ForCausalLM",
+            phi3_config(true),
             &models.join("ggml-vocab-gpt-2.gguf"),
             spread,
         ),

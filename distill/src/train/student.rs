@@ -87,7 +87,11 @@ impl Student {
                 None => {}
             }
         }
-        for role in [Role::RopeFreqs, Role::RopeFactorsLong, Role::RopeFactorsShort] {
+        for role in [
+            Role::RopeFreqs,
+            Role::RopeFactorsLong,
+            Role::RopeFactorsShort,
+        ] {
             if let Some(&i) = index.get(&(role, 0)) {
                 params[i].trainable = false;
             }
