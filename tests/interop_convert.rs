@@ -168,6 +168,36 @@ fn families_from_transformers_convert_like_llama_cpp() {
     }
 }
 
+/// Phi-3's own SentencePiece loader (Phi-3 and Phi-3.5 ship a `tokenizer.model`): added tokens
+/// from `tokenizer_config.json` and `tokenizer.json` are control tokens only when marked special
+/// (`<|placeholder|>` stays user-defined, unlike the common loader's rule) and keep their `▁`.
+#[test]
+#[ignore = "needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
+fn phi3_sentencepiece_vocab_converts_like_llama_cpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("phi3-spm");
+    common::phi3_sentencepiece(&dir);
+    let config_path = dir.join("tokenizer_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["added_tokens_decoder"] = serde_json::json!({
+        "1": {"content": "<s>", "special": true},
+        "300": {"content": "\u{2581}hello", "special": false},
+        "301": {"content": "<|end|>", "special": true},
+        "302": {"content": "<|placeholder1|>", "special": false},
+    });
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let json_path = dir.join("tokenizer.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    json["added_tokens"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"id": 303, "content": "<|user|>", "special": true}));
+    std::fs::write(&json_path, json.to_string()).unwrap();
+    converts_like_llama_cpp(&dir, tmp.path(), "phi3-spm");
+}
+
 #[test]
 #[ignore = "needs ../shared and the llama.cpp reference"]
 fn gguf_py_reads_every_converted_real_model() {

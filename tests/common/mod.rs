@@ -373,6 +373,21 @@ pub fn gemma3_small(dir: &Path) {
     hf_checkpoint(dir, "Gemma3ForCausalLM", config, &tokenizer, "1.0");
 }
 
+/// A small Phi-3 (transformers' `Phi3ForCausalLM`, random weights) with stories260K's
+/// SentencePiece tokenizer (`tokenizer_class` LlamaTokenizer, as Phi-3 and Phi-3.5 ship theirs).
+pub fn phi3_sentencepiece(dir: &Path) {
+    let stories = shared().join("assets/models/stories260K");
+    let config = serde_json::json!({
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+        "max_position_embeddings": 4096, "original_max_position_embeddings": 4096,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
+        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+    });
+    let tokenizer = format!("copy:{}", stories.display());
+    hf_checkpoint(dir, "Phi3ForCausalLM", config, &tokenizer, "0.5");
+}
+
 /// `scripts/hf_tiny.py` on a folder that `smelt dev synth --tokenizer TOKENIZER` started.
 fn hf_checkpoint(
     dir: &Path,

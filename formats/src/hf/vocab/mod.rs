@@ -25,8 +25,8 @@ pub enum VocabStyle {
     Qwen2,
     /// Gemma 3: SentencePiece without the space prefix if there is a `tokenizer.model`, else BPE.
     Gemma,
-    /// Phi-3: BPE when `tokenizer_config.json` names `GPT2Tokenizer` (Phi-4-mini); its own
-    /// SentencePiece loader otherwise, which smelt does not reproduce yet (refused).
+    /// Phi-3: BPE when `tokenizer_config.json` names `GPT2Tokenizer` (Phi-4-mini), its own
+    /// SentencePiece loader otherwise (Phi-3, Phi-3.5).
     Phi3,
 }
 
@@ -47,15 +47,11 @@ pub fn add_vocab(style: VocabStyle, dir: &Path, config: &Config, md: &mut Metada
             .and_then(|c| c.get("tokenizer_class")?.as_str().map(str::to_string));
         return match class.as_deref() {
             Some("GPT2Tokenizer") => bpe::add_gpt2_vocab(dir, config, md),
-            _ => Err(FormatError::new(
-                dir,
-                "Phi-3's SentencePiece tokenizer conversion is not implemented \
-                 (only tokenizer_class GPT2Tokenizer, as Phi-4-mini ships)",
-            )),
+            _ => spm::add_sentencepiece_vocab(dir, config, md, spm::AddedTokens::Phi3),
         };
     }
     if dir.join("tokenizer.model").is_file() {
-        spm::add_sentencepiece_vocab(dir, config, md)?;
+        spm::add_sentencepiece_vocab(dir, config, md, spm::AddedTokens::Common)?;
         if style == VocabStyle::Gemma {
             md.set("tokenizer.ggml.add_space_prefix", Value::Bool(false));
         }

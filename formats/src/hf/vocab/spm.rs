@@ -14,8 +14,24 @@ const UNUSED: i32 = PieceType::Unused as i32;
 const CONTROL: i32 = PieceType::Control as i32;
 const USER_DEFINED: i32 = PieceType::UserDefined as i32;
 
+/// How added tokens are marked: the common `_create_vocab_sentencepiece`, or Phi-3's own loader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddedTokens {
+    /// `added_tokens_decoder` entries are control tokens when marked special or looking special,
+    /// otherwise user-defined with `▁` pre-normalized to a space.
+    Common,
+    /// `Phi3MiniModel.set_vocab`: control only when marked special, text kept as written, and
+    /// `tokenizer.json`'s `added_tokens` applied the same way after the config's.
+    Phi3,
+}
+
 /// Adds `tokenizer.ggml.*` for the `tokenizer.model` in `dir`.
-pub fn add_sentencepiece_vocab(dir: &Path, config: &Config, md: &mut Metadata) -> Result<()> {
+pub fn add_sentencepiece_vocab(
+    dir: &Path,
+    config: &Config,
+    md: &mut Metadata,
+    added_tokens: AddedTokens,
+) -> Result<()> {
     let pieces = read_pieces(&dir.join("tokenizer.model"))?;
     let vocab_size = config
         .find_u64(&["vocab_size_per_layer_input", "vocab_size"])
@@ -44,24 +60,43 @@ pub fn add_sentencepiece_vocab(dir: &Path, config: &Config, md: &mut Metadata) -
             }
         }
     }
+    let mut mark = |id: usize, data: &Json| {
+        let Some(content) = data.get("content").and_then(Json::as_str) else {
+            return;
+        };
+        let special = data.get("special").and_then(Json::as_bool).unwrap_or(false);
+        let (kind, text) = match added_tokens {
+            AddedTokens::Common if special || looks_special(content) => {
+                (CONTROL, content.to_string())
+            }
+            AddedTokens::Common => (USER_DEFINED, content.replace('\u{2581}', " ")),
+            AddedTokens::Phi3 if special => (CONTROL, content.to_string()),
+            AddedTokens::Phi3 => (USER_DEFINED, content.to_string()),
+        };
+        if id < vocab_size {
+            types[id] = kind;
+            tokens[id] = text;
+            scores[id] = -1000.0;
+        }
+    };
     if let Some(cfg) = read_json(&dir.join("tokenizer_config.json"))? {
         if let Some(Json::Object(decoder)) = cfg.get("added_tokens_decoder") {
             for (id, data) in decoder {
-                let Some(id) = id.parse::<usize>().ok().filter(|&i| i < vocab_size) else {
-                    continue;
-                };
-                let Some(content) = data.get("content").and_then(Json::as_str) else {
-                    continue;
-                };
-                let special = data.get("special").and_then(Json::as_bool).unwrap_or(false);
-                if special || looks_special(content) {
-                    types[id] = CONTROL;
-                    tokens[id] = content.to_string();
-                } else {
-                    types[id] = USER_DEFINED;
-                    tokens[id] = content.replace('\u{2581}', " ");
+                if let Ok(id) = id.parse::<usize>() {
+                    mark(id, data);
                 }
-                scores[id] = -1000.0;
+            }
+        }
+    }
+    if added_tokens == AddedTokens::Phi3 {
+        if let Some(Json::Array(added)) = read_json(&dir.join("tokenizer.json"))?
+            .as_ref()
+            .and_then(|t| t.get("added_tokens"))
+        {
+            for data in added {
+                if let Some(id) = data.get("id").and_then(Json::as_u64) {
+                    mark(id as usize, data);
+                }
             }
         }
     }
