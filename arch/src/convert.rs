@@ -12,6 +12,9 @@ use formats::{FormatError, Result};
 
 use crate::{Architecture, Role, ARCHITECTURES};
 
+/// A family's own `set_gguf_parameters`: the config, `general.file_type`, the metadata to fill.
+pub type ParametersFn = fn(&Config, u32, &mut Metadata) -> Result<()>;
+
 /// How the converter writes one family.
 #[derive(Debug)]
 pub struct Conversion {
@@ -28,7 +31,7 @@ pub struct Conversion {
     pub extra_tensors: fn(&Config, &mut Metadata) -> Result<Vec<PlannedTensor>>,
     /// The family's own `set_gguf_parameters` when it does not start from the common one (Phi-3):
     /// every `<arch>.*` key and `general.file_type`.
-    pub parameters: Option<fn(&Config, u32, &mut Metadata) -> Result<()>>,
+    pub parameters: Option<ParametersFn>,
     /// Added to every norm weight (Gemma stores `w` for a norm that multiplies by `1 + w`; the
     /// converter writes `1 + w`).
     pub norm_offset: f32,
