@@ -31,6 +31,35 @@ fn keep_freed_memory() {
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// `PR_SET_THP_DISABLE` (`linux/prctl.h`).
+#[cfg(target_os = "linux")]
+const PR_SET_THP_DISABLE: std::ffi::c_int = 41;
+
+#[cfg(target_os = "linux")]
+extern "C" {
+    /// Linux's process control call (libc).
+    fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
+}
+
+/// Turns transparent huge pages off for this process. Where the kernel backs anonymous memory
+/// with 2 MiB pages on first touch (`transparent_hugepage=always`), every fresh heap region the
+/// forward pass grows into was cleared 2 MiB at a time: 12 % of a perplexity run on a 147M Gemma 3
+/// (`clear_page_erms`), 7–8 % more tokens/s without. Weights are file mappings, which this does
+/// not touch.
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with an integer option and integer arguments; failure leaves THP as it was.
+    unsafe {
+        prctl(
+            PR_SET_THP_DISABLE,
+            1 as std::ffi::c_ulong,
+            0 as std::ffi::c_ulong,
+            0 as std::ffi::c_ulong,
+            0 as std::ffi::c_ulong,
+        );
+    }
+}
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -78,6 +107,7 @@ enum Command {
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    no_huge_pages();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(args) => cmd::convert::run(args),
