@@ -135,6 +135,28 @@ pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Ac
     g.add(x, down)
 }
 
+/// The rows of `x` (of the widths' sum) cut into consecutive column ranges of `widths`: the
+/// values of [`Graph::split`], which evaluation and training both compute with this.
+pub fn split_columns<const N: usize>(x: &[f32], widths: [usize; N]) -> [Vec<f32>; N] {
+    let total: usize = widths.iter().sum();
+    let mut start = 0;
+    widths.map(|w| {
+        let part = x
+            .chunks(total)
+            .flat_map(|row| &row[start..start + w])
+            .copied()
+            .collect();
+        start += w;
+        part
+    })
+}
+
+/// The first key position the query at `pos` sees: 0, or with a sliding `window` the oldest of
+/// the last `window` positions (llama.cpp's `LLAMA_SWA_TYPE_STANDARD` mask).
+pub fn first_visible(pos: usize, window: Option<usize>) -> usize {
+    window.map_or(0, |w| (pos + 1).saturating_sub(w))
+}
+
 /// The factor on the embedded tokens before the first block: √n_embd for families that scale
 /// them (llama.cpp's `sqrtf(n_embd)`), none otherwise.
 pub fn embedding_scale(h: &Hparams) -> Option<f32> {

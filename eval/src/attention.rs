@@ -45,11 +45,6 @@ pub fn attend(
     })
 }
 
-/// The first key position the query at `pos` sees.
-fn first_visible(pos: usize, window: Option<usize>) -> usize {
-    window.map_or(0, |w| (pos + 1).saturating_sub(w))
-}
-
 /// [`attend`]'s arguments, as a kernel over the machine's lanes.
 struct Attend<'a> {
     queries: &'a [f32],
@@ -99,12 +94,12 @@ impl LaneKernel for Attend<'_> {
                 .enumerate()
                 .skip(blocked);
             for (i, (q, o)) in rows {
-                let seen = first_visible(n_past + i, window)..n_past + i + 1;
+                let seen = arch::graph::first_visible(n_past + i, window)..n_past + i + 1;
                 attend_tiled(q, &key_tiles, values, seen, scale, o);
             }
         } else {
             for (i, (q, o)) in rows {
-                let seen = first_visible(n_past + i, window)..n_past + i + 1;
+                let seen = arch::graph::first_visible(n_past + i, window)..n_past + i + 1;
                 attend_one_row_f16(q, keys, values, seen, scale, o);
             }
         }

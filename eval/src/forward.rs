@@ -313,7 +313,7 @@ impl Graph for EvalGraph<'_, '_, '_> {
     }
 
     fn split<const N: usize>(&mut self, x: Vec<f32>, widths: [usize; N]) -> [Vec<f32>; N] {
-        split_columns(&x, widths)
+        arch::graph::split_columns(&x, widths)
     }
 
     fn scale(&mut self, mut x: Vec<f32>, s: f32) -> Vec<f32> {
@@ -421,21 +421,6 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
             .for_each(|(v, w)| *v = (*v * scale) * w);
     });
     out
-}
-
-/// The rows of `x` (of the widths' sum) cut into consecutive column ranges of `widths`.
-fn split_columns<const N: usize>(x: &[f32], widths: [usize; N]) -> [Vec<f32>; N] {
-    let total: usize = widths.iter().sum();
-    let mut start = 0;
-    widths.map(|w| {
-        let part = x
-            .chunks(total)
-            .flat_map(|row| &row[start..start + w])
-            .copied()
-            .collect();
-        start += w;
-        part
-    })
 }
 
 /// The final logit soft-cap as llama.cpp's graph computes it: scale by `1/c`, `tanhf`, scale by

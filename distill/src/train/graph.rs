@@ -270,13 +270,11 @@ impl Graph for TrainGraph<'_> {
 
     fn split<const N: usize>(&mut self, x: usize, widths: [usize; N]) -> [usize; N] {
         let total: usize = widths.iter().sum();
+        let parts = arch::graph::split_columns(&self.values[x], widths);
         let mut start = 0;
+        let mut parts = parts.into_iter();
         widths.map(|w| {
-            let y = self.values[x]
-                .chunks(total)
-                .flat_map(|row| &row[start..start + w])
-                .copied()
-                .collect();
+            let y = parts.next().expect("one part per width");
             let node = self.push(y, Op::Columns { x, start, total });
             start += w;
             node

@@ -207,7 +207,7 @@ impl Heads {
 
 /// Which keys the query at position `i` sees: all earlier ones, or the last `window`.
 fn seen(i: usize, window: Option<usize>) -> std::ops::RangeInclusive<usize> {
-    window.map_or(0, |w| (i + 1).saturating_sub(w))..=i
+    arch::graph::first_visible(i, window)..=i
 }
 
 /// Causal softmax attention with scores scaled by `scale` (within a sliding `window`, if any):
