@@ -7,7 +7,9 @@
 use formats::gguf::{Metadata, Value};
 use formats::hf::config::Config;
 use formats::hf::vocab::{add_vocab, VocabStyle};
-use formats::hf::{add_naming, Checkpoint, ConversionPlan, PlannedTensor, TensorSource};
+use formats::hf::{
+    add_naming, Checkpoint, ConversionPlan, ParamCount, PlannedTensor, RowRange, TensorSource,
+};
 use formats::{FormatError, Result};
 
 use crate::{Architecture, Role, ARCHITECTURES};
@@ -38,7 +40,13 @@ pub struct Conversion {
     /// Whether the token embedding loses the rows past the tokenizer's vocabulary (Gemma 3's
     /// `modify_tensors`).
     pub trim_embedding_to_vocab: bool,
+    /// The order in which the converter writes a block's stacked expert tensors once it has
+    /// seen all of them (its `modify_tensors` loop; Mixtral's w1, w2, w3, Qwen's down, gate, up).
+    pub expert_order: [Role; 3],
 }
+
+/// Mixtral's order of stacked expert tensors (`w1`, `w2`, `w3`), the default.
+pub const MIXTRAL_EXPERT_ORDER: [Role; 3] = [Role::FfnGateExps, Role::FfnDownExps, Role::FfnUpExps];
 
 /// `v` as the u32 a key takes, or an error naming the config key it came from.
 pub(crate) fn u32_key(config: &Config, v: u64, key: &str) -> Result<u32> {
@@ -90,7 +98,15 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
     let mut md = Metadata::new();
     md.set("general.architecture", Value::String(arch.gguf_name.into()));
     let mut tensors: Vec<PlannedTensor> = (arch.conversion.extra_tensors)(config, &mut md)?;
+    let mut experts = ExpertStacks::new(arch, config, dims.n_layer as usize)?;
     for (source, t) in ckpt.tensors.iter().enumerate() {
+        if let Some(stacks) = experts
+            .add(ckpt, source)
+            .map_err(|msg| FormatError::new(ckpt.shard_path(t), msg))?
+        {
+            tensors.extend(stacks);
+            continue;
+        }
         let name = match gguf_tensor_name(arch, &t.name, dims.n_layer) {
             Ok(Some(n)) => n,
             Ok(None) => continue,
@@ -117,8 +133,10 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
                 ));
             }
         }
-        let keep_f32 =
-            t.shape.len() <= 1 || name.ends_with("_norm.weight") || !name.ends_with(".weight");
+        let keep_f32 = t.shape.len() <= 1
+            || name.ends_with("_norm.weight")
+            || name.ends_with(Role::FfnGateInp.suffix())
+            || !name.ends_with(".weight");
         let offset = match t.name.ends_with("norm.weight") {
             true => arch.conversion.norm_offset,
             false => 0.0,
@@ -133,6 +151,7 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
             offset,
         });
     }
+    experts.finish().map_err(|msg| FormatError::new(ckpt.dir(), msg))?;
     if !tensors.iter().any(|t| t.name == "token_embd.weight") {
         return Err(FormatError::new(
             ckpt.dir(),
@@ -141,14 +160,17 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
     }
 
     md.set("general.type", Value::String("model".into()));
-    let total: u64 = tensors.iter().map(|t| t.dims.iter().product::<u64>()).sum();
+    let mut params = ParamCount::default();
+    for t in &tensors {
+        params.add(&t.name, &t.dims);
+    }
     let dir_name = ckpt
         .dir()
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    add_naming(&mut md, &dir_name, total);
+    add_naming(&mut md, &dir_name, &params);
     add_parameters(arch, config, &dims, file_type, &mut md)?;
     md.set("general.quantization_version", Value::U32(2));
     add_vocab(arch.conversion.vocab, ckpt.dir(), config, &mut md)?;
@@ -262,13 +284,11 @@ fn add_parameters(
     if config.json.get("is_causal") == Some(&serde_json::Value::Bool(false)) {
         md.set(format!("{a}.attention.causal"), Value::Bool(false));
     }
-    if config
-        .find(&["num_local_experts", "num_experts", "n_routed_experts"])
-        .is_some_and(|v| !v.is_null())
-    {
+    let n_expert = config.find(&["num_local_experts", "num_experts", "n_routed_experts"]);
+    if n_expert.is_some_and(|v| !v.is_null()) && !arch.has(Role::FfnGateInp) {
         return Err(FormatError::new(
             config.path(),
-            "mixture-of-experts checkpoints are not supported",
+            format!("mixture-of-experts {a} checkpoints are not supported"),
         ));
     }
 
@@ -314,6 +334,9 @@ fn add_parameters(
             Value::F32(eps as f32),
         );
     }
+    if arch.has(Role::FfnGateInp) {
+        add_expert_keys(config, a, md)?;
+    }
     let head_dim = config
         .json
         .get("head_dim")
@@ -332,6 +355,179 @@ fn add_parameters(
 
     (arch.conversion.extra_keys)(config, md)?;
     Ok(())
+}
+
+/// `TextModel.set_gguf_parameters`' expert keys: `expert_count` and `expert_used_count`. The
+/// grouped and non-softmax routings its other keys describe are refused.
+fn add_expert_keys(config: &Config, a: &str, md: &mut Metadata) -> Result<()> {
+    let unsupported = [
+        "n_group",
+        "topk_group",
+        "score_function",
+        "scoring_func",
+        "score_func",
+        "moe_router_activation",
+        "moe_router_activation_func",
+        "expert_selection_fn",
+    ];
+    if let Some(k) = unsupported
+        .iter()
+        .find(|k| config.json.get(**k).is_some_and(|v| !v.is_null()))
+    {
+        return Err(FormatError::new(
+            config.path(),
+            format!("{k}: this expert routing is not supported"),
+        ));
+    }
+    let keys: [(&str, &[&str]); 2] = [
+        (
+            "expert_count",
+            &["num_local_experts", "num_experts", "n_routed_experts"],
+        ),
+        (
+            "expert_used_count",
+            &["num_experts_per_tok", "num_experts_per_token", "top_k_experts"],
+        ),
+    ];
+    for (suffix, names) in keys {
+        if let Some(v) = config.find_u64(names) {
+            md.set(format!("{a}.{suffix}"), Value::U32(u32_key(config, v, names[0])?));
+        }
+    }
+    Ok(())
+}
+
+/// A mixture-of-experts checkpoint's per-expert matrices (`block_sparse_moe.experts.E.w1`,
+/// `mlp.experts.E.gate_proj`, …), gathered block by block until every expert's three are there,
+/// then planned as the converter's stacked tensors (`ffn_gate_exps`, … of `n_expert` matrices).
+struct ExpertStacks {
+    arch: &'static Architecture,
+    n_expert: usize,
+    n_layer: usize,
+    /// Per block: the checkpoint tensor of each (role, expert) seen so far.
+    seen: Vec<std::collections::HashMap<(Role, usize), usize>>,
+}
+
+impl ExpertStacks {
+    fn new(arch: &'static Architecture, config: &Config, n_layer: usize) -> Result<ExpertStacks> {
+        let n_expert = match arch.has(Role::FfnGateInp) {
+            true => config.require_u64(&["num_local_experts", "num_experts", "n_routed_experts"])?,
+            false => 0,
+        };
+        if arch.has(Role::FfnGateInp) && !(1..=256).contains(&n_expert) {
+            return Err(FormatError::new(
+                config.path(),
+                format!("num_experts = {n_expert} is not between 1 and 256"),
+            ));
+        }
+        Ok(ExpertStacks {
+            arch,
+            n_expert: n_expert as usize,
+            n_layer,
+            seen: vec![Default::default(); n_layer],
+        })
+    }
+
+    /// Takes checkpoint tensor `source` if it is one expert's matrix: `Ok(None)` if it is not
+    /// one, `Ok(Some(stacks))` with the block's stacked tensors once it completes them (empty
+    /// before).
+    fn add(
+        &mut self,
+        ckpt: &Checkpoint,
+        source: usize,
+    ) -> std::result::Result<Option<Vec<PlannedTensor>>, String> {
+        let t = &ckpt.tensors[source];
+        let Some((bid, xid, role)) = hf_expert(&t.name) else {
+            return Ok(None);
+        };
+        if self.n_expert == 0 {
+            return Err(format!(
+                "cannot map tensor {} of a {} model",
+                t.name, self.arch.gguf_name
+            ));
+        }
+        if bid >= self.n_layer || xid >= self.n_expert || t.shape.len() != 2 {
+            return Err(format!(
+                "tensor {} does not fit {} blocks of {} experts",
+                t.name, self.n_layer, self.n_expert
+            ));
+        }
+        let block = &mut self.seen[bid];
+        block.insert((role, xid), source);
+        if block.len() < 3 * self.n_expert {
+            return Ok(Some(Vec::new()));
+        }
+        let block = std::mem::take(block);
+        let order = self.arch.conversion.expert_order;
+        order
+            .iter()
+            .map(|&role| {
+                let parts: Vec<usize> = (0..self.n_expert)
+                    .map(|x| block[&(role, x)])
+                    .collect();
+                let shape = &ckpt.tensors[parts[0]].shape;
+                if let Some(&odd) = parts.iter().find(|&&p| ckpt.tensors[p].shape != *shape) {
+                    return Err(format!(
+                        "expert tensor {} has shape {:?}, its block's first {:?}",
+                        ckpt.tensors[odd].name, ckpt.tensors[odd].shape, shape
+                    ));
+                }
+                Ok(PlannedTensor {
+                    name: role.name(bid),
+                    dims: vec![shape[1] as u64, shape[0] as u64, self.n_expert as u64],
+                    source: TensorSource::Rows(
+                        parts
+                            .into_iter()
+                            .map(|tensor| RowRange {
+                                tensor,
+                                first: 0,
+                                rows: shape[0],
+                            })
+                            .collect(),
+                    ),
+                    rope_heads: None,
+                    keep_f32: false,
+                    offset: 0.0,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// Fails if a block is missing some of its experts' matrices (the converter's "Unprocessed
+    /// experts").
+    fn finish(&self) -> std::result::Result<(), String> {
+        match self.seen.iter().position(|b| !b.is_empty()) {
+            None => Ok(()),
+            Some(bid) => Err(format!(
+                "block {bid} has {} of its {} expert matrices",
+                self.seen[bid].len(),
+                3 * self.n_expert
+            )),
+        }
+    }
+}
+
+/// The block, expert and stacked role of one expert's matrix: Mixtral's
+/// `model.layers.B.block_sparse_moe.experts.E.w1|w2|w3.weight` (gate, down, up) or Qwen's
+/// `model.layers.B.mlp.experts.E.gate_proj|up_proj|down_proj.weight`.
+fn hf_expert(name: &str) -> Option<(usize, usize, Role)> {
+    let rest = name
+        .replace("language_model.", "")
+        .strip_prefix("model.layers.")?
+        .to_string();
+    let (bid, rest) = rest.split_once('.')?;
+    let rest = rest
+        .strip_prefix("block_sparse_moe.experts.")
+        .or_else(|| rest.strip_prefix("mlp.experts."))?;
+    let (xid, matrix) = rest.split_once('.')?;
+    let role = match matrix {
+        "w1.weight" | "gate_proj.weight" => Role::FfnGateExps,
+        "w2.weight" | "down_proj.weight" => Role::FfnDownExps,
+        "w3.weight" | "up_proj.weight" => Role::FfnUpExps,
+        _ => return None,
+    };
+    Some((bid.parse().ok()?, xid.parse().ok()?, role))
 }
 
 /// The converter's view of rope settings: `rope_parameters` (or `rope_scaling`) with the global
@@ -466,6 +662,7 @@ fn hf_block_role(part: &str, suffix: &str) -> Option<Role> {
         ("mlp.up_proj", "weight") => Role::FfnUp,
         ("mlp.gate_up_proj", "weight") => Role::FfnGateUp,
         ("mlp.down_proj", "weight") => Role::FfnDown,
+        ("mlp.gate", "weight") | ("block_sparse_moe.gate", "weight") => Role::FfnGateInp,
         _ => return None,
     };
     Some(role)

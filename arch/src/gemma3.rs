@@ -28,6 +28,7 @@ pub const GEMMA3: Architecture = Architecture {
         extra_tensors: no_tensors,
         norm_offset: 1.0,
         trim_embedding_to_vocab: true,
+        expert_order: crate::convert::MIXTRAL_EXPERT_ORDER,
         parameters: None,
     },
     global_tensors: qwen2::GLOBAL_TENSORS,

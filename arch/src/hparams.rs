@@ -125,6 +125,13 @@ pub struct Hparams {
     /// The context RoPE was trained for, past which LongRoPE's long factors apply
     /// (`rope.scaling.original_context_length`, else the training context).
     pub n_ctx_orig: usize,
+    /// Experts of each mixture-of-experts block (0: a dense model).
+    pub n_expert: usize,
+    /// Experts each token is routed to.
+    pub n_expert_used: usize,
+    /// Hidden width of one expert's feed-forward network (`expert_feed_forward_length`, else
+    /// `feed_forward_length`).
+    pub n_ff_exp: usize,
 }
 
 impl Hparams {
@@ -225,6 +232,8 @@ impl Hparams {
             )));
         }
         let (n_swa, swa_layers) = sliding_window(&keys, arch, n_layer)?;
+        let n_ff = keys.need("feed_forward_length")?;
+        let (n_expert, n_expert_used) = experts(&keys, arch)?;
         let attention_scale = (arch.attention_scale)(n_layer, n_embd, n_head, head_dim);
         Ok(Hparams {
             arch,
@@ -233,7 +242,7 @@ impl Hparams {
             n_head,
             n_head_kv,
             head_dim,
-            n_ff: keys.need("feed_forward_length")?,
+            n_ff,
             n_vocab,
             rms_eps: keys
                 .float("attention.layer_norm_rms_epsilon")
@@ -252,6 +261,9 @@ impl Hparams {
                 .uint("rope.scaling.original_context_length")?
                 .or(keys.uint("context_length")?)
                 .unwrap_or(0),
+            n_expert,
+            n_expert_used,
+            n_ff_exp: keys.uint("expert_feed_forward_length")?.unwrap_or(n_ff),
         })
     }
 }
@@ -293,6 +305,26 @@ fn check_keys(keys: &KeyReader, arch: &Architecture) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `expert_count` and `expert_used_count`: both 0 for a dense model; a family with experts
+/// needs them, and each token uses between 1 and all of them.
+fn experts(keys: &KeyReader, arch: &Architecture) -> Result<(usize, usize)> {
+    let n_expert = keys.uint("expert_count")?.unwrap_or(0);
+    if n_expert == 0 {
+        return match arch.is_moe() {
+            true => Err(keys.error(format!("{} is missing or zero", keys.key("expert_count")))),
+            false => Ok((0, 0)),
+        };
+    }
+    let used = keys.uint("expert_used_count")?.unwrap_or(0);
+    if used == 0 || used > n_expert {
+        return Err(keys.error(format!(
+            "{} = {used} is not between 1 and the {n_expert} experts",
+            keys.key("expert_used_count")
+        )));
+    }
+    Ok((n_expert, used))
 }
 
 /// The sliding window and which blocks use it, as llama.cpp's `load_swa_pattern` reads them: no

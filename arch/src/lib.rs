@@ -13,6 +13,7 @@ pub mod llama;
 pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
+pub mod qwen3moe;
 pub mod tensors;
 
 pub use hparams::{Hparams, KeyReader};
@@ -43,6 +44,9 @@ pub struct Architecture {
     pub global_tensors: &'static [(Role, Presence)],
     /// Each block's tensors (all required).
     pub block_tensors: &'static [Role],
+    /// Each block's tensors when the model has experts (`expert_count` > 0) and the family has a
+    /// dense form too (Mixtral is written as `llama`); empty otherwise.
+    pub moe_block_tensors: &'static [Role],
     /// The gated feed-forward network's activation.
     pub ffn_activation: graph::Activation,
     /// Whether the embedded tokens are multiplied by √n_embd before the first block (Gemma).
@@ -88,10 +92,12 @@ pub const LLAMA_LIKE: Architecture = Architecture {
         extra_tensors: convert::no_tensors,
         norm_offset: 0.0,
         trim_embedding_to_vocab: false,
+        expert_order: convert::MIXTRAL_EXPERT_ORDER,
         parameters: None,
     },
     global_tensors: &[],
     block_tensors: &[],
+    moe_block_tensors: &[],
     ffn_activation: graph::Activation::Silu,
     scale_embedding: false,
     prescale_query: false,
@@ -100,6 +106,10 @@ pub const LLAMA_LIKE: Architecture = Architecture {
     keys: &[],
     query_width_is_embedding: false,
 };
+
+/// The keys of a mixture of experts routed by a softmax over all experts, the chosen ones'
+/// weights renormalised (Mixtral, Qwen3-MoE).
+pub const EXPERT_KEYS: &[&str] = &["expert_count", "expert_used_count"];
 
 /// Architectures are told apart by their GGUF name.
 impl PartialEq for Architecture {
@@ -115,6 +125,7 @@ pub const ARCHITECTURES: &[&Architecture] = &[
     &llama::LLAMA,
     &qwen2::QWEN2,
     &qwen3::QWEN3,
+    &qwen3moe::QWEN3MOE,
     &gemma3::GEMMA3,
     &phi3::PHI3,
 ];
@@ -138,7 +149,22 @@ pub const STAGES: &[&str] = &[
 impl Architecture {
     /// Whether each block has tensors of `role`.
     pub fn has(&self, role: Role) -> bool {
-        self.block_tensors.contains(&role) || self.global_tensors.iter().any(|(r, _)| *r == role)
+        self.block_tensors.contains(&role)
+            || self.moe_block_tensors.contains(&role)
+            || self.global_tensors.iter().any(|(r, _)| *r == role)
+    }
+
+    /// Each block's tensors in a model of `n_expert` experts (0: dense).
+    pub fn blocks(&self, n_expert: usize) -> &'static [Role] {
+        match n_expert > 0 && !self.moe_block_tensors.is_empty() {
+            true => self.moe_block_tensors,
+            false => self.block_tensors,
+        }
+    }
+
+    /// Whether models of this family always have experts.
+    pub fn is_moe(&self) -> bool {
+        self.block_tensors.contains(&Role::FfnGateInp)
     }
 
     /// Whether `stage` (one of [`STAGES`]) takes this family. Quantization is not listed per

@@ -14,7 +14,7 @@ use crate::{Architecture, Presence, Role, RopeMode};
 /// The `llama` architecture.
 pub const LLAMA: Architecture = Architecture {
     gguf_name: "llama",
-    hf_names: &["LlamaForCausalLM", "MistralForCausalLM"],
+    hf_names: &["LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM"],
     rope_mode: RopeMode::Normal,
     conversion: Conversion {
         vocab: VocabStyle::Llama,
@@ -24,6 +24,7 @@ pub const LLAMA: Architecture = Architecture {
         extra_tensors: llama3_rope_freqs,
         norm_offset: 0.0,
         trim_embedding_to_vocab: false,
+        expert_order: crate::convert::MIXTRAL_EXPERT_ORDER,
         parameters: None,
     },
     global_tensors: GLOBAL_TENSORS,
@@ -38,6 +39,19 @@ pub const LLAMA: Architecture = Architecture {
         Role::FfnUp,
         Role::FfnDown,
     ],
+    moe_block_tensors: &[
+        Role::AttnNorm,
+        Role::AttnQ,
+        Role::AttnK,
+        Role::AttnV,
+        Role::AttnOutput,
+        Role::FfnNorm,
+        Role::FfnGateInp,
+        Role::FfnGateExps,
+        Role::FfnDownExps,
+        Role::FfnUpExps,
+    ],
+    keys: crate::EXPERT_KEYS,
     ..crate::LLAMA_LIKE
 };
 

@@ -28,6 +28,7 @@ pub const PHI3: Architecture = Architecture {
         extra_tensors: longrope_factors,
         norm_offset: 0.0,
         trim_embedding_to_vocab: false,
+        expert_order: crate::convert::MIXTRAL_EXPERT_ORDER,
         parameters: Some(phi3_parameters),
     },
     global_tensors: &[

@@ -16,6 +16,7 @@ pub const CONVERSION: Conversion = Conversion {
     extra_tensors: no_tensors,
     norm_offset: 0.0,
     trim_embedding_to_vocab: false,
+    expert_order: crate::convert::MIXTRAL_EXPERT_ORDER,
     parameters: None,
 };
 

@@ -56,10 +56,18 @@ pub enum Role {
     FfnDown,
     /// RMSNorm weight on the feed-forward output before the residual add (Gemma).
     FfnPostNorm,
+    /// The router of a mixture-of-experts block: one row of logits per expert.
+    FfnGateInp,
+    /// Every expert's gate projection, stacked (3-D: row length, rows, experts).
+    FfnGateExps,
+    /// Every expert's up projection, stacked.
+    FfnUpExps,
+    /// Every expert's down projection, stacked.
+    FfnDownExps,
 }
 
 /// Every role, for name lookups.
-const ROLES: [Role; 24] = [
+const ROLES: [Role; 28] = [
     Role::TokenEmbd,
     Role::Output,
     Role::OutputNorm,
@@ -84,6 +92,10 @@ const ROLES: [Role; 24] = [
     Role::FfnGateUp,
     Role::FfnDown,
     Role::FfnPostNorm,
+    Role::FfnGateInp,
+    Role::FfnGateExps,
+    Role::FfnUpExps,
+    Role::FfnDownExps,
 ];
 
 impl Role {
@@ -114,6 +126,10 @@ impl Role {
             Role::FfnGate => "ffn_gate.weight",
             Role::FfnUp => "ffn_up.weight",
             Role::FfnDown => "ffn_down.weight",
+            Role::FfnGateInp => "ffn_gate_inp.weight",
+            Role::FfnGateExps => "ffn_gate_exps.weight",
+            Role::FfnUpExps => "ffn_up_exps.weight",
+            Role::FfnDownExps => "ffn_down_exps.weight",
         }
     }
 
@@ -169,7 +185,18 @@ impl Role {
             Role::AttnOutput => vec![q, h.n_embd],
             Role::FfnGate | Role::FfnUp => vec![h.n_embd, h.n_ff],
             Role::FfnDown => vec![h.n_ff, h.n_embd],
+            Role::FfnGateInp => vec![h.n_embd, h.n_expert],
+            Role::FfnGateExps | Role::FfnUpExps => vec![h.n_embd, h.n_ff_exp, h.n_expert],
+            Role::FfnDownExps => vec![h.n_ff_exp, h.n_embd, h.n_expert],
         }
+    }
+
+    /// Whether the tensor stacks one matrix per expert (its last dimension).
+    pub fn is_experts(self) -> bool {
+        matches!(
+            self,
+            Role::FfnGateExps | Role::FfnUpExps | Role::FfnDownExps
+        )
     }
 }
 
@@ -216,7 +243,7 @@ pub fn tensors(h: &Hparams) -> Vec<TensorSpec> {
     for il in 0..h.n_layer {
         out.extend(
             h.arch
-                .block_tensors
+                .blocks(h.n_expert)
                 .iter()
                 .map(|&role| spec(role, Some(il), Presence::Required)),
         );

@@ -172,7 +172,7 @@ fn write_tensor(
     writer: &mut SetWriter,
     opts: &ConvertOptions,
 ) -> Result<(), ConvertError> {
-    let dtype = t.data(ckpt).1;
+    let dtype = t.dtype(ckpt);
     let (row_len, n_rows) = (t.row_len(), t.n_rows());
     let in_row = row_len * dtype.size();
     let out_row = ty
@@ -213,12 +213,10 @@ fn write_tensor(
 }
 
 /// Output row `row` of the planned tensor `t` as the converter computes it: its source row (Q/K
-/// rows permuted) decoded to f32, plus the tensor's offset.
+/// rows permuted, experts stacked) decoded to f32, plus the tensor's offset.
 pub fn decode_row(ckpt: &Checkpoint, t: &PlannedTensor, row: usize, dst: &mut [f32]) {
-    let (bytes, dtype) = t.data(ckpt);
-    let in_row = t.row_len() * dtype.size();
-    let s = t.source_row(row) * in_row;
-    decode(dtype, &bytes[s..s + in_row], dst);
+    let dtype = t.dtype(ckpt);
+    decode(dtype, t.row_bytes(ckpt, row), dst);
     if t.offset != 0.0 {
         add_offset(dst, t.offset, dtype);
     }

@@ -89,7 +89,7 @@ impl Source {
         let row = input.info.dims[0] as usize;
         match self {
             Source::Gguf(_) => input.info.ggml_type.bytes_for(row as u64).unwrap_or(0) as usize,
-            Source::Checkpoint(ckpt, plan) => row * plan.tensors[input.index].data(ckpt).1.size(),
+            Source::Checkpoint(ckpt, plan) => row * plan.tensors[input.index].dtype(ckpt).size(),
         }
     }
 

@@ -29,7 +29,7 @@ pub fn convert_checkpoint(
     let total: u64 = plan
         .tensors
         .iter()
-        .map(|t| t.data(ckpt).0.len() as u64)
+        .map(|t| t.source_len(ckpt))
         .sum();
     let bar = bars.add(crate::progress::bytes(total, label));
     let progress = |n: u64| bar.inc(n);

@@ -442,7 +442,11 @@ fn hf_checkpoint(
 ///   partial rotary (0.75 of each head), LongRoPE factors with an original context of 256, so
 ///   that evaluating at 512 takes the long factors and their attention factor, tied, GPT-2's BPE
 ///   vocabulary (`tokenizer_class` GPT2Tokenizer, as Phi-4-mini ships).
-pub const FAMILIES: [&str; 4] = ["qwen3", "llama3", "gemma3", "phi3"];
+/// - `qwen3moe`: `Qwen3MoeForCausalLM`, 8 experts of width 256 with 2 used per token (the router's
+///   weights renormalised, as llama.cpp computes it), Qwen3's attention, GPT-2's vocabulary.
+/// - `mixtral`: `MixtralForCausalLM` (written as `llama` with experts), 8 experts of width 512,
+///   2 per token, an untied output, GPT-2's vocabulary.
+pub const FAMILIES: [&str; 6] = ["qwen3", "llama3", "gemma3", "phi3", "qwen3moe", "mixtral"];
 
 /// The `phi3` family's config (hidden 256, two blocks, 4 query / 2 key-value heads of 64), with
 /// LongRoPE (24 long and 24 short factors for the 48 rotated dimensions; original context 256,
@@ -525,6 +529,33 @@ pub fn family_tiny(dir: &Path, name: &str) {
             dir,
             "Phi3ForCausalLM",
             phi3_config(true),
+            &models.join("ggml-vocab-gpt-2.gguf"),
+            spread,
+        ),
+        "qwen3moe" => hf_tiny(
+            dir,
+            "Qwen3MoeForCausalLM",
+            serde_json::json!({
+                "hidden_size": 256, "intermediate_size": 768, "moe_intermediate_size": 256,
+                "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": true,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "head_dim": 64, "max_position_embeddings": 4096, "rope_theta": 1000000.0,
+                "rms_norm_eps": 1e-6, "tie_word_embeddings": true, "bos_token_id": 50256,
+                "eos_token_id": 50256,
+            }),
+            &models.join("ggml-vocab-gpt-2.gguf"),
+            spread,
+        ),
+        "mixtral" => hf_tiny(
+            dir,
+            "MixtralForCausalLM",
+            serde_json::json!({
+                "hidden_size": 256, "intermediate_size": 512, "num_local_experts": 8,
+                "num_experts_per_tok": 2, "num_hidden_layers": 2, "num_attention_heads": 4,
+                "num_key_value_heads": 2, "max_position_embeddings": 4096,
+                "rope_theta": 1000000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": false,
+                "bos_token_id": 50256, "eos_token_id": 50256,
+            }),
             &models.join("ggml-vocab-gpt-2.gguf"),
             spread,
         ),

@@ -10,7 +10,7 @@ pub mod synthetic;
 pub mod vocab;
 
 pub use checkpoint::{Checkpoint, CheckpointTensor, FloatType};
-pub use naming::{add_naming, size_label};
+pub use naming::{add_naming, size_label, ParamCount};
 
 use crate::gguf::Metadata;
 
@@ -37,20 +37,64 @@ pub struct PlannedTensor {
 pub enum TensorSource {
     /// The checkpoint tensor at this index of [`Checkpoint::tensors`].
     Checkpoint(usize),
+    /// Rows of several checkpoint tensors one after another (a mixture-of-experts model's
+    /// per-expert matrices stacked into one 3-D tensor, or a fused gate/up stack split in two).
+    Rows(Vec<RowRange>),
     /// Values the converter computes from the config (Llama 3's `rope_freqs`), as f32 bytes.
     Computed(Vec<u8>),
 }
 
+/// Rows `first..first + rows` of the checkpoint tensor `tensor`, a part of a
+/// [`TensorSource::Rows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowRange {
+    /// Index in [`Checkpoint::tensors`].
+    pub tensor: usize,
+    /// First row (rows of the tensor's last dimension).
+    pub first: usize,
+    /// Number of rows.
+    pub rows: usize,
+}
+
 impl PlannedTensor {
-    /// The stored source values and their encoding.
-    pub fn data<'a>(&'a self, ckpt: &'a Checkpoint) -> (&'a [u8], FloatType) {
+    /// The element type of the source values.
+    pub fn dtype(&self, ckpt: &Checkpoint) -> FloatType {
         match &self.source {
-            TensorSource::Checkpoint(i) => {
-                let t = &ckpt.tensors[*i];
-                (ckpt.bytes(t), t.dtype)
-            }
-            TensorSource::Computed(bytes) => (bytes, FloatType::F32),
+            TensorSource::Checkpoint(i) => ckpt.tensors[*i].dtype,
+            TensorSource::Rows(parts) => parts
+                .first()
+                .map_or(FloatType::F32, |p| ckpt.tensors[p.tensor].dtype),
+            TensorSource::Computed(_) => FloatType::F32,
         }
+    }
+
+    /// Bytes of source values the tensor is made of (for progress bars).
+    pub fn source_len(&self, ckpt: &Checkpoint) -> u64 {
+        (self.row_len() * self.n_rows() * self.dtype(ckpt).size()) as u64
+    }
+
+    /// The stored source values of output row `row` (Q/K rows permuted, experts stacked).
+    pub fn row_bytes<'a>(&'a self, ckpt: &'a Checkpoint, row: usize) -> &'a [u8] {
+        let in_row = self.row_len() * self.dtype(ckpt).size();
+        let (bytes, row) = match &self.source {
+            TensorSource::Checkpoint(i) => (ckpt.bytes(&ckpt.tensors[*i]), self.source_row(row)),
+            TensorSource::Computed(bytes) => (bytes.as_slice(), self.source_row(row)),
+            TensorSource::Rows(parts) => {
+                let mut row = self.source_row(row);
+                let part = parts
+                    .iter()
+                    .find(|p| {
+                        let inside = row < p.rows;
+                        if !inside {
+                            row -= p.rows;
+                        }
+                        inside
+                    })
+                    .expect("row within the planned rows");
+                (ckpt.bytes(&ckpt.tensors[part.tensor]), part.first + row)
+            }
+        };
+        &bytes[row * in_row..(row + 1) * in_row]
     }
 
     /// The file and name that messages about the source give: the checkpoint shard and tensor,
@@ -61,14 +105,24 @@ impl PlannedTensor {
                 let t = &ckpt.tensors[*i];
                 (ckpt.shard_path(t).to_path_buf(), t.name.clone())
             }
+            TensorSource::Rows(parts) => {
+                let t = &ckpt.tensors[parts[0].tensor];
+                (ckpt.shard_path(t).to_path_buf(), t.name.clone())
+            }
             TensorSource::Computed(_) => (ckpt.config.path().to_path_buf(), self.name.clone()),
         }
     }
 
     /// Drops the source's pages once the tensor is written (see [`Checkpoint::release`]).
     pub fn release(&self, ckpt: &Checkpoint) {
-        if let TensorSource::Checkpoint(i) = self.source {
-            ckpt.release(&ckpt.tensors[i]);
+        match &self.source {
+            TensorSource::Checkpoint(i) => ckpt.release(&ckpt.tensors[*i]),
+            TensorSource::Rows(parts) => {
+                for p in parts {
+                    ckpt.release(&ckpt.tensors[p.tensor]);
+                }
+            }
+            TensorSource::Computed(_) => {}
         }
     }
 

@@ -4,9 +4,55 @@
 
 use crate::gguf::{Metadata, Value};
 
+/// A model's parameters as gguf-py's `get_total_parameter_count` counts them: mixture-of-experts
+/// tensors (`*_exps.*`, 3-D) count once per expert in `expert`, everything else in `shared`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParamCount {
+    /// Every parameter.
+    pub total: u64,
+    /// Parameters outside the expert tensors.
+    pub shared: u64,
+    /// One expert's share of each expert tensor, summed.
+    pub expert: u64,
+    /// Experts summed over the expert tensors.
+    expert_sum: u64,
+    /// Expert tensors.
+    expert_tensors: u64,
+}
+
+impl ParamCount {
+    /// Adds a tensor called `name` of `dims` (ggml order, row length first).
+    pub fn add(&mut self, name: &str, dims: &[u64]) {
+        let size: u64 = dims.iter().product();
+        self.total += size;
+        if name.contains("_exps.") && dims.len() >= 3 {
+            let n = if name.contains(".bias") { dims[1] } else { dims[2] };
+            self.expert += size / n.max(1);
+            self.expert_sum += n;
+            self.expert_tensors += 1;
+        } else {
+            self.shared += size;
+        }
+    }
+
+    /// Experts per expert tensor (the mean, rounded down; 0 for a dense model).
+    pub fn expert_count(&self) -> u64 {
+        self.expert_sum / self.expert_tensors.max(1)
+    }
+
+    /// gguf-py's `size_label`: `8x1.2B` for a mixture of experts, the rounded total otherwise.
+    pub fn size_label(&self) -> String {
+        match self.expert_count() {
+            0 => size_label(self.total),
+            n => format!("{n}x{}", size_label(self.shared + self.expert)),
+        }
+    }
+}
+
 /// Adds `general.name` and the other naming keys for a model in folder `dir_name` with
-/// `total_params` parameters, in gguf-py's order.
-pub fn add_naming(md: &mut Metadata, dir_name: &str, total_params: u64) {
+/// `params` parameters, in gguf-py's order.
+pub fn add_naming(md: &mut Metadata, dir_name: &str, params: &ParamCount) {
+    let total_params = params.total;
     let parts = ModelId::parse(dir_name, total_params);
     md.set("general.name", Value::String(id_to_title(dir_name)));
     for (key, value) in [
@@ -18,7 +64,7 @@ pub fn add_naming(md: &mut Metadata, dir_name: &str, total_params: u64) {
             md.set(key, Value::String(v.clone()));
         }
     }
-    let label = parts.size_label.unwrap_or_else(|| size_label(total_params));
+    let label = parts.size_label.unwrap_or_else(|| params.size_label());
     md.set("general.size_label", Value::String(label));
 }
 
@@ -49,16 +95,29 @@ fn id_to_title(id: &str) -> String {
         .map(|w| {
             let is_lower = w.chars().any(char::is_alphabetic) && !w.chars().any(char::is_uppercase);
             if is_lower && !is_version_or_number(w) {
-                let mut c = w.chars();
-                c.next()
-                    .map(|f| f.to_uppercase().collect::<String>() + &c.as_str().to_lowercase())
-                    .unwrap_or_default()
+                python_title(w)
             } else {
                 w.to_string()
             }
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Python's `str.title()`: a letter after a letter is lower-cased, any other letter upper-cased
+/// (`qwen3moe` → `Qwen3Moe`).
+fn python_title(w: &str) -> String {
+    let mut after_letter = false;
+    let mut out = String::with_capacity(w.len());
+    for c in w.chars() {
+        let cased = c.is_lowercase() || c.is_uppercase();
+        match after_letter {
+            true => out.extend(c.to_lowercase()),
+            false => out.extend(c.to_uppercase()),
+        }
+        after_letter = cased;
+    }
+    out
 }
 
 fn is_version_or_number(w: &str) -> bool {
@@ -196,19 +255,47 @@ mod tests {
         assert_eq!(size_label(1_100_048_384), "1.1B");
         assert_eq!(size_label(15_000), "15K");
         assert_eq!(size_label(7_241_732_096), "7.2B");
+        // Mixtral 8x7B's count: 8 experts of 5.6B expert parameters (per expert) plus 1.6B shared.
+        let mut moe = ParamCount::default();
+        moe.add("token_embd.weight", &[4096, 32000]);
+        for il in 0..32 {
+            for name in ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"] {
+                moe.add(&format!("blk.{il}.{name}.weight"), &[4096, 14336, 8]);
+            }
+        }
+        assert_eq!(moe.expert_count(), 8);
+        assert_eq!(moe.size_label(), "8x5.8B");
     }
 
     #[test]
     fn folder_names_as_llama_cpp_reads_them() {
         let mut md = Metadata::new();
-        add_naming(&mut md, "tinystories-3M", 3_279_104);
+        add_naming(
+            &mut md,
+            "tinystories-3M",
+            &ParamCount {
+                total: 3_279_104,
+                shared: 3_279_104,
+                ..ParamCount::default()
+            },
+        );
         let get = |k: &str| md.get(k).and_then(Value::as_str).map(str::to_string);
         assert_eq!(get("general.name").as_deref(), Some("Tinystories 3M"));
         assert_eq!(get("general.basename").as_deref(), Some("tinystories"));
         assert_eq!(get("general.size_label").as_deref(), Some("3M"));
+        // Python's title() starts a word again after a digit.
+        assert_eq!(id_to_title("qwen3moe-tiny"), "Qwen3Moe Tiny");
 
         let mut md = Metadata::new();
-        add_naming(&mut md, "stories260K", 260_032);
+        add_naming(
+            &mut md,
+            "stories260K",
+            &ParamCount {
+                total: 260_032,
+                shared: 260_032,
+                ..ParamCount::default()
+            },
+        );
         assert_eq!(
             md.get("general.name").and_then(Value::as_str),
             Some("stories260K")

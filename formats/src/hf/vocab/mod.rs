@@ -28,6 +28,8 @@ pub enum VocabStyle {
     /// Phi-3: BPE when `tokenizer_config.json` names `GPT2Tokenizer` (Phi-4-mini), its own
     /// SentencePiece loader otherwise (Phi-3, Phi-3.5).
     Phi3,
+    /// `TextModel`'s default (Qwen2-MoE, Qwen3-MoE): BPE from `tokenizer.json` only.
+    Gpt2,
 }
 
 /// Adds the tokenizer keys for the checkpoint in `dir` to `md`.
@@ -49,6 +51,9 @@ pub fn add_vocab(style: VocabStyle, dir: &Path, config: &Config, md: &mut Metada
             Some("GPT2Tokenizer") => bpe::add_gpt2_vocab(dir, config, md),
             _ => spm::add_sentencepiece_vocab(dir, config, md, spm::AddedTokens::Phi3),
         };
+    }
+    if style == VocabStyle::Gpt2 {
+        return bpe::add_gpt2_vocab(dir, config, md);
     }
     if dir.join("tokenizer.model").is_file() {
         spm::add_sentencepiece_vocab(dir, config, md, spm::AddedTokens::Common)?;
