@@ -77,13 +77,22 @@ pub trait Graph {
 
     /// `x + y` (a residual connection).
     fn add(&mut self, x: Self::Act, y: Self::Act) -> Self::Act;
+
+    /// Block `layer`'s mixture of experts on the rows of `x` (llama.cpp's `build_moe_ffn` with
+    /// softmax gating and renormalised weights): per row, the softmax of the router's
+    /// (`ffn_gate_inp`) logits, the [`Hparams::n_expert_used`] most probable experts, their
+    /// probabilities divided by their sum, each chosen expert's gated network (`act`, stacked
+    /// `ffn_gate_exps`, `ffn_up_exps`, `ffn_down_exps`) scaled by its weight, the scaled outputs
+    /// added from the most probable expert down.
+    fn experts(&mut self, x: &Self::Act, layer: usize, act: Activation) -> Self::Act;
 }
 
 /// Block `layer` of a model of shape `h` on the residual stream `x`: pre-norm attention
 /// (separate or fused q/k/v projections, optional q/k/v biases, optional per-head q/k norms, RoPE, optional query pre-scaling and
 /// sliding window, optional post-norm) and a pre-norm gated feed-forward network (separate or
-/// fused gate/up, optional post-norm), each added back to the stream — llama.cpp's `llama.cpp`,
-/// `qwen2.cpp`, `qwen3.cpp`, `gemma3.cpp` and `phi3.cpp` graphs.
+/// fused gate/up, or a mixture of experts; optional post-norm), each added back to the stream —
+/// llama.cpp's `llama.cpp`, `qwen2.cpp`, `qwen3.cpp`, `qwen3moe.cpp`, `gemma3.cpp` and `phi3.cpp`
+/// graphs.
 pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Act {
     let arch = h.arch;
     let h_in = g.norm(&x, Role::AttnNorm, layer);
@@ -120,15 +129,21 @@ pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Ac
     }
     let x = g.add(x, out);
     let h_ffn = g.norm(&x, Role::FfnNorm, layer);
-    let [gate, up] = match arch.has(Role::FfnGateUp) {
-        true => {
-            let [gate_up] = g.linears(&h_ffn, [Role::FfnGateUp], layer);
-            g.split(gate_up, [h.n_ff, h.n_ff])
+    let mut down = match h.n_expert > 0 {
+        true => g.experts(&h_ffn, layer, arch.ffn_activation),
+        false => {
+            let [gate, up] = match arch.has(Role::FfnGateUp) {
+                true => {
+                    let [gate_up] = g.linears(&h_ffn, [Role::FfnGateUp], layer);
+                    g.split(gate_up, [h.n_ff, h.n_ff])
+                }
+                false => g.linears(&h_ffn, [Role::FfnGate, Role::FfnUp], layer),
+            };
+            let act = g.gated(gate, up, arch.ffn_activation);
+            let [down] = g.linears(&act, [Role::FfnDown], layer);
+            down
         }
-        false => g.linears(&h_ffn, [Role::FfnGate, Role::FfnUp], layer),
     };
-    let act = g.gated(gate, up, arch.ffn_activation);
-    let [mut down] = g.linears(&act, [Role::FfnDown], layer);
     if arch.has(Role::FfnPostNorm) {
         down = g.norm(&down, Role::FfnPostNorm, layer);
     }

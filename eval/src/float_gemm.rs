@@ -36,14 +36,16 @@ pub(crate) enum FloatWeight<'a> {
 
 /// `x` (`n` rows of `k`, already rounded to the weight type's `vec_dot_type`) times `weight`ᵀ
 /// (`m` rows of `k`) into `out`: `n` × `m`, row-major, each element summed in ggml's order and
-/// written. Panics when the slices do not hold those shapes (the kernels read them through raw
-/// pointers).
+/// written; `tiles` says whether ggml would take tinyBLAS's tiles where the shape allows
+/// (`mul_mat`) or always `vec_dot` (`mul_mat_id`). Panics when the slices do not hold those
+/// shapes (the kernels read them through raw pointers).
 pub(crate) fn product(
     weight: FloatWeight,
     x: &[f32],
     n: usize,
     k: usize,
     m: usize,
+    tiles: bool,
     out: &mut [f32],
 ) {
     let w_len = match weight {
@@ -54,7 +56,7 @@ pub(crate) fn product(
         k > 0 && x.len() == n * k && w_len == m * k && out.len() == n * m,
         "float product of {n}x{k} by {m}x{k}"
     );
-    let tiled = n >= 2 && k.is_multiple_of(LANES) && m.is_multiple_of(TILE_ROWS);
+    let tiled = tiles && n >= 2 && k.is_multiple_of(LANES) && m.is_multiple_of(TILE_ROWS);
     out.par_chunks_mut(TASK_ROWS * m)
         .zip(x.par_chunks(TASK_ROWS * k))
         .for_each(|(out, x)| match weight {
@@ -353,33 +355,37 @@ mod tests {
             (5, 172, 8),
             (3, 48, 6),
         ] {
-            let w: Vec<f32> = (0..m * k).map(awkward).collect();
-            let x: Vec<f32> = (0..n * k).map(|i| awkward(i + 1000)).collect();
-            let tiled = n >= 2 && k.is_multiple_of(16) && m.is_multiple_of(4);
-            let mut got = vec![f32::NAN; n * m];
-            product(FloatWeight::F32(&w), &x, n, k, m, &mut got);
-            for t in 0..n {
-                for r in 0..m {
-                    let want = reference(&w[r * k..(r + 1) * k], &x[t * k..(t + 1) * k], k, tiled);
-                    assert_eq!(
-                        got[t * m + r].to_bits(),
-                        want.to_bits(),
-                        "{n}×{k}×{m} at {t},{r}"
-                    );
+            // mul_mat's choice of tinyBLAS, or mul_mat_id's vec_dot whatever the shape.
+            for tiles in [true, false] {
+                let w: Vec<f32> = (0..m * k).map(awkward).collect();
+                let x: Vec<f32> = (0..n * k).map(|i| awkward(i + 1000)).collect();
+                let tiled = tiles && n >= 2 && k.is_multiple_of(16) && m.is_multiple_of(4);
+                let mut got = vec![f32::NAN; n * m];
+                product(FloatWeight::F32(&w), &x, n, k, m, tiles, &mut got);
+                for t in 0..n {
+                    for r in 0..m {
+                        let want =
+                            reference(&w[r * k..(r + 1) * k], &x[t * k..(t + 1) * k], k, tiled);
+                        assert_eq!(
+                            got[t * m + r].to_bits(),
+                            want.to_bits(),
+                            "{n}×{k}×{m} at {t},{r}"
+                        );
+                    }
                 }
-            }
-            let mut out = vec![0.0f32; n * m];
-            let w = &w[..];
-            let mut kernel = Gemm {
-                w,
-                x: &x,
-                k,
-                m,
-                out: &mut out,
-                tiled,
-            };
-            for (form, out) in crate::lanes::tests::each_form(&mut kernel, |g| g.out.to_vec()) {
-                assert_eq!(got, out, "{n}×{k}×{m}: {form} lanes");
+                let mut out = vec![0.0f32; n * m];
+                let w = &w[..];
+                let mut kernel = Gemm {
+                    w,
+                    x: &x,
+                    k,
+                    m,
+                    out: &mut out,
+                    tiled,
+                };
+                for (form, out) in crate::lanes::tests::each_form(&mut kernel, |g| g.out.to_vec()) {
+                    assert_eq!(got, out, "{n}×{k}×{m}: {form} lanes");
+                }
             }
         }
     }
@@ -396,8 +402,8 @@ mod tests {
             .collect();
         let x: Vec<f32> = (0..n * k).map(|i| awkward(i + 7)).collect();
         let (mut from_f16, mut from_f32) = (vec![0.0f32; n * m], vec![1.0f32; n * m]);
-        product(FloatWeight::F16(&w16), &x, n, k, m, &mut from_f16);
-        product(FloatWeight::F32(&w32), &x, n, k, m, &mut from_f32);
+        product(FloatWeight::F16(&w16), &x, n, k, m, true, &mut from_f16);
+        product(FloatWeight::F32(&w32), &x, n, k, m, true, &mut from_f32);
         assert_eq!(from_f16, from_f32);
     }
 }

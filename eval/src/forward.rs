@@ -301,15 +301,13 @@ impl Graph for EvalGraph<'_, '_, '_> {
     }
 
     fn gated(&mut self, mut gate: Vec<f32>, up: Vec<f32>, act: Activation) -> Vec<f32> {
-        let n_ff = self.session.model.hparams.n_ff;
-        let row = match act {
-            Activation::Silu => fastmath::swiglu_row,
-            Activation::GeluTanh => fastmath::geglu_row,
-        };
-        gate.par_chunks_mut(n_ff)
-            .zip(up.par_chunks(n_ff))
-            .for_each(|(g, u)| row(g, u));
+        gated_rows(&mut gate, &up, self.session.model.hparams.n_ff, act);
         gate
+    }
+
+    fn experts(&mut self, x: &Vec<f32>, layer: usize, act: Activation) -> Vec<f32> {
+        let rows = self.rows();
+        crate::experts::mixture(self.session.model, layer, x, rows, act, self.observer)
     }
 
     fn split<const N: usize>(&mut self, x: Vec<f32>, widths: [usize; N]) -> [Vec<f32>; N] {
@@ -325,6 +323,17 @@ impl Graph for EvalGraph<'_, '_, '_> {
         add_in_place(&mut x, &y);
         x
     }
+}
+
+/// `gate = act(gate) ⊙ up` on rows of `width`, with llama.cpp's kernels.
+pub(crate) fn gated_rows(gate: &mut [f32], up: &[f32], width: usize, act: Activation) {
+    let row = match act {
+        Activation::Silu => fastmath::swiglu_row,
+        Activation::GeluTanh => fastmath::geglu_row,
+    };
+    gate.par_chunks_mut(width)
+        .zip(up.par_chunks(width))
+        .for_each(|(g, u)| row(g, u));
 }
 
 /// Cosines and sines of every (position, pair) RoPE needs, computed like ggml's

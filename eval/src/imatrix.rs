@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use formats::imatrix::{ImatrixEntry, ImatrixFile};
 
-use crate::linear::Observer;
+use crate::linear::{ExpertInput, Observer};
 use crate::model::{Model, Weight};
 use crate::perplexity::{row_nlls, run_chunks, ChunkPlan, PerplexityStats};
 
@@ -22,7 +22,8 @@ const MIN_ROWS: usize = 16;
 /// Accumulates squared activations per weight.
 pub struct ImatrixCollector {
     n_ctx: usize,
-    stats: BTreeMap<String, (Vec<f32>, i64)>,
+    /// Per tensor: the sums (one row per expert) and each expert's row count.
+    stats: BTreeMap<String, (Vec<f32>, Vec<i64>)>,
 }
 
 impl ImatrixCollector {
@@ -36,7 +37,12 @@ impl ImatrixCollector {
 
     /// Chunks' worth of rows the busiest entry has seen (llama-imatrix's `m_last_chunk`).
     fn chunks_seen(&self) -> u32 {
-        let max = self.stats.values().map(|(_, c)| *c).max().unwrap_or(0);
+        let max = self
+            .stats
+            .values()
+            .flat_map(|(_, c)| c.iter().copied())
+            .max()
+            .unwrap_or(0);
         (max / self.n_ctx as i64) as u32
     }
 
@@ -55,12 +61,12 @@ impl ImatrixCollector {
             entries: self
                 .stats
                 .into_iter()
-                .map(|(name, (sums, count))| {
+                .map(|(name, (sums, counts))| {
                     (
                         name,
                         ImatrixEntry {
                             sums,
-                            counts: vec![count],
+                            counts,
                         },
                     )
                 })
@@ -93,31 +99,68 @@ pub fn collect(
     (collector, stats)
 }
 
+impl ImatrixCollector {
+    /// The micro-batches llama-imatrix splits `n_rows` rows (whole chunks) into: each the rows
+    /// (sequence-major) of an equal share of every sequence's positions.
+    fn micro_batches(&self, n_rows: usize) -> Vec<Vec<usize>> {
+        let n_seq = n_rows / self.n_ctx;
+        let share = (UBATCH / n_seq).max(1);
+        (0..self.n_ctx)
+            .step_by(share)
+            .map(|pos| {
+                let len = share.min(self.n_ctx - pos);
+                (0..n_seq)
+                    .flat_map(|s| (pos..pos + len).map(move |p| s * self.n_ctx + p))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 impl Observer for ImatrixCollector {
     fn matmul_input(&mut self, weight: &Weight, x: &[f32], n_rows: usize) {
         if !weight.name.starts_with("blk.") || !n_rows.is_multiple_of(self.n_ctx) {
             return;
         }
         let cols = weight.cols;
-        let n_seq = n_rows / self.n_ctx;
-        let share = (UBATCH / n_seq).max(1);
-        let (sums, count) = self
+        let batches = self.micro_batches(n_rows);
+        let (sums, counts) = self
             .stats
             .entry(weight.name.clone())
-            .or_insert_with(|| (vec![0.0; cols], 0));
-        let mut pos = 0;
-        while pos < self.n_ctx {
-            let len = share.min(self.n_ctx - pos);
-            if len * n_seq >= MIN_ROWS {
-                for s in 0..n_seq {
-                    for p in pos..pos + len {
-                        let row = &x[(s * self.n_ctx + p) * cols..][..cols];
-                        sums.iter_mut().zip(row).for_each(|(acc, v)| *acc += v * v);
-                    }
-                }
-                *count += (len * n_seq) as i64;
+            .or_insert_with(|| (vec![0.0; cols], vec![0]));
+        for rows in batches.iter().filter(|rows| rows.len() >= MIN_ROWS) {
+            for &r in rows {
+                let row = &x[r * cols..][..cols];
+                sums.iter_mut().zip(row).for_each(|(acc, v)| *acc += v * v);
             }
-            pos += len;
+            counts[0] += rows.len() as i64;
+        }
+    }
+
+    /// llama-imatrix's `MUL_MAT_ID` statistics: per micro-batch, slot by slot, each token's input
+    /// added to the sums of the expert it went to, which counts the row (no minimum batch).
+    fn experts_input(&mut self, input: &ExpertInput) {
+        let n_rows = input.routes.len();
+        if !n_rows.is_multiple_of(self.n_ctx) {
+            return;
+        }
+        let (cols, n_used) = (input.cols, input.routes.first().map_or(0, Vec::len));
+        let batches = self.micro_batches(n_rows);
+        let (sums, counts) = self
+            .stats
+            .entry(input.name.to_string())
+            .or_insert_with(|| (vec![0.0; cols * input.n_expert], vec![0; input.n_expert]));
+        for rows in &batches {
+            for slot in 0..n_used {
+                for &r in rows {
+                    let e = input.routes[r][slot].0;
+                    let acc = &mut sums[e * cols..(e + 1) * cols];
+                    acc.iter_mut()
+                        .zip(input.row(r, slot))
+                        .for_each(|(a, v)| *a += v * v);
+                    counts[e] += 1;
+                }
+            }
         }
     }
 }

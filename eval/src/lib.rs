@@ -1,5 +1,5 @@
 //! smelt's model runtime and quality metrics: a CPU forward pass for every architecture `arch`
-//! describes (llama, qwen2, qwen3) over GGUF files of any type smelt decodes, llama.cpp's
+//! describes (dense or with experts) over GGUF files of any type smelt decodes, llama.cpp's
 //! tokenizers, and the numbers llama.cpp's tools report — perplexity, KL divergence against a
 //! base model, importance matrices.
 
@@ -7,6 +7,7 @@
 
 pub mod attention;
 pub mod calibration;
+mod experts;
 pub mod fastmath;
 mod float_gemm;
 pub mod forward;

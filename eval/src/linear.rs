@@ -28,6 +28,10 @@ pub trait Observer {
     /// with `weight`.
     fn matmul_input(&mut self, weight: &Weight, x: &[f32], n_rows: usize);
 
+    /// The input of a block's stacked expert products (llama.cpp's `mul_mat_id`; the matrices'
+    /// own products do not call [`Observer::matmul_input`]).
+    fn experts_input(&mut self, _input: &ExpertInput) {}
+
     /// Whether [`Observer::block_io`] is wanted (the pass copies the residual stream for it).
     fn wants_block_io(&self) -> bool {
         false
@@ -35,6 +39,34 @@ pub trait Observer {
 
     /// Block `layer` turned the residual stream `input` into `output` (rows of `n_embd`).
     fn block_io(&mut self, _layer: usize, _input: &[f32], _output: &[f32], _n_embd: usize) {}
+}
+
+/// What the experts of one stacked tensor were given in a forward call.
+pub struct ExpertInput<'a> {
+    /// The stacked tensor's name (`blk.0.ffn_up_exps.weight`).
+    pub name: &'a str,
+    /// Experts in the tensor.
+    pub n_expert: usize,
+    /// Width of one input row.
+    pub cols: usize,
+    /// Row `r`'s experts, most probable first, with their weights.
+    pub routes: &'a [Vec<(usize, f32)>],
+    /// The inputs: one row per token shared by its experts (gate and up projections), or with
+    /// `per_slot` one row per token and slot, its input to that expert (down projections).
+    pub x: &'a [f32],
+    /// Whether `x` has a row per token and slot.
+    pub per_slot: bool,
+}
+
+impl ExpertInput<'_> {
+    /// The input row of token `r` to its `slot`-th expert.
+    pub fn row(&self, r: usize, slot: usize) -> &[f32] {
+        let i = match self.per_slot {
+            true => r * self.routes[r].len() + slot,
+            false => r,
+        };
+        &self.x[i * self.cols..(i + 1) * self.cols]
+    }
 }
 
 /// `x` (`n_rows` × `weight.cols`, row-major) times `weightᵀ`: `n_rows` × `weight.rows`.
@@ -109,7 +141,7 @@ impl<'a> Products<'a> {
     ) {
         let (model, x, n_rows) = (self.model, self.x, self.n_rows);
         debug_assert_eq!(x.len(), n_rows * weight.cols);
-        if let Some(obs) = observer.as_deref_mut() {
+        if let Some(obs) = observer.as_deref_mut().filter(|_| weight.expert.is_none()) {
             obs.matmul_input(weight, x, n_rows);
         }
         if kquant_gemm::applies(weight.ty, weight.rows, weight.cols) {
@@ -140,14 +172,16 @@ impl<'a> Products<'a> {
 /// `x`, already rounded to `weight`'s activation form, times `weightᵀ` into `out`.
 fn product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize, out: &mut [f32]) {
     let (k, m) = (weight.cols, weight.rows);
+    // An expert's matrix is multiplied by `mul_mat_id`, which never takes tinyBLAS's tiles.
+    let tiles = weight.expert.is_none();
     match weight.ty {
         GgmlType::F32 => {
             let w = as_words::<f32>(model.bytes(weight));
-            float_gemm::product(FloatWeight::F32(&w), x, n_rows, k, m, out)
+            float_gemm::product(FloatWeight::F32(&w), x, n_rows, k, m, tiles, out)
         }
         GgmlType::F16 => {
             let w = as_words::<u16>(model.bytes(weight));
-            float_gemm::product(FloatWeight::F16(&w), x, n_rows, k, m, out)
+            float_gemm::product(FloatWeight::F16(&w), x, n_rows, k, m, tiles, out)
         }
         _ => quantized_product(model, weight, x, n_rows, out),
     }

@@ -19,7 +19,11 @@ pub struct Weight {
     pub rows: usize,
     /// Input features (ggml `ne0`, the row length).
     pub cols: usize,
+    /// Which matrix of a stacked mixture-of-experts tensor this is (`None`: a plain matrix).
+    pub expert: Option<usize>,
     entry: TensorEntry,
+    /// The matrix's bytes within the tensor's data.
+    bytes: std::ops::Range<usize>,
 }
 
 /// One transformer block's tensors, by role: its architecture's matrices left in their file
@@ -28,6 +32,8 @@ pub struct Weight {
 pub struct Layer {
     weights: Vec<(Role, Weight)>,
     vectors: Vec<(Role, Vec<f32>)>,
+    /// Stacked expert tensors, one matrix per expert.
+    experts: Vec<(Role, Vec<Weight>)>,
 }
 
 /// An opened model: the memory-mapped file plus its checked tensor table.
@@ -79,9 +85,11 @@ impl Model {
                 let mut layer = Layer {
                     weights: Vec::new(),
                     vectors: Vec::new(),
+                    experts: Vec::new(),
                 };
-                for &role in hparams.arch.block_tensors {
+                for &role in hparams.arch.blocks(hparams.n_expert) {
                     match role.dims(&hparams).len() {
+                        3 => layer.experts.push((role, tensors.experts(role, i)?)),
                         2 => layer.weights.push((role, tensors.weight(role, i)?)),
                         _ => layer.vectors.push((role, tensors.vector(role, i)?)),
                     }
@@ -126,6 +134,17 @@ impl Model {
             .unwrap_or_else(|| panic!("{role:?} is not a matrix of a block"))
     }
 
+    /// The matrices, one per expert, of the stacked tensor of `role` in block `layer`; panics
+    /// when the model has none.
+    pub fn experts(&self, role: Role, layer: usize) -> &[Weight] {
+        self.layers[layer]
+            .experts
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, w)| w.as_slice())
+            .unwrap_or_else(|| panic!("{role:?} is not an expert tensor of a block"))
+    }
+
     /// The vector (norm weight or bias) of `role` in block `layer` (model-wide roles ignore
     /// `layer`); panics when the architecture has none.
     pub fn vector(&self, role: Role, layer: usize) -> &[f32] {
@@ -142,7 +161,7 @@ impl Model {
 
     /// The encoded bytes of `weight`.
     pub fn bytes(&self, weight: &Weight) -> &[u8] {
-        self.file.data(&weight.entry)
+        &self.file.data(&weight.entry)[weight.bytes.clone()]
     }
 }
 
@@ -216,6 +235,39 @@ impl Tensors<'_> {
 
     fn weight(&self, role: Role, layer: usize) -> Result<Weight> {
         let (spec, entry) = self.find(role, layer)?;
+        self.decodable(spec, entry)?;
+        Ok(Weight {
+            name: spec.name.clone(),
+            ty: entry.info.ggml_type,
+            rows: spec.dims[1],
+            cols: spec.dims[0],
+            expert: None,
+            entry: entry.clone(),
+            bytes: 0..self.file.data(entry).len(),
+        })
+    }
+
+    /// Each expert's matrix of the stacked tensor of `role` in block `layer`.
+    fn experts(&self, role: Role, layer: usize) -> Result<Vec<Weight>> {
+        let (spec, entry) = self.find(role, layer)?;
+        self.decodable(spec, entry)?;
+        let (cols, rows, n) = (spec.dims[0], spec.dims[1], spec.dims[2]);
+        let len = self.file.data(entry).len() / n;
+        Ok((0..n)
+            .map(|e| Weight {
+                name: spec.name.clone(),
+                ty: entry.info.ggml_type,
+                rows,
+                cols,
+                expert: Some(e),
+                entry: entry.clone(),
+                bytes: e * len..(e + 1) * len,
+            })
+            .collect())
+    }
+
+    /// Refuses a matrix of a type smelt cannot decode.
+    fn decodable(&self, spec: &TensorSpec, entry: &TensorEntry) -> Result<()> {
         let ty = entry.info.ggml_type;
         if !quantize::types::can_dequantize(ty) {
             return Err(FormatError::new(
@@ -227,13 +279,7 @@ impl Tensors<'_> {
                 ),
             ));
         }
-        Ok(Weight {
-            name: spec.name.clone(),
-            ty,
-            rows: spec.dims[1],
-            cols: spec.dims[0],
-            entry: entry.clone(),
-        })
+        Ok(())
     }
 
     fn vector(&self, role: Role, layer: usize) -> Result<Vec<f32>> {

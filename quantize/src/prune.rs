@@ -44,6 +44,8 @@ pub struct PruneShape {
     pub head_dim: usize,
     /// FFN hidden width.
     pub n_ff: usize,
+    /// Experts of each block's FFN (0: a dense FFN).
+    pub n_expert: usize,
 }
 
 impl PruneShape {
@@ -58,7 +60,19 @@ impl PruneShape {
             n_head_kv: h.n_head_kv,
             head_dim: h.head_dim,
             n_ff: h.n_ff,
+            n_expert: h.n_expert,
         })
+    }
+
+    /// Refuses FFN-channel pruning of a model whose FFNs are mixtures of experts.
+    pub fn check_ffn_channels(&self) -> Result<(), PruneError> {
+        match self.n_expert {
+            0 => Ok(()),
+            n => Err(bad(format!(
+                "--method ffn removes channels of a dense FFN; this model's FFNs are \
+                 mixtures of {n} experts (use --method depth or heads)"
+            ))),
+        }
     }
 
     /// Query heads per key/value head.
@@ -172,6 +186,7 @@ pub fn ffn_channels_to_keep(
     ratio: f64,
     scores: &[Vec<f64>],
 ) -> Result<Structure, PruneError> {
+    shape.check_ffn_channels()?;
     let keep = shape.n_ff - count_to_remove(shape.n_ff, ratio, "FFN channels")?;
     Ok(Structure::KeepFfn(
         scores.iter().map(|s| keep_highest(s, keep)).collect(),

@@ -92,6 +92,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let input = source.path().to_path_buf();
     let file = GgufFile::open(&input)?;
     let shape = PruneShape::of(&file).map_err(|e| anyhow!("{}: {e}", args.input.display()))?;
+    if args.method == Method::Ffn {
+        shape
+            .check_ffn_channels()
+            .map_err(|e| anyhow!("{}: {e}", args.input.display()))?;
+    }
     let needs_stats = match args.method {
         Method::Depth => args.layers.is_none(),
         Method::Magnitude => false,

@@ -468,6 +468,11 @@ pub fn phi3_config(longrope: bool) -> serde_json::Value {
     config
 }
 
+/// Whether the test family `name` is a mixture of experts.
+pub fn is_moe(name: &str) -> bool {
+    matches!(name, "qwen3moe" | "mixtral")
+}
+
 /// [`FAMILIES`], or those of them named in `SMELT_FAMILIES` (comma-separated), to rerun one
 /// family's checks while working on it.
 pub fn families() -> Vec<&'static str> {

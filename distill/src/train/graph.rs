@@ -294,4 +294,9 @@ impl Graph for TrainGraph<'_> {
             .collect();
         self.push(sum, Op::Add { x, y })
     }
+
+    /// Never reached: [`crate::train::Student::from_model`] refuses models with experts.
+    fn experts(&mut self, _: &usize, _: usize, _: Activation) -> usize {
+        unreachable!("students with experts are refused when loaded")
+    }
 }
