@@ -336,7 +336,14 @@ fn check_family(exe: &Path, tmp: &Path, family: &str) {
         // smelt's k-quant kernel sums super-blocks in the order of llama.cpp's repacked GEMM;
         // without repacking (AMX CPUs, common::llama_tool) llama.cpp's vec_dot order differs
         // in the last bits, which these random, near-uniform models amplify to ~3e-4.
-        let bound = if common::llama_repacks() { 2e-4 } else { 4e-4 };
+        // With experts, such a last-bit difference in a router's input can also flip which
+        // experts a token goes to (single tokens then differ by up to 0.03 in KL; Mixtral's
+        // Q4_K_M measured 6.6e-4 on a Sapphire Rapids CPU, its dense equivalent 2.9e-4).
+        let bound = match (common::llama_repacks(), common::is_moe(family)) {
+            (true, _) => 2e-4,
+            (false, false) => 4e-4,
+            (false, true) => 1e-3,
+        };
         assert!(rel < bound, "{}: {ours} vs {theirs}", model.display());
     }
     // Pruned by depth, FFN channels and head groups, each output runs in llama.cpp with smelt's PPL.
