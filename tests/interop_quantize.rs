@@ -273,7 +273,16 @@ fn imatrix_matches_llama_imatrix(dir: &Path, text: &Path) {
     let o = common::llama_tool("llama-imatrix")
         .current_dir(dir)
         .args(["-m", "model.gguf", "-f", text.to_str().unwrap()])
-        .args(["-c", "128", "--chunks", "4", "-o", "llama-imx.gguf", "-t", "2"])
+        .args([
+            "-c",
+            "128",
+            "--chunks",
+            "4",
+            "-o",
+            "llama-imx.gguf",
+            "-t",
+            "2",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -325,9 +334,12 @@ fn family_matches_llama_quantize(dir: &Path, family: &str) {
     if common::is_moe(family) {
         imatrix_matches_llama_imatrix(dir, &text);
     }
-    let types = ["Q2_K", "Q3_K_M", "Q4_K_M", "Q6_K", "IQ4_XS"];
+    let mut types = vec!["Q2_K", "Q3_K_M", "Q4_K_M", "Q6_K", "IQ4_XS"];
+    if common::is_moe(family) {
+        types.push("MXFP4_MOE");
+    }
     let (n, differ) = compare(dir, &types, &[&[][..], &["--imatrix", "imx.gguf"]]);
-    assert_eq!(n, 10);
+    assert_eq!(n, 2 * types.len());
     let differ: Vec<String> = differ.iter().map(|d| format!("{family} {d}")).collect();
     assert!(differ.is_empty(), "differ from llama-quantize: {differ:#?}");
 }

@@ -151,7 +151,9 @@ pub fn plan(ckpt: &Checkpoint, file_type: u32) -> Result<ConversionPlan> {
             offset,
         });
     }
-    experts.finish().map_err(|msg| FormatError::new(ckpt.dir(), msg))?;
+    experts
+        .finish()
+        .map_err(|msg| FormatError::new(ckpt.dir(), msg))?;
     if !tensors.iter().any(|t| t.name == "token_embd.weight") {
         return Err(FormatError::new(
             ckpt.dir(),
@@ -386,12 +388,19 @@ fn add_expert_keys(config: &Config, a: &str, md: &mut Metadata) -> Result<()> {
         ),
         (
             "expert_used_count",
-            &["num_experts_per_tok", "num_experts_per_token", "top_k_experts"],
+            &[
+                "num_experts_per_tok",
+                "num_experts_per_token",
+                "top_k_experts",
+            ],
         ),
     ];
     for (suffix, names) in keys {
         if let Some(v) = config.find_u64(names) {
-            md.set(format!("{a}.{suffix}"), Value::U32(u32_key(config, v, names[0])?));
+            md.set(
+                format!("{a}.{suffix}"),
+                Value::U32(u32_key(config, v, names[0])?),
+            );
         }
     }
     Ok(())
@@ -411,7 +420,9 @@ struct ExpertStacks {
 impl ExpertStacks {
     fn new(arch: &'static Architecture, config: &Config, n_layer: usize) -> Result<ExpertStacks> {
         let n_expert = match arch.has(Role::FfnGateInp) {
-            true => config.require_u64(&["num_local_experts", "num_experts", "n_routed_experts"])?,
+            true => {
+                config.require_u64(&["num_local_experts", "num_experts", "n_routed_experts"])?
+            }
             false => 0,
         };
         if arch.has(Role::FfnGateInp) && !(1..=256).contains(&n_expert) {
@@ -462,9 +473,7 @@ impl ExpertStacks {
         order
             .iter()
             .map(|&role| {
-                let parts: Vec<usize> = (0..self.n_expert)
-                    .map(|x| block[&(role, x)])
-                    .collect();
+                let parts: Vec<usize> = (0..self.n_expert).map(|x| block[&(role, x)]).collect();
                 let shape = &ckpt.tensors[parts[0]].shape;
                 if let Some(&odd) = parts.iter().find(|&&p| ckpt.tensors[p].shape != *shape) {
                     return Err(format!(

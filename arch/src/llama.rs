@@ -14,7 +14,11 @@ use crate::{Architecture, Presence, Role, RopeMode};
 /// The `llama` architecture.
 pub const LLAMA: Architecture = Architecture {
     gguf_name: "llama",
-    hf_names: &["LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM"],
+    hf_names: &[
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "MixtralForCausalLM",
+    ],
     rope_mode: RopeMode::Normal,
     conversion: Conversion {
         vocab: VocabStyle::Llama,

@@ -38,7 +38,11 @@ pub const QWEN3MOE: Architecture = Architecture {
         Role::FfnGateExps,
         Role::FfnUpExps,
     ],
-    keys: &["expert_count", "expert_used_count", "expert_feed_forward_length"],
+    keys: &[
+        "expert_count",
+        "expert_used_count",
+        "expert_feed_forward_length",
+    ],
     ..crate::LLAMA_LIKE
 };
 

@@ -61,15 +61,7 @@ impl ImatrixCollector {
             entries: self
                 .stats
                 .into_iter()
-                .map(|(name, (sums, counts))| {
-                    (
-                        name,
-                        ImatrixEntry {
-                            sums,
-                            counts,
-                        },
-                    )
-                })
+                .map(|(name, (sums, counts))| (name, ImatrixEntry { sums, counts }))
                 .collect(),
             datasets,
             chunk_count,

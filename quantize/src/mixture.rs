@@ -41,7 +41,7 @@ ftypes! {
     Q3_K_S = 11 => Q3_K, Q3_K_M = 12 => Q3_K, Q3_K_L = 13 => Q3_K,
     IQ4_NL = 25 => IQ4_NL, IQ4_XS = 30 => IQ4_XS,
     Q4_K_S = 14 => Q4_K, Q4_K_M = 15 => Q4_K, Q5_K_S = 16 => Q5_K, Q5_K_M = 17 => Q5_K,
-    Q6_K = 18 => Q6_K, Q8_0 = 7 => Q8_0, F16 = 1 => F16, BF16 = 32 => BF16, F32 = 0 => F32,
+    Q6_K = 18 => Q6_K, Q8_0 = 7 => Q8_0, MXFP4_MOE = 38 => MXFP4, F16 = 1 => F16, BF16 = 32 => BF16, F32 = 0 => F32,
 }
 
 impl FileType {
@@ -391,7 +391,10 @@ fn mixture_type(
     if cat == Category::Output || (c.has_tied_embeddings && cat == Category::TokenEmbd) {
         if let Some(out) = o.output_tensor_type {
             ty = out;
-        } else if falcon || !t.dims[0].is_multiple_of(ty.block_size() as u64) {
+        } else if ftype.is(&["MXFP4_MOE"])
+            || falcon
+            || !t.dims[0].is_multiple_of(ty.block_size() as u64)
+        {
             ty = Q8_0;
         } else if ftype.is(&[
             "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M",
@@ -400,6 +403,12 @@ fn mixture_type(
         } else if ty != Q8_0 {
             ty = Q6_K;
         }
+    } else if ftype.is(&["MXFP4_MOE"]) {
+        // Expert stacks (3-D with more than one matrix) in MXFP4, everything else Q8_0.
+        ty = match t.dims.get(2).is_some_and(|&n| n > 1) {
+            true => MXFP4,
+            false => Q8_0,
+        };
     } else if cat == Category::TokenEmbd {
         if let Some(emb) = o.token_embedding_type {
             ty = emb;

@@ -26,11 +26,7 @@ pub fn convert_checkpoint(
     label: &str,
 ) -> Result<(usize, Vec<PathBuf>)> {
     let plan = plan(ckpt, out_type.file_type())?;
-    let total: u64 = plan
-        .tensors
-        .iter()
-        .map(|t| t.source_len(ckpt))
-        .sum();
+    let total: u64 = plan.tensors.iter().map(|t| t.source_len(ckpt)).sum();
     let bar = bars.add(crate::progress::bytes(total, label));
     let progress = |n: u64| bar.inc(n);
     let paths = write_gguf(

@@ -26,7 +26,11 @@ impl ParamCount {
         let size: u64 = dims.iter().product();
         self.total += size;
         if name.contains("_exps.") && dims.len() >= 3 {
-            let n = if name.contains(".bias") { dims[1] } else { dims[2] };
+            let n = if name.contains(".bias") {
+                dims[1]
+            } else {
+                dims[2]
+            };
             self.expert += size / n.max(1);
             self.expert_sum += n;
             self.expert_tensors += 1;

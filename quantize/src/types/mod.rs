@@ -10,6 +10,7 @@ pub mod iq_lattice;
 mod lanes;
 pub mod legacy;
 pub mod low_bit;
+pub mod mxfp4;
 pub mod q2_k;
 pub mod q3_k;
 pub mod q45_k;
@@ -84,6 +85,7 @@ pub fn can_quantize(ty: GgmlType) -> bool {
             | TQ2_0
             | Q1_0
             | Q2_0
+            | MXFP4
     )
 }
 
@@ -145,6 +147,7 @@ pub fn quantize_row(
         TQ2_0 => ternary::quantize_tq2(src, dst),
         Q1_0 => low_bit::quantize_q1(src, dst),
         Q2_0 => low_bit::quantize_q2(src, dst),
+        MXFP4 => mxfp4::quantize(src, dst),
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())
@@ -183,6 +186,7 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
         TQ2_0 => ternary::dequantize_tq2(src, dst),
         Q1_0 => low_bit::dequantize_q1(src, dst),
         Q2_0 => low_bit::dequantize_q2(src, dst),
+        MXFP4 => mxfp4::dequantize(src, dst),
         IQ2_XXS => iq_lattice::dequantize_iq2_xxs(src, dst),
         IQ2_XS => iq_lattice::dequantize_iq2_xs(src, dst),
         IQ2_S => iq_lattice::dequantize_iq2_s(src, dst),
