@@ -1,7 +1,8 @@
 //! Activation statistics for pruning, collected over a calibration text: the squared norm of every
 //! input channel of every block matrix (Wanda's ‖X_j‖₂; the FFN neurons' magnitudes are the input
-//! channels of `ffn_down`, the attention heads' output norms those of `attn_output`), and each
-//! block's mean cosine similarity between its residual input and output (Block Influence).
+//! channels of `ffn_down`, the attention heads' output norms those of `attn_output`), each
+//! block's mean cosine similarity between its residual input and output (Block Influence), and
+//! how much each expert of a mixture was used and contributed.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +20,19 @@ pub struct ActivationStats {
     sum_sq: BTreeMap<String, Vec<f64>>,
     /// Per block: sum over rows of cos(input, output), and the row count.
     cosine: BTreeMap<usize, (f64, usize)>,
+    /// Per block with experts, per expert: how often the router chose it, and the summed norms
+    /// of its weighted outputs.
+    experts: BTreeMap<usize, Vec<(f64, f64)>>,
+}
+
+/// How experts are ranked for pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertScore {
+    /// How often the router chooses the expert.
+    Usage,
+    /// The summed L2 norm of the expert's weighted outputs: how much the block's output changes,
+    /// to first order, when it is removed.
+    Contribution,
 }
 
 impl Observer for ActivationStats {
@@ -50,6 +64,25 @@ impl Observer for ActivationStats {
             .entry(weight.name.clone())
             .or_insert_with(|| vec![0.0; cols]);
         sums.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
+    }
+
+    fn routing(&mut self, layer: usize, routes: &[Vec<(usize, f32)>], contributions: &[Vec<f64>]) {
+        let n_expert = routes
+            .iter()
+            .flatten()
+            .map(|&(e, _)| e + 1)
+            .max()
+            .unwrap_or(0);
+        let acc = self.experts.entry(layer).or_default();
+        if acc.len() < n_expert {
+            acc.resize(n_expert, (0.0, 0.0));
+        }
+        for (route, contrib) in routes.iter().zip(contributions) {
+            for (&(e, _), &c) in route.iter().zip(contrib) {
+                acc[e].0 += 1.0;
+                acc[e].1 += c;
+            }
+        }
     }
 
     fn wants_block_io(&self) -> bool {
@@ -141,6 +174,33 @@ impl ActivationStats {
                 Ok(norms
                     .chunks(width)
                     .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// Per layer of `n_layer`, each of `n_expert` experts' `score` (0 for one never chosen).
+    /// Names the first block the pass saw no routing of.
+    pub fn expert_scores(
+        &self,
+        n_layer: usize,
+        n_expert: usize,
+        score: ExpertScore,
+    ) -> Result<Vec<Vec<f64>>, String> {
+        (0..n_layer)
+            .map(|l| {
+                let seen = self
+                    .experts
+                    .get(&l)
+                    .ok_or_else(|| format!("no routing statistics for block {l}"))?;
+                Ok((0..n_expert)
+                    .map(|e| {
+                        let (count, contribution) = seen.get(e).copied().unwrap_or_default();
+                        match score {
+                            ExpertScore::Usage => count,
+                            ExpertScore::Contribution => contribution,
+                        }
+                    })
                     .collect())
             })
             .collect()

@@ -47,20 +47,20 @@ pub(crate) fn mixture(
     }
     let [gates, ups, downs] = [Role::FfnGateExps, Role::FfnUpExps, Role::FfnDownExps]
         .map(|role| model.experts(role, layer));
-    let report = |observer: &mut Option<&mut dyn Observer>, name: &str, x: &[f32], per_slot| {
-        if let Some(obs) = observer.as_deref_mut() {
-            obs.experts_input(&ExpertInput {
-                name,
-                n_expert,
-                cols: x.len() / n_rows / if per_slot { n_used } else { 1 },
-                routes: &routes,
-                x,
-                per_slot,
-            });
-        }
+    let report = |obs: &mut dyn Observer, name: &str, x: &[f32], per_slot: bool| {
+        obs.experts_input(&ExpertInput {
+            name,
+            n_expert,
+            cols: x.len() / n_rows / if per_slot { n_used } else { 1 },
+            routes: &routes,
+            x,
+            per_slot,
+        })
     };
-    report(observer, &gates[0].name, x, false);
-    report(observer, &ups[0].name, x, false);
+    if let Some(obs) = observer.as_deref_mut() {
+        report(obs, &gates[0].name, x, false);
+        report(obs, &ups[0].name, x, false);
+    }
     // The down projections' inputs by token and slot, for an observer.
     let mut down_inputs = match observer.is_some() {
         true => vec![0.0f32; n_rows * n_used * h.n_ff_exp],
@@ -88,8 +88,22 @@ pub(crate) fn mixture(
             dst.iter_mut().zip(out).for_each(|(d, v)| *d = v * w);
         }
     }
-    if !down_inputs.is_empty() {
-        report(observer, &downs[0].name, &down_inputs, true);
+    if let Some(obs) = observer.as_deref_mut() {
+        report(obs, &downs[0].name, &down_inputs, true);
+        let contributions: Vec<Vec<f64>> = (0..n_rows)
+            .map(|r| {
+                (0..n_used)
+                    .map(|slot| {
+                        let out = &slots[(slot * n_rows + r) * n_embd..][..n_embd];
+                        out.iter()
+                            .map(|&v| (v as f64) * (v as f64))
+                            .sum::<f64>()
+                            .sqrt()
+                    })
+                    .collect()
+            })
+            .collect();
+        obs.routing(layer, &routes, &contributions);
     }
     let (first, rest) = slots.split_at_mut(n_rows * n_embd);
     for slot in rest.chunks(n_rows * n_embd) {

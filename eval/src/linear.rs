@@ -32,6 +32,17 @@ pub trait Observer {
     /// own products do not call [`Observer::matmul_input`]).
     fn experts_input(&mut self, _input: &ExpertInput) {}
 
+    /// Block `layer`'s routing in a forward call: row `r`'s experts with their weights
+    /// (`routes[r]`, most probable first) and the L2 norm of each one's weighted output
+    /// (`contributions[r][slot]`: what the mixture would lose without that expert).
+    fn routing(
+        &mut self,
+        _layer: usize,
+        _routes: &[Vec<(usize, f32)>],
+        _contributions: &[Vec<f64>],
+    ) {
+    }
+
     /// Whether [`Observer::block_io`] is wanted (the pass copies the residual stream for it).
     fn wants_block_io(&self) -> bool {
         false

@@ -1,4 +1,4 @@
-//! Pruning a float GGUF: structured (drop blocks, FFN channels, attention head groups) and
+//! Pruning a float GGUF: structured (drop blocks, FFN channels, attention head groups, experts) and
 //! unstructured (magnitude or Wanda scores at a ratio or an N:M pattern), tensor by tensor.
 //!
 //! The choices themselves (which layers, channels, heads) are made from scores the caller passes
@@ -44,8 +44,14 @@ pub struct PruneShape {
     pub head_dim: usize,
     /// FFN hidden width.
     pub n_ff: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Hidden width of one expert.
+    pub n_ff_exp: usize,
     /// Experts of each block's FFN (0: a dense FFN).
     pub n_expert: usize,
+    /// Experts each token is routed to.
+    pub n_expert_used: usize,
 }
 
 impl PruneShape {
@@ -60,7 +66,10 @@ impl PruneShape {
             n_head_kv: h.n_head_kv,
             head_dim: h.head_dim,
             n_ff: h.n_ff,
+            n_embd: h.n_embd,
+            n_ff_exp: h.n_ff_exp,
             n_expert: h.n_expert,
+            n_expert_used: h.n_expert_used,
         })
     }
 
@@ -123,6 +132,8 @@ pub enum Structure {
     KeepFfn(Vec<Vec<usize>>),
     /// Key/value heads kept with their query heads, the same number in every layer.
     KeepHeadGroups(Vec<Vec<usize>>),
+    /// Experts kept (with their router rows), the same number in every layer.
+    KeepExperts(Vec<Vec<usize>>),
 }
 
 /// Checks a list of blocks to drop.
@@ -191,6 +202,44 @@ pub fn ffn_channels_to_keep(
     Ok(Structure::KeepFfn(
         scores.iter().map(|s| keep_highest(s, keep)).collect(),
     ))
+}
+
+/// Experts to keep per layer from per-expert scores (`scores[layer][expert]`), removing `ratio`
+/// of them in every layer; each token must still find its `expert_used_count` experts.
+pub fn experts_to_keep(
+    shape: &PruneShape,
+    ratio: f64,
+    scores: &[Vec<f64>],
+) -> Result<Structure, PruneError> {
+    if shape.n_expert == 0 {
+        return Err(bad("--method experts needs a model with experts"));
+    }
+    let keep = shape.n_expert - count_to_remove(shape.n_expert, ratio, "experts")?;
+    if keep < shape.n_expert_used {
+        return Err(bad(format!(
+            "--ratio {ratio} keeps {keep} of {} experts, fewer than the {} each token uses",
+            shape.n_expert, shape.n_expert_used
+        )));
+    }
+    Ok(Structure::KeepExperts(
+        scores.iter().map(|s| keep_highest(s, keep)).collect(),
+    ))
+}
+
+/// Uniform random scores in [0, 1) for `n_layer` × `n` units from `seed` (splitmix64): the
+/// random baseline a scored selection is measured against.
+pub fn random_scores(n_layer: usize, n: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut state = seed;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n_layer)
+        .map(|_| (0..n).map(|_| next()).collect())
+        .collect()
 }
 
 /// Which weights of each row an unstructured pruning zeroes.
@@ -355,6 +404,14 @@ fn map_tensor(name: &str, shape: &PruneShape, structure: &Structure) -> Option<(
                 _ => {}
             }
         }
+        Structure::KeepExperts(kept) => match Role::from_suffix(shape.arch, role) {
+            Some(Role::FfnGateInp) => mapping.rows = Some(kept[il].clone()),
+            Some(Role::FfnGateExps | Role::FfnUpExps) => {
+                mapping.rows = Some(spread(&kept[il], shape.n_ff_exp))
+            }
+            Some(Role::FfnDownExps) => mapping.rows = Some(spread(&kept[il], shape.n_embd)),
+            _ => {}
+        },
     }
     Some((out_name, mapping))
 }
@@ -390,6 +447,9 @@ fn metadata(
     if out.n_ff != shape.n_ff {
         set("feed_forward_length", out.n_ff);
     }
+    if out.n_expert != shape.n_expert {
+        set("expert_count", out.n_expert);
+    }
     if out.n_head != shape.n_head {
         set("attention.head_count", out.n_head);
         set("attention.head_count_kv", out.n_head_kv);
@@ -409,6 +469,7 @@ fn output_shape(shape: &PruneShape, structure: &Structure) -> PruneShape {
             out.n_head_kv = k[0].len();
             out.n_head = out.n_head_kv * shape.group();
         }
+        Structure::KeepExperts(k) => out.n_expert = k[0].len(),
     }
     out
 }
@@ -444,7 +505,9 @@ pub fn prune_gguf(
         };
         let mut dims = t.info.dims.clone();
         if let Some(r) = &mapping.rows {
-            *dims.last_mut().expect("a dimension") = r.len() as u64;
+            // Rows span every dimension but the first: of a 3-D expert stack, whole matrices.
+            let inner: u64 = dims[1..dims.len().saturating_sub(1)].iter().product();
+            *dims.last_mut().expect("a dimension") = r.len() as u64 / inner;
         }
         if let Some(c) = &mapping.cols {
             dims[0] = c.len() as u64;

@@ -1,16 +1,17 @@
-//! `smelt prune`: structured (depth, FFN width, attention heads) and unstructured (magnitude,
+//! `smelt prune`: structured (depth, FFN width, attention heads, experts) and unstructured (magnitude,
 //! Wanda; ratio or N:M) pruning of a float model, optionally quantized in the same invocation.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Result};
-use eval::calibration::ActivationStats;
+use eval::calibration::{ActivationStats, ExpertScore};
 use formats::gguf::GgufFile;
 use quantize::job::{self, JobOptions, Source};
 use quantize::prune::{
-    check_ratio, count_to_remove, ffn_channels_to_keep, head_groups_to_keep, keep_highest,
-    layers_to_drop, prune_gguf, Pattern, PruneShape, Sparsify, Structure,
+    check_ratio, count_to_remove, experts_to_keep, ffn_channels_to_keep, head_groups_to_keep,
+    keep_highest, layers_to_drop, prune_gguf, random_scores, Pattern, PruneShape, Sparsify,
+    Structure,
 };
 use serde_json::json;
 
@@ -31,6 +32,21 @@ pub enum Method {
     Magnitude,
     /// Zero the smallest |W|·‖X‖₂ of every row (`--ratio` or `--nm`; needs -f).
     Wanda,
+    /// Drop `--ratio` of every block's experts, ranked by `--expert-score` (needs -f).
+    Experts,
+}
+
+/// How `--method experts` ranks experts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum ExpertRank {
+    /// How often the router chooses each expert (the default: it changed the output least in
+    /// docs/PRUNING.md's measurements).
+    Usage,
+    /// Summed norm of each expert's weighted output over the calibration text (what removing it
+    /// changes, to first order).
+    Contribution,
+    /// At random (`--seed`): the baseline the others are measured against.
+    Random,
 }
 
 impl Method {
@@ -42,6 +58,7 @@ impl Method {
             Method::Heads => "heads",
             Method::Magnitude => "magnitude",
             Method::Wanda => "wanda",
+            Method::Experts => "experts",
         }
     }
 }
@@ -65,6 +82,12 @@ pub struct Args {
     /// N:M sparsity (magnitude, wanda): keep N of every M consecutive weights, e.g. 2:4.
     #[arg(long, value_name = "N:M")]
     pub nm: Option<String>,
+    /// How `--method experts` ranks experts.
+    #[arg(long, value_enum, default_value_t = ExpertRank::Usage)]
+    pub expert_score: ExpertRank,
+    /// Seed of `--expert-score random`.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Calibration text (activation statistics).
     #[arg(short = 'f', long = "file")]
     pub calibration: Option<PathBuf>,
@@ -100,6 +123,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let needs_stats = match args.method {
         Method::Depth => args.layers.is_none(),
         Method::Magnitude => false,
+        Method::Experts => args.expert_score != ExpertRank::Random,
         Method::Ffn | Method::Heads | Method::Wanda => true,
     };
     let stats = match (&args.calibration, needs_stats) {
@@ -139,6 +163,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 .group_scores(shape.n_layer, "attn_output.weight", shape.head_dim)
                 .map_err(|e| anyhow!(e))?;
             head_groups_to_keep(&shape, ratio(&args)?, &scores).map_err(bad)?
+        }
+        Method::Experts => {
+            let scores = match (args.expert_score, &stats) {
+                (ExpertRank::Random, _) => random_scores(shape.n_layer, shape.n_expert, args.seed),
+                (rank, Some(s)) => {
+                    let score = match rank {
+                        ExpertRank::Contribution => ExpertScore::Contribution,
+                        _ => ExpertScore::Usage,
+                    };
+                    s.expert_scores(shape.n_layer, shape.n_expert, score)
+                        .map_err(|e| anyhow!(e))?
+                }
+                (_, None) => unreachable!("calibrated above"),
+            };
+            experts_to_keep(&shape, ratio(&args)?, &scores).map_err(bad)?
         }
         Method::Magnitude | Method::Wanda => Structure::Unchanged,
     };
@@ -183,6 +222,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "feed_forward_length": report.shape.n_ff,
             "head_count": report.shape.n_head,
             "head_count_kv": report.shape.n_head_kv,
+            "expert_count": report.shape.n_expert,
+            "kept_experts": match &structure { Structure::KeepExperts(k) => json!(k), _ => json!(null) },
             "dropped_layers": match &structure { Structure::DropLayers(d) => json!(d), _ => json!(null) },
             "block_influence": influence,
             "sparsity": if total > 0 { json!(zeros as f64 / total as f64) } else { json!(null) },
@@ -204,7 +245,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             );
         }
         eprintln!(
-            "smelt: pruned {} ({}): {} → {} parameters, {} blocks, FFN {}, {}/{} heads{}",
+            "smelt: pruned {} ({}): {} → {} parameters, {} blocks, FFN {}, {}/{} heads{}{}",
             args.output.display(),
             args.method.name(),
             report.params.0,
@@ -213,6 +254,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
             report.shape.n_ff,
             report.shape.n_head,
             report.shape.n_head_kv,
+            match report.shape.n_expert {
+                0 => String::new(),
+                n => format!(", {n} experts"),
+            },
             if total > 0 {
                 format!(
                     ", {:.2} % of block weights zero",
