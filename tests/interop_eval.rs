@@ -346,9 +346,12 @@ fn check_family(exe: &Path, tmp: &Path, family: &str) {
         };
         assert!(rel < bound, "{}: {ours} vs {theirs}", model.display());
     }
-    // Pruned by depth, FFN channels and head groups, each output runs in llama.cpp with smelt's PPL.
+    // Pruned by depth, FFN channels and head groups (and experts, with experts), each output runs
+    // in llama.cpp with smelt's PPL.
     let calib = common::shared().join("assets/text/tinystories-calib.txt");
     let scored = ["-f", s(&calib), "-c", "128", "--chunks", "4"];
+    let experts = [&["--method", "experts", "--ratio", "0.5"][..], &scored].concat();
+    let moe_only = common::is_moe(family).then_some(("experts", experts));
     for (name, how) in [
         ("depth", vec!["--method", "depth", "--layers", "1"]),
         (
@@ -359,7 +362,10 @@ fn check_family(exe: &Path, tmp: &Path, family: &str) {
             "heads",
             [&["--method", "heads", "--ratio", "0.5"][..], &scored].concat(),
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(moe_only)
+    {
         let out = tmp.join(format!("{name}.gguf"));
         let mut args = vec!["prune", s(&f32_gguf), s(&out)];
         args.extend(how);
