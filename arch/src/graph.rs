@@ -150,6 +150,23 @@ pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Ac
     g.add(x, down)
 }
 
+/// The smallest sum of chosen probabilities the expert weights are divided by (llama.cpp's
+/// clamp in `build_moe_ffn`).
+const MIN_WEIGHT_SUM: f32 = 6.103_515_6e-5;
+
+/// The `n_used` most probable experts of one row of router probabilities, most probable first
+/// (ties: the lower index first; ggml's `std::sort` leaves their order unspecified), each with its
+/// probability divided by the chosen ones' sum (summed in f64 and rounded, as `sum_rows` does,
+/// and clamped below at 2⁻¹⁴): [`Graph::experts`]' routing, for evaluation and training.
+pub fn route_experts(probs: &[f32], n_used: usize) -> Vec<(usize, f32)> {
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+    order.truncate(n_used);
+    let sum = order.iter().map(|&e| probs[e] as f64).sum::<f64>() as f32;
+    let sum = sum.max(MIN_WEIGHT_SUM);
+    order.into_iter().map(|e| (e, probs[e] / sum)).collect()
+}
+
 /// The rows of `x` (of the widths' sum) cut into consecutive column ranges of `widths`: the
 /// values of [`Graph::split`], which evaluation and training both compute with this.
 pub fn split_columns<const N: usize>(x: &[f32], widths: [usize; N]) -> [Vec<f32>; N] {

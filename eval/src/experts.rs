@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use arch::graph::Activation;
+use arch::graph::{route_experts, Activation};
 use arch::Role;
 
 use crate::fastmath::ggml_expf;
@@ -16,9 +16,6 @@ use crate::float_gemm::reduce16;
 use crate::forward::gated_rows;
 use crate::linear::{linear, linears, ExpertInput, Observer};
 use crate::model::Model;
-
-/// The smallest sum of chosen probabilities the weights are divided by (llama.cpp's clamp).
-const MIN_WEIGHT_SUM: f32 = 6.103_515_6e-5;
 
 /// Block `layer`'s mixture of experts on `x` (`n_rows` rows of `n_embd`): see the module comment.
 pub(crate) fn mixture(
@@ -36,7 +33,7 @@ pub(crate) fn mixture(
     probs.par_chunks_mut(n_expert).for_each(soft_max);
     let routes: Vec<Vec<(usize, f32)>> = probs
         .par_chunks(n_expert)
-        .map(|p| route(p, n_used))
+        .map(|p| route_experts(p, n_used))
         .collect();
     // Each expert's rows, with the slot (rank) it holds in each.
     let mut assigned: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_expert];
@@ -136,18 +133,6 @@ fn soft_max(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= scale);
 }
 
-/// The `n_used` most probable experts of one row of probabilities, most probable first (ties:
-/// the lower index first; ggml's `std::sort` leaves their order unspecified), each with its
-/// probability divided by the chosen ones' sum (summed in f64 and rounded, as `sum_rows` does).
-fn route(probs: &[f32], n_used: usize) -> Vec<(usize, f32)> {
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-    order.truncate(n_used);
-    let sum = order.iter().map(|&e| probs[e] as f64).sum::<f64>() as f32;
-    let sum = sum.max(MIN_WEIGHT_SUM);
-    order.into_iter().map(|e| (e, probs[e] / sum)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,7 +142,7 @@ mod tests {
         let mut p = [1.0f32, 3.0, 2.0, 0.5];
         soft_max(&mut p);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        let r = route(&p, 2);
+        let r = route_experts(&p, 2);
         assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2]);
         assert!((r[0].1 + r[1].1 - 1.0).abs() < 1e-6);
         assert!(r[0].1 > r[1].1);

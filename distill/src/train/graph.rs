@@ -7,6 +7,7 @@
 use arch::graph::{Activation, Graph, HeadsOf};
 use arch::Role;
 
+use super::experts::{self, Mixture};
 use super::ops::{self, Heads, Rope, RopeSpec};
 use super::student::Student;
 
@@ -48,6 +49,8 @@ enum Op {
     },
     /// `x + y`.
     Add { x: usize, y: usize },
+    /// A mixture of experts on `x`, its routing held fixed.
+    Experts { x: usize, mixture: Mixture },
 }
 
 /// The tape of one sequence's forward pass.
@@ -172,6 +175,10 @@ impl<'s> TrainGraph<'s> {
                     accumulate(&mut d, *x, dy.clone());
                     accumulate(&mut d, *y, dy);
                 }
+                Op::Experts { x, mixture } => {
+                    let dx = experts::backward(s, mixture, &self.values[*x], &dy, grads);
+                    accumulate(&mut d, *x, dx);
+                }
             }
         }
         d[0].take()
@@ -295,8 +302,9 @@ impl Graph for TrainGraph<'_> {
         self.push(sum, Op::Add { x, y })
     }
 
-    /// Never reached: [`crate::train::Student::from_model`] refuses models with experts.
-    fn experts(&mut self, _: &usize, _: usize, _: Activation) -> usize {
-        unreachable!("students with experts are refused when loaded")
+    fn experts(&mut self, x: &usize, layer: usize, act: Activation) -> usize {
+        let (y, mixture) =
+            experts::forward(self.student, layer, &self.values[*x], self.heads.t, act);
+        self.push(y, Op::Experts { x: *x, mixture })
     }
 }

@@ -6,6 +6,7 @@
 //! one thread, and a batch's gradients are summed in chunk order, so a run gives the same bytes
 //! for any thread count, and a resumed run the same bytes as an uninterrupted one.
 
+mod experts;
 mod graph;
 pub mod loss;
 pub mod ops;
