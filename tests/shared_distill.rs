@@ -184,7 +184,7 @@ fn distilling_a_student_with_a_layer_dropped_halves_its_heldout_kld() {
 fn distilling_a_depth_pruned_qwen3_lowers_its_heldout_kld() {
     let tmp = tempfile::tempdir().unwrap();
     common::qwen3_from_stories260k(&tmp.path().join("ckpt"));
-    let (before, after) = distill_depth_pruned(tmp.path());
+    let (before, after) = distill_pruned(tmp.path(), &["--method", "depth", "--layers", "1"]);
     eprintln!("qwen3 held-out KLD {before:.4} → {after:.4}");
     assert!(after < 0.7 * before, "{before} → {after}");
 }
@@ -198,27 +198,34 @@ fn distilling_a_depth_pruned_qwen3_lowers_its_heldout_kld() {
 fn distilling_a_depth_pruned_gemma3_lowers_its_heldout_kld() {
     let tmp = tempfile::tempdir().unwrap();
     common::gemma3_small(&tmp.path().join("ckpt"));
-    let (before, after) = distill_depth_pruned(tmp.path());
+    let (before, after) = distill_pruned(tmp.path(), &["--method", "depth", "--layers", "1"]);
     eprintln!("gemma3 held-out KLD {before:.4} → {after:.4}");
     assert!(after < 0.7 * before, "{before} → {after}");
 }
 
-/// Converts the checkpoint `dir/ckpt` to an f32 teacher, drops one block, and distills the
-/// student for 40 steps on 200 teacher chunks of 128 tokens: its held-out KLD (20 chunks of
-/// tinystories-eval) before and after.
-fn distill_depth_pruned(dir: &Path) -> (f64, f64) {
+/// A small Mixtral (`common::mixtral_small`: four blocks of 8 experts, 2 per token) with one
+/// block dropped: training its experts and routers (only the chosen experts run; the router
+/// learns through the chosen weights) takes its held-out KLD down by at least 30 % in 40 steps
+/// (measured: 0.354 → 0.152).
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference (WITH_CONVERT=1)"]
+fn distilling_a_depth_pruned_mixtral_lowers_its_heldout_kld() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::mixtral_small(&tmp.path().join("ckpt"));
+    let (before, after) = distill_pruned(tmp.path(), &["--method", "depth", "--layers", "1"]);
+    eprintln!("mixtral held-out KLD {before:.4} → {after:.4}");
+    assert!(after < 0.7 * before, "{before} → {after}");
+}
+
+/// Converts the checkpoint `dir/ckpt` to an f32 teacher, prunes it with `how` (`smelt prune`'s
+/// arguments), and distills the student for 40 steps on 200 teacher chunks of 128 tokens: its
+/// held-out KLD (20 chunks of tinystories-eval) before and after.
+fn distill_pruned(dir: &Path, how: &[&str]) -> (f64, f64) {
     let teacher = dir.join("teacher.gguf");
     common::convert_ok(&dir.join("ckpt"), &teacher, "f32");
     let pruned = dir.join("pruned.gguf");
-    let prune = [
-        "prune",
-        p(&teacher),
-        p(&pruned),
-        "--method",
-        "depth",
-        "--layers",
-        "1",
-    ];
+    let mut prune = vec!["prune", p(&teacher), p(&pruned)];
+    prune.extend(how);
     common::smelt_json(dir, &prune);
     let dataset = |name: &str, text_name: &str, chunks: &str| {
         let out = dir.join(name);

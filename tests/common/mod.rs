@@ -373,6 +373,22 @@ pub fn gemma3_small(dir: &Path) {
     hf_checkpoint(dir, "Gemma3ForCausalLM", config, &tokenizer, "1.0");
 }
 
+/// A small Mixtral (transformers' `MixtralForCausalLM`, random weights of spread 1) with
+/// stories260K's tokenizer: hidden 64, four blocks of 8 experts of width 64 with 2 per token, 8
+/// heads of 8 over 4 key/value heads — quick to train, for distillation.
+pub fn mixtral_small(dir: &Path) {
+    let stories = shared().join("assets/models/stories260K");
+    let config = serde_json::json!({
+        "hidden_size": 64, "intermediate_size": 64, "num_local_experts": 8,
+        "num_experts_per_tok": 2, "num_hidden_layers": 4, "num_attention_heads": 8,
+        "num_key_value_heads": 4, "vocab_size": 512, "max_position_embeddings": 512,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+        "bos_token_id": 1, "eos_token_id": 2,
+    });
+    let tokenizer = format!("copy:{}", stories.display());
+    hf_checkpoint(dir, "MixtralForCausalLM", config, &tokenizer, "1.0");
+}
+
 /// A small Phi-3 (transformers' `Phi3ForCausalLM`, random weights) with stories260K's
 /// SentencePiece tokenizer (`tokenizer_class` LlamaTokenizer, as Phi-3 and Phi-3.5 ship theirs).
 pub fn phi3_sentencepiece(dir: &Path) {
