@@ -159,32 +159,16 @@ pub(super) fn backward(
                 dy[r * n_embd..(r + 1) * n_embd].iter().map(move |g| g * w)
             })
             .collect();
-        let down = slice(s.data(down_p), ex.expert, len);
-        let da = ops::linear_backward(
-            &dd,
-            &ex.act,
-            down,
-            s.grad_of(grads, down_p)
-                .map(|g| &mut g[ex.expert * len..(ex.expert + 1) * len]),
-            (n, n_ff, n_embd),
-        );
+        // Expert `e`'s matrix of the stacked parameter `p`: its product's backward pass.
+        let matrix = |grads: &mut [Vec<f32>], p: usize, dy: &[f32], x: &[f32], shape| {
+            let e = ex.expert * len..(ex.expert + 1) * len;
+            let dw = s.grad_of(grads, p).map(|g| &mut g[e.clone()]);
+            ops::linear_backward(dy, x, &s.data(p)[e], dw, shape)
+        };
+        let da = matrix(grads, down_p, &dd, &ex.act, (n, n_ff, n_embd));
         let (dg, du) = backward(&da, &ex.gate, &ex.up);
-        let mut dxs = ops::linear_backward(
-            &dg,
-            &ex.xs,
-            slice(s.data(gate_p), ex.expert, len),
-            s.grad_of(grads, gate_p)
-                .map(|g| &mut g[ex.expert * len..(ex.expert + 1) * len]),
-            (n, n_embd, n_ff),
-        );
-        let dxu = ops::linear_backward(
-            &du,
-            &ex.xs,
-            slice(s.data(up_p), ex.expert, len),
-            s.grad_of(grads, up_p)
-                .map(|g| &mut g[ex.expert * len..(ex.expert + 1) * len]),
-            (n, n_embd, n_ff),
-        );
+        let mut dxs = matrix(grads, gate_p, &dg, &ex.xs, (n, n_embd, n_ff));
+        let dxu = matrix(grads, up_p, &du, &ex.xs, (n, n_embd, n_ff));
         dxs.iter_mut().zip(&dxu).for_each(|(a, b)| *a += b);
         for (&(r, _), g) in ex.rows.iter().zip(dxs.chunks(n_embd)) {
             dx[r * n_embd..(r + 1) * n_embd]
