@@ -247,7 +247,7 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
     );
     common::assert_bad_input(
         &perplexity(&bad, &text),
-        "not supported (llama, qwen2, qwen3, gemma3, phi3)",
+        "not supported (llama, qwen2, qwen3, qwen3moe, gemma3, phi3)",
     );
     let archs = common::smelt_json(tmp.path(), &["archs"]);
     let names: Vec<&str> = archs["architectures"]
@@ -256,7 +256,7 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["llama", "qwen2", "qwen3", "gemma3", "phi3"]);
+    assert_eq!(names, ["llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "phi3"]);
     for a in archs["architectures"].as_array().unwrap() {
         assert_eq!(a["stages"].as_array().unwrap().len(), 7, "{a}");
     }

@@ -419,13 +419,14 @@ struct ExpertStacks {
 
 impl ExpertStacks {
     fn new(arch: &'static Architecture, config: &Config, n_layer: usize) -> Result<ExpertStacks> {
-        let n_expert = match arch.has(Role::FfnGateInp) {
-            true => {
-                config.require_u64(&["num_local_experts", "num_experts", "n_routed_experts"])?
-            }
-            false => 0,
+        // Families always with experts need the count; Llama has experts only when it is set.
+        let names = ["num_local_experts", "num_experts", "n_routed_experts"];
+        let n_expert = match (arch.is_moe(), arch.has(Role::FfnGateInp)) {
+            (true, _) => config.require_u64(&names)?,
+            (false, true) => config.find_u64(&names).unwrap_or(0),
+            (false, false) => 0,
         };
-        if arch.has(Role::FfnGateInp) && !(1..=256).contains(&n_expert) {
+        if n_expert > 256 || (arch.is_moe() && n_expert == 0) {
             return Err(FormatError::new(
                 config.path(),
                 format!("num_experts = {n_expert} is not between 1 and 256"),
