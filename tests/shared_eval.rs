@@ -1,10 +1,14 @@
 //! Tier 2: `smelt perplexity` and `smelt imatrix` against what llama.cpp printed and wrote for the
 //! reference models (`../shared/reference/<model>/logs`, `kld-base.bin`, `imatrix.gguf`).
 //!
-//! * every `ppl-*.log` (tinystories-eval.txt) and `wiki-*.log` (wiki.test.raw), `-c 512`: final
-//!   PPL within 0.1 % for f32 files and 0.5 % for the rest;
-//! * every `kld-*.log` (40 chunks against llama.cpp's `kld-base.bin`): PPL(Q) within the same
-//!   bounds, mean KLD within 2 %, "same top p" within 0.5 points;
+//! * every `ppl-*.log` (tinystories-eval.txt) and `wiki-*.log` (wiki.test.raw), `-c 512`: the
+//!   running PPL after [`PPL_CHUNKS`] chunks within 0.1 % for f32 files and 0.5 % for the rest;
+//! * every `kld-*.log` (against llama.cpp's `kld-base.bin`): after [`KLD_CHUNKS`] chunks, PPL(Q)
+//!   within the same bounds, mean KLD within 2 %, "same top p" within 0.5 points.
+//!
+//! The logs hold whole-text runs (up to 576 chunks), but every chunk runs the same kernels: the
+//! sweeps over every reference file compare the running figures the logs print per chunk at a
+//! prefix, which keeps CI within its time (the whole-text runs took 18 of its 45 minutes).
 //! * a base saved by smelt has llama.cpp's header and tokens and gives the same statistics;
 //! * `smelt imatrix` (`-c 256`, tinystories-calib.txt) agrees with llama-imatrix's file within
 //!   1e-3 relative per value, with the same counts and chunk count, and llama-quantize takes it.
@@ -13,27 +17,28 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-/// The number after `marker` on the first line of `log` containing it.
-fn number_after(log: &str, marker: &str) -> Option<f64> {
-    let line = log.lines().find(|l| l.contains(marker))?;
-    let rest = &line[line.find(marker)? + marker.len()..];
-    rest.split_whitespace()
-        .next()?
-        .trim_end_matches('%')
-        .parse()
-        .ok()
-}
+/// Chunks of each perplexity sweep compared with its log's running PPL.
+const PPL_CHUNKS: usize = 20;
+/// Chunks of each KL-divergence sweep compared with its log's running statistics.
+const KLD_CHUNKS: usize = 10;
 
-/// Some reference runs were cut short: their logs end in the running values of the last chunk
-/// they finished. Returns (chunks, PPL) from `[N]ppl,` entries.
-fn last_running_ppl(log: &str) -> Option<(usize, f64)> {
+/// The running PPL a log printed after `n` chunks (`[N]ppl,` entries), or after its last chunk
+/// when it has fewer (some reference runs were cut short): (chunks, PPL).
+fn running_ppl(log: &str, n: usize) -> Option<(usize, f64)> {
     let re = regex::Regex::new(r"\[(\d+)\]([0-9.]+),").unwrap();
-    let c = re.captures_iter(log).last()?; // forward-only iterator
-    Some((c[1].parse().ok()?, c[2].parse().ok()?))
+    let rows: Vec<(usize, f64)> = re
+        .captures_iter(log)
+        .filter_map(|c| Some((c[1].parse().ok()?, c[2].parse().ok()?)))
+        .collect();
+    rows.iter()
+        .find(|(i, _)| *i == n)
+        .or(rows.last())
+        .copied()
 }
 
-/// (chunks, PPL, mean KLD, same top p %) from the last per-chunk row of a KL-divergence log.
-fn last_running_kld(log: &str) -> Option<(usize, f64, f64, f64)> {
+/// (chunks, PPL, mean KLD, same top p %) from the per-chunk row of a KL-divergence log after `n`
+/// chunks, or its last row when it has fewer.
+fn running_kld(log: &str, n: usize) -> Option<(usize, f64, f64, f64)> {
     let fields = |l: &str| -> Vec<String> {
         l.split_whitespace()
             .filter(|w| *w != "±" && *w != "%")
@@ -41,10 +46,15 @@ fn last_running_kld(log: &str) -> Option<(usize, f64, f64, f64)> {
             .collect()
     };
     // complete rows only: chunk, then five (value, error) pairs
-    let f = log
+    let rows: Vec<Vec<String>> = log
         .lines()
         .map(fields)
-        .rfind(|f| f.len() == 11 && f[0].chars().all(|c| c.is_ascii_digit()))?;
+        .filter(|f| f.len() == 11 && f[0].chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    let f = rows
+        .iter()
+        .find(|f| f[0] == n.to_string())
+        .or(rows.last())?;
     Some((
         f[0].parse().ok()?,
         f[1].parse().ok()?,
@@ -88,24 +98,18 @@ fn check_perplexity_logs(model: &str, prefix: &str, text: &str) {
     let mut failures = Vec::new();
     for (log, gguf) in logs(model, prefix) {
         let log = std::fs::read_to_string(&log).unwrap();
-        let (chunks, expected) = match number_after(&log, "Final estimate: PPL = ") {
-            Some(ppl) => (None, ppl),
-            None => {
-                let (n, ppl) = last_running_ppl(&log).expect("log with at least one chunk");
-                (Some(n.to_string()), ppl)
-            }
-        };
-        let mut args = vec![
+        let (chunks, expected) = running_ppl(&log, PPL_CHUNKS).expect("log with a chunk");
+        let chunks = chunks.to_string();
+        let args = vec![
             "perplexity",
             gguf.to_str().unwrap(),
             "-f",
             text.to_str().unwrap(),
             "-c",
             "512",
+            "--chunks",
+            &chunks,
         ];
-        if let Some(n) = &chunks {
-            args.extend(["--chunks", n]);
-        }
         let got = common::smelt_json(&shared, &args);
         let ppl = got["ppl"].as_f64().unwrap();
         let rel = (ppl / expected - 1.0).abs();
@@ -128,28 +132,18 @@ fn check_kld_logs(model: &str) {
     let mut failures = Vec::new();
     for (log, gguf) in logs(model, "kld-") {
         let log = std::fs::read_to_string(&log).unwrap();
-        let (chunks, ppl, kld, same) = match (
-            number_after(&log, "Mean PPL(Q)                   :"),
-            number_after(&log, "Mean    KLD:"),
-            number_after(&log, "Same top p:"),
-        ) {
-            (Some(p), Some(k), Some(s)) => (None, p, k, s),
-            _ => {
-                let (n, p, k, s) = last_running_kld(&log).expect("log with at least one chunk");
-                (Some(n.to_string()), p, k, s)
-            }
-        };
-        let mut args = vec![
+        let (chunks, ppl, kld, same) = running_kld(&log, KLD_CHUNKS).expect("log with a chunk");
+        let chunks = chunks.to_string();
+        let args = vec![
             "perplexity",
             gguf.to_str().unwrap(),
             "-f",
             text.to_str().unwrap(),
             "--kld",
             base.to_str().unwrap(),
+            "--chunks",
+            &chunks,
         ];
-        if let Some(n) = &chunks {
-            args.extend(["--chunks", n]);
-        }
         let got = common::smelt_json(&shared, &args);
         let (g_ppl, g_kld) = (
             got["ppl"].as_f64().unwrap(),
@@ -160,7 +154,9 @@ fn check_kld_logs(model: &str) {
             "{}: PPL {g_ppl:.4}/{ppl:.4} KLD {g_kld:.6}/{kld:.6} same top {g_same:.3}/{same:.3}",
             gguf.display()
         );
-        let kld_ok = (g_kld / kld - 1.0).abs() <= 0.02 || (g_kld - kld).abs() < 1e-6;
+        // The per-chunk rows print the mean KLD to 5 decimals (±5e-6): near-lossless types are
+        // compared within that rounding plus as much again.
+        let kld_ok = (g_kld / kld - 1.0).abs() <= 0.02 || (g_kld - kld).abs() <= 1e-5;
         if (g_ppl / ppl - 1.0).abs() > ppl_tolerance(&gguf)
             || !kld_ok
             || (g_same - same).abs() > 0.5
