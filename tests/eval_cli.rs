@@ -256,7 +256,10 @@ fn inconsistent_models_and_short_texts_are_bad_input() {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "phi3"]);
+    assert_eq!(
+        names,
+        ["llama", "qwen2", "qwen3", "qwen3moe", "gemma3", "phi3"]
+    );
     for a in archs["architectures"].as_array().unwrap() {
         assert_eq!(a["stages"].as_array().unwrap().len(), 7, "{a}");
     }

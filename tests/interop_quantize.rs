@@ -266,50 +266,57 @@ fn families_match_llama_quantize_live() {
     }
 }
 
-/// `smelt imatrix`'s file (`imx.gguf` in `dir`) has llama-imatrix's entries for the same run over
-/// `text`: every expert's own row count exactly, the sums within 1e-4 (f32 sums of the same rows
-/// in the same order, of products whose inputs differ by llama.cpp's summation order elsewhere).
+/// `smelt imatrix` on `dir/model.gguf` over `text` writes llama-imatrix's entries in both formats:
+/// every expert's own row count exactly (the legacy `.dat` form scales each expert's sums by its
+/// count), the sums within 1e-4 (f32 sums of the same rows in the same order, of products whose
+/// inputs could differ in llama.cpp's summation order elsewhere; measured: equal).
 fn imatrix_matches_llama_imatrix(dir: &Path, text: &Path) {
-    let o = common::llama_tool("llama-imatrix")
-        .current_dir(dir)
-        .args(["-m", "model.gguf", "-f", text.to_str().unwrap()])
-        .args([
-            "-c",
-            "128",
-            "--chunks",
-            "4",
-            "-o",
-            "llama-imx.gguf",
-            "-t",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "llama-imatrix: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let read = |name: &str| formats::imatrix::ImatrixFile::open(&dir.join(name)).unwrap();
-    let (ours, theirs) = (read("imx.gguf"), read("llama-imx.gguf"));
-    assert_eq!(ours.chunk_count, theirs.chunk_count);
-    assert_eq!(
-        ours.entries.keys().collect::<Vec<_>>(),
-        theirs.entries.keys().collect::<Vec<_>>()
-    );
-    let mut worst = 0.0f64;
-    for (name, e) in &theirs.entries {
-        let o = &ours.entries[name];
-        assert_eq!(o.counts, e.counts, "counts of {name}");
-        if name.contains("_exps") {
-            assert_eq!(e.counts.len(), 8, "{name} has a count per expert");
+    for format in ["gguf", "dat"] {
+        let (ours, theirs) = (format!("ours.{format}"), format!("llama.{format}"));
+        let run = ["-f", text.to_str().unwrap(), "-c", "128", "--chunks", "4"];
+        let format_args = ["--output-format", format];
+        smelt_json(
+            dir,
+            &[
+                &["imatrix", "model.gguf", "-o", &ours][..],
+                &run,
+                &format_args,
+            ]
+            .concat(),
+        );
+        let o = common::llama_tool("llama-imatrix")
+            .current_dir(dir)
+            .args(["-m", "model.gguf", "-o", &theirs, "-t", "2"])
+            .args(run)
+            .args(format_args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "llama-imatrix: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let read = |name: &str| formats::imatrix::ImatrixFile::open(&dir.join(name)).unwrap();
+        let (ours, theirs) = (read(&ours), read(&theirs));
+        assert_eq!(ours.chunk_count, theirs.chunk_count);
+        assert_eq!(
+            ours.entries.keys().collect::<Vec<_>>(),
+            theirs.entries.keys().collect::<Vec<_>>()
+        );
+        let mut worst = 0.0f64;
+        for (name, e) in &theirs.entries {
+            let o = &ours.entries[name];
+            assert_eq!(o.counts, e.counts, "{format}: counts of {name}");
+            if name.contains("_exps") && format == "gguf" {
+                assert_eq!(e.counts.len(), 8, "{name} has a count per expert");
+            }
+            for (a, b) in o.sums.iter().zip(&e.sums) {
+                worst = worst.max(((a - b) / b.abs().max(1e-30)).abs() as f64);
+            }
         }
-        for (a, b) in o.sums.iter().zip(&e.sums) {
-            worst = worst.max(((a - b) / b.abs().max(1e-30)).abs() as f64);
-        }
+        eprintln!("imatrix ({format}): max relative difference {worst:e}");
+        assert!(worst < 1e-4, "{format}: max relative difference {worst}");
     }
-    eprintln!("imatrix: max relative difference {worst:e}");
-    assert!(worst < 1e-4, "max relative difference {worst}");
 }
 
 fn family_matches_llama_quantize(dir: &Path, family: &str) {

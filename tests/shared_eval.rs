@@ -30,10 +30,7 @@ fn running_ppl(log: &str, n: usize) -> Option<(usize, f64)> {
         .captures_iter(log)
         .filter_map(|c| Some((c[1].parse().ok()?, c[2].parse().ok()?)))
         .collect();
-    rows.iter()
-        .find(|(i, _)| *i == n)
-        .or(rows.last())
-        .copied()
+    rows.iter().find(|(i, _)| *i == n).or(rows.last()).copied()
 }
 
 /// (chunks, PPL, mean KLD, same top p %) from the per-chunk row of a KL-divergence log after `n`

@@ -18,5 +18,6 @@ mod lanes;
 pub mod linear;
 pub mod model;
 pub mod perplexity;
+mod q8_0_gemm;
 pub mod text;
 pub mod tokenizer;

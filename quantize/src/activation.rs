@@ -66,12 +66,23 @@ impl ActivationForm {
 /// `quantize_row_q8_0` (the AVX2 path: `_mm256_round_ps` rounds half to even) followed by the
 /// dot product's use of the f16 scale.
 fn round_q8_0_block(x: &mut [f32]) {
-    let amax = abs_max(x);
-    let d = f16::from_f32(amax / 127.0).to_f32();
-    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    for v in x.iter_mut() {
-        *v = (*v * id).round_ties_even() * d;
+    let mut levels = [0i8; 32];
+    let d = q8_0_block(x, &mut levels);
+    for (v, &q) in x.iter_mut().zip(&levels) {
+        *v = q as f32 * d;
     }
+}
+
+/// `quantize_row_q8_0` (AVX2 path) on one block of 32: writes the levels (`x · 127 / amax`
+/// rounded half to even) and returns the block's f16 scale `amax / 127` as f32.
+#[inline]
+pub fn q8_0_block(x: &[f32], levels: &mut [i8]) -> f32 {
+    let amax = abs_max(x);
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    for (q, &v) in levels.iter_mut().zip(x) {
+        *q = (v * id).round_ties_even() as i8;
+    }
+    f16::from_f32(amax / 127.0).to_f32()
 }
 
 /// `quantize_row_q8_K_ref` on one block of 256 (rounded back to f32 values in place).
