@@ -167,6 +167,18 @@ pub fn route_experts(probs: &[f32], n_used: usize) -> Vec<(usize, f32)> {
     order.into_iter().map(|e| (e, probs[e] / sum)).collect()
 }
 
+/// Each of `n_expert` experts' (row, slot) pairs, rows ascending: which rows, routed by
+/// [`route_experts`], run which expert, and at which rank.
+pub fn rows_by_expert(routes: &[Vec<(usize, f32)>], n_expert: usize) -> Vec<Vec<(usize, usize)>> {
+    let mut assigned = vec![Vec::new(); n_expert];
+    for (r, route) in routes.iter().enumerate() {
+        for (slot, &(e, _)) in route.iter().enumerate() {
+            assigned[e].push((r, slot));
+        }
+    }
+    assigned
+}
+
 /// The rows of `x` (of the widths' sum) cut into consecutive column ranges of `widths`: the
 /// values of [`Graph::split`], which evaluation and training both compute with this.
 pub fn split_columns<const N: usize>(x: &[f32], widths: [usize; N]) -> [Vec<f32>; N] {

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use arch::graph::{route_experts, Activation};
+use arch::graph::{route_experts, rows_by_expert, Activation};
 use arch::Role;
 
 use crate::fastmath::ggml_expf;
@@ -35,13 +35,7 @@ pub(crate) fn mixture(
         .par_chunks(n_expert)
         .map(|p| route_experts(p, n_used))
         .collect();
-    // Each expert's rows, with the slot (rank) it holds in each.
-    let mut assigned: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n_expert];
-    for (r, route) in routes.iter().enumerate() {
-        for (slot, &(e, _)) in route.iter().enumerate() {
-            assigned[e].push((r, slot));
-        }
-    }
+    let assigned = rows_by_expert(&routes, n_expert);
     let [gates, ups, downs] = [Role::FfnGateExps, Role::FfnUpExps, Role::FfnDownExps]
         .map(|role| model.experts(role, layer));
     let report = |obs: &mut dyn Observer, name: &str, x: &[f32], per_slot: bool| {

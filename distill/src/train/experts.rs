@@ -6,7 +6,7 @@
 //! and the softmax), so the router is trained and the block's input gets the gradient of both
 //! paths — exact wherever a small change does not switch an expert.
 
-use arch::graph::{route_experts, Activation};
+use arch::graph::{route_experts, rows_by_expert, Activation};
 use arch::Role;
 
 use super::ops;
@@ -74,18 +74,8 @@ pub(super) fn forward(
     let mut slots = vec![0.0f32; n_used * t * n_embd];
     let mut outputs = vec![0.0f32; t * n_used * n_embd];
     let mut experts = Vec::new();
-    for e in 0..n_expert {
-        let rows: Vec<(usize, usize)> = routes
-            .iter()
-            .enumerate()
-            .flat_map(|(r, route)| {
-                route
-                    .iter()
-                    .enumerate()
-                    .filter(move |(_, &(x, _))| x == e)
-                    .map(move |(slot, _)| (r, slot))
-            })
-            .collect();
+    let assigned = rows_by_expert(&routes, n_expert);
+    for (e, rows) in assigned.into_iter().enumerate() {
         if rows.is_empty() {
             continue;
         }
