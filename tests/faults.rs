@@ -165,3 +165,145 @@ fn a_release_folder_on_another_filesystem_lands_whole_or_fails_cleanly() {
         assert_eq!(common::sha256(&out.join(file)), hash, "{file}");
     }
 }
+
+/// `tests/faults_eio.c` built into a preload library in `dir`.
+fn eio_shim(dir: &Path) -> PathBuf {
+    let lib = dir.join("faults_eio.so");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/faults_eio.c");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o", s(&lib), s(&source), "-ldl"])
+        .status()
+        .expect("cc runs");
+    assert!(status.success(), "cannot build the EIO shim");
+    lib
+}
+
+/// smelt with writes under `under` failing with EIO: the first `files` files it writes there
+/// are spared, every later one fails once `after` bytes have gone into it.
+fn run_with_eio(
+    shim: &Path,
+    under: &Path,
+    files: u32,
+    after: u64,
+    args: &[&str],
+) -> std::process::Output {
+    common::smelt()
+        .env("LD_PRELOAD", shim)
+        .env("FAULT_EIO_UNDER", under)
+        .env("FAULT_EIO_FILES", files.to_string())
+        .env("FAULT_EIO_AFTER", after.to_string())
+        .args(args)
+        .output()
+        .expect("smelt runs")
+}
+
+#[test]
+#[ignore = "tier 2: builds a preload library with cc and runs the release pipeline"]
+fn an_io_error_is_exit_2_with_nothing_at_the_target_and_the_cache_still_usable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shim = eio_shim(tmp.path());
+    let (ckpt, text) = inputs(tmp.path());
+    let model = tmp.path().join("m.gguf");
+    let o = common::run(&["convert", s(&ckpt), "-o", s(&model), "--outtype", "f32"]);
+    assert!(o.status.success());
+
+    let disk = tmp.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let left = || common::files_in(&disk);
+    let target = disk.join("out.gguf");
+    for after in [0, 1 << 20] {
+        let convert = ["convert", s(&ckpt), "-o", s(&target), "--outtype", "f32"];
+        let o = run_with_eio(&shim, &disk, 0, after, &convert);
+        common::assert_bad_input(&o, "Input/output error");
+        assert_eq!(left(), Vec::<String>::new(), "convert, EIO after {after} B");
+        let quantize = ["quantize", s(&model), s(&target), "Q8_0"];
+        let o = run_with_eio(&shim, &disk, 0, after, &quantize);
+        common::assert_bad_input(&o, "Input/output error");
+        assert_eq!(
+            left(),
+            Vec::<String>::new(),
+            "quantize, EIO after {after} B"
+        );
+    }
+    let dataset = disk.join("d.sdd");
+    let make = [
+        "distill",
+        "dataset",
+        s(&model),
+        "-f",
+        s(&text),
+        "-o",
+        s(&dataset),
+        "-c",
+        "64",
+        "--chunks",
+        "8",
+    ];
+    let o = run_with_eio(&shim, &disk, 0, 4 << 10, &make);
+    common::assert_bad_input(&o, "Input/output error");
+    assert!(!dataset.exists());
+
+    // A release whose cache and folder are on the failing disk, each run from an empty cache:
+    // run k spares the first k/2 files the release writes and fails the next one, at its start
+    // (k even) or 4 KiB into it (k odd), so the fault lands in every file the release writes
+    // (teacher, KL base, each type, the evaluations, report, checksums). Each time the same cache
+    // on a healthy disk then completes the run, and its checksums hold.
+    let mut failed_at: Vec<String> = Vec::new();
+    for run in 0..200u32 {
+        let (files, after) = (run / 2, if run % 2 == 0 { 0 } else { 4 << 10 });
+        let work = disk.join(format!("run-{run}"));
+        let out = work.join("out");
+        let recipe = tmp.path().join("recipe.toml");
+        let body = format!(
+            "source = {:?}\noutput = {:?}\ntypes = [\"Q8_0\", \"Q4_K_M\"]\nevaluation = {:?}\n\
+             ctx = 64\nchunks = 4\ncache = {:?}\n",
+            ckpt,
+            out,
+            text,
+            work.join("cache")
+        );
+        std::fs::write(&recipe, body).unwrap();
+        let o = run_with_eio(&shim, &disk, files, after, &["release", s(&recipe)]);
+        if o.status.success() {
+            // Past the last file (at its start), or past a file smaller than 4 KiB.
+            if after == 0 {
+                break;
+            }
+            continue;
+        }
+        common::assert_bad_input(&o, "Input/output error");
+        assert!(!out.join("SHA256SUMS").exists(), "run {run}");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let file = stderr
+            .split(s(&work))
+            .nth(1)
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap();
+        if !failed_at.iter().any(|f| f == file) {
+            failed_at.push(file.to_string());
+        }
+        let o = common::run(&["release", s(&recipe)]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+        assert_eq!(sums.lines().count(), 2 + 4, "{sums}");
+        for line in sums.lines() {
+            let (hash, file) = line.split_once("  ").unwrap();
+            assert_eq!(common::sha256(&out.join(file)), hash, "{file}");
+        }
+    }
+    assert_eq!(failed_at.len(), 12, "{failed_at:#?}");
+
+    // A finished folder whose rerun fails keeps no stale checksum list.
+    let recipe = tmp.path().join("recipe.toml");
+    assert!(common::run(&["release", s(&recipe)]).status.success());
+    let o = run_with_eio(&shim, &disk, 0, 0, &["release", s(&recipe)]);
+    common::assert_bad_input(&o, "report.json: Input/output error");
+    let out = std::fs::read_to_string(&recipe).unwrap();
+    let out = out
+        .lines()
+        .find_map(|l| l.strip_prefix("output = "))
+        .unwrap();
+    assert!(!Path::new(out.trim_matches('"')).join("SHA256SUMS").exists());
+}

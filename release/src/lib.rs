@@ -36,8 +36,8 @@ use stages::TextInput;
 pub use summary::{InputHashes, Release, Stages};
 
 /// Runs the recipe and writes the release folder (GGUFs that passed, split sets in folders of
-/// their own, `report.json`, `report.md`, `size-vs-kld.svg`, the `README.md` model card and
-/// `SHA256SUMS`).
+/// their own, `report.json`, `report.md`, `size-vs-kld.svg`, the `README.md` model card and, last,
+/// `SHA256SUMS`, which marks the folder finished: a run that fails leaves none).
 pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
     let _lock = cache::lock(&recipe.cache, || {
         bars.suspend(|| {
@@ -51,6 +51,13 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
     for dir in [&recipe.output, &recipe.cache] {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    // `SHA256SUMS` is written last: a folder without it is a release that has not finished, even
+    // when an earlier run's finished one was there.
+    let sums = recipe.output.join(report::SHA256SUMS);
+    if sums.exists() {
+        std::fs::remove_file(&sums)
+            .with_context(|| format!("{}: cannot remove", sums.display()))?;
     }
     let work = recipe.cache.join("work");
     if work.exists() {

@@ -97,7 +97,7 @@ impl GgufWriter {
         head.resize(pad_to(head.len() as u64, alignment) as usize, 0);
 
         let tmp_path = temp_path_for(path);
-        let file = File::create(&tmp_path).map_err(|e| FormatError::io(&tmp_path, e))?;
+        let file = File::create(&tmp_path).map_err(|e| FormatError::io(path, e))?;
         let mut writer = GgufWriter {
             out: BufWriter::with_capacity(1 << 20, file),
             tmp_path,
@@ -171,11 +171,11 @@ impl GgufWriter {
         }
         self.out
             .flush()
-            .map_err(|e| FormatError::io(&self.tmp_path, e))?;
+            .map_err(|e| FormatError::io(&self.final_path, e))?;
         self.out
             .get_ref()
             .sync_all()
-            .map_err(|e| FormatError::io(&self.tmp_path, e))?;
+            .map_err(|e| FormatError::io(&self.final_path, e))?;
         self.finished = true;
         Ok(Completed {
             tmp_path: self.tmp_path.clone(),
@@ -203,7 +203,7 @@ impl GgufWriter {
     fn put(&mut self, bytes: &[u8]) -> Result<()> {
         self.out
             .write_all(bytes)
-            .map_err(|e| FormatError::io(&self.tmp_path, e))?;
+            .map_err(|e| FormatError::io(&self.final_path, e))?;
         self.position += bytes.len() as u64;
         Ok(())
     }
