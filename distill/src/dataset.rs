@@ -30,6 +30,7 @@ pub fn header_for_model(
         n_chunks: plan.n_chunks as u32,
         top_k: selection.top_k as u32,
         max_rest: selection.max_rest,
+        tail: selection.tail,
         bos,
     })
 }
@@ -39,15 +40,25 @@ pub fn selection_of(header: &Header) -> Selection {
     Selection {
         top_k: header.top_k as usize,
         max_rest: header.max_rest,
+        tail: header.tail,
     }
 }
 
-/// The stored rows of a chunk's scored logits (or log-probabilities: the same rows).
-fn rows_of(logits: &[f32], targets: &[u32], n_vocab: usize, sel: Selection) -> Vec<TeacherRow> {
+/// The stored rows of chunk `chunk`'s scored logits (or log-probabilities: the same rows); each
+/// row's tail sample is seeded by its index in the dataset, so any thread count draws the same.
+fn rows_of(
+    logits: &[f32],
+    targets: &[u32],
+    n_vocab: usize,
+    sel: Selection,
+    chunk: usize,
+) -> Vec<TeacherRow> {
+    let first = (chunk * targets.len()) as u64;
     logits
         .par_chunks(n_vocab)
         .zip(targets.par_iter())
-        .map(|(row, &t)| TeacherRow::from_logits(row, t, sel))
+        .enumerate()
+        .map(|(r, (row, &t))| TeacherRow::from_logits(row, t, sel, first + r as u64))
         .collect()
 }
 
@@ -69,8 +80,9 @@ pub fn write_from_model(
         if result.is_err() {
             return;
         }
-        let rows = rows_of(chunk.logits, chunk.targets, n_vocab, selection_of(&header));
         let c = chunk.index;
+        let sel = selection_of(&header);
+        let rows = rows_of(chunk.logits, chunk.targets, n_vocab, sel, done + c);
         result = writer.write_chunk(&tokens[c * n_ctx..(c + 1) * n_ctx], &rows);
         on_chunk(done + c);
     });
@@ -132,6 +144,7 @@ pub fn write_from_base(
             &tokens[first + 1..],
             n_vocab,
             selection_of(&header),
+            c,
         );
         writer.write_chunk(tokens, &rows)?;
         on_chunk(c);

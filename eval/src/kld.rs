@@ -19,8 +19,10 @@ pub struct TokenComparison {
     pub nll: f32,
     /// −ln p of the target under the base.
     pub nll_base: f32,
-    /// KL(base ‖ model) at this position.
+    /// KL(base ‖ model) at this position (or an estimate of it).
     pub kld: f64,
+    /// The variance of that estimate (0 when it is exact).
+    pub kld_variance: f64,
     /// p(target) under the model minus under the base.
     pub p_diff: f32,
     /// Whether both rank the same token first.
@@ -58,6 +60,7 @@ fn compare_row(logits: &[f32], base: &[u16], target: u32) -> TokenComparison {
         nll,
         nll_base,
         kld,
+        kld_variance: 0.0,
         p_diff: (-nll).exp() - (-nll_base).exp(),
         same_top: imax == imax_base,
     }
@@ -74,6 +77,7 @@ pub struct KldStats {
     sum_nll_nll_base: f64,
     sum_kld: f64,
     sum_kld2: f64,
+    sum_kld_variance: f64,
     sum_p_diff: f64,
     sum_p_diff2: f64,
     sum_p_diff4: f64,
@@ -137,6 +141,10 @@ pub struct KldSummary {
     pub ppl_diff: (f64, f64),
     /// Mean KLD.
     pub kld_mean: (f64, f64),
+    /// The part of the mean KLD's standard error that comes from estimating each position's
+    /// KLD (a teacher dataset's tail samples; 0 when every position's is exact): the mean's
+    /// error over the text already includes it.
+    pub kld_estimate_error: f64,
     /// Sorted-KLD quantiles: max, 99.9, 99, 95, 90, median, 10, 5, 1, 0.1 %, min.
     pub kld_quantiles: Quantiles,
     /// Mean Δp of the correct token (fraction, ± error).
@@ -203,6 +211,7 @@ impl KldStats {
             self.sum_nll_nll_base += (r.nll * r.nll_base) as f64;
             self.sum_kld += r.kld;
             self.sum_kld2 += r.kld * r.kld;
+            self.sum_kld_variance += r.kld_variance;
             let pd = r.p_diff as f64;
             self.sum_p_diff += pd;
             let pd2 = (r.p_diff * r.p_diff) as f64;
@@ -288,6 +297,7 @@ impl KldStats {
                 (ppl.1 * ppl.1 + ppl_base.1 * ppl_base.1 - 2.0 * ppl_cov).sqrt(),
             ),
             kld_mean: m.kld,
+            kld_estimate_error: self.sum_kld_variance.sqrt() / self.count().max(1) as f64,
             kld_quantiles: Quantiles::of(&klds, false),
             delta_p_mean: mean_and_uncertainty(self.sum_p_diff, self.sum_p_diff2, self.count()),
             delta_p_quantiles: Quantiles::of(&pds, true),

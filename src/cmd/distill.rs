@@ -90,6 +90,11 @@ pub struct SelectionArgs {
     /// Stop before top-k once the tokens kept leave at most this probability mass.
     #[arg(long, default_value_t = 0.006)]
     pub max_rest: f32,
+    /// Tokens drawn from the rest of each position's distribution, per unit of its mass (so
+    /// KL measured against the dataset is an unbiased estimate; 0: the rest is only lumped,
+    /// which under-estimates KL).
+    #[arg(long, default_value_t = 256)]
+    pub tail_samples: u32,
 }
 
 impl SelectionArgs {
@@ -97,9 +102,13 @@ impl SelectionArgs {
         if self.top_k == 0 || !(0.0..1.0).contains(&self.max_rest) {
             anyhow::bail!("--top-k must be at least 1 and --max-rest in [0, 1)");
         }
+        if self.tail_samples > distill::sdd::MAX_TAIL {
+            anyhow::bail!("--tail-samples must be at most {}", distill::sdd::MAX_TAIL);
+        }
         Ok(Selection {
             top_k: self.top_k,
             max_rest: self.max_rest,
+            tail: self.tail_samples,
         })
     }
 }
@@ -245,6 +254,7 @@ fn write_dataset(
             "n_rows": rows,
             "top_k": header.top_k,
             "max_rest": header.max_rest,
+            "tail_samples": header.tail,
             "bytes": bytes,
             "bytes_per_row": bytes as f64 / rows as f64,
             "resumed_from_chunk": resumed_from,

@@ -141,6 +141,12 @@ pub fn report_kld(
         let fields = serde_json::to_value(KldHeadline::from(&summary))?;
         let object = out.as_object_mut().expect("an object");
         object.insert("ppl_base".into(), json!(summary.ppl_base.0));
+        if summary.kld_estimate_error > 0.0 {
+            object.insert(
+                "kld_estimate_error".into(),
+                json!(summary.kld_estimate_error),
+            );
+        }
         object.extend(fields.as_object().expect("an object").clone());
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -194,6 +200,12 @@ fn print_kld_summary(s: &KldSummary) {
     println!();
     println!("====== KL divergence statistics ======");
     println!("Mean    KLD: {:10.6} ± {:10.6}", s.kld_mean.0, s.kld_mean.1);
+    if s.kld_estimate_error > 0.0 {
+        println!(
+            "             (an estimate: ± {:.6} of that from the teacher data's tail samples)",
+            s.kld_estimate_error
+        );
+    }
     println!("Maximum KLD: {:10.6}", s.kld_quantiles.max);
     for (label, v) in &s.kld_quantiles.levels {
         println!("{label:<8}KLD: {v:10.6}");

@@ -272,13 +272,23 @@ fn try_llama_perplexity(model: &Path, text: &Path, args: &[&str]) -> Option<f64>
         "llama-perplexity failed on {}: {all}",
         model.display()
     );
-    let line = all.lines().find(|l| l.contains("Final estimate: PPL ="))?;
-    line.split("PPL =")
+    if let Some(line) = all.lines().find(|l| l.contains("Final estimate: PPL =")) {
+        return line
+            .split("PPL =")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok();
+    }
+    // The running value after the last announced chunk: `[N]12.3456,` (the same 4 decimals).
+    let chunks = all
+        .split("calculating perplexity over ")
         .nth(1)?
         .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+        .next()?;
+    let running = all.split(&format!("[{chunks}]")).nth(1)?;
+    running.split(',').next()?.trim().parse().ok()
 }
 
 /// Splits the GGUF `src` into `n` shards `PREFIX-0000i-of-0000n.gguf` as `llama-gguf-split

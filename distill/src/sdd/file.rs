@@ -5,6 +5,7 @@
 //! "SMELTSDD" u32 version
 //! teacher sha256 [32] | tokenizer sha256 [32] | text sha256 [32]   (zeros: unknown)
 //! u32 n_vocab, n_ctx, n_chunks, top_k | f32 max_rest | u32 bos (u32::MAX: none) | u32 levels
+//! u32 tail samples per unit of rest mass
 //! [8] header checksum
 //! per chunk: u32 length | range-coded payload | [8] checksum
 //! ```
@@ -25,13 +26,16 @@ use super::row::{RowModels, TeacherRow, LEVELS};
 use formats::{FormatError, Result};
 
 const MAGIC: &[u8; 8] = b"SMELTSDD";
-const VERSION: u32 = 1;
-const HEADER_BYTES: usize = 8 + 4 + 3 * 32 + 4 * 4 + 4 + 4 + 4 + 8;
+/// Version 2 added the tail samples: version 1 files under-estimate KL on large vocabularies.
+const VERSION: u32 = 2;
+const HEADER_BYTES: usize = 8 + 4 + 3 * 32 + 4 * 4 + 4 + 4 + 4 + 4 + 8;
 const NO_BOS: u32 = u32::MAX;
 /// The largest chunk a reader accepts (a chunk's tokens are held in memory while it decodes).
 const MAX_CTX: u32 = 1 << 20;
 /// The largest vocabulary a reader accepts.
 const MAX_VOCAB: u32 = 1 << 24;
+/// The most tail samples per unit of mass a reader accepts.
+pub const MAX_TAIL: u32 = 1 << 16;
 
 /// What a dataset was made from and how; two runs may share a file only if these agree.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +56,8 @@ pub struct Header {
     pub top_k: u32,
     /// Rows stop early once the rest of the mass is below this.
     pub max_rest: f32,
+    /// Tokens drawn from each row's rest per unit of its mass.
+    pub tail: u32,
     /// Token put in place of each chunk's first token when it is run (BOS), if any.
     pub bos: Option<u32>,
 }
@@ -79,6 +85,7 @@ impl Header {
         b.extend_from_slice(&self.max_rest.to_le_bytes());
         b.extend_from_slice(&self.bos.unwrap_or(NO_BOS).to_le_bytes());
         b.extend_from_slice(&LEVELS.to_le_bytes());
+        b.extend_from_slice(&self.tail.to_le_bytes());
         let sum = checksum(&b);
         b.extend_from_slice(&sum);
         b
@@ -92,7 +99,8 @@ impl Header {
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
         if u32_at(8) != VERSION {
             return Err(bad(&format!(
-                "dataset format version {} (this smelt reads {VERSION})",
+                "dataset format version {} (this smelt reads {VERSION}); make it again with \
+                 `smelt distill dataset` or `smelt distill import`",
                 u32_at(8)
             )));
         }
@@ -117,16 +125,18 @@ impl Header {
             top_k: u32_at(o + 12),
             max_rest: f32::from_bits(u32_at(o + 16)),
             bos: Some(u32_at(o + 20)).filter(|&t| t != NO_BOS),
+            tail: u32_at(o + 28),
         };
         if header.n_ctx < 4 || header.n_vocab < 2 || header.top_k == 0 {
             return Err(bad(
                 "implausible header (n_ctx < 4, vocabulary < 2 or top-k 0)",
             ));
         }
-        if header.n_ctx > MAX_CTX || header.n_vocab > MAX_VOCAB {
+        if header.n_ctx > MAX_CTX || header.n_vocab > MAX_VOCAB || header.tail > MAX_TAIL {
             return Err(bad(&format!(
-                "implausible header (n_ctx {} > {MAX_CTX} or vocabulary {} > {MAX_VOCAB})",
-                header.n_ctx, header.n_vocab
+                "implausible header (n_ctx {} > {MAX_CTX}, vocabulary {} > {MAX_VOCAB} or tail \
+                 samples {} > {MAX_TAIL})",
+                header.n_ctx, header.n_vocab, header.tail
             )));
         }
         Ok(header)
@@ -149,6 +159,7 @@ impl Header {
                 (self.max_rest != other.max_rest)
                     .then(|| format!("max rest {} ≠ {}", self.max_rest, other.max_rest))
             })
+            .or_else(|| number("tail samples", self.tail, other.tail))
             .or_else(|| (self.bos != other.bos).then(|| "BOS token".to_string()))
     }
 }
@@ -178,7 +189,7 @@ fn encode_chunk(header: &Header, models: &mut RowModels, chunk: &Chunk) -> Vec<u
         let p = first + r;
         let context = [chunk.tokens[p - 1], chunk.tokens[p]];
         models
-            .code_row(&mut enc, Some(row), context, usize::MAX)
+            .code_row(&mut enc, Some(row), context, (usize::MAX, usize::MAX))
             .expect("a row that exists codes");
     }
     enc.finish()
@@ -202,8 +213,9 @@ fn decode_chunk(
     for _ in 0..header.rows_per_chunk() {
         let p = tokens.len() - 1;
         let context = [tokens[p - 1], tokens[p]];
-        let row = models.code_row(&mut dec, None, context, header.top_k as usize)?;
-        if row.target >= n_vocab || row.ids.iter().any(|&i| i >= n_vocab) {
+        let limits = (header.top_k as usize, header.tail as usize);
+        let row = models.code_row(&mut dec, None, context, limits)?;
+        if row.target >= n_vocab || row.ids.iter().chain(&row.tail).any(|&i| i >= n_vocab) {
             return None;
         }
         tokens.push(row.target);
@@ -498,4 +510,37 @@ pub fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".partial");
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file of the first format (no tail samples, which under-estimate KL on large
+    /// vocabularies) is refused with what to do about it.
+    #[test]
+    fn a_version_1_file_is_refused_with_a_way_out() {
+        let header = Header {
+            teacher: [1; 32],
+            tokenizer: [2; 32],
+            text: [3; 32],
+            n_vocab: 300,
+            n_ctx: 16,
+            n_chunks: 2,
+            top_k: 64,
+            max_rest: 0.006,
+            tail: 256,
+            bos: Some(1),
+        };
+        let mut b = header.encode();
+        assert_eq!(Header::decode(&b, Path::new("d.sdd")).unwrap(), header);
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let err = Header::decode(&b, Path::new("d.sdd"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("version 1") && err.contains("smelt distill dataset"),
+            "{err}"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 mod coder;
 mod file;
 mod row;
+mod tail;
 
-pub use file::{partial_path, Chunk, Header, Opened, SddReader, SddWriter};
+pub use file::{partial_path, Chunk, Header, Opened, SddReader, SddWriter, MAX_TAIL};
 pub use row::{log_prob_of, Distribution, Selection, TeacherRow, LEVELS};

@@ -3,6 +3,7 @@
 //! continues with — and the adaptive models that code a chunk of such rows.
 
 use super::coder::{Bit, BitIo, CountModel, SymbolModel};
+use super::tail;
 
 /// Probabilities are stored as `round((1 − √p) · LEVELS)`: uniform steps in √p. Rounding a
 /// stored distribution adds about Σ p·δ²/2 to every KL divergence measured against it (δ the
@@ -10,6 +11,13 @@ use super::coder::{Bit, BitIo, CountModel, SymbolModel};
 /// (≈ 1/(6·LEVELS²)), which for a given size is the least total (a fixed step in ln p would
 /// spend as many bits on a 0.1 % token as on the top one).
 pub const LEVELS: u32 = 512;
+
+/// Tokens this far (in ln p) below the most likely one are left out of a row's distribution, as
+/// llama-perplexity does: its KL-divergence base stores all of them at this one floor value
+/// (whatever their probability), and its KL divergence counts no token below e^-16. Counting
+/// the floor would give a 152K-token vocabulary ~1.7 % of phantom mass. (The small margin keeps
+/// a base file's floor entries, which decode to about 16 below the top, out.)
+const DEPTH: f32 = -16.0 + 1e-4;
 
 /// The smallest probability a code stands for: half a step of √p.
 const FLOOR: f64 = 0.25 / (LEVELS as f64 * LEVELS as f64);
@@ -27,6 +35,10 @@ pub struct TeacherRow {
     pub target: u32,
     /// Its code.
     pub target_code: u32,
+    /// Tokens drawn from the teacher's tail (see [`tail`]), ordered by code, then id.
+    pub tail: Vec<u32>,
+    /// Their log-probability codes ([`tail::code_of`] below [`tail::reference`]).
+    pub tail_codes: Vec<u32>,
 }
 
 /// How many of a distribution's most likely tokens a row keeps.
@@ -36,6 +48,9 @@ pub struct Selection {
     pub top_k: usize,
     /// Stop earlier once the tokens kept hold all but this much probability mass.
     pub max_rest: f32,
+    /// Tokens drawn from the rest per unit of its mass (`--tail-samples`; 0: the rest is only
+    /// lumped).
+    pub tail: u32,
 }
 
 fn code_of(prob: f64) -> u32 {
@@ -49,12 +64,21 @@ pub fn log_prob_of(code: u32) -> f32 {
 }
 
 impl TeacherRow {
-    /// The stored form of one row of logits predicting `target`.
-    pub fn from_logits(logits: &[f32], target: u32, selection: Selection) -> TeacherRow {
+    /// The stored form of one row of logits predicting `target`; `seed` fixes its tail sample
+    /// (a row's index in its dataset).
+    pub fn from_logits(logits: &[f32], target: u32, selection: Selection, seed: u64) -> TeacherRow {
         let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let sum: f64 = logits.iter().map(|&v| ((v - max) as f64).exp()).sum();
+        let counted = |v: f32| v - max > DEPTH;
+        let sum: f64 = logits
+            .iter()
+            .filter(|&&v| counted(v))
+            .map(|&v| ((v - max) as f64).exp())
+            .sum();
         let log_sum = sum.ln();
-        let log_prob = |i: usize| (logits[i] - max) as f64 - log_sum;
+        let log_prob = |i: usize| match counted(logits[i]) {
+            true => (logits[i] - max) as f64 - log_sum,
+            false => f64::NEG_INFINITY,
+        };
         let mut order: Vec<u32> = (0..logits.len() as u32).collect();
         let keep = selection.top_k.min(logits.len());
         let by_prob = |a: &u32, b: &u32| {
@@ -69,27 +93,46 @@ impl TeacherRow {
         order.sort_by(by_prob);
         let mut kept = 0.0f64;
         let mut n = 0;
-        while n < order.len() && (n == 0 || 1.0 - kept > selection.max_rest as f64) {
+        while n < order.len()
+            && (n == 0
+                || 1.0 - kept > selection.max_rest as f64 && counted(logits[order[n] as usize]))
+        {
             kept += log_prob(order[n] as usize).exp();
             n += 1;
         }
         order.truncate(n);
         let rest = (1.0 - kept).max(0.0);
+        let codes: Vec<u32> = order
+            .iter()
+            .map(|&i| code_of(log_prob(i as usize).exp()))
+            .collect();
+        let m = tail::sample_count(rest, selection.tail);
+        let drawn = tail::sample(log_prob, logits.len(), &order, m, seed);
+        let reference = tail::reference(codes[n - 1]);
+        let mut sample: Vec<(u32, u32)> = drawn
+            .iter()
+            .map(|&i| (tail::code_of(log_prob(i as usize), reference), i))
+            .collect();
+        sample.sort_unstable();
         TeacherRow {
-            codes: order
-                .iter()
-                .map(|&i| code_of(log_prob(i as usize).exp()))
-                .collect(),
+            codes,
             ids: order,
             rest_code: code_of(rest),
             target,
             target_code: code_of(log_prob(target as usize).exp()),
+            tail: sample.iter().map(|s| s.1).collect(),
+            tail_codes: sample.iter().map(|s| s.0).collect(),
         }
     }
 
     /// The stored form of a row given as full-vocabulary log-probabilities (a llama.cpp base).
-    pub fn from_log_probs(log_probs: &[f32], target: u32, selection: Selection) -> TeacherRow {
-        TeacherRow::from_logits(log_probs, target, selection)
+    pub fn from_log_probs(
+        log_probs: &[f32],
+        target: u32,
+        selection: Selection,
+        seed: u64,
+    ) -> TeacherRow {
+        TeacherRow::from_logits(log_probs, target, selection, seed)
     }
 
     /// Normalised log-probabilities of the kept tokens, of the rest, and of the target: the
@@ -103,10 +146,16 @@ impl TeacherRow {
             .sum::<f64>()
             + (rest as f64).exp();
         let shift = total.ln() as f32;
+        let reference = tail::reference(self.codes[self.codes.len() - 1]);
         Distribution {
             log_probs: self.codes.iter().map(|&c| log_prob_of(c) - shift).collect(),
             rest_log_prob: rest - shift,
             target_log_prob: log_prob_of(self.target_code) - shift,
+            tail_log_probs: self
+                .tail_codes
+                .iter()
+                .map(|&c| (tail::log_prob_of_code(c, reference) - shift as f64) as f32)
+                .collect(),
         }
     }
 }
@@ -120,6 +169,8 @@ pub struct Distribution {
     pub rest_log_prob: f32,
     /// ln p of the target token.
     pub target_log_prob: f32,
+    /// ln p of each token drawn from the rest, in the row's order.
+    pub tail_log_probs: Vec<f32>,
 }
 
 /// Rank classes sharing id and gap statistics: 0, 1, 2, 3–4, 5–8, 9–16, 17+.
@@ -153,6 +204,9 @@ pub struct RowModels {
     absent_id: SymbolModel,
     absent_gap: CountModel,
     recall: Recall,
+    tail_count: CountModel,
+    tail_gap: CountModel,
+    tail_id: SymbolModel,
 }
 
 /// Which memory a row's ids are predicted from: the last row after the same two tokens, or
@@ -221,6 +275,9 @@ impl RowModels {
             absent_id: SymbolModel::new(bits),
             absent_gap: CountModel::default(),
             recall: Recall::new(),
+            tail_count: CountModel::default(),
+            tail_gap: CountModel::default(),
+            tail_id: SymbolModel::new(bits),
         }
     }
 
@@ -232,13 +289,13 @@ impl RowModels {
     /// Codes `row` (encoder; returns a copy) or decodes one (decoder; pass `None`); `context`
     /// holds the token before the scored one and the scored one. `None` when what is decoded
     /// cannot be a row: more than `max_ids` tokens, a recalled position outside the remembered
-    /// list, codes past u32 (a damaged or hostile file).
+    /// list, more than `max_tail` tail tokens, codes past u32 (a damaged or hostile file).
     pub fn code_row(
         &mut self,
         io: &mut impl BitIo,
         row: Option<&TeacherRow>,
         context: [u32; 2],
-        max_ids: usize,
+        (max_ids, max_tail): (usize, usize),
     ) -> Option<TeacherRow> {
         let recalled = self.recall.list(context);
         let get = |f: &dyn Fn(&TeacherRow) -> u32| row.map_or(0, f);
@@ -292,12 +349,25 @@ impl RowModels {
             (id, codes[n - 1].checked_add(gap)?)
         };
         self.recall.remember(context, &ids);
+        let m = self.tail_count.code(io, get(&|r| r.tail.len() as u32)) as usize;
+        if m > max_tail {
+            return None;
+        }
+        let (mut tail, mut tail_codes) = (Vec::with_capacity(m), Vec::<u32>::with_capacity(m));
+        for k in 0..m {
+            let before = if k == 0 { 0 } else { tail_codes[k - 1] };
+            let gap = self.tail_gap.code(io, get(&|r| r.tail_codes[k] - before));
+            tail_codes.push(before.checked_add(gap)?);
+            tail.push(self.tail_id.code(io, get(&|r| r.tail[k])));
+        }
         Some(TeacherRow {
             ids,
             codes,
             rest_code,
             target,
             target_code,
+            tail,
+            tail_codes,
         })
     }
 }
@@ -317,16 +387,18 @@ mod tests {
     }
 
     /// Selection keeps the most likely tokens until the rest is small; coding round-trips,
-    /// including targets outside the kept list.
+    /// including targets outside the kept list and tail samples.
     #[test]
     fn select_and_round_trip() {
         let sel = Selection {
             top_k: 16,
             max_rest: 0.05,
+            tail: 32,
         };
         let rows: Vec<TeacherRow> = (0..200)
-            .map(|s| TeacherRow::from_logits(&logits(s, 300), (s * 37) % 300, sel))
+            .map(|s| TeacherRow::from_logits(&logits(s, 300), (s * 37) % 300, sel, s as u64))
             .collect();
+        assert!(rows.iter().any(|r| r.tail.len() > 4));
         for r in &rows {
             assert!(r.ids.len() <= 16 && r.codes.windows(2).all(|w| w[0] <= w[1]));
             let d = r.distribution();
@@ -339,7 +411,7 @@ mod tests {
         let mut m = RowModels::new(300);
         for r in &rows {
             assert_eq!(
-                &m.code_row(&mut enc, Some(r), [r.target % 3, r.target % 5], 64)
+                &m.code_row(&mut enc, Some(r), [r.target % 3, r.target % 5], (64, 32))
                     .unwrap(),
                 r
             );
@@ -348,7 +420,7 @@ mod tests {
         let mut dec = Decoder::new(&bytes);
         let mut m = RowModels::new(300);
         for r in &rows {
-            let got = m.code_row(&mut dec, None, [r.target % 3, r.target % 5], 64);
+            let got = m.code_row(&mut dec, None, [r.target % 3, r.target % 5], (64, 32));
             assert_eq!(got.as_ref(), Some(r));
         }
     }
@@ -365,7 +437,9 @@ mod tests {
             Selection {
                 top_k: 64,
                 max_rest: 0.01,
+                tail: 0,
             },
+            0,
         );
         assert_eq!(r.ids, vec![7, 3]);
         assert_eq!(r.target_code, r.codes[1]);

@@ -102,23 +102,33 @@ impl Student {
     }
 }
 
-/// KL(teacher ‖ student) of one row over the teacher's kept tokens and the lumped rest, plus
-/// the weighted cross-entropy with the target; writes the gradient with respect to the logits
-/// `z` into `dz`. Returns (KL, cross-entropy).
+/// KL(teacher ‖ student) of one row (the estimate of [`row_kld`]), plus the weighted
+/// cross-entropy with the target; writes the gradient with respect to the logits `z` into `dz`.
+/// Returns (KL, cross-entropy).
+///
+/// The gradient is the estimate's own, so its expectation over the tail sample is the
+/// full-vocabulary gradient: kept tokens get `q − p`; the rest `q·(1 − (P_T + W)/Q_T)`, where
+/// `W` sums the samples' weights `w = P_T/m·(r − 1)`, and each sampled token adds its `w` on
+/// top. (Differentiating `r − 1 − ln r` through `ln r = ln q_i − ln Q_T − …`.)
 pub fn row_loss(z: &[f32], row: &TeacherRow, objective: Objective, dz: &mut [f32]) -> (f64, f64) {
     let (_, shift) = log_softmax_shift(z);
     let d = row.distribution();
-    let (kl, q_listed, q_rest) = row_kld(z, shift, &row.ids, &d);
-    let rest_scale = (d.rest_log_prob as f64).exp() / q_rest;
+    let kl = row_kld(z, shift, row, &d);
+    let sampled: f64 = kl.tail_weights.iter().sum();
+    let rest_scale = ((d.rest_log_prob as f64).exp() + sampled) / kl.q_rest;
+    let ce_weight = objective.ce_weight as f64;
     for (g, &v) in dz.iter_mut().zip(z) {
         let q = ((v - shift) as f64).exp();
-        *g = (q * (1.0 - rest_scale) + objective.ce_weight as f64 * q) as f32;
+        *g = (q * (1.0 - rest_scale) + ce_weight * q) as f32;
     }
     // Listed tokens: q − p instead of q − r·q/q_rest.
-    for ((&id, &lp), &q) in row.ids.iter().zip(&d.log_probs).zip(&q_listed) {
-        dz[id as usize] = (q - (lp as f64).exp() + objective.ce_weight as f64 * q) as f32;
+    for ((&id, &lp), &q) in row.ids.iter().zip(&d.log_probs).zip(&kl.q) {
+        dz[id as usize] = (q - (lp as f64).exp() + ce_weight * q) as f32;
+    }
+    for (&id, &w) in row.tail.iter().zip(&kl.tail_weights) {
+        dz[id as usize] += w as f32;
     }
     let ce = (shift - z[row.target as usize]) as f64;
     dz[row.target as usize] -= objective.ce_weight;
-    (kl, ce)
+    (kl.kld, ce)
 }

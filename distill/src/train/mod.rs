@@ -349,6 +349,7 @@ mod tests {
             n_chunks: 0,
             top_k: 4,
             max_rest: 0.0,
+            tail: 0,
             bos: None,
         };
         let Opened::Writing(writer) = SddWriter::open(&path, header, 1).unwrap() else {

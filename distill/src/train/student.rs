@@ -235,8 +235,9 @@ pub(crate) mod tests {
                 let sel = Selection {
                     top_k: 5,
                     max_rest: 0.0,
+                    tail: 16,
                 };
-                TeacherRow::from_logits(&logits, tokens[i + 1], sel)
+                TeacherRow::from_logits(&logits, tokens[i + 1], sel, i as u64)
             })
             .collect()
     }
@@ -288,8 +289,11 @@ pub(crate) mod tests {
             Selection {
                 top_k: 6,
                 max_rest: 0.0,
+                tail: 64,
             },
+            3,
         );
+        assert!(row.tail.len() >= 4, "{} tail samples", row.tail.len());
         let z = noise(20, 1);
         let objective = Objective { ce_weight: 0.3 };
         let mut dz = vec![0.0; 20];
