@@ -45,7 +45,9 @@ figures='"\(.kld.mean) \(.kld.p90) \(.kld.p99) \(.same_top_p) \(.kld_estimate_er
 base_bytes=$(stat -c %s "$BASE")
 declare -A FULL
 for s in "${STUDENTS[@]}"; do
-  FULL[$s]=$($SMELT perplexity "$s" -f /dev/null --kld "$BASE" --json 2>/dev/null | jq -r "$figures")
+  full="$W/full-$(basename "$s" .gguf)-$(basename "$BASE").json"
+  [ -f "$full" ] || $SMELT perplexity "$s" -f /dev/null --kld "$BASE" --json 2>/dev/null >"$full"
+  FULL[$s]=$(jq -r "$figures" "$full")
   echo "full vocabulary $base_bytes B  $(basename "$s" .gguf)  ${FULL[$s]}"
 done
 for setting in "${SETTINGS[@]}"; do

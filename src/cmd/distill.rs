@@ -90,10 +90,10 @@ pub struct SelectionArgs {
     /// Stop before top-k once the tokens kept leave at most this probability mass.
     #[arg(long, default_value_t = 0.006)]
     pub max_rest: f32,
-    /// Tokens drawn from the rest of each position's distribution, per unit of its mass (so
-    /// KL measured against the dataset is an unbiased estimate; 0: the rest is only lumped,
-    /// which under-estimates KL).
-    #[arg(long, default_value_t = 256)]
+    /// Tokens drawn from the rest of each position's distribution, per unit of its mass, where
+    /// top-k left more than --max-rest (so KL measured against the dataset is an unbiased
+    /// estimate; 0: the rest is only lumped, which under-estimates KL).
+    #[arg(long, default_value_t = 1024)]
     pub tail_samples: u32,
 }
 

@@ -106,7 +106,7 @@ impl TeacherRow {
             .iter()
             .map(|&i| code_of(log_prob(i as usize).exp()))
             .collect();
-        let m = tail::sample_count(rest, selection.tail);
+        let m = tail::sample_count(rest, selection.max_rest, selection.tail);
         let drawn = tail::sample(log_prob, logits.len(), &order, m, seed);
         let reference = tail::reference(codes[n - 1]);
         let mut sample: Vec<(u32, u32)> = drawn

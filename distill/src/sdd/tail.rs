@@ -19,10 +19,16 @@ use super::row::log_prob_of;
 pub const STEPS_PER_NAT: f64 = 32.0;
 
 /// How many tail tokens a row whose tail holds probability `rest` carries, at `per_unit_mass`
-/// samples per unit of mass: a row whose head holds nearly everything carries none (its lumped
-/// term is then within its rest of the truth), a flat one up to `per_unit_mass`.
-pub fn sample_count(rest: f64, per_unit_mass: u32) -> usize {
-    (rest.clamp(0.0, 1.0) * per_unit_mass as f64).floor() as usize
+/// samples per unit of mass. A row whose kept tokens stopped because the rest fell to
+/// `max_rest` carries none: the user has called that much mass negligible, and the lumped term
+/// is then within about `max_rest` of the truth (a small vocabulary's rows mostly end so, and
+/// stay the size they were). A row cut off by top-k, with more left over, carries
+/// `rest · per_unit_mass`.
+pub fn sample_count(rest: f64, max_rest: f32, per_unit_mass: u32) -> usize {
+    if rest <= max_rest as f64 {
+        return 0;
+    }
+    (rest.min(1.0) * per_unit_mass as f64).floor() as usize
 }
 
 /// The log-probability code 0 of a sampled token stands for: one nat above the last kept
