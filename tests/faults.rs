@@ -87,6 +87,38 @@ fn inputs(dir: &Path) -> (PathBuf, PathBuf) {
     (ckpt, text)
 }
 
+/// `distill dataset` of `model` over `text` at ctx 64 into `out`, `chunks` chunks.
+fn dataset_args<'a>(
+    model: &'a Path,
+    text: &'a Path,
+    out: &'a Path,
+    chunks: &'a str,
+) -> Vec<&'a str> {
+    let (model, text, out) = (s(model), s(text), s(out));
+    vec![
+        "distill", "dataset", model, "-f", text, "-o", out, "-c", "64", "--chunks", chunks,
+    ]
+}
+
+/// Writes a release recipe (Q8_0 and Q4_K_M of `ckpt`, 4 chunks of 64 of `text`) at `path`.
+fn write_recipe(path: &Path, ckpt: &Path, text: &Path, output: &Path, cache: &Path) {
+    let body = format!(
+        "source = {ckpt:?}\noutput = {output:?}\ntypes = [\"Q8_0\", \"Q4_K_M\"]\n\
+         evaluation = {text:?}\nctx = 64\nchunks = 4\ncache = {cache:?}\n"
+    );
+    std::fs::write(path, body).unwrap();
+}
+
+/// Every file `SHA256SUMS` lists in `out` (two types and four documents) has its checksum.
+fn assert_checksums_hold(out: &Path) {
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 2 + 4, "{sums}");
+    for line in sums.lines() {
+        let (hash, file) = line.split_once("  ").unwrap();
+        assert_eq!(common::sha256(&out.join(file)), hash, "{file}");
+    }
+}
+
 #[test]
 #[ignore = "tier 2: mounts a tmpfs (needs root)"]
 fn a_full_disk_is_exit_2_with_nothing_at_the_target() {
@@ -107,19 +139,7 @@ fn a_full_disk_is_exit_2_with_nothing_at_the_target() {
 
     fs.fill_leaving(64 << 10);
     let dataset = fs.dir.join("d.sdd");
-    let make = [
-        "distill",
-        "dataset",
-        s(&model),
-        "-f",
-        s(&text),
-        "-o",
-        s(&dataset),
-        "-c",
-        "64",
-        "--chunks",
-        "200",
-    ];
+    let make = dataset_args(&model, &text, &dataset, "200");
     common::assert_bad_input(&common::run(&make), "No space left on device");
     assert!(!dataset.exists());
 }
@@ -131,15 +151,7 @@ fn a_release_folder_on_another_filesystem_lands_whole_or_fails_cleanly() {
     let (ckpt, text) = inputs(tmp.path());
     let recipe = |output: &Path| {
         let path = tmp.path().join("recipe.toml");
-        let body = format!(
-            "source = {:?}\noutput = {:?}\ntypes = [\"Q8_0\", \"Q4_K_M\"]\nevaluation = {:?}\n\
-             ctx = 64\nchunks = 4\ncache = {:?}\n",
-            ckpt,
-            output,
-            text,
-            tmp.path().join("cache")
-        );
-        std::fs::write(&path, body).unwrap();
+        write_recipe(&path, &ckpt, &text, output, &tmp.path().join("cache"));
         path
     };
 
@@ -158,12 +170,7 @@ fn a_release_folder_on_another_filesystem_lands_whole_or_fails_cleanly() {
     let out = roomy.dir.join("out");
     let o = common::run(&["release", s(&recipe(&out))]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), 2 + 4, "{sums}");
-    for line in sums.lines() {
-        let (hash, file) = line.split_once("  ").unwrap();
-        assert_eq!(common::sha256(&out.join(file)), hash, "{file}");
-    }
+    assert_checksums_hold(&out);
 }
 
 /// `tests/faults_eio.c` built into a preload library in `dir`.
@@ -226,19 +233,7 @@ fn an_io_error_is_exit_2_with_nothing_at_the_target_and_the_cache_still_usable()
         );
     }
     let dataset = disk.join("d.sdd");
-    let make = [
-        "distill",
-        "dataset",
-        s(&model),
-        "-f",
-        s(&text),
-        "-o",
-        s(&dataset),
-        "-c",
-        "64",
-        "--chunks",
-        "8",
-    ];
+    let make = dataset_args(&model, &text, &dataset, "8");
     let o = run_with_eio(&shim, &disk, 0, 4 << 10, &make);
     common::assert_bad_input(&o, "Input/output error");
     assert!(!dataset.exists());
@@ -254,15 +249,7 @@ fn an_io_error_is_exit_2_with_nothing_at_the_target_and_the_cache_still_usable()
         let work = disk.join(format!("run-{run}"));
         let out = work.join("out");
         let recipe = tmp.path().join("recipe.toml");
-        let body = format!(
-            "source = {:?}\noutput = {:?}\ntypes = [\"Q8_0\", \"Q4_K_M\"]\nevaluation = {:?}\n\
-             ctx = 64\nchunks = 4\ncache = {:?}\n",
-            ckpt,
-            out,
-            text,
-            work.join("cache")
-        );
-        std::fs::write(&recipe, body).unwrap();
+        write_recipe(&recipe, &ckpt, &text, &out, &work.join("cache"));
         let o = run_with_eio(&shim, &disk, files, after, &["release", s(&recipe)]);
         if o.status.success() {
             // Past the last file (at its start), or past a file smaller than 4 KiB.
@@ -286,12 +273,7 @@ fn an_io_error_is_exit_2_with_nothing_at_the_target_and_the_cache_still_usable()
         }
         let o = common::run(&["release", s(&recipe)]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-        assert_eq!(sums.lines().count(), 2 + 4, "{sums}");
-        for line in sums.lines() {
-            let (hash, file) = line.split_once("  ").unwrap();
-            assert_eq!(common::sha256(&out.join(file)), hash, "{file}");
-        }
+        assert_checksums_hold(&out);
     }
     assert_eq!(failed_at.len(), 12, "{failed_at:#?}");
 

@@ -58,6 +58,26 @@ fn mean_kld(report: &serde_json::Value) -> f64 {
     report["kld"]["mean"].as_f64().unwrap()
 }
 
+/// `smelt distill import BASE --teacher TEACHER -o OUT` with the default settings.
+fn import(dir: &Path, base: &Path, teacher: &Path, out: &Path) {
+    let args = [
+        "distill",
+        "import",
+        p(base),
+        "--teacher",
+        p(teacher),
+        "-o",
+        p(out),
+    ];
+    common::smelt_json(dir, &args);
+}
+
+/// Runs `cmd`, which must succeed.
+fn succeeds(cmd: &mut std::process::Command) {
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 /// `path`, made by `make(temporary path)` unless it exists (a cache across runs).
 fn cached(path: PathBuf, make: impl FnOnce(&Path)) -> PathBuf {
     if !path.exists() {
@@ -88,47 +108,36 @@ fn a_dataset_of_a_152k_vocabulary_matches_the_full_vocabulary_kld() {
     std::fs::create_dir_all(&cache).unwrap();
     let wiki = text("wiki.test.raw");
     let student = cached(cache.join("Q2_K.gguf"), |tmp| {
-        let o = common::llama_tool("llama-quantize")
-            .arg("--allow-requantize")
-            .args([&teacher, tmp])
-            .arg("Q2_K")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        succeeds(
+            common::llama_tool("llama-quantize")
+                .arg("--allow-requantize")
+                .args([&teacher, tmp])
+                .arg("Q2_K"),
+        )
     });
     let base = cached(cache.join("wiki-c512-8.kld"), |tmp| {
-        let o = common::llama_tool("llama-perplexity")
-            .arg("-m")
-            .arg(&teacher)
-            .arg("-f")
-            .arg(&wiki)
-            .args([
-                "-c",
-                "512",
-                "--chunks",
-                "8",
-                "-t",
-                "2",
-                "--kl-divergence-base",
-            ])
-            .arg(tmp)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        succeeds(
+            common::llama_tool("llama-perplexity")
+                .arg("-m")
+                .arg(&teacher)
+                .arg("-f")
+                .arg(&wiki)
+                .args([
+                    "-c",
+                    "512",
+                    "--chunks",
+                    "8",
+                    "-t",
+                    "2",
+                    "--kl-divergence-base",
+                ])
+                .arg(tmp),
+        )
     });
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let data = dir.join("d.sdd");
-    let import = [
-        "distill",
-        "import",
-        p(&base),
-        "--teacher",
-        p(&teacher),
-        "-o",
-        p(&data),
-    ];
-    common::smelt_json(dir, &import);
+    import(dir, &base, &teacher, &data);
     let ratio = std::fs::metadata(&base).unwrap().len() as f64
         / std::fs::metadata(&data).unwrap().len() as f64;
     let full = common::smelt_json(
@@ -154,18 +163,7 @@ fn k64_datasets_match_the_full_vocabulary_kld() {
     let base = reference("kld-base.bin");
     let imported = dir.join("imported.sdd");
     let made = dir.join("made.sdd");
-    common::smelt_json(
-        dir,
-        &[
-            "distill",
-            "import",
-            p(&base),
-            "--teacher",
-            p(&teacher),
-            "-o",
-            p(&imported),
-        ],
-    );
+    import(dir, &base, &teacher, &imported);
     let eval = text("tinystories-eval.txt");
     teacher_dataset(dir, &eval, &made, "40");
     let base_size = std::fs::metadata(&base).unwrap().len() as f64;

@@ -18,17 +18,14 @@ use super::row::log_prob_of;
 /// below the sampling error.
 pub const STEPS_PER_NAT: f64 = 32.0;
 
-/// How many tail tokens a row whose tail holds probability `rest` carries, at `per_unit_mass`
-/// samples per unit of mass. A row whose kept tokens stopped because the rest fell to
-/// `max_rest` carries none: the user has called that much mass negligible, and the lumped term
-/// is then within about `max_rest` of the truth (a small vocabulary's rows mostly end so, and
-/// stay the size they were). A row cut off by top-k, with more left over, carries
-/// `rest · per_unit_mass`.
+/// How many tail tokens a row whose tail holds probability `rest` carries: `per_unit_mass`
+/// samples per unit of the mass beyond `max_rest`. The user has called `max_rest` negligible:
+/// a row whose kept tokens stopped there carries none (the lumped term is then within about
+/// `max_rest` of the truth), and so do most rows of a small vocabulary, which stay about the
+/// size they were; a row cut off by top-k with much more left over carries many.
 pub fn sample_count(rest: f64, max_rest: f32, per_unit_mass: u32) -> usize {
-    if rest <= max_rest as f64 {
-        return 0;
-    }
-    (rest.min(1.0) * per_unit_mass as f64).floor() as usize
+    let beyond = rest.min(1.0) - max_rest as f64;
+    (beyond.max(0.0) * per_unit_mass as f64).floor() as usize
 }
 
 /// The log-probability code 0 of a sampled token stands for: one nat above the last kept
