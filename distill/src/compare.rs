@@ -76,13 +76,13 @@ pub fn row_kld(logits: &[f32], shift: f32, row: &TeacherRow, d: &Distribution) -
         .map(|(&lp, &qi)| (lp as f64).exp() * (lp as f64 - qi.max(f64::MIN_POSITIVE).ln()))
         .sum();
     let rest = d.rest_log_prob as f64;
-    let p_rest = rest.exp();
-    kld += p_rest * (rest - q_rest.ln());
+    let (p_rest, ln_q_rest) = (rest.exp(), q_rest.ln());
+    kld += p_rest * (rest - ln_q_rest);
     let m = row.tail.len();
     let mut tail_weights = Vec::with_capacity(m);
     let mut terms = Vec::with_capacity(m);
     for (&id, &lp) in row.tail.iter().zip(&d.tail_log_probs) {
-        let ln_r = (q_of(id).max(f64::MIN_POSITIVE).ln() - q_rest.ln()) - (lp as f64 - rest);
+        let ln_r = (q_of(id).max(f64::MIN_POSITIVE).ln() - ln_q_rest) - (lp as f64 - rest);
         let r = ln_r.exp();
         terms.push(r - 1.0 - ln_r);
         tail_weights.push(p_rest / m as f64 * (r - 1.0));
