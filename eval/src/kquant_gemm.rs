@@ -17,7 +17,7 @@ use quantize::activation::q8_k_block;
 use quantize::types::q45_k::{Q4_K, Q5_K};
 use quantize::types::{q2_k, q3_k, q6_k, QK_K};
 
-use crate::lanes::dispatched;
+use crate::lanes::{dispatched, has_vnni};
 
 /// Weight rows per register (16 i32 lanes).
 const GROUP_ROWS: usize = 16;
@@ -40,18 +40,6 @@ pub fn applies(ty: GgmlType, rows: usize, cols: usize) -> bool {
     ) && rows > 0
         && cols.is_multiple_of(QK_K)
         && has_vnni()
-}
-
-fn has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// Activation rows in Q8_K form, laid out for the kernel.

@@ -69,6 +69,19 @@ pub(crate) fn cpu() -> Cpu {
     Cpu::Portable
 }
 
+/// Whether this CPU has AVX-512F and AVX512-VNNI (the integer kernels' `vpdpbusd`).
+pub(crate) fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Runs `kernel` with the lanes of [`cpu`].
 pub(crate) fn dispatch<K: LaneKernel>(mut kernel: K) {
     match cpu() {

@@ -6,8 +6,8 @@
 //!   as llama.cpp does ([`crate::kquant_gemm`]: 64 products per instruction, four times an f32
 //!   FMA's rate; on the Q4_K_M benchmark its products take 2.6× less CPU time than decoding to
 //!   f32 for faer's GEMM did);
-//! - Q8_0 weights in integers against Q8_0 activations, in llama.cpp's order
-//!   ([`crate::q8_0_gemm`]);
+//! - the 32-value block types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) in integers against
+//!   Q8_0/Q8_1 activations, in llama.cpp's order ([`crate::legacy_gemm`]);
 //! - everything else is decoded block by block into f32 and multiplied with faer's GEMM (equal to
 //!   llama.cpp's up to summation order).
 
@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::float_gemm::{self, FloatWeight};
 use crate::kquant_gemm::{self, Q8kRows};
 use crate::model::{Model, Weight};
-use crate::q8_0_gemm::{self, Q80Rows};
+use crate::legacy_gemm::{self, Q8Rows};
 use formats::gguf::GgmlType;
 
 /// Sees the input of every matrix product before it is rounded (importance matrices, pruning
@@ -133,7 +133,7 @@ struct Products<'a> {
     n_rows: usize,
     rounded: Vec<(ActivationForm, Vec<f32>)>,
     q8k: Option<Q8kRows>,
-    q8_0: Option<Q80Rows>,
+    q8: Option<Q8Rows>,
 }
 
 impl<'a> Products<'a> {
@@ -144,7 +144,7 @@ impl<'a> Products<'a> {
             n_rows,
             rounded: Vec::new(),
             q8k: None,
-            q8_0: None,
+            q8: None,
         }
     }
 
@@ -164,9 +164,9 @@ impl<'a> Products<'a> {
             let x = self.q8k.get_or_insert_with(|| Q8kRows::new(x, n_rows));
             return kquant_gemm::product(weight.ty, model.bytes(weight), x, weight.rows, out);
         }
-        if weight.ty == GgmlType::Q8_0 {
-            let x = self.q8_0.get_or_insert_with(|| Q80Rows::new(x, n_rows));
-            return q8_0_gemm::product(model.bytes(weight), x, weight.rows, out);
+        if legacy_gemm::applies(weight.ty) {
+            let x = self.q8.get_or_insert_with(|| Q8Rows::new(x, n_rows));
+            return legacy_gemm::product(weight.ty, model.bytes(weight), x, weight.rows, out);
         }
         let form = ActivationForm::for_weight(weight.ty);
         let x: &[f32] = match form {

@@ -85,6 +85,17 @@ pub fn q8_0_block(x: &[f32], levels: &mut [i8]) -> f32 {
     f16::from_f32(amax / 127.0).to_f32()
 }
 
+/// `quantize_row_q8_1` (AVX2 path) on one block of 32: the levels as [`q8_0_block`] writes them,
+/// the block's f16 scale, and its f16 `s = d · Σ levels` where `d` is the unrounded `amax / 127`
+/// (the `_1` weight types' dot products add `m · s`), both as f32.
+#[inline]
+pub fn q8_1_block(x: &[f32], levels: &mut [i8]) -> (f32, f32) {
+    let d = q8_0_block(x, levels);
+    let sum: i32 = levels.iter().map(|&q| q as i32).sum();
+    let s = f16::from_f32(abs_max(x) / 127.0 * sum as f32).to_f32();
+    (d, s)
+}
+
 /// `quantize_row_q8_K_ref` on one block of 256 (rounded back to f32 values in place).
 fn round_q8_k_block(x: &mut [f32]) {
     let mut levels = [0i8; QK_K];

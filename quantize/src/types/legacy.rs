@@ -86,8 +86,8 @@ impl Legacy {
         }
     }
 
-    /// The level of value `j` of block `y`.
-    fn level(self, y: &[u8], j: usize) -> i32 {
+    /// The level of value `j` of block `y` (0..=15 or 0..=31).
+    pub fn level(self, y: &[u8], j: usize) -> i32 {
         let qs = &y[self.header() + self.qh_bytes()..];
         let nib = if j < BLOCK / 2 {
             qs[j] & 0x0F

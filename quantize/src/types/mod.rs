@@ -9,6 +9,7 @@ mod iq_grids;
 pub mod iq_lattice;
 mod lanes;
 pub mod legacy;
+pub mod levels32;
 pub mod low_bit;
 pub mod mxfp4;
 pub mod q2_k;
