@@ -1,13 +1,20 @@
-//! Products with k-quant weights (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) in integer arithmetic, the way
-//! llama.cpp multiplies them: the activations are quantized to Q8_K (levels −127..127 and one f32
-//! scale per 256), the weights stay 2- to 6-bit levels with their group scales, and a
-//! super-block's dot product is exact in 32-bit integers. Only the float sum over super-blocks is
-//! rounded, in a fixed order, so the result does not depend on tiling or threads.
+//! Products with k-quant weights (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) in integer arithmetic, giving
+//! llama.cpp's bits. The activations are quantized to Q8_K (levels −127..127, one f32 scale per
+//! 256, and the sums of each 16 levels). ggml's AVX2 `vec_dot`s then keep, per super-block, eight
+//! exact 32-bit lane sums — lane `k` holds the products at positions `i` with `(i mod 32) / 4 == k`,
+//! each times its group scale — and fuse each into its own f32 lane (`acc = fma(d, lane, acc)`,
+//! `d = d_x · d_w`), ending in `hsum_float_8`. The types differ only in what else they add:
+//! - Q6_K subtracts, in lane `k`, `32 · (sc[2k]·bsum[2k] + sc[2k+1]·bsum[2k+1])` (its levels are
+//!   stored +32) before the lane is converted;
+//! - Q2_K first fuses its mins into the same lanes: `acc = fma(−d_x·dmin, m[2k]·bsum[2k] +
+//!   m[2k+1]·bsum[2k+1], acc)`;
+//! - Q4_K keeps its mins in four more lanes (pairs of 32-sums) reduced and added at the end;
+//! - Q5_K fuses its whole mins term into one scalar per output (`summs`), added at the end.
 //!
-//! On AVX512-VNNI one `vpdpbusd` does 64 multiply-adds (unsigned weight level × signed activation
-//! level) where an f32 FMA does 16, at the same rate; each group's sum is then scaled by its
-//! integer group scale. Machines without VNNI (and shapes the kernel does not tile) keep the
-//! decode-and-faer path in [`crate::linear`].
+//! On AVX512-VNNI each register holds two weight rows × eight lanes; the weights are unpacked
+//! once per task as 16-bit `scale · level`, so one `vpdpwssd` adds two products per lane with the
+//! scale already applied and the lanes come out exactly as ggml's. Machines without VNNI keep the
+//! decode-and-faer path in [`crate::linear`] (equal to llama.cpp's up to summation order).
 
 use faer::MatMut;
 use rayon::prelude::*;
@@ -19,27 +26,40 @@ use quantize::types::{q2_k, q3_k, q6_k, QK_K};
 
 use crate::lanes::{dispatched, has_vnni};
 
-/// Weight rows per register (16 i32 lanes).
-const GROUP_ROWS: usize = 16;
-/// Weight rows per parallel task (a multiple of [`GROUP_ROWS`]).
-const TASK_ROWS: usize = 96;
-/// Activation rows one tile multiplies at once (one accumulator register each).
-const TILE_TOKENS: usize = 8;
-/// Activation rows kept hot in cache while a task's weight groups pass over them.
+/// Chunks of 32 positions per super-block.
+const CHUNKS: usize = QK_K / 32;
+/// f32 lanes of one row's super-block sum.
+const LANES: usize = 8;
+/// 16-bit values per register: two rows × eight lanes × two.
+const REG: usize = 32;
+/// Weight rows per parallel task.
+const TASK_ROWS: usize = 32;
+/// Activation rows one tile multiplies at once.
+const TILE_TOKENS: usize = 4;
+/// Activation rows kept hot in cache while a task's weight rows pass over them.
 const TOKEN_BLOCK: usize = 64;
-/// Groups of four levels per super-block (`vpdpbusd` multiplies four bytes per lane).
-const QUADS: usize = QK_K / 4;
-/// Groups of 16 per super-block: the finest grouping of scales and mins (Q2_K, Q3_K, Q6_K).
-const GROUPS16: usize = QK_K / 16;
+
+/// The k-quant types, as the kernel's const parameter.
+const Q2: u8 = 2;
+const Q3: u8 = 3;
+const Q4: u8 = 4;
+const Q5: u8 = 5;
+const Q6: u8 = 6;
+
+fn kind(ty: GgmlType) -> Option<u8> {
+    match ty {
+        GgmlType::Q2_K => Some(Q2),
+        GgmlType::Q3_K => Some(Q3),
+        GgmlType::Q4_K => Some(Q4),
+        GgmlType::Q5_K => Some(Q5),
+        GgmlType::Q6_K => Some(Q6),
+        _ => None,
+    }
+}
 
 /// Whether `ty` weights of `rows` × `cols` take the integer kernel on this machine.
 pub fn applies(ty: GgmlType, rows: usize, cols: usize) -> bool {
-    matches!(
-        ty,
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K
-    ) && rows > 0
-        && cols.is_multiple_of(QK_K)
-        && has_vnni()
+    kind(ty).is_some() && rows > 0 && cols.is_multiple_of(QK_K) && has_vnni()
 }
 
 /// Activation rows in Q8_K form, laid out for the kernel.
@@ -47,32 +67,37 @@ pub struct Q8kRows {
     n_rows: usize,
     /// Super-blocks per row.
     n_blocks: usize,
-    /// Levels (`n_rows` × `n_blocks` × 256).
-    levels: Vec<i8>,
-    /// Scale of each super-block (`n_rows` × `n_blocks`).
+    /// Levels as 16-bit values; per chunk of 32, the positions `(4k, 4k+1)` of each lane `k`,
+    /// then `(4k+2, 4k+3)`.
+    x16: Vec<i16>,
+    /// Scale of each super-block.
     scales: Vec<f32>,
-    /// Level sums of each group of 16 (`n_rows` × `n_blocks` × 16): for weight types whose
-    /// levels have a zero offset (Q3_K, Q6_K).
-    sums: Vec<i32>,
-    /// The same sums as 16-bit pairs (`n_rows` × `n_blocks` × 8): for the mins (Q2_K, Q4_K, Q5_K).
-    sum_pairs: Vec<i32>,
-}
-
-/// Two 16-bit values in one i32 lane, low first (`vpdpwssd`'s operand layout).
-fn pair(lo: i32, hi: i32) -> i32 {
-    (lo as i16 as u16 as u32 | ((hi as i16 as u16 as u32) << 16)) as i32
+    /// Sums of each 16 levels (16 per super-block).
+    b16: Vec<i16>,
+    /// Sums of each 32 levels, then eight zeros (16 per super-block).
+    b32: Vec<i16>,
 }
 
 dispatched! {
-    /// One super-block of activations into Q8_K levels and their group sums (both forms of
-    /// [`Q8kRows`]); returns the scale.
-    fn quantize_block(x: &[f32], levels: &mut [i8], sums: &mut [i32], pairs: &mut [i32]) -> f32 {
-        let scale = q8_k_block(x, levels);
-        for (s, g) in sums.iter_mut().zip(levels.chunks_exact(16)) {
-            *s = g.iter().map(|&v| v as i32).sum::<i32>();
+    /// One super-block of activations into [`Q8kRows`]' form; returns the scale.
+    fn quantize_block(x: &[f32], x16: &mut [i16], b16: &mut [i16], b32: &mut [i16]) -> f32 {
+        let mut levels = [0i8; QK_K];
+        let scale = q8_k_block(x, &mut levels);
+        for (c, chunk) in levels.chunks_exact(32).enumerate() {
+            let out = &mut x16[32 * c..32 * c + 32];
+            for k in 0..LANES {
+                for e in 0..2 {
+                    out[2 * k + e] = chunk[4 * k + e] as i16;
+                    out[16 + 2 * k + e] = chunk[4 * k + 2 + e] as i16;
+                }
+            }
         }
-        for (p, s) in pairs.iter_mut().zip(sums.chunks_exact(2)) {
-            *p = pair(s[0], s[1]);
+        for (s, g) in b16.iter_mut().zip(levels.chunks_exact(16)) {
+            *s = g.iter().map(|&v| v as i16).sum::<i16>();
+        }
+        for g in 0..8 {
+            b32[g] = b16[2 * g] + b16[2 * g + 1];
+            b32[8 + g] = 0;
         }
         scale
     }
@@ -83,164 +108,159 @@ impl Q8kRows {
     pub fn new(x: &[f32], n_rows: usize) -> Q8kRows {
         let n_blocks = x.len() / n_rows / QK_K;
         let blocks = n_rows * n_blocks;
-        let mut levels = vec![0i8; blocks * QK_K];
-        let mut scales = vec![0f32; blocks];
-        let mut sums = vec![0i32; blocks * GROUPS16];
-        let mut sum_pairs = vec![0i32; blocks * GROUPS16 / 2];
-        levels
-            .par_chunks_mut(QK_K)
-            .zip(scales.par_iter_mut())
-            .zip(sums.par_chunks_mut(GROUPS16))
-            .zip(sum_pairs.par_chunks_mut(GROUPS16 / 2))
-            .zip(x.par_chunks(QK_K))
-            .for_each(|((((levels, scale), sums), pairs), x)| {
-                *scale = quantize_block(x, levels, sums, pairs);
-            });
-        Q8kRows {
+        let mut q = Q8kRows {
             n_rows,
             n_blocks,
-            levels,
-            scales,
-            sums,
-            sum_pairs,
-        }
-    }
-}
-
-/// How a k-quant type's integer form is organized (the same for every block of the type).
-#[derive(Clone, Copy)]
-struct Layout {
-    /// Values sharing a scale: 16 (Q2_K, Q3_K, Q6_K) or 32 (Q4_K, Q5_K).
-    group: usize,
-    /// The level that stands for 0: 4 (Q3_K), 32 (Q6_K), else 0.
-    zero: i32,
-    /// Whether mins are subtracted (Q2_K, Q4_K, Q5_K).
-    mins: bool,
-}
-
-impl Layout {
-    /// The layout of `ty`, one of the types [`applies`] accepts.
-    fn of(ty: GgmlType) -> Layout {
-        let (group, zero, mins) = match ty {
-            GgmlType::Q6_K => (16, 32, false),
-            GgmlType::Q3_K => (16, 4, false),
-            GgmlType::Q2_K => (16, 0, true),
-            _ => (32, 0, true),
+            x16: vec![0; blocks * QK_K],
+            scales: vec![0.0; blocks],
+            b16: vec![0; blocks * 16],
+            b32: vec![0; blocks * 16],
         };
-        Layout { group, zero, mins }
-    }
-
-    /// Groups sharing a scale per super-block.
-    fn n_groups(self) -> usize {
-        QK_K / self.group
+        q.x16
+            .par_chunks_mut(QK_K)
+            .zip(q.scales.par_iter_mut())
+            .zip(q.b16.par_chunks_mut(16))
+            .zip(q.b32.par_chunks_mut(16))
+            .zip(x.par_chunks(QK_K))
+            .for_each(|((((x16, scale), b16), b32), x)| {
+                *scale = quantize_block(x, x16, b16, b32);
+            });
+        q
     }
 }
 
-/// A k-quant super-block as integers: value `i` =
-/// `d · scales[i / group] · (levels[i] − zero) − dmin · mins[i / 16]` (see [`Layout`]).
+/// A k-quant super-block as integers: `levels[i]` times `scales[i / group]`, minus the mins'
+/// terms the type's kernel adds separately.
 struct IntegerBlock {
-    levels: [u8; QK_K],
-    /// Per group (16 used for groups of 16, 8 for groups of 32).
-    scales: [i32; GROUPS16],
-    /// Per group of 16 (Q4_K's and Q5_K's mins of 32 repeated); all 0 for types without mins.
-    mins: [i32; GROUPS16],
+    /// The level each position is multiplied with (unsigned, except Q3_K's −4..3).
+    levels: [i32; QK_K],
+    /// Per group of `group` positions.
+    scales: [i32; 16],
+    group: usize,
+    /// Per group of 16 (Q2_K) or 32 (Q4_K, Q5_K); 0 elsewhere.
+    mins: [i32; 16],
     d: f32,
     dmin: f32,
 }
 
 impl IntegerBlock {
-    fn new(ty: GgmlType, block: &[u8]) -> IntegerBlock {
-        let zero = Layout::of(ty).zero;
-        let signed = |levels: [i8; QK_K], scales: [i8; GROUPS16], d: f32| IntegerBlock {
-            levels: levels.map(|l| (l as i32 + zero) as u8),
-            scales: scales.map(|s| s as i32),
-            mins: [0; GROUPS16],
-            d,
+    fn new(kind: u8, block: &[u8]) -> IntegerBlock {
+        let mut ib = IntegerBlock {
+            levels: [0; QK_K],
+            scales: [0; 16],
+            group: 16,
+            mins: [0; 16],
+            d: 0.0,
             dmin: 0.0,
         };
-        match ty {
-            GgmlType::Q6_K => {
-                let (levels, scales, d) = q6_k::unpack(block);
-                signed(levels, scales, d)
+        match kind {
+            Q6 | Q3 => {
+                let (levels, scales, d) = match kind {
+                    Q6 => q6_k::unpack(block),
+                    _ => q3_k::unpack(block),
+                };
+                // Q6_K's lanes multiply the stored level (+32) and subtract 32 · scale · sum.
+                let offset = if kind == Q6 { 32 } else { 0 };
+                ib.levels = levels.map(|l| l as i32 + offset);
+                ib.scales = scales.map(|s| s as i32);
+                ib.d = d;
             }
-            GgmlType::Q3_K => {
-                let (levels, scales, d) = q3_k::unpack(block);
-                signed(levels, scales, d)
-            }
-            GgmlType::Q2_K => {
+            Q2 => {
                 let (levels, scales, mins, d, dmin) = q2_k::unpack(block);
-                IntegerBlock {
-                    levels,
-                    scales: scales.map(|s| s as i32),
-                    mins: mins.map(|m| m as i32),
-                    d,
-                    dmin,
-                }
+                ib.levels = levels.map(|l| l as i32);
+                ib.scales = scales.map(|s| s as i32);
+                ib.mins = mins.map(|m| m as i32);
+                (ib.d, ib.dmin) = (d, dmin);
             }
             _ => {
-                let kind = if ty == GgmlType::Q5_K { Q5_K } else { Q4_K };
-                let (levels, scales, mins, d, dmin) = kind.unpack(block);
-                let mut all = [0; GROUPS16];
-                all[..QK_K / 32].copy_from_slice(&scales.map(|s| s as i32));
-                IntegerBlock {
-                    levels,
-                    scales: all,
-                    mins: std::array::from_fn(|g| mins[g / 2] as i32),
-                    d,
-                    dmin,
-                }
+                let k = if kind == Q5 { Q5_K } else { Q4_K };
+                let (levels, scales, mins, d, dmin) = k.unpack(block);
+                ib.levels = levels.map(|l| l as i32);
+                ib.scales[..8].copy_from_slice(&scales.map(|s| s as i32));
+                ib.mins[..8].copy_from_slice(&mins.map(|m| m as i32));
+                ib.group = 32;
+                (ib.d, ib.dmin) = (d, dmin);
             }
         }
+        ib
+    }
+
+    /// Position `i`'s level times its group scale.
+    fn value(&self, i: usize) -> i32 {
+        self.scales[i / self.group] * self.levels[i]
     }
 }
 
-/// [`GROUP_ROWS`] weight rows in the kernel's layout; per super-block: [`QUADS`] registers of
-/// 16 rows × four levels, a register of 16 group scales per group, the rows' `d` and `dmin`, and
-/// their mins as 16-bit pairs over the groups of 16.
-struct RowGroup {
-    quads: Vec<i32>,
-    scales: Vec<i32>,
-    d: Vec<f32>,
-    dmin: Vec<f32>,
-    mins: Vec<i32>,
-    layout: Layout,
-    /// Rows that exist (the last group of a weight whose row count is not a multiple of
-    /// [`GROUP_ROWS`] has fewer; the others are zero and never stored).
+/// A task's weight rows, two per register.
+struct RowPairs {
+    kind: u8,
+    /// Rows that exist (an odd count leaves the last pair's second row zero, never stored).
     rows: usize,
+    n_blocks: usize,
+    /// Per pair, super-block and chunk: two registers of `scale · level` — lane `(h, k)` holds row
+    /// `2p+h`'s positions `(4k, 4k+1)` in the first, `(4k+2, 4k+3)` in the second.
+    w: Vec<i16>,
+    /// Per pair and super-block: one register of 16-bit pairs multiplied with the activation
+    /// sums — Q6_K `−32·sc[2k], −32·sc[2k+1]`; Q2_K `m[2k], m[2k+1]`; Q4_K `m[2j], m[2j+1]` in
+    /// lanes `j < 4`.
+    extra: Vec<i16>,
+    /// Per pair and super-block: row `2p`'s `d` in lanes 0–7, row `2p+1`'s in lanes 8–15.
+    d: Vec<f32>,
+    /// The same for `dmin`.
+    dmin: Vec<f32>,
+    /// Q5_K: per row and super-block, its eight mins.
+    mins: Vec<i32>,
 }
 
-impl RowGroup {
-    /// Unpacks rows `rows` (each `row_bytes` of `ty` blocks) of a weight.
-    fn new(ty: GgmlType, rows: &[u8], row_bytes: usize, n_blocks: usize) -> RowGroup {
-        let mut g = RowGroup {
-            quads: vec![0; n_blocks * QUADS * GROUP_ROWS],
-            scales: vec![0; n_blocks * GROUPS16 * GROUP_ROWS],
-            d: vec![0.0; n_blocks * GROUP_ROWS],
-            dmin: vec![0.0; n_blocks * GROUP_ROWS],
-            mins: vec![0; n_blocks * GROUPS16 / 2 * GROUP_ROWS],
-            layout: Layout::of(ty),
-            rows: rows.len() / row_bytes,
+impl RowPairs {
+    fn new(kind: u8, rows: &[u8], row_bytes: usize, n_blocks: usize) -> RowPairs {
+        let n = rows.len() / row_bytes;
+        let pairs = n.div_ceil(2);
+        let mut w = RowPairs {
+            kind,
+            rows: n,
+            n_blocks,
+            w: vec![0; pairs * n_blocks * CHUNKS * 2 * REG],
+            extra: vec![0; pairs * n_blocks * REG],
+            d: vec![0.0; pairs * n_blocks * 2 * LANES],
+            dmin: vec![0.0; pairs * n_blocks * 2 * LANES],
+            mins: vec![0; if kind == Q5 { n * n_blocks * 8 } else { 0 }],
         };
         let block_bytes = row_bytes / n_blocks;
         for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            let (p, h) = (r / 2, r % 2);
             for (b, block) in row.chunks_exact(block_bytes).enumerate() {
-                let ib = IntegerBlock::new(ty, block);
-                let at = b * GROUP_ROWS + r;
-                g.d[at] = ib.d;
-                g.dmin[at] = ib.dmin;
-                for (q, l) in ib.levels.chunks_exact(4).enumerate() {
-                    g.quads[(b * QUADS + q) * GROUP_ROWS + r] =
-                        i32::from_le_bytes([l[0], l[1], l[2], l[3]]);
+                let ib = IntegerBlock::new(kind, block);
+                let at = p * n_blocks + b;
+                for c in 0..CHUNKS {
+                    let reg = &mut w.w[(at * CHUNKS + c) * 2 * REG..][..2 * REG];
+                    for k in 0..LANES {
+                        for e in 0..2 {
+                            let lane = 2 * (LANES * h + k) + e;
+                            reg[lane] = ib.value(32 * c + 4 * k + e) as i16;
+                            reg[REG + lane] = ib.value(32 * c + 4 * k + 2 + e) as i16;
+                        }
+                    }
                 }
-                for (j, &s) in ib.scales[..g.layout.n_groups()].iter().enumerate() {
-                    g.scales[(b * GROUPS16 + j) * GROUP_ROWS + r] = s;
+                let extra = &mut w.extra[at * REG..][..REG];
+                for k in 0..LANES {
+                    for e in 0..2 {
+                        extra[2 * (LANES * h + k) + e] = match kind {
+                            Q6 => -32 * ib.scales[2 * k + e],
+                            Q2 => ib.mins[2 * k + e],
+                            Q4 if k < 4 => ib.mins[2 * k + e],
+                            _ => 0,
+                        } as i16;
+                    }
                 }
-                for (q, m) in ib.mins.chunks_exact(2).enumerate() {
-                    g.mins[(b * GROUPS16 / 2 + q) * GROUP_ROWS + r] = pair(m[0], m[1]);
+                w.d[(2 * at + h) * LANES..][..LANES].fill(ib.d);
+                w.dmin[(2 * at + h) * LANES..][..LANES].fill(ib.dmin);
+                if kind == Q5 {
+                    w.mins[(r * n_blocks + b) * 8..][..8].copy_from_slice(&ib.mins[..8]);
                 }
             }
         }
-        g
+        w
     }
 }
 
@@ -260,25 +280,60 @@ pub(crate) fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize, out: &m
         "{ty:?} {m}x{k} weight bytes"
     );
     assert_eq!(out.len(), n * m, "{ty:?} product output");
+    let kind = kind(ty).expect("applies checked the type");
     let row_bytes = bytes.len() / m;
     MatMut::from_row_major_slice_mut(out, n, m)
         .par_col_chunks_mut(TASK_ROWS)
         .zip(bytes.par_chunks(row_bytes * TASK_ROWS))
         .for_each(|(columns, rows)| {
-            let groups: Vec<RowGroup> = rows
-                .chunks(row_bytes * GROUP_ROWS)
-                .map(|g| RowGroup::new(ty, g, row_bytes, x.n_blocks))
-                .collect();
+            let w = RowPairs::new(kind, rows, row_bytes, x.n_blocks);
             let stride = columns.row_stride() as usize;
+            let out = columns.as_ptr_mut();
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `applies` checked AVX-512F and VNNI; `columns` is this task's own
-            // `n` × 16·groups window of `out`, rows `stride` apart.
+            // SAFETY: `applies` checked AVX-512F and VNNI; `out` is this task's own
+            // `n` × `w.rows` window of the output, rows `stride` apart.
             unsafe {
-                x86::multiply(&groups, x, columns.as_ptr_mut(), stride)
+                x86::multiply(&w, x, out, stride)
             };
             #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("applies() is false off x86-64 ({stride}, {})", groups.len());
+            unreachable!("applies() is false off x86-64 ({stride}, {})", w.rows);
+            if kind == Q5 {
+                for t in 0..n {
+                    for r in 0..w.rows {
+                        // SAFETY: as above: (t, r) lies in this task's window.
+                        unsafe { *out.add(t * stride + r) += q5_k_summs(&w, r, x, t) };
+                    }
+                }
+            }
         });
+}
+
+/// `hsum_float_8`: the high half onto the low, then the pairs (0, 2) and (1, 3), then the two.
+#[inline(always)]
+fn hsum8(acc: &[f32]) -> f32 {
+    let r: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
+/// Q4_K's four mins lanes, reduced as ggml reduces its `__m128`: (0 + 2) + (1 + 3).
+#[inline(always)]
+fn hsum4(acc: &[f32]) -> f32 {
+    (acc[0] + acc[2]) + (acc[1] + acc[3])
+}
+
+/// Q5_K's `summs` of weight row `r` and activation row `t`: per super-block, one fused
+/// `fma(−d_x·dmin, Σ m·sum32, summs)`, in block order.
+fn q5_k_summs(w: &RowPairs, r: usize, x: &Q8kRows, t: usize) -> f32 {
+    let nb = w.n_blocks;
+    let (p, h) = (r / 2, r % 2);
+    (0..nb).fold(0.0f32, |summs, b| {
+        let blk = t * nb + b;
+        let mins = &w.mins[(r * nb + b) * 8..][..8];
+        let sums = &x.b32[blk * 16..][..8];
+        let total: i32 = mins.iter().zip(sums).map(|(&m, &s)| m * s as i32).sum();
+        let dmin = x.scales[blk] * w.dmin[(2 * (p * nb + b) + h) * LANES];
+        (-dmin).mul_add(total as f32, summs)
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -287,103 +342,147 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{Q8kRows, RowGroup, GROUPS16, GROUP_ROWS, QK_K, QUADS, TILE_TOKENS, TOKEN_BLOCK};
+    use super::{
+        hsum4, hsum8, Q8kRows, RowPairs, CHUNKS, LANES, Q2, Q3, Q4, Q5, Q6, QK_K, REG,
+        TILE_TOKENS, TOKEN_BLOCK,
+    };
 
-    /// `out` (`x.n_rows` rows, `width` apart, of 16 · `groups.len()` values) = `x` · the
-    /// groups' rows ᵀ.
+    /// `out` (`x.n_rows` rows, `width` apart, of `w.rows` values) = `x` · `w`ᵀ, but for Q5_K's
+    /// `summs`.
     ///
     /// # Safety
     /// The CPU must have AVX-512F and AVX512-VNNI, and `out` must be writable as described.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    pub(super) unsafe fn multiply(groups: &[RowGroup], x: &Q8kRows, out: *mut f32, width: usize) {
+    pub(super) unsafe fn multiply(w: &RowPairs, x: &Q8kRows, out: *mut f32, width: usize) {
+        match w.kind {
+            Q2 => tiles::<Q2>(w, x, out, width),
+            Q3 => tiles::<Q3>(w, x, out, width),
+            Q4 => tiles::<Q4>(w, x, out, width),
+            Q5 => tiles::<Q5>(w, x, out, width),
+            _ => tiles::<Q6>(w, x, out, width),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tiles<const KIND: u8>(w: &RowPairs, x: &Q8kRows, out: *mut f32, width: usize) {
         let n = x.n_rows;
+        let pairs = w.rows.div_ceil(2);
         for t0 in (0..n).step_by(TOKEN_BLOCK) {
             let t_end = (t0 + TOKEN_BLOCK).min(n);
-            for (gi, g) in groups.iter().enumerate() {
+            let mut p = 0;
+            while p < pairs {
+                let two = pairs - p >= 2;
                 let mut t = t0;
                 while t < t_end {
                     let whole = t_end - t >= TILE_TOKENS;
-                    let o = out.add(t * width + gi * GROUP_ROWS);
-                    match (whole, g.layout.group == 16, g.layout.mins) {
-                        (true, true, true) => tile::<TILE_TOKENS, 4, true>(g, x, t, o, width),
-                        (true, true, false) => tile::<TILE_TOKENS, 4, false>(g, x, t, o, width),
-                        (true, false, _) => tile::<TILE_TOKENS, 8, true>(g, x, t, o, width),
-                        (false, true, true) => tile::<1, 4, true>(g, x, t, o, width),
-                        (false, true, false) => tile::<1, 4, false>(g, x, t, o, width),
-                        (false, false, _) => tile::<1, 8, true>(g, x, t, o, width),
+                    match (two, whole) {
+                        (true, true) => tile::<2, TILE_TOKENS, KIND>(w, x, p, t, out, width),
+                        (true, false) => tile::<2, 1, KIND>(w, x, p, t, out, width),
+                        (false, true) => tile::<1, TILE_TOKENS, KIND>(w, x, p, t, out, width),
+                        (false, false) => tile::<1, 1, KIND>(w, x, p, t, out, width),
                     }
                     t += if whole { TILE_TOKENS } else { 1 };
                 }
+                p += if two { 2 } else { 1 };
             }
         }
     }
 
-    /// 16 weight rows × `T` activation rows from `t`, written to `out` (rows `width` apart);
-    /// groups of `GQ` quads (4: groups of 16, 8: groups of 32), mins subtracted if `MINS`.
+    /// 256 bits at `p`, in both halves of a register.
     #[inline(always)]
-    unsafe fn tile<const T: usize, const GQ: usize, const MINS: bool>(
-        g: &RowGroup,
+    unsafe fn both_halves(p: *const i16) -> __m512i {
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(p as *const __m256i))
+    }
+
+    /// Row pairs `p..p+R` × activation rows `t..t+T`.
+    #[inline(always)]
+    unsafe fn tile<const R: usize, const T: usize, const KIND: u8>(
+        w: &RowPairs,
         x: &Q8kRows,
+        p: usize,
         t: usize,
         out: *mut f32,
         width: usize,
     ) {
-        let nb = x.n_blocks;
-        let n_groups = QUADS / GQ;
-        let mut f = [_mm512_setzero_ps(); T];
+        let nb = w.n_blocks;
+        let mut acc = [[_mm512_setzero_ps(); R]; T];
+        let mut acc_m = [[_mm512_setzero_ps(); R]; T];
         for b in 0..nb {
-            let block: [usize; T] = std::array::from_fn(|j| (t + j) * nb + b);
-            let a: [*const i8; T] = std::array::from_fn(|j| x.levels.as_ptr().add(block[j] * QK_K));
-            let w = g.quads.as_ptr().add(b * QUADS * GROUP_ROWS);
-            let scales = g.scales.as_ptr().add(b * GROUPS16 * GROUP_ROWS);
-            let mut s = [_mm512_setzero_si512(); T];
-            for k in 0..n_groups {
-                // Start from −zero · (the group's activation sum): the levels' zero offset.
-                let mut acc: [__m512i; T] = std::array::from_fn(|j| {
-                    let zero = g.layout.zero;
-                    if zero == 0 {
-                        return _mm512_setzero_si512();
+            let blk: [usize; T] = std::array::from_fn(|j| (t + j) * nb + b);
+            let at: [usize; R] = std::array::from_fn(|i| (p + i) * nb + b);
+            let extra: [__m512i; R] = std::array::from_fn(|i| {
+                _mm512_loadu_si512(w.extra.as_ptr().add(at[i] * REG) as *const _)
+            });
+            let mut s = [[_mm512_setzero_si512(); R]; T];
+            if KIND == Q6 {
+                for (j, s) in s.iter_mut().enumerate() {
+                    let sums = both_halves(x.b16.as_ptr().add(blk[j] * 16));
+                    for i in 0..R {
+                        s[i] = _mm512_dpwssd_epi32(s[i], extra[i], sums);
                     }
-                    let sums = &x.sums[block[j] * GROUPS16..][..GROUPS16];
-                    let group_sum: i32 = sums[k * GQ / 4..(k + 1) * GQ / 4].iter().sum();
-                    _mm512_set1_epi32(-zero * group_sum)
-                });
-                for q in k * GQ..(k + 1) * GQ {
-                    let wv = _mm512_loadu_si512(w.add(q * GROUP_ROWS) as *const _);
+                }
+            }
+            for c in 0..CHUNKS {
+                let xs: [*const i16; T] =
+                    std::array::from_fn(|j| x.x16.as_ptr().add(blk[j] * QK_K + 32 * c));
+                let xa: [__m512i; T] = std::array::from_fn(|j| both_halves(xs[j]));
+                let xb: [__m512i; T] = std::array::from_fn(|j| both_halves(xs[j].add(16)));
+                for i in 0..R {
+                    let wp = w.w.as_ptr().add((at[i] * CHUNKS + c) * 2 * REG);
+                    let w1 = _mm512_loadu_si512(wp as *const _);
+                    let w2 = _mm512_loadu_si512(wp.add(REG) as *const _);
                     for j in 0..T {
-                        let av =
-                            _mm512_set1_epi32((a[j].add(4 * q) as *const i32).read_unaligned());
-                        acc[j] = _mm512_dpbusd_epi32(acc[j], wv, av);
+                        s[j][i] = _mm512_dpwssd_epi32(s[j][i], w1, xa[j]);
+                        s[j][i] = _mm512_dpwssd_epi32(s[j][i], w2, xb[j]);
                     }
                 }
-                let sc = _mm512_loadu_si512(scales.add(k * GROUP_ROWS) as *const _);
-                for j in 0..T {
-                    s[j] = _mm512_add_epi32(s[j], _mm512_mullo_epi32(acc[j], sc));
-                }
             }
-            let d = _mm512_loadu_ps(g.d.as_ptr().add(b * GROUP_ROWS));
+            let d: [__m512; R] = std::array::from_fn(|i| {
+                _mm512_loadu_ps(w.d.as_ptr().add(2 * at[i] * LANES))
+            });
+            let dmin: [__m512; R] = std::array::from_fn(|i| {
+                _mm512_loadu_ps(w.dmin.as_ptr().add(2 * at[i] * LANES))
+            });
             for j in 0..T {
-                let da = _mm512_set1_ps(x.scales[block[j]]);
-                f[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[j]), _mm512_mul_ps(d, da), f[j]);
-            }
-            if MINS {
-                let mins = g.mins.as_ptr().add(b * GROUPS16 / 2 * GROUP_ROWS);
-                let dmin = _mm512_loadu_ps(g.dmin.as_ptr().add(b * GROUP_ROWS));
-                for j in 0..T {
-                    let sums = x.sum_pairs.as_ptr().add(block[j] * GROUPS16 / 2);
-                    let mut acc = _mm512_setzero_si512();
-                    for q in 0..GROUPS16 / 2 {
-                        let mv = _mm512_loadu_si512(mins.add(q * GROUP_ROWS) as *const _);
-                        acc = _mm512_dpwssd_epi32(acc, mv, _mm512_set1_epi32(*sums.add(q)));
+                let da = _mm512_set1_ps(*x.scales.get_unchecked(blk[j]));
+                if KIND == Q2 || KIND == Q4 {
+                    let sums = match KIND {
+                        Q2 => both_halves(x.b16.as_ptr().add(blk[j] * 16)),
+                        _ => both_halves(x.b32.as_ptr().add(blk[j] * 16)),
+                    };
+                    for i in 0..R {
+                        let m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), extra[i], sums);
+                        let dm = _mm512_mul_ps(dmin[i], da);
+                        let m = _mm512_cvtepi32_ps(m);
+                        match KIND {
+                            Q2 => acc[j][i] = _mm512_fnmadd_ps(dm, m, acc[j][i]),
+                            _ => acc_m[j][i] = _mm512_fnmadd_ps(dm, m, acc_m[j][i]),
+                        }
                     }
-                    let da = _mm512_set1_ps(x.scales[block[j]]);
-                    f[j] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(acc), _mm512_mul_ps(dmin, da), f[j]);
+                }
+                for i in 0..R {
+                    let dd = _mm512_mul_ps(d[i], da);
+                    acc[j][i] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s[j][i]), acc[j][i]);
                 }
             }
         }
-        let mask = (1u32 << g.rows).wrapping_sub(1) as __mmask16;
-        for (j, f) in f.iter().enumerate() {
-            _mm512_mask_storeu_ps(out.add(j * width), mask, *f);
+        for j in 0..T {
+            for i in 0..R {
+                let mut lanes = [0.0f32; 2 * LANES];
+                let mut mins = [0.0f32; 2 * LANES];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), acc[j][i]);
+                _mm512_storeu_ps(mins.as_mut_ptr(), acc_m[j][i]);
+                for h in 0..2 {
+                    let r = 2 * (p + i) + h;
+                    if r < w.rows {
+                        let mut v = hsum8(&lanes[h * LANES..][..LANES]);
+                        if KIND == Q4 {
+                            v += hsum4(&mins[h * LANES..][..4]);
+                        }
+                        *out.add((t + j) * width + r) = v;
+                    }
+                }
+            }
         }
     }
 }
@@ -406,47 +505,62 @@ mod tests {
             .collect()
     }
 
-    /// Value `i` of a `ty` block without its `d` and mins: `scale · (level − zero)`.
-    fn value(ty: GgmlType, ib: &IntegerBlock, i: usize) -> i32 {
-        let layout = Layout::of(ty);
-        ib.scales[i / layout.group] * (ib.levels[i] as i32 - layout.zero)
-    }
-
-    /// The kernel's arithmetic one output at a time: exact integer super-block sums, then
-    /// `f = fma(s, d·da, f)` and `f = fma(−m, dmin·da, f)` per super-block, in order.
+    /// ggml's AVX2 `vec_dot_qN_K_q8_K` written out one output at a time by positions.
     fn reference(ty: GgmlType, bytes: &[u8], x: &[f32], n: usize, m: usize) -> Vec<f32> {
+        let kind = kind(ty).unwrap();
         let k = x.len() / n;
         let nb = k / QK_K;
-        let row_bytes = bytes.len() / m;
+        let bb = ty.block_bytes();
         let mut out = vec![0.0f32; n * m];
         for t in 0..n {
             for r in 0..m {
-                let mut f = 0.0f32;
+                let (mut acc, mut acc_m, mut summs) = ([0.0f32; 8], [0.0f32; 4], 0.0f32);
                 for b in 0..nb {
-                    let block =
-                        &bytes[r * row_bytes..][b * row_bytes / nb..(b + 1) * row_bytes / nb];
-                    let ib = IntegerBlock::new(ty, block);
-                    let mut levels = [0i8; QK_K];
-                    let da = q8_k_block(&x[t * k + b * QK_K..][..QK_K], &mut levels);
-                    let s: i32 = (0..QK_K)
-                        .map(|i| value(ty, &ib, i) * levels[i] as i32)
-                        .sum();
-                    f = (s as f32).mul_add(ib.d * da, f);
-                    if matches!(ty, GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K) {
-                        let mm: i32 = (0..QK_K).map(|i| ib.mins[i / 16] * levels[i] as i32).sum();
-                        f = (-(mm as f32)).mul_add(ib.dmin * da, f);
+                    let ib = IntegerBlock::new(kind, &bytes[(r * nb + b) * bb..][..bb]);
+                    let mut q = [0i8; QK_K];
+                    let dx = q8_k_block(&x[t * k + b * QK_K..][..QK_K], &mut q);
+                    let bsum = |g: usize, len: usize| -> i32 {
+                        q[g * len..(g + 1) * len].iter().map(|&v| v as i32).sum()
+                    };
+                    let (d, dmin) = (dx * ib.d, -dx * ib.dmin);
+                    let mut lanes = [0i32; 8];
+                    for (i, &qi) in q.iter().enumerate() {
+                        lanes[(i % 32) / 4] += ib.value(i) * qi as i32;
+                    }
+                    for (l, lane) in lanes.iter_mut().enumerate() {
+                        let pair = |v: &[i32], len: usize| {
+                            v[2 * l] * bsum(2 * l, len) + v[2 * l + 1] * bsum(2 * l + 1, len)
+                        };
+                        match kind {
+                            Q6 => *lane -= 32 * pair(&ib.scales, 16),
+                            Q2 => acc[l] = dmin.mul_add(pair(&ib.mins, 16) as f32, acc[l]),
+                            Q4 if l < 4 => {
+                                acc_m[l] = dmin.mul_add(pair(&ib.mins, 32) as f32, acc_m[l])
+                            }
+                            _ => {}
+                        }
+                        acc[l] = d.mul_add(*lane as f32, acc[l]);
+                    }
+                    if kind == Q5 {
+                        let total: i32 = (0..8).map(|g| ib.mins[g] * bsum(g, 32)).sum();
+                        summs = dmin.mul_add(total as f32, summs);
                     }
                 }
-                out[t * m + r] = f;
+                let lo: [f32; 4] = std::array::from_fn(|i| acc[i] + acc[i + 4]);
+                let mut v = (lo[0] + lo[2]) + (lo[1] + lo[3]);
+                if kind == Q4 {
+                    v += (acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]);
+                }
+                out[t * m + r] = v + summs;
             }
         }
         out
     }
 
-    /// The AVX512-VNNI kernel gives the reference's bits (whole tiles of 8 activation rows and a
-    /// remainder, several tasks), and the integer form decodes to what `dequantize` gives.
+    /// The AVX512-VNNI kernel gives the reference's bits (whole tiles and remainders, several
+    /// tasks, an odd row count), and the integer form decodes to what `dequantize` gives.
     #[test]
-    fn kernel_matches_reference_bits_and_dequantized_values() {
+    fn kernel_matches_ggml_bits_and_dequantized_values() {
         let (n, k, m) = (11, 512, 2 * TASK_ROWS + 37);
         for ty in [
             GgmlType::Q2_K,
@@ -455,6 +569,7 @@ mod tests {
             GgmlType::Q5_K,
             GgmlType::Q6_K,
         ] {
+            let kind = kind(ty).unwrap();
             let w = signal(m * k, ty as usize);
             let row_bytes = ty.block_bytes() * k / QK_K;
             let mut bytes = vec![0u8; m * row_bytes];
@@ -463,11 +578,17 @@ mod tests {
             quantize::dequantize(ty, &bytes, &mut decoded).unwrap();
             for (r, row) in bytes.chunks_exact(row_bytes).enumerate() {
                 for (b, block) in row.chunks_exact(ty.block_bytes()).enumerate() {
-                    let ib = IntegerBlock::new(ty, block);
+                    let ib = IntegerBlock::new(kind, block);
                     for i in 0..QK_K {
                         let want = decoded[r * k + b * QK_K + i];
-                        let got =
-                            ib.d * value(ty, &ib, i) as f32 - ib.dmin * ib.mins[i / 16] as f32;
+                        let zero = if kind == Q6 { 32 } else { 0 };
+                        let scale = ib.scales[i / ib.group] as f32;
+                        let min = match ib.group {
+                            32 => ib.mins[i / 32],
+                            _ => ib.mins[i / 16],
+                        };
+                        let got = ib.d * scale * (ib.levels[i] - zero) as f32
+                            - ib.dmin * min as f32;
                         assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{ty:?}");
                     }
                 }
@@ -480,12 +601,12 @@ mod tests {
             let mut got = vec![f32::NAN; n * m];
             product(ty, &bytes, &Q8kRows::new(&x, n), m, &mut got);
             let want = reference(ty, &bytes, &x, n, m);
-            assert!(
-                got.iter()
-                    .zip(&want)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{ty:?}"
-            );
+            let same = got
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| a.to_bits() == b.to_bits())
+                .count();
+            assert_eq!(same, got.len(), "{ty:?}");
         }
     }
 }

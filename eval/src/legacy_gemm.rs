@@ -30,7 +30,7 @@ const PAIR_BYTES: usize = 2 * BLOCK;
 /// Weight rows per parallel task.
 const TASK_ROWS: usize = 64;
 /// Activation rows one tile multiplies at once.
-const TILE_TOKENS: usize = 8;
+const TILE_TOKENS: usize = 4;
 /// Activation rows kept hot in cache while a task's weight rows pass over them.
 const TOKEN_BLOCK: usize = 64;
 
