@@ -32,6 +32,8 @@ pub(crate) enum FloatWeight<'a> {
     F32(&'a [f32]),
     /// IEEE half-precision bit patterns.
     F16(&'a [u16]),
+    /// bfloat16 bit patterns (multiplied by [`bf16_product`]).
+    BF16(&'a [u16]),
 }
 
 /// `x` (`n` rows of `k`, already rounded to the weight type's `vec_dot_type`) times `weight`ᵀ
@@ -50,12 +52,15 @@ pub(crate) fn product(
 ) {
     let w_len = match weight {
         FloatWeight::F32(w) => w.len(),
-        FloatWeight::F16(w) => w.len(),
+        FloatWeight::F16(w) | FloatWeight::BF16(w) => w.len(),
     };
     assert!(
         k > 0 && x.len() == n * k && w_len == m * k && out.len() == n * m,
         "float product of {n}x{k} by {m}x{k}"
     );
+    if let FloatWeight::BF16(w) = weight {
+        return bf16_product(w, x, n, k, m, tiles, out);
+    }
     let tiled = tiles && n >= 2 && k.is_multiple_of(LANES) && m.is_multiple_of(TILE_ROWS);
     out.par_chunks_mut(TASK_ROWS * m)
         .zip(x.par_chunks(TASK_ROWS * k))
@@ -76,7 +81,204 @@ pub(crate) fn product(
                 out,
                 tiled,
             }),
+            FloatWeight::BF16(_) => unreachable!("multiplied above"),
         });
+}
+
+/// bf16 values per `vdpbf16ps` (tinyBLAS's `KN` for BF16).
+const BF16_STEP: usize = 32;
+/// Weight rows one pass over a task's activation rows keeps hot in cache.
+const BF16_ROW_BLOCK: usize = 64;
+
+/// [`product`] for BF16 weights, with `x` already rounded to bf16. ggml multiplies them with
+/// `vdpbf16ps` (AVX512-BF16): tinyBLAS's tiles (two or more activation rows, a width that is a
+/// multiple of 32 and a row count that is a multiple of 4) keep 16 lanes per output, lane `i`
+/// adding, for each step of 32, the products at `2i+1` and then `2i` (each rounded once, the
+/// instruction's order), and end in `_mm512_reduce_add_ps`; otherwise `ggml_vec_dot_bf16` keeps
+/// two such sums over steps of 64, adds their reductions and then the leftover products in f64.
+/// On CPUs without AVX512-BF16 the same order runs with f32 FMAs; the instruction flushes
+/// subnormal inputs and results to zero and the FMAs do not, so the two differ only where a
+/// product or sum falls below 1.2e-38.
+fn bf16_product(w: &[u16], x: &[f32], n: usize, k: usize, m: usize, tiles: bool, out: &mut [f32]) {
+    let tiled = tiles && n >= 2 && k.is_multiple_of(BF16_STEP) && m.is_multiple_of(TILE_ROWS);
+    let native = has_avx512_bf16();
+    out.par_chunks_mut(TASK_ROWS * m)
+        .zip(x.par_chunks(TASK_ROWS * k))
+        .for_each(|(out, x)| {
+            let xb: Vec<u16> = x.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+            #[cfg(target_arch = "x86_64")]
+            if tiled && native {
+                // SAFETY: `has_avx512_bf16` checked the CPU; the tile shapes hold (k % 32 == 0,
+                // m % 4 == 0) and `out` holds this task's rows.
+                return unsafe { x86_bf16::tiles(w, &xb, k, m, out) };
+            }
+            for r0 in (0..m).step_by(BF16_ROW_BLOCK) {
+                let rows = r0..(r0 + BF16_ROW_BLOCK).min(m);
+                for (xr, o) in xb.chunks_exact(k).zip(out.chunks_exact_mut(m)) {
+                    for r in rows.clone() {
+                        let wr = &w[r * k..(r + 1) * k];
+                        o[r] = match (tiled, native) {
+                            #[cfg(target_arch = "x86_64")]
+                            // SAFETY: `has_avx512_bf16` checked the CPU.
+                            (false, true) => unsafe { x86_bf16::vec_dot(wr, xr) },
+                            (true, _) => bf16_tiled(wr, xr),
+                            (false, _) => bf16_vec_dot(wr, xr),
+                        };
+                    }
+                }
+            }
+        });
+}
+
+/// Whether this CPU has AVX512-BF16 (`vdpbf16ps`).
+fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// bf16 bits as f32.
+#[inline(always)]
+fn widen(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// One step of 32 of `vdpbf16ps`, in f32 FMAs: lane `i` adds the products at `2i+1`, then `2i`.
+#[inline(always)]
+fn dpbf16(acc: &mut [f32; LANES], w: &[u16], x: &[u16]) {
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = widen(w[2 * i + 1]).mul_add(widen(x[2 * i + 1]), *a);
+        *a = widen(w[2 * i]).mul_add(widen(x[2 * i]), *a);
+    }
+}
+
+/// tinyBLAS's order for one output (see [`bf16_product`]), in f32 FMAs.
+fn bf16_tiled(w: &[u16], x: &[u16]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    for (w, x) in w.chunks_exact(BF16_STEP).zip(x.chunks_exact(BF16_STEP)) {
+        dpbf16(&mut acc, w, x);
+    }
+    reduce16(acc)
+}
+
+/// `ggml_vec_dot_bf16`'s order for one output (see [`bf16_product`]), in f32 FMAs.
+fn bf16_vec_dot(w: &[u16], x: &[u16]) -> f32 {
+    let main = w.len() - w.len() % (2 * BF16_STEP);
+    let mut acc = [[0.0f32; LANES]; 2];
+    for (w, x) in w[..main].chunks_exact(2 * BF16_STEP).zip(x.chunks_exact(2 * BF16_STEP)) {
+        dpbf16(&mut acc[0], &w[..BF16_STEP], &x[..BF16_STEP]);
+        dpbf16(&mut acc[1], &w[BF16_STEP..], &x[BF16_STEP..]);
+    }
+    bf16_leftovers(reduce16(acc[0]), reduce16(acc[1]), &w[main..], &x[main..])
+}
+
+/// `ggml_vec_dot_bf16`'s end: the two reductions and then each leftover product (exact in f32)
+/// added in f64.
+#[inline(always)]
+fn bf16_leftovers(r1: f32, r2: f32, w: &[u16], x: &[u16]) -> f32 {
+    let sum = w
+        .iter()
+        .zip(x)
+        .fold(0.0f64 + r1 as f64 + r2 as f64, |s, (&w, &x)| {
+            s + (widen(w) * widen(x)) as f64
+        });
+    sum as f32
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86_bf16 {
+    //! The AVX512-BF16 forms of [`super::bf16_tiled`] (in tinyBLAS's tiles) and
+    //! [`super::bf16_vec_dot`].
+
+    use std::arch::x86_64::*;
+
+    use super::{bf16_leftovers, reduce16, BF16_STEP, LANES};
+
+    #[inline(always)]
+    unsafe fn load(p: *const u16) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p as *const _))
+    }
+
+    #[inline(always)]
+    unsafe fn lanes(v: __m512) -> [f32; LANES] {
+        let mut a = [0.0f32; LANES];
+        _mm512_storeu_ps(a.as_mut_ptr(), v);
+        a
+    }
+
+    /// tinyBLAS's tiles: four weight rows × up to six activation rows at a time, each output
+    /// in [`super::bf16_tiled`]'s order, into `out` (rows of `m`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512-BF16; `k` is a multiple of 32, `m` of 4, `w` holds
+    /// `m` rows of `k`, `x` whole rows of `k` and `out` as many rows of `m`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn tiles(w: &[u16], x: &[u16], k: usize, m: usize, out: &mut [f32]) {
+        let n = x.len() / k;
+        for r in (0..m).step_by(4) {
+            let mut c = 0;
+            while c < n {
+                let width = (n - c).min(6);
+                match width {
+                    6 => tile::<6>(w, x, k, m, r, c, out),
+                    5 => tile::<5>(w, x, k, m, r, c, out),
+                    4 => tile::<4>(w, x, k, m, r, c, out),
+                    3 => tile::<3>(w, x, k, m, r, c, out),
+                    2 => tile::<2>(w, x, k, m, r, c, out),
+                    _ => tile::<1>(w, x, k, m, r, c, out),
+                }
+                c += width;
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tile<const COLS: usize>(
+        w: &[u16],
+        x: &[u16],
+        k: usize,
+        m: usize,
+        r: usize,
+        c: usize,
+        out: &mut [f32],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 4]; COLS];
+        let (wp, xp) = (w.as_ptr().add(r * k), x.as_ptr().add(c * k));
+        for l in (0..k).step_by(BF16_STEP) {
+            let a: [__m512bh; 4] = std::array::from_fn(|i| load(wp.add(i * k + l)));
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let b = load(xp.add(j * k + l));
+                for i in 0..4 {
+                    acc[i] = _mm512_dpbf16_ps(acc[i], a[i], b);
+                }
+            }
+        }
+        for (j, acc) in acc.iter().enumerate() {
+            for (i, a) in acc.iter().enumerate() {
+                out[(c + j) * m + r + i] = reduce16(lanes(*a));
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512-BF16; `w` and `x` have the same length.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn vec_dot(w: &[u16], x: &[u16]) -> f32 {
+        let main = w.len() - w.len() % (2 * BF16_STEP);
+        let (mut c1, mut c2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for l in (0..main).step_by(2 * BF16_STEP) {
+            let (wp, xp) = (w.as_ptr().add(l), x.as_ptr().add(l));
+            c1 = _mm512_dpbf16_ps(c1, load(wp), load(xp));
+            c2 = _mm512_dpbf16_ps(c2, load(wp.add(BF16_STEP)), load(xp.add(BF16_STEP)));
+        }
+        bf16_leftovers(reduce16(lanes(c1)), reduce16(lanes(c2)), &w[main..], &x[main..])
+    }
 }
 
 /// One task's rows (`x`, rows of `k`) times `w`ᵀ (`m` rows) into `out`, tiled or in
@@ -388,6 +590,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn bf16_products_keep_vdpbf16ps_order_on_every_path() {
+        let round = |v: f32| crate::float_gemm::tests::to_bf16(v);
+        for (n, k, m, tiles) in [(5, 96, 8, true), (3, 100, 6, true), (1, 64, 4, true), (4, 160, 8, false)] {
+            let w: Vec<u16> = (0..m * k).map(|i| round(awkward(i) * 3.0)).collect();
+            let xb: Vec<u16> = (0..n * k).map(|i| round(awkward(i + 77))).collect();
+            let x: Vec<f32> = xb.iter().map(|&b| widen(b)).collect();
+            let mut got = vec![f32::NAN; n * m];
+            product(FloatWeight::BF16(&w), &x, n, k, m, tiles, &mut got);
+            let tiled = tiles && n >= 2 && k % 32 == 0 && m % 4 == 0;
+            for t in 0..n {
+                for r in 0..m {
+                    let (wr, xr) = (&w[r * k..(r + 1) * k], &xb[t * k..(t + 1) * k]);
+                    // Written out: lanes of pairs (odd, then even) per step.
+                    let want = if tiled {
+                        let mut acc = [0.0f32; LANES];
+                        for l in (0..k).step_by(32) {
+                            for i in 0..LANES {
+                                acc[i] = widen(wr[l + 2 * i + 1]).mul_add(widen(xr[l + 2 * i + 1]), acc[i]);
+                                acc[i] = widen(wr[l + 2 * i]).mul_add(widen(xr[l + 2 * i]), acc[i]);
+                            }
+                        }
+                        reduce16(acc)
+                    } else {
+                        bf16_vec_dot(wr, xr)
+                    };
+                    assert_eq!(got[t * m + r].to_bits(), want.to_bits(), "{n}x{k}x{m} at {t},{r}");
+                    let portable = if tiled { bf16_tiled(wr, xr) } else { bf16_vec_dot(wr, xr) };
+                    assert_eq!(portable.to_bits(), want.to_bits());
+                }
+            }
+        }
+    }
+
+    /// Round-to-nearest-even bf16 bits of `v` (ggml's `GGML_FP32_TO_BF16` for finite values).
+    pub(super) fn to_bf16(v: f32) -> u16 {
+        let u = v.to_bits();
+        ((u + (0x7fff + ((u >> 16) & 1))) >> 16) as u16
     }
 
     #[test]

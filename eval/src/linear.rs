@@ -203,6 +203,10 @@ fn product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize, out: &mut [
             let w = as_words::<u16>(model.bytes(weight));
             float_gemm::product(FloatWeight::F16(&w), x, n_rows, k, m, tiles, out)
         }
+        GgmlType::BF16 => {
+            let w = as_words::<u16>(model.bytes(weight));
+            float_gemm::product(FloatWeight::BF16(&w), x, n_rows, k, m, tiles, out)
+        }
         _ => quantized_product(model, weight, x, n_rows, out),
     }
 }
