@@ -171,7 +171,10 @@ fn bf16_tiled(w: &[u16], x: &[u16]) -> f32 {
 fn bf16_vec_dot(w: &[u16], x: &[u16]) -> f32 {
     let main = w.len() - w.len() % (2 * BF16_STEP);
     let mut acc = [[0.0f32; LANES]; 2];
-    for (w, x) in w[..main].chunks_exact(2 * BF16_STEP).zip(x.chunks_exact(2 * BF16_STEP)) {
+    for (w, x) in w[..main]
+        .chunks_exact(2 * BF16_STEP)
+        .zip(x.chunks_exact(2 * BF16_STEP))
+    {
         dpbf16(&mut acc[0], &w[..BF16_STEP], &x[..BF16_STEP]);
         dpbf16(&mut acc[1], &w[BF16_STEP..], &x[BF16_STEP..]);
     }
@@ -277,7 +280,12 @@ mod x86_bf16 {
             c1 = _mm512_dpbf16_ps(c1, load(wp), load(xp));
             c2 = _mm512_dpbf16_ps(c2, load(wp.add(BF16_STEP)), load(xp.add(BF16_STEP)));
         }
-        bf16_leftovers(reduce16(lanes(c1)), reduce16(lanes(c2)), &w[main..], &x[main..])
+        bf16_leftovers(
+            reduce16(lanes(c1)),
+            reduce16(lanes(c2)),
+            &w[main..],
+            &x[main..],
+        )
     }
 }
 
@@ -595,7 +603,12 @@ mod tests {
     #[test]
     fn bf16_products_keep_vdpbf16ps_order_on_every_path() {
         let round = |v: f32| crate::float_gemm::tests::to_bf16(v);
-        for (n, k, m, tiles) in [(5, 96, 8, true), (3, 100, 6, true), (1, 64, 4, true), (4, 160, 8, false)] {
+        for (n, k, m, tiles) in [
+            (5, 96, 8, true),
+            (3, 100, 6, true),
+            (1, 64, 4, true),
+            (4, 160, 8, false),
+        ] {
             let w: Vec<u16> = (0..m * k).map(|i| round(awkward(i) * 3.0)).collect();
             let xb: Vec<u16> = (0..n * k).map(|i| round(awkward(i + 77))).collect();
             let x: Vec<f32> = xb.iter().map(|&b| widen(b)).collect();
@@ -610,7 +623,8 @@ mod tests {
                         let mut acc = [0.0f32; LANES];
                         for l in (0..k).step_by(32) {
                             for i in 0..LANES {
-                                acc[i] = widen(wr[l + 2 * i + 1]).mul_add(widen(xr[l + 2 * i + 1]), acc[i]);
+                                acc[i] = widen(wr[l + 2 * i + 1])
+                                    .mul_add(widen(xr[l + 2 * i + 1]), acc[i]);
                                 acc[i] = widen(wr[l + 2 * i]).mul_add(widen(xr[l + 2 * i]), acc[i]);
                             }
                         }
@@ -618,8 +632,16 @@ mod tests {
                     } else {
                         bf16_vec_dot(wr, xr)
                     };
-                    assert_eq!(got[t * m + r].to_bits(), want.to_bits(), "{n}x{k}x{m} at {t},{r}");
-                    let portable = if tiled { bf16_tiled(wr, xr) } else { bf16_vec_dot(wr, xr) };
+                    assert_eq!(
+                        got[t * m + r].to_bits(),
+                        want.to_bits(),
+                        "{n}x{k}x{m} at {t},{r}"
+                    );
+                    let portable = if tiled {
+                        bf16_tiled(wr, xr)
+                    } else {
+                        bf16_vec_dot(wr, xr)
+                    };
                     assert_eq!(portable.to_bits(), want.to_bits());
                 }
             }

@@ -343,8 +343,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
-        hsum4, hsum8, Q8kRows, RowPairs, CHUNKS, LANES, Q2, Q3, Q4, Q5, Q6, QK_K, REG,
-        TILE_TOKENS, TOKEN_BLOCK,
+        hsum4, hsum8, Q8kRows, RowPairs, CHUNKS, LANES, Q2, Q3, Q4, Q5, Q6, QK_K, REG, TILE_TOKENS,
+        TOKEN_BLOCK,
     };
 
     /// `out` (`x.n_rows` rows, `width` apart, of `w.rows` values) = `x` · `w`ᵀ, but for Q5_K's
@@ -437,12 +437,10 @@ mod x86 {
                     }
                 }
             }
-            let d: [__m512; R] = std::array::from_fn(|i| {
-                _mm512_loadu_ps(w.d.as_ptr().add(2 * at[i] * LANES))
-            });
-            let dmin: [__m512; R] = std::array::from_fn(|i| {
-                _mm512_loadu_ps(w.dmin.as_ptr().add(2 * at[i] * LANES))
-            });
+            let d: [__m512; R] =
+                std::array::from_fn(|i| _mm512_loadu_ps(w.d.as_ptr().add(2 * at[i] * LANES)));
+            let dmin: [__m512; R] =
+                std::array::from_fn(|i| _mm512_loadu_ps(w.dmin.as_ptr().add(2 * at[i] * LANES)));
             for j in 0..T {
                 let da = _mm512_set1_ps(*x.scales.get_unchecked(blk[j]));
                 if KIND == Q2 || KIND == Q4 {
@@ -587,8 +585,8 @@ mod tests {
                             32 => ib.mins[i / 32],
                             _ => ib.mins[i / 16],
                         };
-                        let got = ib.d * scale * (ib.levels[i] - zero) as f32
-                            - ib.dmin * min as f32;
+                        let got =
+                            ib.d * scale * (ib.levels[i] - zero) as f32 - ib.dmin * min as f32;
                         assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{ty:?}");
                     }
                 }

@@ -152,7 +152,11 @@ impl RowPairs {
 pub(crate) fn product(ty: GgmlType, bytes: &[u8], x: &Q8Rows, m: usize, out: &mut [f32]) {
     let (n, nb) = (x.n_rows, x.n_blocks);
     assert!(applies(ty), "no integer kernel for {ty:?}");
-    assert_eq!(bytes.len(), m * nb * ty.block_bytes(), "{ty:?} weight bytes");
+    assert_eq!(
+        bytes.len(),
+        m * nb * ty.block_bytes(),
+        "{ty:?} weight bytes"
+    );
     assert_eq!(out.len(), n * m, "{ty:?} product output");
     if n == 0 || m == 0 {
         return;
@@ -400,9 +404,21 @@ mod tests {
                 // And close to the product of the decoded values.
                 let mut wd = vec![0.0f32; m * k];
                 quantize::dequantize(ty, &bytes, &mut wd).unwrap();
-                let exact: f64 = wd[..k].iter().zip(&x[..k]).map(|(a, b)| *a as f64 * *b as f64).sum();
-                let scale: f64 = wd[..k].iter().zip(&x[..k]).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum();
-                assert!((got[0] as f64 - exact).abs() <= 0.02 * scale, "{ty:?}: {} vs {exact}", got[0]);
+                let exact: f64 = wd[..k]
+                    .iter()
+                    .zip(&x[..k])
+                    .map(|(a, b)| *a as f64 * *b as f64)
+                    .sum();
+                let scale: f64 = wd[..k]
+                    .iter()
+                    .zip(&x[..k])
+                    .map(|(a, b)| (*a as f64 * *b as f64).abs())
+                    .sum();
+                assert!(
+                    (got[0] as f64 - exact).abs() <= 0.02 * scale,
+                    "{ty:?}: {} vs {exact}",
+                    got[0]
+                );
             }
         }
     }

@@ -20,8 +20,8 @@ use rayon::prelude::*;
 
 use crate::float_gemm::{self, FloatWeight};
 use crate::kquant_gemm::{self, Q8kRows};
-use crate::model::{Model, Weight};
 use crate::legacy_gemm::{self, Q8Rows};
+use crate::model::{Model, Weight};
 use formats::gguf::GgmlType;
 
 /// Sees the input of every matrix product before it is rounded (importance matrices, pruning
