@@ -16,7 +16,6 @@
 //! scale already applied and the lanes come out exactly as ggml's. Machines without VNNI keep the
 //! decode-and-faer path in [`crate::linear`] (equal to llama.cpp's up to summation order).
 
-use faer::MatMut;
 use rayon::prelude::*;
 
 use formats::gguf::GgmlType;
@@ -25,19 +24,14 @@ use quantize::types::q45_k::{Q4_K, Q5_K};
 use quantize::types::{q2_k, q3_k, q6_k, QK_K};
 
 use crate::lanes::{dispatched, has_vnni};
+use crate::pair_tiles::{row_tasks, LANES};
 
 /// Chunks of 32 positions per super-block.
 const CHUNKS: usize = QK_K / 32;
-/// f32 lanes of one row's super-block sum.
-const LANES: usize = 8;
 /// 16-bit values per register: two rows × eight lanes × two.
 const REG: usize = 32;
 /// Weight rows per parallel task.
 const TASK_ROWS: usize = 32;
-/// Activation rows one tile multiplies at once.
-const TILE_TOKENS: usize = 4;
-/// Activation rows kept hot in cache while a task's weight rows pass over them.
-const TOKEN_BLOCK: usize = 64;
 
 /// The k-quant types, as the kernel's const parameter.
 const Q2: u8 = 2;
@@ -282,37 +276,21 @@ pub(crate) fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize, out: &m
     assert_eq!(out.len(), n * m, "{ty:?} product output");
     let kind = kind(ty).expect("applies checked the type");
     let row_bytes = bytes.len() / m;
-    MatMut::from_row_major_slice_mut(out, n, m)
-        .par_col_chunks_mut(TASK_ROWS)
-        .zip(bytes.par_chunks(row_bytes * TASK_ROWS))
-        .for_each(|(columns, rows)| {
-            let w = RowPairs::new(kind, rows, row_bytes, x.n_blocks);
-            let stride = columns.row_stride() as usize;
-            let out = columns.as_ptr_mut();
-            #[cfg(target_arch = "x86_64")]
+    row_tasks(out, n, m, bytes, TASK_ROWS, |rows, window| {
+        let w = RowPairs::new(kind, rows, row_bytes, x.n_blocks);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (out, stride) = window.raw();
             // SAFETY: `applies` checked AVX-512F and VNNI; `out` is this task's own
             // `n` × `w.rows` window of the output, rows `stride` apart.
-            unsafe {
-                x86::multiply(&w, x, out, stride)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            unreachable!("applies() is false off x86-64 ({stride}, {})", w.rows);
-            if kind == Q5 {
-                for t in 0..n {
-                    for r in 0..w.rows {
-                        // SAFETY: as above: (t, r) lies in this task's window.
-                        unsafe { *out.add(t * stride + r) += q5_k_summs(&w, r, x, t) };
-                    }
-                }
-            }
-        });
-}
-
-/// `hsum_float_8`: the high half onto the low, then the pairs (0, 2) and (1, 3), then the two.
-#[inline(always)]
-fn hsum8(acc: &[f32]) -> f32 {
-    let r: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
-    (r[0] + r[2]) + (r[1] + r[3])
+            unsafe { x86::multiply(&w, x, out, stride) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("applies() is false off x86-64 ({})", w.rows);
+        if kind == Q5 {
+            window.add_each(|t, r| q5_k_summs(&w, r, x, t));
+        }
+    });
 }
 
 /// Q4_K's four mins lanes, reduced as ggml reduces its `__m128`: (0 + 2) + (1 + 3).
@@ -342,10 +320,8 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{
-        hsum4, hsum8, Q8kRows, RowPairs, CHUNKS, LANES, Q2, Q3, Q4, Q5, Q6, QK_K, REG, TILE_TOKENS,
-        TOKEN_BLOCK,
-    };
+    use super::{hsum4, Q8kRows, RowPairs, CHUNKS, LANES, Q2, Q3, Q4, Q5, Q6, QK_K, REG};
+    use crate::pair_tiles::{for_each_tile, lanes, pair_sums, PairTile};
 
     /// `out` (`x.n_rows` rows, `width` apart, of `w.rows` values) = `x` · `w`ᵀ, but for Q5_K's
     /// `summs`.
@@ -354,38 +330,22 @@ mod x86 {
     /// The CPU must have AVX-512F and AVX512-VNNI, and `out` must be writable as described.
     #[target_feature(enable = "avx512f,avx512vnni")]
     pub(super) unsafe fn multiply(w: &RowPairs, x: &Q8kRows, out: *mut f32, width: usize) {
+        let (pairs, n) = (w.rows.div_ceil(2), x.n_rows);
         match w.kind {
-            Q2 => tiles::<Q2>(w, x, out, width),
-            Q3 => tiles::<Q3>(w, x, out, width),
-            Q4 => tiles::<Q4>(w, x, out, width),
-            Q5 => tiles::<Q5>(w, x, out, width),
-            _ => tiles::<Q6>(w, x, out, width),
+            Q2 => for_each_tile(&Tiles::<Q2> { w, x, out, width }, pairs, n),
+            Q3 => for_each_tile(&Tiles::<Q3> { w, x, out, width }, pairs, n),
+            Q4 => for_each_tile(&Tiles::<Q4> { w, x, out, width }, pairs, n),
+            Q5 => for_each_tile(&Tiles::<Q5> { w, x, out, width }, pairs, n),
+            _ => for_each_tile(&Tiles::<Q6> { w, x, out, width }, pairs, n),
         }
     }
 
-    #[inline(always)]
-    unsafe fn tiles<const KIND: u8>(w: &RowPairs, x: &Q8kRows, out: *mut f32, width: usize) {
-        let n = x.n_rows;
-        let pairs = w.rows.div_ceil(2);
-        for t0 in (0..n).step_by(TOKEN_BLOCK) {
-            let t_end = (t0 + TOKEN_BLOCK).min(n);
-            let mut p = 0;
-            while p < pairs {
-                let two = pairs - p >= 2;
-                let mut t = t0;
-                while t < t_end {
-                    let whole = t_end - t >= TILE_TOKENS;
-                    match (two, whole) {
-                        (true, true) => tile::<2, TILE_TOKENS, KIND>(w, x, p, t, out, width),
-                        (true, false) => tile::<2, 1, KIND>(w, x, p, t, out, width),
-                        (false, true) => tile::<1, TILE_TOKENS, KIND>(w, x, p, t, out, width),
-                        (false, false) => tile::<1, 1, KIND>(w, x, p, t, out, width),
-                    }
-                    t += if whole { TILE_TOKENS } else { 1 };
-                }
-                p += if two { 2 } else { 1 };
-            }
-        }
+    /// A task's weights (of type `KIND`), the activations and the task's window of the output.
+    struct Tiles<'a, const KIND: u8> {
+        w: &'a RowPairs,
+        x: &'a Q8kRows,
+        out: *mut f32,
+        width: usize,
     }
 
     /// 256 bits at `p`, in both halves of a register.
@@ -394,90 +354,84 @@ mod x86 {
         _mm512_broadcast_i64x4(_mm256_loadu_si256(p as *const __m256i))
     }
 
-    /// Row pairs `p..p+R` × activation rows `t..t+T`.
-    #[inline(always)]
-    unsafe fn tile<const R: usize, const T: usize, const KIND: u8>(
-        w: &RowPairs,
-        x: &Q8kRows,
-        p: usize,
-        t: usize,
-        out: *mut f32,
-        width: usize,
-    ) {
-        let nb = w.n_blocks;
-        let mut acc = [[_mm512_setzero_ps(); R]; T];
-        let mut acc_m = [[_mm512_setzero_ps(); R]; T];
-        for b in 0..nb {
-            let blk: [usize; T] = std::array::from_fn(|j| (t + j) * nb + b);
-            let at: [usize; R] = std::array::from_fn(|i| (p + i) * nb + b);
-            let extra: [__m512i; R] = std::array::from_fn(|i| {
-                _mm512_loadu_si512(w.extra.as_ptr().add(at[i] * REG) as *const _)
-            });
-            let mut s = [[_mm512_setzero_si512(); R]; T];
-            if KIND == Q6 {
-                for (j, s) in s.iter_mut().enumerate() {
-                    let sums = both_halves(x.b16.as_ptr().add(blk[j] * 16));
+    impl<const KIND: u8> PairTile for Tiles<'_, KIND> {
+        /// Row pairs `p..p+R` × activation rows `t..t+T`.
+        #[inline(always)]
+        unsafe fn tile<const R: usize, const T: usize>(&self, p: usize, t: usize) {
+            let (w, x, out, width) = (self.w, self.x, self.out, self.width);
+            let nb = w.n_blocks;
+            let mut acc = [[_mm512_setzero_ps(); R]; T];
+            let mut acc_m = [[_mm512_setzero_ps(); R]; T];
+            for b in 0..nb {
+                let blk: [usize; T] = std::array::from_fn(|j| (t + j) * nb + b);
+                let at: [usize; R] = std::array::from_fn(|i| (p + i) * nb + b);
+                let extra: [__m512i; R] = std::array::from_fn(|i| {
+                    _mm512_loadu_si512(w.extra.as_ptr().add(at[i] * REG) as *const _)
+                });
+                let mut s = [[_mm512_setzero_si512(); R]; T];
+                if KIND == Q6 {
+                    for (j, s) in s.iter_mut().enumerate() {
+                        let sums = both_halves(x.b16.as_ptr().add(blk[j] * 16));
+                        for i in 0..R {
+                            s[i] = _mm512_dpwssd_epi32(s[i], extra[i], sums);
+                        }
+                    }
+                }
+                for c in 0..CHUNKS {
+                    let xs: [*const i16; T] =
+                        std::array::from_fn(|j| x.x16.as_ptr().add(blk[j] * QK_K + 32 * c));
+                    let xa: [__m512i; T] = std::array::from_fn(|j| both_halves(xs[j]));
+                    let xb: [__m512i; T] = std::array::from_fn(|j| both_halves(xs[j].add(16)));
                     for i in 0..R {
-                        s[i] = _mm512_dpwssd_epi32(s[i], extra[i], sums);
+                        let wp = w.w.as_ptr().add((at[i] * CHUNKS + c) * 2 * REG);
+                        let w1 = _mm512_loadu_si512(wp as *const _);
+                        let w2 = _mm512_loadu_si512(wp.add(REG) as *const _);
+                        for j in 0..T {
+                            s[j][i] = _mm512_dpwssd_epi32(s[j][i], w1, xa[j]);
+                            s[j][i] = _mm512_dpwssd_epi32(s[j][i], w2, xb[j]);
+                        }
+                    }
+                }
+                let d: [__m512; R] =
+                    std::array::from_fn(|i| _mm512_loadu_ps(w.d.as_ptr().add(2 * at[i] * LANES)));
+                let dmin: [__m512; R] = std::array::from_fn(|i| {
+                    _mm512_loadu_ps(w.dmin.as_ptr().add(2 * at[i] * LANES))
+                });
+                for j in 0..T {
+                    let da = _mm512_set1_ps(*x.scales.get_unchecked(blk[j]));
+                    if KIND == Q2 || KIND == Q4 {
+                        let sums = match KIND {
+                            Q2 => both_halves(x.b16.as_ptr().add(blk[j] * 16)),
+                            _ => both_halves(x.b32.as_ptr().add(blk[j] * 16)),
+                        };
+                        for i in 0..R {
+                            let m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), extra[i], sums);
+                            let dm = _mm512_mul_ps(dmin[i], da);
+                            let m = _mm512_cvtepi32_ps(m);
+                            match KIND {
+                                Q2 => acc[j][i] = _mm512_fnmadd_ps(dm, m, acc[j][i]),
+                                _ => acc_m[j][i] = _mm512_fnmadd_ps(dm, m, acc_m[j][i]),
+                            }
+                        }
+                    }
+                    for i in 0..R {
+                        let dd = _mm512_mul_ps(d[i], da);
+                        acc[j][i] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s[j][i]), acc[j][i]);
                     }
                 }
             }
-            for c in 0..CHUNKS {
-                let xs: [*const i16; T] =
-                    std::array::from_fn(|j| x.x16.as_ptr().add(blk[j] * QK_K + 32 * c));
-                let xa: [__m512i; T] = std::array::from_fn(|j| both_halves(xs[j]));
-                let xb: [__m512i; T] = std::array::from_fn(|j| both_halves(xs[j].add(16)));
-                for i in 0..R {
-                    let wp = w.w.as_ptr().add((at[i] * CHUNKS + c) * 2 * REG);
-                    let w1 = _mm512_loadu_si512(wp as *const _);
-                    let w2 = _mm512_loadu_si512(wp.add(REG) as *const _);
-                    for j in 0..T {
-                        s[j][i] = _mm512_dpwssd_epi32(s[j][i], w1, xa[j]);
-                        s[j][i] = _mm512_dpwssd_epi32(s[j][i], w2, xb[j]);
-                    }
-                }
-            }
-            let d: [__m512; R] =
-                std::array::from_fn(|i| _mm512_loadu_ps(w.d.as_ptr().add(2 * at[i] * LANES)));
-            let dmin: [__m512; R] =
-                std::array::from_fn(|i| _mm512_loadu_ps(w.dmin.as_ptr().add(2 * at[i] * LANES)));
             for j in 0..T {
-                let da = _mm512_set1_ps(*x.scales.get_unchecked(blk[j]));
-                if KIND == Q2 || KIND == Q4 {
-                    let sums = match KIND {
-                        Q2 => both_halves(x.b16.as_ptr().add(blk[j] * 16)),
-                        _ => both_halves(x.b32.as_ptr().add(blk[j] * 16)),
-                    };
-                    for i in 0..R {
-                        let m = _mm512_dpwssd_epi32(_mm512_setzero_si512(), extra[i], sums);
-                        let dm = _mm512_mul_ps(dmin[i], da);
-                        let m = _mm512_cvtepi32_ps(m);
-                        match KIND {
-                            Q2 => acc[j][i] = _mm512_fnmadd_ps(dm, m, acc[j][i]),
-                            _ => acc_m[j][i] = _mm512_fnmadd_ps(dm, m, acc_m[j][i]),
-                        }
-                    }
-                }
                 for i in 0..R {
-                    let dd = _mm512_mul_ps(d[i], da);
-                    acc[j][i] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(s[j][i]), acc[j][i]);
-                }
-            }
-        }
-        for j in 0..T {
-            for i in 0..R {
-                let mut lanes = [0.0f32; 2 * LANES];
-                let mut mins = [0.0f32; 2 * LANES];
-                _mm512_storeu_ps(lanes.as_mut_ptr(), acc[j][i]);
-                _mm512_storeu_ps(mins.as_mut_ptr(), acc_m[j][i]);
-                for h in 0..2 {
-                    let r = 2 * (p + i) + h;
-                    if r < w.rows {
-                        let mut v = hsum8(&lanes[h * LANES..][..LANES]);
-                        if KIND == Q4 {
-                            v += hsum4(&mins[h * LANES..][..4]);
+                    let sums = pair_sums(acc[j][i]);
+                    let mins = lanes(acc_m[j][i]);
+                    for (h, mut v) in sums.into_iter().enumerate() {
+                        let r = 2 * (p + i) + h;
+                        if r < w.rows {
+                            if KIND == Q4 {
+                                v += hsum4(&mins[h * LANES..][..4]);
+                            }
+                            *out.add((t + j) * width + r) = v;
                         }
-                        *out.add((t + j) * width + r) = v;
                     }
                 }
             }
@@ -489,18 +443,9 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// Rows of a smooth-but-irregular signal with a few outliers (so scales and mins vary).
+    /// A signal whose outliers make scales and mins vary.
     fn signal(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let v = ((i * 7 + seed * 13) as f32 * 0.618_034).fract() - 0.45;
-                if (i + seed).is_multiple_of(97) {
-                    v * 9.0
-                } else {
-                    v
-                }
-            })
-            .collect()
+        crate::pair_tiles::tests::signal(n, seed, 97, 9.0)
     }
 
     /// ggml's AVX2 `vec_dot_qN_K_q8_K` written out one output at a time by positions.

@@ -14,7 +14,6 @@
 //! and eight activation rows keeps its 16 accumulators in registers while the weights stay in
 //! L1; elsewhere the same arithmetic runs one output at a time.
 
-use faer::MatMut;
 use rayon::prelude::*;
 
 use formats::gguf::GgmlType;
@@ -22,17 +21,12 @@ use quantize::activation::q8_1_block;
 use quantize::types::levels32::{self, BLOCK};
 
 use crate::lanes::{dispatched, has_vnni};
+use crate::pair_tiles::{hsum_float_8, row_tasks, LANES};
 
-/// f32 lanes of one row's block sum (ggml's eight sums of four products).
-const LANES: usize = 8;
 /// Bytes of one pair-block: two rows' 32 levels.
 const PAIR_BYTES: usize = 2 * BLOCK;
 /// Weight rows per parallel task.
 const TASK_ROWS: usize = 64;
-/// Activation rows one tile multiplies at once.
-const TILE_TOKENS: usize = 4;
-/// Activation rows kept hot in cache while a task's weight rows pass over them.
-const TOKEN_BLOCK: usize = 64;
 
 /// Whether `ty` weights take the integer kernel.
 pub(crate) fn applies(ty: GgmlType) -> bool {
@@ -158,48 +152,24 @@ pub(crate) fn product(ty: GgmlType, bytes: &[u8], x: &Q8Rows, m: usize, out: &mu
         "{ty:?} weight bytes"
     );
     assert_eq!(out.len(), n * m, "{ty:?} product output");
-    if n == 0 || m == 0 {
-        return;
-    }
-    let row_bytes = bytes.len() / m;
+    let row_bytes = bytes.len() / m.max(1);
     let vnni = has_vnni();
-    MatMut::from_row_major_slice_mut(out, n, m)
-        .par_col_chunks_mut(TASK_ROWS)
-        .zip(bytes.par_chunks(row_bytes * TASK_ROWS))
-        .for_each(|(columns, rows)| {
-            let w = RowPairs::new(ty, rows, row_bytes, nb);
-            let stride = columns.row_stride() as usize;
-            let out = columns.as_ptr_mut();
-            #[cfg(target_arch = "x86_64")]
-            if vnni {
-                // SAFETY: `has_vnni` checked AVX-512F and VNNI; `out` is this task's own
-                // `n` × `w.rows` window of the output, rows `stride` apart.
-                unsafe { x86::multiply(&w, x, out, stride) };
-            }
-            if !vnni {
-                for t in 0..n {
-                    for r in 0..w.rows {
-                        // SAFETY: as above: (t, r) lies in this task's window.
-                        unsafe { *out.add(t * stride + r) = dot(&w, r, x, t) };
-                    }
-                }
-            }
-            if !w.m.is_empty() {
-                for t in 0..n {
-                    for r in 0..w.rows {
-                        // SAFETY: as above.
-                        unsafe { *out.add(t * stride + r) += sum_of_mins(&w, r, x, t) };
-                    }
-                }
-            }
-        });
-}
-
-/// `hsum_float_8`: the high half onto the low, then the pairs (0, 2) and (1, 3), then the two.
-#[inline(always)]
-fn hsum8(acc: &[f32]) -> f32 {
-    let r: [f32; 4] = std::array::from_fn(|i| acc[4 + i] + acc[i]);
-    (r[0] + r[2]) + (r[1] + r[3])
+    row_tasks(out, n, m, bytes, TASK_ROWS, |rows, window| {
+        let w = RowPairs::new(ty, rows, row_bytes, nb);
+        #[cfg(target_arch = "x86_64")]
+        if vnni {
+            let (out, stride) = window.raw();
+            // SAFETY: `has_vnni` checked AVX-512F and VNNI; `out` is this task's own
+            // `n` × `w.rows` window of the output, rows `stride` apart.
+            unsafe { x86::multiply(&w, x, out, stride) };
+        }
+        if !vnni {
+            window.set_each(|t, r| dot(&w, r, x, t));
+        }
+        if !w.m.is_empty() {
+            window.add_each(|t, r| sum_of_mins(&w, r, x, t));
+        }
+    });
 }
 
 /// The `_1` types' `Σ m·s` of weight row `r` and activation row `t`, in block order.
@@ -229,7 +199,7 @@ dispatched! {
                 *a = d.mul_add(s as f32, *a);
             }
         }
-        hsum8(&acc)
+        hsum_float_8(&acc)
     }
 }
 
@@ -239,7 +209,8 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{hsum8, Q8Rows, RowPairs, BLOCK, LANES, PAIR_BYTES, TILE_TOKENS, TOKEN_BLOCK};
+    use super::{Q8Rows, RowPairs, BLOCK, LANES, PAIR_BYTES};
+    use crate::pair_tiles::{for_each_tile, pair_sums, PairTile};
 
     /// `out` (`x.n_rows` rows, `width` apart, of `w.rows` values) = `x` · `w`ᵀ without the
     /// mins' term.
@@ -248,72 +219,55 @@ mod x86 {
     /// The CPU must have AVX-512F and AVX512-VNNI, and `out` must be writable as described.
     #[target_feature(enable = "avx512f,avx512vnni")]
     pub(super) unsafe fn multiply(w: &RowPairs, x: &Q8Rows, out: *mut f32, width: usize) {
-        let n = x.n_rows;
-        let pairs = w.rows.div_ceil(2);
-        for t0 in (0..n).step_by(TOKEN_BLOCK) {
-            let t_end = (t0 + TOKEN_BLOCK).min(n);
-            let mut p = 0;
-            while p < pairs {
-                let two = pairs - p >= 2;
-                let mut t = t0;
-                while t < t_end {
-                    let whole = t_end - t >= TILE_TOKENS;
-                    match (two, whole) {
-                        (true, true) => tile::<2, TILE_TOKENS>(w, x, p, t, out, width),
-                        (true, false) => tile::<2, 1>(w, x, p, t, out, width),
-                        (false, true) => tile::<1, TILE_TOKENS>(w, x, p, t, out, width),
-                        (false, false) => tile::<1, 1>(w, x, p, t, out, width),
-                    }
-                    t += if whole { TILE_TOKENS } else { 1 };
-                }
-                p += if two { 2 } else { 1 };
-            }
-        }
+        let tiles = Tiles { w, x, out, width };
+        for_each_tile(&tiles, w.rows.div_ceil(2), x.n_rows);
     }
 
-    /// Row pairs `p..p+R` × activation rows `t..t+T`.
-    #[inline(always)]
-    unsafe fn tile<const R: usize, const T: usize>(
-        w: &RowPairs,
-        x: &Q8Rows,
-        p: usize,
-        t: usize,
+    /// A task's weights, the activations and the task's window of the output.
+    struct Tiles<'a> {
+        w: &'a RowPairs,
+        x: &'a Q8Rows,
         out: *mut f32,
         width: usize,
-    ) {
-        let nb = w.n_blocks;
-        let mut acc = [[_mm512_setzero_ps(); R]; T];
-        for b in 0..nb {
-            let at: [usize; R] = std::array::from_fn(|i| (p + i) * nb + b);
-            let wv: [__m512i; R] = std::array::from_fn(|i| {
-                _mm512_loadu_si512(w.levels.as_ptr().add(at[i] * PAIR_BYTES) as *const _)
-            });
-            let dv: [__m512; R] =
-                std::array::from_fn(|i| _mm512_loadu_ps(w.d.as_ptr().add(2 * at[i] * LANES)));
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let blk = (t + j) * nb + b;
-                let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    x.levels.as_ptr().add(blk * BLOCK) as *const __m256i,
-                ));
-                let ov = _mm512_broadcast_i64x4(_mm256_loadu_si256(
-                    x.offsets.as_ptr().add(blk * LANES) as *const __m256i,
-                ));
-                let dx = _mm512_set1_ps(*x.scales.get_unchecked(blk));
-                for i in 0..R {
-                    let s = _mm512_dpbusd_epi32(ov, wv[i], xv);
-                    let d = _mm512_mul_ps(dv[i], dx);
-                    acc[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[i]);
+    }
+
+    impl PairTile for Tiles<'_> {
+        /// Row pairs `p..p+R` × activation rows `t..t+T`.
+        #[inline(always)]
+        unsafe fn tile<const R: usize, const T: usize>(&self, p: usize, t: usize) {
+            let (w, x) = (self.w, self.x);
+            let nb = w.n_blocks;
+            let mut acc = [[_mm512_setzero_ps(); R]; T];
+            for b in 0..nb {
+                let at: [usize; R] = std::array::from_fn(|i| (p + i) * nb + b);
+                let wv: [__m512i; R] = std::array::from_fn(|i| {
+                    _mm512_loadu_si512(w.levels.as_ptr().add(at[i] * PAIR_BYTES) as *const _)
+                });
+                let dv: [__m512; R] =
+                    std::array::from_fn(|i| _mm512_loadu_ps(w.d.as_ptr().add(2 * at[i] * LANES)));
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let blk = (t + j) * nb + b;
+                    let xv = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        x.levels.as_ptr().add(blk * BLOCK) as *const __m256i,
+                    ));
+                    let ov = _mm512_broadcast_i64x4(_mm256_loadu_si256(
+                        x.offsets.as_ptr().add(blk * LANES) as *const __m256i,
+                    ));
+                    let dx = _mm512_set1_ps(*x.scales.get_unchecked(blk));
+                    for i in 0..R {
+                        let s = _mm512_dpbusd_epi32(ov, wv[i], xv);
+                        let d = _mm512_mul_ps(dv[i], dx);
+                        acc[i] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[i]);
+                    }
                 }
             }
-        }
-        for (j, acc) in acc.iter().enumerate() {
-            for (i, acc) in acc.iter().enumerate() {
-                let mut lanes = [0.0f32; 2 * LANES];
-                _mm512_storeu_ps(lanes.as_mut_ptr(), *acc);
-                for h in 0..2 {
-                    let r = 2 * (p + i) + h;
-                    if r < w.rows {
-                        *out.add((t + j) * width + r) = hsum8(&lanes[h * LANES..][..LANES]);
+            for (j, acc) in acc.iter().enumerate() {
+                for (i, acc) in acc.iter().enumerate() {
+                    for (h, v) in pair_sums(*acc).into_iter().enumerate() {
+                        let r = 2 * (p + i) + h;
+                        if r < w.rows {
+                            *self.out.add((t + j) * self.width + r) = v;
+                        }
                     }
                 }
             }
@@ -326,18 +280,9 @@ mod tests {
     use super::*;
     use quantize::activation::q8_1_block;
 
-    /// A signal with a few outliers, so that scales vary and lane sums are large.
+    /// A signal whose outliers make block scales vary and lane sums large.
     fn signal(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let v = ((i * 7 + seed * 13) as f32 * 0.618_034).fract() - 0.45;
-                if (i + seed).is_multiple_of(89) {
-                    v * 40.0
-                } else {
-                    v
-                }
-            })
-            .collect()
+        crate::pair_tiles::tests::signal(n, seed, 89, 40.0)
     }
 
     /// ggml's arithmetic written out one output at a time from the decoded blocks.
@@ -373,14 +318,7 @@ mod tests {
         for (n, k, m) in [(11, 896, 2 * TASK_ROWS + 37), (9, 64, 6), (1, 32, 3)] {
             let x = signal(n * k, 3);
             let q = Q8Rows::new(&x, n);
-            for ty in [
-                GgmlType::Q4_0,
-                GgmlType::Q4_1,
-                GgmlType::Q5_0,
-                GgmlType::Q5_1,
-                GgmlType::Q8_0,
-                GgmlType::IQ4_NL,
-            ] {
+            for ty in levels32::TYPES {
                 let wv = signal(m * k, ty as usize);
                 let mut bytes = vec![0u8; m * k / BLOCK * ty.block_bytes()];
                 quantize::quantize(ty, &wv, &mut bytes).unwrap();

@@ -18,6 +18,7 @@ mod lanes;
 mod legacy_gemm;
 pub mod linear;
 pub mod model;
+mod pair_tiles;
 pub mod perplexity;
 pub mod text;
 pub mod tokenizer;

@@ -23,9 +23,19 @@ pub struct Levels32 {
     pub m: f32,
 }
 
-/// Whether `ty` is one of the 32-value block types [`unpack`] reads.
+/// The 32-value block types [`unpack`] reads.
+pub const TYPES: [GgmlType; 6] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::IQ4_NL,
+];
+
+/// Whether `ty` is one of [`TYPES`].
 pub fn applies(ty: GgmlType) -> bool {
-    legacy(ty).is_some() || matches!(ty, GgmlType::Q8_0 | GgmlType::IQ4_NL)
+    TYPES.contains(&ty)
 }
 
 /// Whether `ty`'s values carry a min (the activations then need their block sums: Q8_1).
@@ -81,14 +91,7 @@ mod tests {
         let x: Vec<f32> = (0..128)
             .map(|i| ((i * 37 % 41) as f32 - 20.0) * 0.13)
             .collect();
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-            GgmlType::IQ4_NL,
-        ] {
+        for ty in TYPES {
             assert!(applies(ty));
             let mut bytes = vec![0u8; x.len() / BLOCK * ty.block_bytes()];
             crate::quantize(ty, &x, &mut bytes).unwrap();
