@@ -1,6 +1,8 @@
 //! Products with k-quant weights (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) in integer arithmetic, giving
 //! llama.cpp's bits. The activations are quantized to Q8_K (levels −127..127, one f32 scale per
-//! 256, and the sums of each 16 levels). ggml's AVX2 `vec_dot`s then keep, per super-block, eight
+//! 256, and the sums of each 16 levels). ggml then takes one of two paths, and so does this module:
+//! with [`TILED_MIN_ROWS`] activation rows or more, its tiled kernel ([`tiles`]); with fewer,
+//! `vec_dot` (below). ggml's AVX2 `vec_dot`s keep, per super-block, eight
 //! exact 32-bit lane sums — lane `k` holds the products at positions `i` with `(i mod 32) / 4 == k`,
 //! each times its group scale — and fuse each into its own f32 lane (`acc = fma(d, lane, acc)`,
 //! `d = d_x · d_w`), ending in `hsum_float_8`. The types differ only in what else they add:
@@ -25,6 +27,12 @@ use quantize::types::{q2_k, q3_k, q6_k, QK_K};
 
 use crate::lanes::{dispatched, has_vnni};
 use crate::pair_tiles::{row_tasks, LANES};
+
+mod tiles;
+
+/// ggml takes its tiled path (`ggml_tiled_min_batch`) for products with at least this many
+/// activation rows (per expert, in a mixture), `vec_dot` below it.
+const TILED_MIN_ROWS: usize = 8;
 
 /// Chunks of 32 positions per super-block.
 const CHUNKS: usize = QK_K / 32;
@@ -56,8 +64,8 @@ pub fn applies(ty: GgmlType, rows: usize, cols: usize) -> bool {
     kind(ty).is_some() && rows > 0 && cols.is_multiple_of(QK_K) && has_vnni()
 }
 
-/// Activation rows in Q8_K form, laid out for the kernel.
-pub struct Q8kRows {
+/// Activation rows in Q8_K form, laid out for the `vec_dot` kernel.
+struct LaneRows {
     n_rows: usize,
     /// Super-blocks per row.
     n_blocks: usize,
@@ -73,7 +81,7 @@ pub struct Q8kRows {
 }
 
 dispatched! {
-    /// One super-block of activations into [`Q8kRows`]' form; returns the scale.
+    /// One super-block of activations into [`LaneRows`]' form; returns the scale.
     fn quantize_block(x: &[f32], x16: &mut [i16], b16: &mut [i16], b32: &mut [i16]) -> f32 {
         let mut levels = [0i8; QK_K];
         let scale = q8_k_block(x, &mut levels);
@@ -97,12 +105,12 @@ dispatched! {
     }
 }
 
-impl Q8kRows {
+impl LaneRows {
     /// Quantizes `x` (`n_rows` rows of `k`, `k` a multiple of 256) as ggml's `quantize_row_q8_K`.
-    pub fn new(x: &[f32], n_rows: usize) -> Q8kRows {
+    fn new(x: &[f32], n_rows: usize) -> LaneRows {
         let n_blocks = x.len() / n_rows / QK_K;
         let blocks = n_rows * n_blocks;
-        let mut q = Q8kRows {
+        let mut q = LaneRows {
             n_rows,
             n_blocks,
             x16: vec![0; blocks * QK_K],
@@ -258,23 +266,62 @@ impl RowPairs {
     }
 }
 
+/// Activation rows in Q8_K form, laid out for the path ggml takes with that many rows.
+pub struct Q8kRows(Form);
+
+/// The two layouts of [`Q8kRows`].
+enum Form {
+    /// Fewer than [`TILED_MIN_ROWS`] rows: `vec_dot`'s lanes.
+    Lanes(LaneRows),
+    /// [`TILED_MIN_ROWS`] rows or more: the tiled kernel's.
+    Tiles(tiles::TileRows),
+}
+
+impl Q8kRows {
+    /// Quantizes `x` (`n_rows` rows of `k`, `k` a multiple of 256) as ggml's `quantize_row_q8_K`,
+    /// laid out for the path those rows take.
+    pub fn new(x: &[f32], n_rows: usize) -> Q8kRows {
+        Q8kRows(match n_rows >= TILED_MIN_ROWS {
+            true => Form::Tiles(tiles::TileRows::new(x, n_rows)),
+            false => Form::Lanes(LaneRows::new(x, n_rows)),
+        })
+    }
+
+    /// Rows and super-blocks per row.
+    fn shape(&self) -> (usize, usize) {
+        match &self.0 {
+            Form::Lanes(x) => (x.n_rows, x.n_blocks),
+            Form::Tiles(x) => (x.n_rows, x.n_blocks),
+        }
+    }
+}
+
 /// `x` (as [`Q8kRows`]) times `weight`ᵀ (`m` rows of `ty` blocks in `bytes`) into `out`
 /// (`n_rows` × `m`, every element written). Panics unless [`applies`] holds and the slices hold
 /// those shapes.
 pub(crate) fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize, out: &mut [f32]) {
-    let n = x.n_rows;
-    let k = x.n_blocks * QK_K;
+    let (n, n_blocks) = x.shape();
+    let k = n_blocks * QK_K;
     assert!(
         applies(ty, m, k),
         "the integer kernel does not apply to {ty:?} {m}x{k} here"
     );
     assert_eq!(
         bytes.len(),
-        m * ty.block_bytes() * x.n_blocks,
+        m * ty.block_bytes() * n_blocks,
         "{ty:?} {m}x{k} weight bytes"
     );
     assert_eq!(out.len(), n * m, "{ty:?} product output");
     let kind = kind(ty).expect("applies checked the type");
+    match &x.0 {
+        Form::Tiles(x) => tiles::product(kind, bytes, x, m, out),
+        Form::Lanes(x) => lanes_product(kind, bytes, x, m, out),
+    }
+}
+
+/// [`product`] on `vec_dot`'s path.
+fn lanes_product(kind: u8, bytes: &[u8], x: &LaneRows, m: usize, out: &mut [f32]) {
+    let n = x.n_rows;
     let row_bytes = bytes.len() / m;
     row_tasks(out, n, m, bytes, TASK_ROWS, |rows, window| {
         let w = RowPairs::new(kind, rows, row_bytes, x.n_blocks);
@@ -301,7 +348,7 @@ fn hsum4(acc: &[f32]) -> f32 {
 
 /// Q5_K's `summs` of weight row `r` and activation row `t`: per super-block, one fused
 /// `fma(−d_x·dmin, Σ m·sum32, summs)`, in block order.
-fn q5_k_summs(w: &RowPairs, r: usize, x: &Q8kRows, t: usize) -> f32 {
+fn q5_k_summs(w: &RowPairs, r: usize, x: &LaneRows, t: usize) -> f32 {
     let nb = w.n_blocks;
     let (p, h) = (r / 2, r % 2);
     (0..nb).fold(0.0f32, |summs, b| {
@@ -320,7 +367,7 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{hsum4, Q8kRows, RowPairs, CHUNKS, LANES, Q2, Q3, Q4, Q5, Q6, QK_K, REG};
+    use super::{hsum4, LaneRows, RowPairs, CHUNKS, LANES, Q2, Q3, Q4, Q5, Q6, QK_K, REG};
     use crate::pair_tiles::{for_each_tile, lanes, pair_sums, PairTile};
 
     /// `out` (`x.n_rows` rows, `width` apart, of `w.rows` values) = `x` · `w`ᵀ, but for Q5_K's
@@ -329,7 +376,7 @@ mod x86 {
     /// # Safety
     /// The CPU must have AVX-512F and AVX512-VNNI, and `out` must be writable as described.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    pub(super) unsafe fn multiply(w: &RowPairs, x: &Q8kRows, out: *mut f32, width: usize) {
+    pub(super) unsafe fn multiply(w: &RowPairs, x: &LaneRows, out: *mut f32, width: usize) {
         let (pairs, n) = (w.rows.div_ceil(2), x.n_rows);
         match w.kind {
             Q2 => for_each_tile(&Tiles::<Q2> { w, x, out, width }, pairs, n),
@@ -343,7 +390,7 @@ mod x86 {
     /// A task's weights (of type `KIND`), the activations and the task's window of the output.
     struct Tiles<'a, const KIND: u8> {
         w: &'a RowPairs,
-        x: &'a Q8kRows,
+        x: &'a LaneRows,
         out: *mut f32,
         width: usize,
     }
@@ -449,7 +496,7 @@ mod tests {
     }
 
     /// ggml's AVX2 `vec_dot_qN_K_q8_K` written out one output at a time by positions.
-    fn reference(ty: GgmlType, bytes: &[u8], x: &[f32], n: usize, m: usize) -> Vec<f32> {
+    fn lanes_reference(ty: GgmlType, bytes: &[u8], x: &[f32], n: usize, m: usize) -> Vec<f32> {
         let kind = kind(ty).unwrap();
         let k = x.len() / n;
         let nb = k / QK_K;
@@ -500,7 +547,42 @@ mod tests {
         out
     }
 
-    /// The AVX512-VNNI kernel gives the reference's bits (whole tiles and remainders, several
+    /// ggml's tiled k-quant microkernel (AVX512-VNNI build) written out one output at a time:
+    /// exact `S1` and `S2` per super-block, `r = S1·d`, `r = fma(−dmin, S2, r)`,
+    /// `out = fma(r, d_x, out)`.
+    fn tiles_reference(ty: GgmlType, bytes: &[u8], x: &[f32], n: usize, m: usize) -> Vec<f32> {
+        let kind = kind(ty).unwrap();
+        let k = x.len() / n;
+        let nb = k / QK_K;
+        let bb = ty.block_bytes();
+        let mut out = vec![0.0f32; n * m];
+        for t in 0..n {
+            for r in 0..m {
+                let mut f = 0.0f32;
+                for b in 0..nb {
+                    let ib = IntegerBlock::new(kind, &bytes[(r * nb + b) * bb..][..bb]);
+                    let mut q = [0i8; QK_K];
+                    let dx = q8_k_block(&x[t * k + b * QK_K..][..QK_K], &mut q);
+                    let zero = if kind == Q6 { 32 } else { 0 };
+                    let (mut s1, mut s2) = (0i32, 0i32);
+                    for (i, &qi) in q.iter().enumerate() {
+                        let scale = ib.scales[i / ib.group];
+                        s1 += scale * (ib.levels[i] - zero) * qi as i32;
+                        s2 += ib.mins[i / ib.group] * qi as i32;
+                    }
+                    let mut v = s1 as f32 * ib.d;
+                    if matches!(kind, Q2 | Q4 | Q5) {
+                        v = (-ib.dmin).mul_add(s2 as f32, v);
+                    }
+                    f = v.mul_add(dx, f);
+                }
+                out[t * m + r] = f;
+            }
+        }
+        out
+    }
+
+    /// Both AVX512-VNNI kernels give their reference's bits (whole tiles and remainders, several
     /// tasks, an odd row count), and the integer form decodes to what `dequantize` gives.
     #[test]
     fn kernel_matches_ggml_bits_and_dequantized_values() {
@@ -540,16 +622,22 @@ mod tests {
                 eprintln!("no AVX512-VNNI here: only the integer form was checked");
                 continue;
             }
-            let x = signal(n * k, 3);
-            let mut got = vec![f32::NAN; n * m];
-            product(ty, &bytes, &Q8kRows::new(&x, n), m, &mut got);
-            let want = reference(ty, &bytes, &x, n, m);
-            let same = got
-                .iter()
-                .zip(&want)
-                .filter(|(a, b)| a.to_bits() == b.to_bits())
-                .count();
-            assert_eq!(same, got.len(), "{ty:?}");
+            // Both of ggml's paths: vec_dot below TILED_MIN_ROWS rows, the tiled kernel from it.
+            for n in [TILED_MIN_ROWS - 1, 1, TILED_MIN_ROWS, n] {
+                let x = signal(n * k, 3);
+                let mut got = vec![f32::NAN; n * m];
+                product(ty, &bytes, &Q8kRows::new(&x, n), m, &mut got);
+                let want = match n >= TILED_MIN_ROWS {
+                    true => tiles_reference(ty, &bytes, &x, n, m),
+                    false => lanes_reference(ty, &bytes, &x, n, m),
+                };
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(a, b)| a.to_bits() == b.to_bits())
+                    .count();
+                assert_eq!(same, got.len(), "{ty:?}, {n} rows");
+            }
         }
     }
 }

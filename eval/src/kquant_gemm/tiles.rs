@@ -1,0 +1,286 @@
+//! ggml's tiled path for k-quant products (`ggml_compute_forward_mul_mat_tiled`, taken when the
+//! activations have at least [`super::TILED_MIN_ROWS`] rows). Per super-block it forms two exact
+//! integers per output — `S1 = Σ scale·(level − zero)·x` and, for the types with mins,
+//! `S2 = Σ min·(sum of x over the min's group)` — and then, in f32 (as the reference build
+//! compiles its AVX512-VNNI microkernel): `r = S1 · d`, `r = r − dmin · S2` (fused),
+//! `out = fma(r, d_x, out)`, super-block after super-block.
+//!
+//! The kernel keeps 16 weight rows in the lanes of a register: one `vpdpbusd` multiplies four
+//! levels of each of 16 rows with four activation levels, and a group's sum is scaled once by its
+//! 16 integer scales.
+
+use rayon::prelude::*;
+
+use quantize::activation::q8_k_block;
+use quantize::types::QK_K;
+
+use super::{IntegerBlock, Q2, Q3, Q4, Q5, Q6};
+use crate::lanes::dispatched;
+use crate::pair_tiles::row_tasks;
+
+/// Weight rows per register (16 i32 lanes).
+const GROUP_ROWS: usize = 16;
+/// Weight rows per parallel task (a multiple of [`GROUP_ROWS`]).
+const TASK_ROWS: usize = 96;
+/// Activation rows one tile multiplies at once (one accumulator register each).
+const TILE_TOKENS: usize = 8;
+/// Activation rows kept hot in cache while a task's weight groups pass over them.
+const TOKEN_BLOCK: usize = 64;
+/// Groups of four levels per super-block (`vpdpbusd` multiplies four bytes per lane).
+const QUADS: usize = QK_K / 4;
+/// Groups of 16 per super-block: the finest grouping of scales and mins.
+const GROUPS16: usize = QK_K / 16;
+
+/// Activation rows in Q8_K form, laid out for the tiled kernel.
+pub(super) struct TileRows {
+    pub(super) n_rows: usize,
+    /// Super-blocks per row.
+    pub(super) n_blocks: usize,
+    /// Levels (`n_rows` × `n_blocks` × 256).
+    levels: Vec<i8>,
+    /// Scale of each super-block.
+    scales: Vec<f32>,
+    /// Level sums of each group of 16: for the levels' zero offset (Q3_K, Q6_K).
+    sums: Vec<i32>,
+    /// The same sums as 16-bit pairs: for the mins (Q2_K, Q4_K, Q5_K).
+    sum_pairs: Vec<i32>,
+}
+
+/// Two 16-bit values in one i32 lane, low first (`vpdpwssd`'s operand layout).
+fn pair(lo: i32, hi: i32) -> i32 {
+    (lo as i16 as u16 as u32 | ((hi as i16 as u16 as u32) << 16)) as i32
+}
+
+dispatched! {
+    /// One super-block of activations into Q8_K levels and their group sums; returns the scale.
+    fn quantize_block(x: &[f32], levels: &mut [i8], sums: &mut [i32], pairs: &mut [i32]) -> f32 {
+        let scale = q8_k_block(x, levels);
+        for (s, g) in sums.iter_mut().zip(levels.chunks_exact(16)) {
+            *s = g.iter().map(|&v| v as i32).sum::<i32>();
+        }
+        for (p, s) in pairs.iter_mut().zip(sums.chunks_exact(2)) {
+            *p = pair(s[0], s[1]);
+        }
+        scale
+    }
+}
+
+impl TileRows {
+    /// Quantizes `x` (`n_rows` rows of `k`, `k` a multiple of 256) as ggml's `quantize_row_q8_K`.
+    pub(super) fn new(x: &[f32], n_rows: usize) -> TileRows {
+        let n_blocks = x.len() / n_rows / QK_K;
+        let blocks = n_rows * n_blocks;
+        let mut q = TileRows {
+            n_rows,
+            n_blocks,
+            levels: vec![0; blocks * QK_K],
+            scales: vec![0.0; blocks],
+            sums: vec![0; blocks * GROUPS16],
+            sum_pairs: vec![0; blocks * GROUPS16 / 2],
+        };
+        q.levels
+            .par_chunks_mut(QK_K)
+            .zip(q.scales.par_iter_mut())
+            .zip(q.sums.par_chunks_mut(GROUPS16))
+            .zip(q.sum_pairs.par_chunks_mut(GROUPS16 / 2))
+            .zip(x.par_chunks(QK_K))
+            .for_each(|((((levels, scale), sums), pairs), x)| {
+                *scale = quantize_block(x, levels, sums, pairs);
+            });
+        q
+    }
+}
+
+/// [`GROUP_ROWS`] weight rows in the kernel's layout; per super-block: [`QUADS`] registers of
+/// 16 rows × four unsigned levels, a register of 16 scales per group, the rows' `d` and `dmin`,
+/// and their mins as 16-bit pairs over the groups of 16.
+struct RowGroup {
+    kind: u8,
+    quads: Vec<i32>,
+    scales: Vec<i32>,
+    d: Vec<f32>,
+    dmin: Vec<f32>,
+    mins: Vec<i32>,
+    /// Rows that exist (a last group may have fewer; the others are zero and never stored).
+    rows: usize,
+}
+
+/// The level that stands for 0 in the kernel's unsigned levels: 4 (Q3_K), 32 (Q6_K), else 0.
+fn zero(kind: u8) -> i32 {
+    match kind {
+        Q6 => 32,
+        Q3 => 4,
+        _ => 0,
+    }
+}
+
+impl RowGroup {
+    /// Unpacks rows `rows` (each `row_bytes` of `kind` blocks) of a weight.
+    fn new(kind: u8, rows: &[u8], row_bytes: usize, n_blocks: usize) -> RowGroup {
+        let mut g = RowGroup {
+            kind,
+            quads: vec![0; n_blocks * QUADS * GROUP_ROWS],
+            scales: vec![0; n_blocks * GROUPS16 * GROUP_ROWS],
+            d: vec![0.0; n_blocks * GROUP_ROWS],
+            dmin: vec![0.0; n_blocks * GROUP_ROWS],
+            mins: vec![0; n_blocks * GROUPS16 / 2 * GROUP_ROWS],
+            rows: rows.len() / row_bytes,
+        };
+        // IntegerBlock keeps Q6_K's levels +32 and Q3_K's signed: make both unsigned.
+        let shift = if kind == Q3 { 4 } else { 0 };
+        let block_bytes = row_bytes / n_blocks;
+        for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
+            for (b, block) in row.chunks_exact(block_bytes).enumerate() {
+                let ib = IntegerBlock::new(kind, block);
+                let at = b * GROUP_ROWS + r;
+                g.d[at] = ib.d;
+                g.dmin[at] = ib.dmin;
+                for (q, l) in ib.levels.chunks_exact(4).enumerate() {
+                    let l: [u8; 4] = std::array::from_fn(|i| (l[i] + shift) as u8);
+                    g.quads[(b * QUADS + q) * GROUP_ROWS + r] = i32::from_le_bytes(l);
+                }
+                for (j, &s) in ib.scales[..QK_K / ib.group].iter().enumerate() {
+                    g.scales[(b * GROUPS16 + j) * GROUP_ROWS + r] = s;
+                }
+                // Mins per group of 16 (Q4_K's and Q5_K's mins of 32 repeated).
+                let min16 = |j: usize| ib.mins[j * 16 / ib.group.max(16)];
+                for q in 0..GROUPS16 / 2 {
+                    let m = pair(min16(2 * q), min16(2 * q + 1));
+                    g.mins[(b * GROUPS16 / 2 + q) * GROUP_ROWS + r] = m;
+                }
+            }
+        }
+        g
+    }
+}
+
+/// `x` (as [`TileRows`]) times the `kind` weight rows in `bytes` (`m` of them) into `out`
+/// (`n_rows` × `m`); the caller checked the shapes and the CPU.
+pub(super) fn product(kind: u8, bytes: &[u8], x: &TileRows, m: usize, out: &mut [f32]) {
+    let row_bytes = bytes.len() / m;
+    row_tasks(out, x.n_rows, m, bytes, TASK_ROWS, |rows, window| {
+        let groups: Vec<RowGroup> = rows
+            .chunks(row_bytes * GROUP_ROWS)
+            .map(|g| RowGroup::new(kind, g, row_bytes, x.n_blocks))
+            .collect();
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (out, stride) = window.raw();
+            // SAFETY: the caller checked AVX-512F and VNNI; `out` is this task's own
+            // `n` × 16·groups window of the output, rows `stride` apart.
+            unsafe { x86::multiply(&groups, x, out, stride) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no tiled kernel off x86-64 ({})", window.rows);
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The AVX512-VNNI kernel.
+
+    use std::arch::x86_64::*;
+
+    use super::{
+        zero, RowGroup, TileRows, GROUPS16, GROUP_ROWS, Q2, Q4, Q5, QK_K, QUADS, TILE_TOKENS,
+        TOKEN_BLOCK,
+    };
+
+    /// `out` (`x.n_rows` rows, `width` apart, of 16 · `groups.len()` values) = `x` · the
+    /// groups' rows ᵀ.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512-VNNI, and `out` must be writable as described.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn multiply(groups: &[RowGroup], x: &TileRows, out: *mut f32, width: usize) {
+        let n = x.n_rows;
+        for t0 in (0..n).step_by(TOKEN_BLOCK) {
+            let t_end = (t0 + TOKEN_BLOCK).min(n);
+            for (gi, g) in groups.iter().enumerate() {
+                let mut t = t0;
+                while t < t_end {
+                    let whole = t_end - t >= TILE_TOKENS;
+                    let o = out.add(t * width + gi * GROUP_ROWS);
+                    let mins = matches!(g.kind, Q2 | Q4 | Q5);
+                    let g32 = matches!(g.kind, Q4 | Q5);
+                    match (whole, g32, mins) {
+                        (true, false, true) => tile::<TILE_TOKENS, 4, true>(g, x, t, o, width),
+                        (true, false, false) => tile::<TILE_TOKENS, 4, false>(g, x, t, o, width),
+                        (true, true, _) => tile::<TILE_TOKENS, 8, true>(g, x, t, o, width),
+                        (false, false, true) => tile::<1, 4, true>(g, x, t, o, width),
+                        (false, false, false) => tile::<1, 4, false>(g, x, t, o, width),
+                        (false, true, _) => tile::<1, 8, true>(g, x, t, o, width),
+                    }
+                    t += if whole { TILE_TOKENS } else { 1 };
+                }
+            }
+        }
+    }
+
+    /// 16 weight rows × `T` activation rows from `t`, written to `out` (rows `width` apart);
+    /// groups of `GQ` quads (4: groups of 16, 8: groups of 32), mins subtracted if `MINS`.
+    #[inline(always)]
+    unsafe fn tile<const T: usize, const GQ: usize, const MINS: bool>(
+        g: &RowGroup,
+        x: &TileRows,
+        t: usize,
+        out: *mut f32,
+        width: usize,
+    ) {
+        let nb = x.n_blocks;
+        let n_groups = QUADS / GQ;
+        let zero = zero(g.kind);
+        let mut f = [_mm512_setzero_ps(); T];
+        for b in 0..nb {
+            let block: [usize; T] = std::array::from_fn(|j| (t + j) * nb + b);
+            let a: [*const i8; T] = std::array::from_fn(|j| x.levels.as_ptr().add(block[j] * QK_K));
+            let w = g.quads.as_ptr().add(b * QUADS * GROUP_ROWS);
+            let scales = g.scales.as_ptr().add(b * GROUPS16 * GROUP_ROWS);
+            let mut s = [_mm512_setzero_si512(); T];
+            for k in 0..n_groups {
+                // Start from −zero · (the group's activation sum): the levels' zero offset.
+                let mut acc: [__m512i; T] = std::array::from_fn(|j| {
+                    if zero == 0 {
+                        return _mm512_setzero_si512();
+                    }
+                    let sums = &x.sums[block[j] * GROUPS16..][..GROUPS16];
+                    let group_sum: i32 = sums[k * GQ / 4..(k + 1) * GQ / 4].iter().sum();
+                    _mm512_set1_epi32(-zero * group_sum)
+                });
+                for q in k * GQ..(k + 1) * GQ {
+                    let wv = _mm512_loadu_si512(w.add(q * GROUP_ROWS) as *const _);
+                    for j in 0..T {
+                        let av =
+                            _mm512_set1_epi32((a[j].add(4 * q) as *const i32).read_unaligned());
+                        acc[j] = _mm512_dpbusd_epi32(acc[j], wv, av);
+                    }
+                }
+                let sc = _mm512_loadu_si512(scales.add(k * GROUP_ROWS) as *const _);
+                for j in 0..T {
+                    s[j] = _mm512_add_epi32(s[j], _mm512_mullo_epi32(acc[j], sc));
+                }
+            }
+            let d = _mm512_loadu_ps(g.d.as_ptr().add(b * GROUP_ROWS));
+            let mins = g.mins.as_ptr().add(b * GROUPS16 / 2 * GROUP_ROWS);
+            let dmin = _mm512_loadu_ps(g.dmin.as_ptr().add(b * GROUP_ROWS));
+            for j in 0..T {
+                let mut r = _mm512_mul_ps(_mm512_cvtepi32_ps(s[j]), d);
+                if MINS {
+                    let sums = x.sum_pairs.as_ptr().add(block[j] * GROUPS16 / 2);
+                    let mut m = _mm512_setzero_si512();
+                    for q in 0..GROUPS16 / 2 {
+                        let mv = _mm512_loadu_si512(mins.add(q * GROUP_ROWS) as *const _);
+                        m = _mm512_dpwssd_epi32(m, mv, _mm512_set1_epi32(*sums.add(q)));
+                    }
+                    r = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(m), r);
+                }
+                let da = _mm512_set1_ps(x.scales[block[j]]);
+                f[j] = _mm512_fmadd_ps(r, da, f[j]);
+            }
+        }
+        let mask = (1u32 << g.rows).wrapping_sub(1) as __mmask16;
+        for (j, f) in f.iter().enumerate() {
+            _mm512_mask_storeu_ps(out.add(j * width), mask, *f);
+        }
+    }
+}
