@@ -11,7 +11,10 @@
 # ARCH=gemma3 benchmarks a synthetic ~127M-parameter Gemma 3 (transformers' Gemma3ForCausalLM,
 # hidden 768, ffn 3072, 12 layers, 4 query / 1 key-value heads of 256, sliding window 512 as in
 # Gemma 3 1B, GPT-2's vocabulary, tied).
-#   [ROUNDS=3] [TYPES="F16 Q4_K_M"] [ARCH=llama|qwen3|gemma3] scripts/bench_perplexity.sh [CHUNKS]   (default: 8 chunks)
+# ARCH=real benchmarks the real Qwen2.5-Coder-0.5B-Instruct of `tools/real-model` (151,936-token
+# vocabulary, 896-wide rows): TYPES name Q4_K_M (the downloaded file itself) or any type smelt
+# re-quantizes that file to (F16, and from it BF16: its weights decoded and rounded).
+#   [ROUNDS=3] [TYPES="F16 Q4_K_M"] [ARCH=llama|qwen3|gemma3|real] scripts/bench_perplexity.sh [CHUNKS]   (default: 8 chunks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SMELT_SHARED:-../shared}
@@ -24,7 +27,12 @@ TEXT="$SHARED/assets/text/wiki.test.raw"
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 cargo build --release -q
 ARCH=${ARCH:-llama}
-if [ "$ARCH" = qwen3 ]; then
+if [ "$ARCH" = real ]; then
+  REAL=$("$SHARED/tools/real-model")
+  ln -s "$REAL" "$W/Q4_K_M.gguf"
+  ./target/release/smelt quantize --allow-requantize "$REAL" "$W/F16.gguf" F16 >/dev/null 2>&1
+  DESC="Qwen2.5-Coder-0.5B-Instruct (real; llama.cpp's Q4_K_M: Q5_0/Q8_0 where rows are 896 wide, Q4_K/Q6_K ffn_down, Q8_0 output; vocab 151936)"
+elif [ "$ARCH" = qwen3 ]; then
   ./target/release/smelt dev synth "$W/m" --hidden 64 --ffn 64 --layers 1 \
     --tokenizer "gpt2:$SHARED/assets/llamacpp-vocab/ggml-vocab-gpt-2.gguf" >/dev/null
   "$REF/venv/bin/python" scripts/hf_tiny.py "$W/m" Qwen3ForCausalLM '{"hidden_size": 768,
@@ -46,9 +54,9 @@ else
     --dtype f16 --tokenizer "copy:$SHARED/assets/tokenizers/llama2-32000" >/dev/null
   DESC="synthetic Llama (hidden 768, ffn 2048, 12 layers, vocab 32000, tied)"
 fi
-./target/release/smelt convert "$W/m" -o "$W/F16.gguf" --outtype f16 2>/dev/null
+[ "$ARCH" = real ] || ./target/release/smelt convert "$W/m" -o "$W/F16.gguf" --outtype f16 2>/dev/null
 for ty in $TYPES; do
-  [ "$ty" = F16 ] || ./target/release/smelt quantize "$W/F16.gguf" "$W/$ty.gguf" "$ty" >/dev/null 2>&1
+  [ -e "$W/$ty.gguf" ] || ./target/release/smelt quantize "$W/F16.gguf" "$W/$ty.gguf" "$ty" >/dev/null 2>&1
 done
 rm -rf "$W/m"
 params=$(./target/release/smelt inspect "$W/F16.gguf" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(__import__("math").prod(t["shape"]) for t in d["tensors"]))')

@@ -1,6 +1,8 @@
 // Prints llama.cpp's logits for every position of a token list, for smelt's logits interop test.
 // Usage: llama_logits MODEL.gguf OUT.f32 TOKEN...   (OUT: n_tokens rows of n_vocab little-endian f32)
 // Built by tests/interop_eval.rs against the static libraries of the llama.cpp reference build.
+// Weights stay in their file layout (no repacking into llama.cpp's extra buffer types), so
+// quantized products take ggml's plain CPU kernels (tiled k-quants, vec_dot, tinyBLAS).
 #include "llama.h"
 
 #include <cstdio>
@@ -12,7 +14,9 @@ int main(int argc, char ** argv) {
         return 2;
     }
     llama_backend_init();
-    llama_model * model = llama_model_load_from_file(argv[1], llama_model_default_params());
+    llama_model_params mp = llama_model_default_params();
+    mp.use_extra_bufts = false;
+    llama_model * model = llama_model_load_from_file(argv[1], mp);
     if (!model) return 1;
     const int n = argc - 3;
     llama_context_params cp = llama_context_default_params();

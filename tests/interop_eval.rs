@@ -2,7 +2,8 @@
 //! driven by `scripts/llama_logits.cpp`): the logits of a short (one-row attention kernel) and a
 //! longer prompt (tiled kernel) are bit-identical to llama.cpp's for the f32 reference models,
 //! a synthetic qwen2 (biases, NeoX RoPE, heads of 64) and an untied GQA model (heads of 128) (see
-//! [`tolerance`]).
+//! [`tolerance`]), and for tinystories-3M's quantized and BF16 files (see
+//! [`quantized_tolerance`]).
 
 mod common;
 
@@ -118,6 +119,9 @@ const PROMPT: &str = "Once upon a time, there was a little girl named Lily. She 
 /// Under 64 tokens: llama.cpp's one-row-at-a-time kernel with f16 accumulators.
 const SHORT_PROMPT: &str = "Once upon a time, there was a little girl named Lily.";
 
+/// Under 8 tokens: ggml multiplies k-quants with `vec_dot` instead of its tiled kernel.
+const TINY_PROMPT: &str = "Once upon a time";
+
 /// How far smelt's logits may be from llama.cpp's. On an AVX-512 machine (where the reference
 /// build's `-march=native` takes tinyBLAS's 16-lane kernels, which smelt's float products, RoPE,
 /// SwiGLU and flash-attention kernels reproduce operation for operation) they must be identical;
@@ -151,6 +155,56 @@ fn f32_reference_logits_match_llama_cpp() {
                 d <= tolerance_for_rows(model.contains("stories260K")),
                 "{model}: max |Δlogit| = {d}"
             );
+        }
+    }
+}
+
+/// How far smelt's logits may be from llama.cpp's on quantized and BF16 files. On CPUs with
+/// AVX-512, VNNI and AVX512-BF16 smelt reproduces the reference build's kernels for these types
+/// (tiled k-quants, `vec_dot`, tinyBLAS's Q8_0/Q4_0/Q5_0 and BF16 tiles) operation for operation,
+/// so the logits must be identical. Elsewhere llama.cpp's kernels round in other orders, and each
+/// 8-bit activation level that a last-bit difference flips moves a logit by up to about 1 %.
+fn quantized_tolerance() -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512bf16")
+    {
+        return 0.0;
+    }
+    5e-2
+}
+
+#[test]
+#[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
+fn quantized_and_bf16_logits_match_llama_cpp() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = build_llama_logits(tmp.path());
+    let dir = common::shared().join("reference/tinystories-3M");
+    // BF16 has no reference file: smelt's own rounding of the f32 one (byte-identical to
+    // llama-quantize's, checked by the quantize interop tests).
+    let bf16 = tmp.path().join("tinystories-3M-BF16.gguf");
+    common::quantize_ok(
+        tmp.path(),
+        &[
+            dir.join("tinystories-3M-f32.gguf").to_str().unwrap(),
+            bf16.to_str().unwrap(),
+            "BF16",
+        ],
+    );
+    // Q4_K_M: Q4_K and Q6_K; Q3_K_M: Q3_K, Q4_K, Q5_K; Q2_K: Q2_K, Q3_K, Q4_K; Q4_0 (tinyBLAS);
+    // Q5_1 (Q8_1 activations and their sums).
+    let files = ["Q4_K_M", "Q3_K_M", "Q2_K", "Q4_0", "Q5_1"]
+        .map(|t| dir.join(format!("tinystories-3M-{t}.gguf")));
+    for model in files.iter().chain([&bf16]) {
+        for prompt in [PROMPT, TINY_PROMPT] {
+            let d = compare(&exe, model, prompt, tmp.path());
+            let name = model.file_name().unwrap().to_string_lossy();
+            eprintln!(
+                "{name}, {} bytes of prompt: max |Δlogit| = {d:e}",
+                prompt.len()
+            );
+            assert!(d <= quantized_tolerance(), "{name}: max |Δlogit| = {d}");
         }
     }
 }
