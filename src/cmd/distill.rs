@@ -93,7 +93,7 @@ pub struct SelectionArgs {
     /// Tokens drawn from the rest of each position's distribution, per unit of its mass, where
     /// top-k left more than --max-rest (so KL measured against the dataset is an unbiased
     /// estimate; 0: the rest is only lumped, which under-estimates KL).
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 2048)]
     pub tail_samples: u32,
 }
 
