@@ -23,6 +23,9 @@ pub enum QuantError {
     /// smelt has no encoder (or decoder) for this type yet.
     #[error("{0} is not supported for this operation yet")]
     Unsupported(GgmlType),
+    /// The type's encoder needs importance weights and none were given.
+    #[error("{0} needs an importance matrix (--imatrix)")]
+    NeedsImportance(GgmlType),
     /// The row is not a whole number of blocks.
     #[error("row of {len} values is not a multiple of {ty}'s block size {block}")]
     NotBlockMultiple {

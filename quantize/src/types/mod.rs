@@ -4,9 +4,14 @@
 
 pub mod bf16;
 pub mod f16;
+pub mod iq1;
+pub mod iq2;
+pub mod iq3;
 pub mod iq4;
+mod iq_codebook;
 mod iq_grids;
 pub mod iq_lattice;
+mod iq_scan;
 mod lanes;
 pub mod legacy;
 pub mod levels32;
@@ -82,6 +87,13 @@ pub fn can_quantize(ty: GgmlType) -> bool {
             | Q6_K
             | IQ4_NL
             | IQ4_XS
+            | IQ1_S
+            | IQ1_M
+            | IQ2_XXS
+            | IQ2_XS
+            | IQ2_S
+            | IQ3_XXS
+            | IQ3_S
             | TQ1_0
             | TQ2_0
             | Q1_0
@@ -92,12 +104,7 @@ pub fn can_quantize(ty: GgmlType) -> bool {
 
 /// Whether smelt can decode `ty`.
 pub fn can_dequantize(ty: GgmlType) -> bool {
-    use GgmlType::*;
     can_quantize(ty)
-        || matches!(
-            ty,
-            IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S | IQ1_S | IQ1_M
-        )
 }
 
 /// Whether `ty`'s encoder uses importance weights when given them (llama.cpp ignores them for the
@@ -106,8 +113,30 @@ pub fn uses_importance(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS
+        Q4_0 | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | IQ4_NL
+            | IQ4_XS
+            | IQ1_S
+            | IQ1_M
+            | IQ2_XXS
+            | IQ2_XS
+            | IQ2_S
+            | IQ3_XXS
+            | IQ3_S
     )
+}
+
+/// Whether `ty`'s encoder cannot run without importance weights (ggml asserts on them).
+pub fn needs_importance(ty: GgmlType) -> bool {
+    use GgmlType::*;
+    matches!(ty, IQ1_S | IQ2_XXS | IQ2_XS)
 }
 
 /// Encodes one row of `src` (its length is the row length) as `ty` into `dst`, weighting the
@@ -124,6 +153,10 @@ pub fn quantize_row(
         assert_eq!(w.len(), src.len(), "one importance weight per column");
     }
     let qw = imatrix.filter(|_| uses_importance(ty));
+    if needs_importance(ty) && qw.is_none() {
+        return Err(QuantError::NeedsImportance(ty));
+    }
+    let need = || qw.expect("checked above");
     use GgmlType::*;
     match ty {
         F32 => dst
@@ -144,6 +177,13 @@ pub fn quantize_row(
         Q6_K => q6_k::quantize_row(src, dst, qw),
         IQ4_NL => iq4::quantize_row_nl(src, dst, qw),
         IQ4_XS => iq4::quantize_row_xs(src, dst, qw),
+        IQ1_S => iq1::quantize_row_s(src, dst, need()),
+        IQ1_M => iq1::quantize_row_m(src, dst, qw),
+        IQ2_XXS => iq2::quantize_row_xxs(src, dst, need()),
+        IQ2_XS => iq2::quantize_row_xs(src, dst, need()),
+        IQ2_S => iq2::quantize_row_s(src, dst, qw),
+        IQ3_XXS => iq3::quantize_row_xxs(src, dst, qw),
+        IQ3_S => iq3::quantize_row_s(src, dst, qw),
         TQ1_0 => ternary::quantize_tq1(src, dst),
         TQ2_0 => ternary::quantize_tq2(src, dst),
         Q1_0 => low_bit::quantize_q1(src, dst),
@@ -240,6 +280,12 @@ mod tests {
         let weights: Vec<f32> = (0..n).map(|i| 1.0 + (i % 7) as f32).collect();
         for ty in GgmlType::all().filter(|t| can_quantize(*t)) {
             for qw in [None, Some(&weights[..])] {
+                if qw.is_none() && needs_importance(ty) {
+                    let mut y = vec![0u8; ty.bytes_for(n as u64).unwrap() as usize];
+                    let err = quantize_row(ty, &x, &mut y, None).unwrap_err();
+                    assert!(matches!(err, QuantError::NeedsImportance(_)), "{ty}");
+                    continue;
+                }
                 let mut y = vec![0u8; ty.bytes_for(n as u64).unwrap() as usize];
                 quantize_row(ty, &x, &mut y, qw).unwrap();
                 let mut back = vec![0f32; n];
