@@ -79,16 +79,19 @@ fn compare(dir: &Path, types: &[&str], variants: &[&[&str]]) -> (usize, Vec<Stri
     (n, differ)
 }
 
-/// Four weight distributions (Gaussian; heavy-tailed with outlier columns; all-zero, constant
-/// and spike blocks; magnitudes down to 1e-10), rows multiple of 256, 20 types × 4 variants each.
-#[test]
-#[ignore = "needs ../shared and the llama.cpp reference"]
-fn synthetic_models_match_llama_quantize_live() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut failures = Vec::new();
-    let mut total = 0;
+/// The file types built on the IQ1–IQ3 codebook types, and Q2_K_S (which needs an imatrix too).
+const CODEBOOK_TYPES: &[&str] = &[
+    "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M",
+    "Q2_K_S",
+];
+
+/// Builds the four synthetic models (Gaussian; heavy-tailed with outlier columns; all-zero,
+/// constant and spike blocks; magnitudes down to 1e-10; rows multiple of 256) under `root`, each
+/// `model.gguf` with `imx.gguf` and `imx.dat` beside it; returns their folders.
+fn synthetic_models(root: &Path) -> Vec<(&'static str, PathBuf)> {
+    let mut dirs = Vec::new();
     for dist in ["gaussian", "heavy", "blocky", "tiny"] {
-        let dir = tmp.path().join(dist);
+        let dir = root.join(dist);
         synth(
             &dir.join("ckpt"),
             &[
@@ -110,11 +113,85 @@ fn synthetic_models_match_llama_quantize_live() {
         convert_ok(&dir.join("ckpt"), &dir.join("model.gguf"), "f32");
         synthetic_imatrix(&dir.join("model.gguf"), &dir.join("imx.gguf"));
         synthetic_imatrix(&dir.join("model.gguf"), &dir.join("imx.dat"));
+        dirs.push((dist, dir));
+    }
+    dirs
+}
+
+/// The four distributions, 20 types × 4 variants each.
+#[test]
+#[ignore = "needs ../shared and the llama.cpp reference"]
+fn synthetic_models_match_llama_quantize_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for (dist, dir) in synthetic_models(tmp.path()) {
         let (n, differ) = compare_all(&dir);
         total += n;
         failures.extend(differ.into_iter().map(|d| format!("{dist}: {d}")));
     }
     assert_eq!(total, 4 * TYPES.len() * 4);
+    assert!(
+        failures.is_empty(),
+        "differ from llama-quantize: {failures:#?}"
+    );
+}
+
+/// The codebook file types on the four distributions, with the imatrix as .gguf and legacy .dat,
+/// with `--pure`, and without one: where llama-quantize refuses (the imatrix-only types), smelt
+/// refuses too, with exit 2 and one line; everywhere else the files are identical.
+#[test]
+#[ignore = "needs ../shared and the llama.cpp reference"]
+fn codebook_types_match_llama_quantize_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let variants: &[&[&str]] = &[
+        &["--imatrix", "imx.gguf"],
+        &["--imatrix", "imx.dat"],
+        &["--pure", "--imatrix", "imx.gguf"],
+        &[],
+    ];
+    let (mut failures, mut compared, mut refused) = (Vec::new(), 0, 0);
+    for (dist, dir) in synthetic_models(tmp.path()) {
+        for ty in CODEBOOK_TYPES {
+            for flags in variants {
+                let mut theirs: Vec<&str> = flags.to_vec();
+                theirs.extend(["model.gguf", "theirs.gguf", ty, "2"]);
+                let o = Command::new(llama_ref().join("bin/llama-quantize"))
+                    .current_dir(&dir)
+                    .args(&theirs)
+                    .output()
+                    .unwrap();
+                let mut ours = vec!["model.gguf", "ours.gguf", ty];
+                ours.extend_from_slice(flags);
+                if !o.status.success() {
+                    let out = smelt()
+                        .current_dir(&dir)
+                        .arg("quantize")
+                        .args(&ours)
+                        .output()
+                        .unwrap();
+                    assert_bad_input(&out, "importance matrix");
+                    assert!(
+                        !dir.join("ours.gguf").exists(),
+                        "{ty} {flags:?}: partial output"
+                    );
+                    refused += 1;
+                    continue;
+                }
+                quantize_ok(&dir, &ours);
+                if sha256(&dir.join("ours.gguf")) != sha256(&dir.join("theirs.gguf")) {
+                    failures.push(format!("{dist}: {ty} {flags:?}"));
+                }
+                std::fs::remove_file(dir.join("ours.gguf")).unwrap();
+                compared += 1;
+            }
+        }
+    }
+    // Only the plain variant of the imatrix-only file types may be refused.
+    assert!(
+        compared >= 4 * CODEBOOK_TYPES.len() * 3,
+        "{compared} compared, {refused} refused"
+    );
     assert!(
         failures.is_empty(),
         "differ from llama-quantize: {failures:#?}"

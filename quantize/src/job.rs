@@ -16,7 +16,7 @@ use crate::imatrix::ImportanceWeights;
 use crate::mixture::{
     choose_types, llama_order, Choice, FileType, ModelShape, Overrides, TensorShape,
 };
-use crate::types::{can_dequantize, can_quantize, dequantize, quantize_row};
+use crate::types::{can_dequantize, can_quantize, dequantize, needs_importance, quantize_row};
 
 /// Where the tensors come from.
 pub enum Source {
@@ -357,6 +357,14 @@ fn plan_tensor(
         if choice.requires_imatrix && weights.is_none() {
             return Err(JobError::MissingImatrix(format!(
                 "{}: tensor {name}: {to} needs an importance matrix (--imatrix) for this tensor",
+                source.path().display()
+            )));
+        }
+        if needs_importance(to) && weights.is_none() {
+            // llama.cpp aborts here (token_embd/output given IQ1_S, IQ2_XXS or IQ2_XS, as with
+            // --pure): the imatrix has no data for them.
+            return Err(JobError::MissingImatrix(format!(
+                "{}: tensor {name}: {to} cannot be encoded without importance matrix data, and the imatrix has none for this tensor (choose another type for it, e.g. --token-embedding-type / --output-tensor-type)",
                 source.path().display()
             )));
         }

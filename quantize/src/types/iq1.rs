@@ -78,7 +78,14 @@ fn split_levels(order: &[usize], i1: usize, i2: usize, l: &mut [i8]) {
 /// Snaps group `k` (8 levels in `l`) to the grid: its point, or the neighbour nearest `xb` at
 /// `scale` with level values `xx` (`iq1_find_best_neighbour2`). Returns the point and whether
 /// the levels were on the grid.
-fn snap(book: &Codebook, l: &mut [i8], xb: &[f32], weight: &[f32], scale: f32, xx: &[f32; 3]) -> (usize, bool) {
+fn snap(
+    book: &Codebook,
+    l: &mut [i8],
+    xb: &[f32],
+    weight: &[f32],
+    scale: f32,
+    xx: &[f32; 3],
+) -> (usize, bool) {
     match book.lookup(book.pack(l)) {
         Lookup::Point(i) => (i, true),
         Lookup::Near(near) => {
@@ -181,7 +188,14 @@ fn s_super_block(xbl: &[f32], y: &mut [u8], qw: &[f32]) {
         let mut all_on_grid = true;
         for k in 0..4 {
             let r = 8 * k..8 * k + 8;
-            let (p, on) = snap(book, &mut l[r.clone()], &xb[r.clone()], &weight[r], scale, xx);
+            let (p, on) = snap(
+                book,
+                &mut l[r.clone()],
+                &xb[r.clone()],
+                &weight[r],
+                scale,
+                xx,
+            );
             points[k] = p;
             all_on_grid &= on;
         }
@@ -239,12 +253,23 @@ fn m_super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     let mut weight = [0f32; 16];
     let mut order = [0usize; 16];
     let mut l = [0i8; 16];
-    let (cp1, cp2) = (X_P[0] * X_P[0] - X_P[1] * X_P[1], X_P[1] * X_P[1] - X_P[2] * X_P[2]);
-    let (cm1, cm2) = (X_M[0] * X_M[0] - X_M[1] * X_M[1], X_M[1] * X_M[1] - X_M[2] * X_M[2]);
+    let (cp1, cp2) = (
+        X_P[0] * X_P[0] - X_P[1] * X_P[1],
+        X_P[1] * X_P[1] - X_P[2] * X_P[2],
+    );
+    let (cm1, cm2) = (
+        X_M[0] * X_M[0] - X_M[1] * X_M[1],
+        X_M[1] * X_M[1] - X_M[2] * X_M[2],
+    );
     let (p2, m2) = (X_P[2], X_M[2]);
     for ib in 0..16 {
         let xb = &xbl[16 * ib..16 * ib + 16];
-        weights(xb, qw.map(|w| &w[16 * ib..16 * ib + 16]), sigma2, &mut weight);
+        weights(
+            xb,
+            qw.map(|w| &w[16 * ib..16 * ib + 16]),
+            sigma2,
+            &mut weight,
+        );
         let max = abs_max(xb);
         if max < GROUP_MAX_EPS_IQ1_M {
             continue;
@@ -265,7 +290,8 @@ fn m_super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
         let mut best: Option<(usize, usize, usize)> = None;
         for i1 in 0..=16 {
             for i2 in i1..=16 {
-                let (mut qx_p, mut qx_m, mut q2_p, mut q2_m) = ([0f32; 2], [0f32; 2], [0f32; 2], [0f32; 2]);
+                let (mut qx_p, mut qx_m, mut q2_p, mut q2_m) =
+                    ([0f32; 2], [0f32; 2], [0f32; 2], [0f32; 2]);
                 for h in 0..2 {
                     let sx = px[h][i1] + px[h][i2];
                     qx_p[h] = txs[h] * p2 - sx;
@@ -273,8 +299,18 @@ fn m_super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
                     q2_p[h] = tws[h] * p2 * p2 + pw[h][i1] * cp1 + pw[h][i2] * cp2;
                     q2_m[h] = tws[h] * m2 * m2 + pw[h][i1] * cm1 + pw[h][i2] * cm2;
                 }
-                let sumqx = [qx_p[0] + qx_p[1], qx_p[0] + qx_m[1], qx_m[0] + qx_p[1], qx_m[0] + qx_m[1]];
-                let sumq2 = [q2_p[0] + q2_p[1], q2_p[0] + q2_m[1], q2_m[0] + q2_p[1], q2_m[0] + q2_m[1]];
+                let sumqx = [
+                    qx_p[0] + qx_p[1],
+                    qx_p[0] + qx_m[1],
+                    qx_m[0] + qx_p[1],
+                    qx_m[0] + qx_m[1],
+                ];
+                let sumq2 = [
+                    q2_p[0] + q2_p[1],
+                    q2_p[0] + q2_m[1],
+                    q2_m[0] + q2_p[1],
+                    q2_m[0] + q2_m[1],
+                ];
                 for k in 0..4 {
                     if sumq2[k] > 0.0 && sumqx[k] * sumqx[k] > best_score * sumq2[k] {
                         scale = sumqx[k] / sumq2[k];
@@ -298,13 +334,28 @@ fn m_super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
         for k in 0..2 {
             let r = 8 * k..8 * k + 8;
             let xx = m_levels(code, k);
-            let (p, on) = snap(book, &mut l[r.clone()], &xb[r.clone()], &weight[r], scale, &xx);
+            let (p, on) = snap(
+                book,
+                &mut l[r.clone()],
+                &xb[r.clone()],
+                &weight[r],
+                scale,
+                &xx,
+            );
             points[k] = p;
             all_on_grid &= on;
         }
         if !all_on_grid {
             let mut sums = (0.0, 0.0);
-            fit(book, &points, xb, &weight, |k| m_levels(code, k), 1.0, &mut sums);
+            fit(
+                book,
+                &points,
+                xb,
+                &weight,
+                |k| m_levels(code, k),
+                1.0,
+                &mut sums,
+            );
             let (sumqx, sumq2) = sums;
             if sumqx > 0.0 && sumq2 > 0.0 {
                 scale = sumqx / sumq2;
@@ -329,14 +380,27 @@ fn m_super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
         sc[ib / 4] |= (s as u16) << (3 * (ib % 4));
         y[32 + ib] |= MASKS[shifts[ib]];
         let xb = &xbl[16 * ib..16 * ib + 16];
-        weights(xb, qw.map(|w| &w[16 * ib..16 * ib + 16]), sigma2, &mut weight);
+        weights(
+            xb,
+            qw.map(|w| &w[16 * ib..16 * ib + 16]),
+            sigma2,
+            &mut weight,
+        );
         let qh = y[32 + ib] as usize;
         let points = [
             y[2 * ib] as usize + ((qh << 8) & 0x700),
             y[2 * ib + 1] as usize + ((qh << 4) & 0x700),
         ];
         let xx = |k| m_levels(shifts[ib], k);
-        fit(book, &points, xb, &weight, xx, (2 * s + 1) as f32, &mut sums);
+        fit(
+            book,
+            &points,
+            xb,
+            &weight,
+            xx,
+            (2 * s + 1) as f32,
+            &mut sums,
+        );
     }
     if sums.1 > 0.0 {
         d = sums.0 / sums.1;

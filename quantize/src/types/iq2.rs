@@ -142,10 +142,19 @@ fn sixteens(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>, kind: Kind) {
         let mut signs = [0u8; 2];
         for k in 0..2 {
             let r = 8 * k..8 * k + 8;
-            signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], kind == Kind::Xs);
+            signs[k] = signs8(
+                &xb[r.clone()],
+                &weight[r.clone()],
+                &mut xval[r],
+                kind == Kind::Xs,
+            );
         }
         let max = max_of(&xval);
-        let eps = if kind == Kind::Xs { GROUP_MAX_EPS } else { GROUP_MAX_EPS_IQ2_S };
+        let eps = if kind == Kind::Xs {
+            GROUP_MAX_EPS
+        } else {
+            GROUP_MAX_EPS_IQ2_S
+        };
         if max < eps {
             continue;
         }

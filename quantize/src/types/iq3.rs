@@ -79,7 +79,12 @@ fn super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>, kind: Kind) {
         let mut signs = [0u8; 4];
         for k in 0..4 {
             let r = 8 * k..8 * k + 8;
-            signs[k] = signs8(&xb[r.clone()], &weight[r.clone()], &mut xval[r], kind == Kind::Xxs);
+            signs[k] = signs8(
+                &xb[r.clone()],
+                &weight[r.clone()],
+                &mut xval[r],
+                kind == Kind::Xxs,
+            );
         }
         let max = max_of(&xval);
         let empty = match kind {

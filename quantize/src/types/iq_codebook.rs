@@ -102,7 +102,13 @@ impl Codebook {
     }
 
     /// Builds the tables from a decoding grid given as each point's bytes.
-    fn build(points: Vec<Vec<u8>>, bits: u32, map_size: usize, max_level: u8, nwant: usize) -> Self {
+    fn build(
+        points: Vec<Vec<u8>>,
+        bits: u32,
+        map_size: usize,
+        max_level: u8,
+        nwant: usize,
+    ) -> Self {
         let dim = points[0].len();
         let mut values: Vec<u8> = points.iter().flatten().copied().collect();
         values.sort_by_key(|&b| b as i8);
@@ -131,7 +137,8 @@ impl Codebook {
         }
         // Encoders clamp levels to `max_level`, so only those packings are ever looked up.
         let mask = (1usize << bits) - 1;
-        let reachable = |u: usize| (0..dim).all(|k| (u >> (bits as usize * k)) & mask <= max_level as usize);
+        let reachable =
+            |u: usize| (0..dim).all(|k| (u >> (bits as usize * k)) & mask <= max_level as usize);
         let lists: Vec<(usize, Vec<u16>)> = (0..map_size)
             .into_par_iter()
             .filter(|&u| book.map[u] < 0 && reachable(u))
@@ -172,7 +179,10 @@ impl Codebook {
             }
         }
         let cut = *distinct.last().unwrap();
-        let mut near: Vec<u16> = (0..d2.len()).filter(|&j| d2[j] <= cut).map(|j| j as u16).collect();
+        let mut near: Vec<u16> = (0..d2.len())
+            .filter(|&j| d2[j] <= cut)
+            .map(|j| j as u16)
+            .collect();
         near.sort_by_key(|&j| d2[j as usize]);
         near
     }

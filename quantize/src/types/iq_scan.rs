@@ -144,7 +144,15 @@ impl Scan {
 
     /// Snaps group `k` at inverse scale `id`: its nearest levels if they are a point, else the
     /// best neighbour at `scale`. Returns whether the levels were a point.
-    fn snap(&self, k: usize, id: f32, scale: f32, xval: &[f32], waux: &[f32], l: &mut [i8]) -> bool {
+    fn snap(
+        &self,
+        k: usize,
+        id: f32,
+        scale: f32,
+        xval: &[f32],
+        waux: &[f32],
+        l: &mut [i8],
+    ) -> bool {
         let g = self.book.dim;
         let r = g * k..g * (k + 1);
         for i in r.clone() {
