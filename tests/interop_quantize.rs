@@ -187,11 +187,12 @@ fn codebook_types_match_llama_quantize_live() {
             }
         }
     }
-    // Only the plain variant of the imatrix-only file types may be refused.
-    assert!(
-        compared >= 4 * CODEBOOK_TYPES.len() * 3,
-        "{compared} compared, {refused} refused"
-    );
+    // Per distribution 13 of the 44 cases are refused: the 9 file types that put an
+    // imatrix-only type on some tensor (all but IQ3_S and IQ3_M), without an imatrix; and --pure
+    // IQ1_S, IQ2_XXS, IQ2_XS and IQ2_S (whose base type is IQ2_XS), which puts a type that cannot
+    // be encoded without weights on token_embd and output, where no imatrix has data
+    // (llama.cpp aborts).
+    assert_eq!((compared, refused), (4 * 31, 4 * 13));
     assert!(
         failures.is_empty(),
         "differ from llama-quantize: {failures:#?}"
