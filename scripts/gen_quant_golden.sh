@@ -25,6 +25,11 @@ for t in Q4_0 Q2_K Q3_K_M Q4_K_M Q5_K_M Q6_K IQ4_XS TQ1_0; do cases+=("$t --pure
 for t in Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q2_K_S Q3_K_M Q4_K_M Q5_K_M Q6_K IQ4_NL IQ4_XS; do
   cases+=("$t --imatrix imatrix.gguf"); done
 for t in Q4_K_M IQ4_XS Q2_K_S; do cases+=("$t --imatrix imatrix.dat"); done
+for t in IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S IQ2_M IQ3_XXS IQ3_XS IQ3_S IQ3_M; do
+  cases+=("$t --imatrix imatrix.gguf"); done
+for t in IQ1_M IQ2_XXS IQ3_XXS; do cases+=("$t --imatrix imatrix.dat"); done
+for t in IQ1_M IQ2_M IQ3_XXS; do cases+=("$t --pure --imatrix imatrix.gguf"); done
+for t in IQ3_S IQ3_M; do cases+=("$t"); done
 cases+=("Q4_K_M --pure --imatrix imatrix.gguf")
 cases+=("Q4_K_M --tensor-type attn_v=q8_0 --tensor-type ffn_=q5_0")
 cases+=("Q4_K_M --output-tensor-type q4_0 --token-embedding-type q5_k")

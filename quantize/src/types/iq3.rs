@@ -65,6 +65,10 @@ fn super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>, kind: Kind) {
     let mut max_scale = 0f32;
     let sigma2 = sigma2(xbl, 2.0);
     let (mut weight, mut waux, mut xval) = ([0f32; 32], [0f32; 32], [0f32; 32]);
+    // IQ3_S writes points and signs through pointers that an all-zero block does not advance
+    // (ggml's `continue` skips the increments), so later blocks land in earlier slots while their
+    // high point bits and scales stay in place. IQ3_XXS indexes by block.
+    let mut slot = 0;
     for ib in 0..8 {
         let xb = &xbl[32 * ib..32 * ib + 32];
         match qw {
@@ -101,9 +105,11 @@ fn super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>, kind: Kind) {
             let mask = if kind == Kind::Xxs { 127 } else { 255 };
             signs.iter_mut().for_each(|s| *s = !*s & mask);
         }
+        let at = if kind == Kind::S { slot } else { ib };
+        slot += 1;
         for k in 0..8 {
             let point = scan.point(&l, k);
-            y[2 + 8 * ib + k] = point as u8;
+            y[2 + 8 * at + k] = point as u8;
             if kind == Kind::S {
                 y[66 + ib] |= ((point >> 8) << k) as u8;
             }
@@ -116,7 +122,7 @@ fn super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>, kind: Kind) {
                     | (signs[3] as u32) << 21;
                 y[66 + 4 * ib..70 + 4 * ib].copy_from_slice(&packed.to_le_bytes());
             }
-            Kind::S => y[74 + 4 * ib..78 + 4 * ib].copy_from_slice(&signs),
+            Kind::S => y[74 + 4 * at..78 + 4 * at].copy_from_slice(&signs),
         }
         scales[ib] = scale;
         max_scale = c_max(max_scale, scale);

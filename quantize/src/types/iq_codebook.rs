@@ -10,8 +10,6 @@
 
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
-
 use super::iq_grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
 
 /// One codebook with its search tables.
@@ -139,8 +137,10 @@ impl Codebook {
         let mask = (1usize << bits) - 1;
         let reachable =
             |u: usize| (0..dim).all(|k| (u >> (bits as usize * k)) & mask <= max_level as usize);
+        // Serial: this runs inside the encoders' parallel row tasks (through a `OnceLock`), where
+        // a nested rayon loop can deadlock.
         let lists: Vec<(usize, Vec<u16>)> = (0..map_size)
-            .into_par_iter()
+            .into_iter()
             .filter(|&u| book.map[u] < 0 && reachable(u))
             .map(|u| (u, book.nearest(u, nwant)))
             .collect();
