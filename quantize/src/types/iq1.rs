@@ -89,24 +89,8 @@ fn snap(
     match book.lookup(book.pack(l)) {
         Lookup::Point(i) => (i, true),
         Lookup::Near(near) => {
-            // ggml aborts if no neighbour scores below FLT_MAX (non-finite input) after a scan
-            // that reads out of bounds; smelt keeps the first neighbour then.
-            let mut best = f32::MAX;
-            let mut index = near[0] as usize;
-            for &j in near {
-                let mut d2 = 0f32;
-                for (i, &lv) in book.levels(j as usize).iter().enumerate() {
-                    let diff = scale * xx[lv as usize] - xb[i];
-                    d2 += weight[i] * diff * diff;
-                }
-                if d2 < best {
-                    best = d2;
-                    index = j as usize;
-                }
-            }
-            for (d, &s) in l.iter_mut().zip(book.levels(index)) {
-                *d = s as i8;
-            }
+            // xx[l] = xx[0] + l exactly (levels 0, 1, 2; xx spaced by 1).
+            let index = book.best_neighbour(near, xb, weight, scale, (1.0, xx[0]), l);
             (index, false)
         }
     }

@@ -11,6 +11,7 @@
 use std::sync::OnceLock;
 
 use super::iq_grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
+use super::lanes;
 
 /// One codebook with its search tables.
 pub struct Codebook {
@@ -20,18 +21,32 @@ pub struct Codebook {
     bits: u32,
     /// Each point's levels (the first `dim` bytes used).
     levels: Vec<[u8; 8]>,
-    /// `kmap`: a packing's point index, or `-(offset + 1)` of its neighbour list.
+    /// `kmap`: a packing's point index, or `-(list + 1)` of its neighbour list.
     map: Vec<i32>,
-    /// Neighbour lists, each its length followed by point indices.
+    /// Each neighbour list's start in `neighbours` and in `lanes`, and its length.
+    lists: Vec<(u32, u32, u16)>,
+    /// The neighbour lists' point indices, in ggml's order.
     neighbours: Vec<u16>,
+    /// The same lists as levels (f32) in blocks of 8 points: for each block, `dim` rows of 8 lanes
+    /// (unused lanes level 0), so that 8 candidates are scored at once.
+    lanes: Vec<[f32; 8]>,
+}
+
+/// A packing's nearest points.
+#[derive(Clone, Copy)]
+pub struct Near<'a> {
+    /// Point indices, in ggml's order.
+    pub points: &'a [u16],
+    /// Their levels, transposed in blocks of 8 (see [`Codebook`]).
+    lanes: &'a [[f32; 8]],
 }
 
 /// What a packed group of levels is in a codebook.
 pub enum Lookup<'a> {
     /// The point with exactly these levels.
     Point(usize),
-    /// Not a point: the nearest points to try, in ggml's order.
-    Near(&'a [u16]),
+    /// Not a point: the nearest points to try.
+    Near(Near<'a>),
 }
 
 impl Codebook {
@@ -50,9 +65,12 @@ impl Codebook {
         if m >= 0 {
             return Lookup::Point(m as usize);
         }
-        let at = (-m - 1) as usize;
-        let n = self.neighbours[at] as usize;
-        Lookup::Near(&self.neighbours[at + 1..at + 1 + n])
+        let (at, lane, n) = self.lists[(-m - 1) as usize];
+        let (at, lane, n) = (at as usize, lane as usize, n as usize);
+        Lookup::Near(Near {
+            points: &self.neighbours[at..at + n],
+            lanes: &self.lanes[lane..lane + n.div_ceil(8) * self.dim],
+        })
     }
 
     /// The point index of a group whose levels lie on the grid.
@@ -70,29 +88,27 @@ impl Codebook {
         &self.levels[i][..self.dim]
     }
 
-    /// `iq2_find_best_neighbour` / `iq3_find_best_neighbour`: the neighbour whose magnitudes
-    /// `scale·(2l+1)` are nearest `xval` under `weight`; its levels go to `l`.
+    /// The neighbour whose values `scale·(a·l + b)` are nearest `x` in the weighted squared
+    /// distance `Σ w·(scale·q − x)²`, summed in value order; the first on ties. Its levels go to
+    /// `l`. This is `iq2_find_best_neighbour` / `iq3_find_best_neighbour` (`a = 2, b = 1`: the
+    /// magnitudes `2l+1`) and `iq1_find_best_neighbour2` (`a = 1, b` the shifted −1 level).
+    #[allow(clippy::too_many_arguments)]
     pub fn best_neighbour(
         &self,
-        near: &[u16],
-        xval: &[f32],
-        weight: &[f32],
+        near: Near<'_>,
+        x: &[f32],
+        w: &[f32],
         scale: f32,
+        (a, b): (f32, f32),
         l: &mut [i8],
     ) -> usize {
-        let mut best_d2 = f32::MAX;
-        let mut best = near[0] as usize; // ggml asserts one is found; only non-finite input misses
-        for &j in near {
-            let mut d2 = 0f32;
-            for (i, &lv) in self.levels(j as usize).iter().enumerate() {
-                let diff = scale * (2 * lv + 1) as f32 - xval[i];
-                d2 += weight[i] * diff * diff;
-            }
-            if d2 < best_d2 {
-                best_d2 = d2;
-                best = j as usize;
-            }
-        }
+        let n = near.points.len();
+        let at = match self.dim {
+            8 => lanes::nearest_candidate::<8>(near.lanes, n, (a, b), scale, x, w),
+            _ => lanes::nearest_candidate::<4>(near.lanes, n, (a, b), scale, x, w),
+        };
+        // ggml asserts that one scores below FLT_MAX; only non-finite input misses: keep the first.
+        let best = near.points[at.unwrap_or(0)] as usize;
         for (d, &s) in l.iter_mut().zip(self.levels(best)) {
             *d = s as i8;
         }
@@ -126,7 +142,9 @@ impl Codebook {
             bits,
             levels,
             map: vec![-1; map_size],
+            lists: Vec::new(),
             neighbours: Vec::new(),
+            lanes: Vec::new(),
         };
         for (i, l) in book.levels.iter().enumerate() {
             let l: Vec<i8> = l[..dim].iter().map(|&v| v as i8).collect();
@@ -145,8 +163,21 @@ impl Codebook {
             .map(|u| (u, book.nearest(u, nwant)))
             .collect();
         for (u, list) in lists {
-            book.map[u] = -(book.neighbours.len() as i32 + 1);
-            book.neighbours.push(list.len() as u16);
+            book.map[u] = -(book.lists.len() as i32 + 1);
+            let entry = (
+                book.neighbours.len() as u32,
+                book.lanes.len() as u32,
+                list.len() as u16,
+            );
+            book.lists.push(entry);
+            for block in list.chunks(8) {
+                for i in 0..dim {
+                    let row = std::array::from_fn(|k| {
+                        block.get(k).map_or(0.0, |&j| book.levels[j as usize][i] as f32)
+                    });
+                    book.lanes.push(row);
+                }
+            }
             book.neighbours.extend(list);
         }
         book
@@ -258,7 +289,7 @@ mod tests {
     fn neighbours_are_the_nearest_points_in_distance_then_index_order() {
         let book = iq2_s();
         let l = [1i8, 1, 1, 1, 1, 1, 1, 1];
-        let Lookup::Near(near) = book.lookup(book.pack(&l)) else {
+        let Lookup::Near(Near { points: near, .. }) = book.lookup(book.pack(&l)) else {
             panic!("all ones is not an IQ2_S point");
         };
         let d2 = |j: u16| -> i32 {

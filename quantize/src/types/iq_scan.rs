@@ -6,6 +6,7 @@
 //! [`Scan`] and in how they store the result.
 
 use super::iq_codebook::{Codebook, Lookup};
+use super::lanes;
 use super::search::nearest_int;
 use super::QK_K;
 
@@ -110,9 +111,7 @@ impl Scan {
         for is in -self.steps..=self.steps {
             let id = ((2 * self.kmax - 1) as f32 + is as f32 * self.step) / max;
             let this_scale = 1.0 / id;
-            for k in 0..ng {
-                on_aux[k] = self.snap(k, id, this_scale, xval, waux, &mut laux);
-            }
+            self.snap(id, this_scale, xval, waux, &mut laux, &mut on_aux, None);
             let (sumqx, sumq2) = fit(&xval[..n], weight, &laux[..n]);
             if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
                 scale = sumqx / sumq2;
@@ -128,12 +127,10 @@ impl Scan {
         };
         if run {
             let id = 1.0 / scale;
-            for k in 0..ng {
-                if self.refine == Refine::OffGrid && on_grid[k] {
-                    continue;
-                }
-                self.snap(k, id, scale, xval, waux, l);
-            }
+            let off: [bool; 8] = std::array::from_fn(|k| !on_grid[k]);
+            let only = (self.refine == Refine::OffGrid).then_some(&off);
+            let mut on = [true; 8];
+            self.snap(id, scale, xval, waux, l, &mut on, only);
             let (sumqx, sumq2) = fit(&xval[..n], weight, &l[..n]);
             if sumq2 > 0.0 {
                 scale = sumqx / sumq2;
@@ -142,30 +139,40 @@ impl Scan {
         scale
     }
 
-    /// Snaps group `k` at inverse scale `id`: its nearest levels if they are a point, else the
-    /// best neighbour at `scale`. Returns whether the levels were a point.
+    /// Snaps every group (or, with `only`, the marked ones) at inverse scale `id`: its nearest
+    /// levels if they are a point, else the best neighbour at `scale`. Sets `on` to whether each
+    /// group's levels were a point.
+    #[allow(clippy::too_many_arguments)]
     fn snap(
         &self,
-        k: usize,
         id: f32,
         scale: f32,
         xval: &[f32],
         waux: &[f32],
         l: &mut [i8],
-    ) -> bool {
-        let g = self.book.dim;
-        let r = g * k..g * (k + 1);
-        for i in r.clone() {
-            let q = nearest_int(0.5 * (id * xval[i] - 1.0));
-            l[i] = q.clamp(0, self.kmax - 1) as i8;
+        on: &mut [bool; 8],
+        only: Option<&[bool; 8]>,
+    ) {
+        let (n, g) = (xval.len(), self.book.dim);
+        let mut near = [0i8; 32];
+        match n {
+            32 => lanes::odd_levels::<32>(xval, id, self.kmax, &mut near),
+            _ => lanes::odd_levels::<16>(xval, id, self.kmax, &mut near),
         }
-        match self.book.lookup(self.book.pack(&l[r.clone()])) {
-            Lookup::Point(_) => true,
-            Lookup::Near(near) => {
-                let (x, w) = (&xval[r.clone()], &waux[r.clone()]);
-                self.book.best_neighbour(near, x, w, scale, &mut l[r]);
-                false
+        for k in 0..n / g {
+            if only.is_some_and(|o| !o[k]) {
+                continue;
             }
+            let r = g * k..g * (k + 1);
+            l[r.clone()].copy_from_slice(&near[r.clone()]);
+            on[k] = match self.book.lookup(self.book.pack(&l[r.clone()])) {
+                Lookup::Point(_) => true,
+                Lookup::Near(nb) => {
+                    let (x, w) = (&xval[r.clone()], &waux[r.clone()]);
+                    self.book.best_neighbour(nb, x, w, scale, (2.0, 1.0), &mut l[r]);
+                    false
+                }
+            };
         }
     }
 
