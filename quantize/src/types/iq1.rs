@@ -15,6 +15,7 @@ use std::cmp::Ordering;
 use super::iq_codebook::{self, Codebook, Lookup};
 use super::iq_lattice::block_bytes;
 use super::iq_scan::{c_max, importance, sigma2};
+use super::lanes;
 use super::search::{f16_bytes, nearest_int};
 use super::{for_each_block, QK_K};
 
@@ -141,23 +142,7 @@ fn s_super_block(xbl: &[f32], y: &mut [u8], qw: &[f32]) {
             sumx[j + 1] = sumx[j] + weight[i] * xb[i];
             sumw[j + 1] = sumw[j] + weight[i];
         }
-        let (mut best_score, mut scale) = (-f32::MAX, max);
-        let mut best: Option<(usize, usize, i8)> = None;
-        for i1 in 0..=32 {
-            for i2 in i1..=32 {
-                for (xs, shift) in [(&X_P, 1i8), (&X_M, -1)] {
-                    let (a, b, c) = (sumx[i1] - sumx[0], sumx[i2] - sumx[i1], sumx[32] - sumx[i2]);
-                    let sumqx = a * xs[0] + b * xs[1] + c * xs[2];
-                    let (a, b, c) = (sumw[i1] - sumw[0], sumw[i2] - sumw[i1], sumw[32] - sumw[i2]);
-                    let sumq2 = a * xs[0] * xs[0] + b * xs[1] * xs[1] + c * xs[2] * xs[2];
-                    if sumq2 > 0.0 && sumqx * sumqx > best_score * sumq2 {
-                        scale = sumqx / sumq2;
-                        best_score = scale * sumqx;
-                        best = Some((i1, i2, shift));
-                    }
-                }
-            }
-        }
+        let (mut scale, best) = lanes::iq1s_best_split::<32>(&sumx, &sumw, &X_P, &X_M, max);
         let Some((i1, i2, mut shift)) = best else {
             continue;
         };
@@ -237,15 +222,6 @@ fn m_super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     let mut weight = [0f32; 16];
     let mut order = [0usize; 16];
     let mut l = [0i8; 16];
-    let (cp1, cp2) = (
-        X_P[0] * X_P[0] - X_P[1] * X_P[1],
-        X_P[1] * X_P[1] - X_P[2] * X_P[2],
-    );
-    let (cm1, cm2) = (
-        X_M[0] * X_M[0] - X_M[1] * X_M[1],
-        X_M[1] * X_M[1] - X_M[2] * X_M[2],
-    );
-    let (p2, m2) = (X_P[2], X_M[2]);
     for ib in 0..16 {
         let xb = &xbl[16 * ib..16 * ib + 16];
         weights(
@@ -268,42 +244,7 @@ fn m_super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
             pw[h][j + 1] = pw[h][j] + weight[i];
             pw[1 - h][j + 1] = pw[1 - h][j];
         }
-        let txs = [px[0][16], px[1][16]];
-        let tws = [pw[0][16], pw[1][16]];
-        let (mut best_score, mut scale) = (-f32::MAX, max);
-        let mut best: Option<(usize, usize, usize)> = None;
-        for i1 in 0..=16 {
-            for i2 in i1..=16 {
-                let (mut qx_p, mut qx_m, mut q2_p, mut q2_m) =
-                    ([0f32; 2], [0f32; 2], [0f32; 2], [0f32; 2]);
-                for h in 0..2 {
-                    let sx = px[h][i1] + px[h][i2];
-                    qx_p[h] = txs[h] * p2 - sx;
-                    qx_m[h] = txs[h] * m2 - sx;
-                    q2_p[h] = tws[h] * p2 * p2 + pw[h][i1] * cp1 + pw[h][i2] * cp2;
-                    q2_m[h] = tws[h] * m2 * m2 + pw[h][i1] * cm1 + pw[h][i2] * cm2;
-                }
-                let sumqx = [
-                    qx_p[0] + qx_p[1],
-                    qx_p[0] + qx_m[1],
-                    qx_m[0] + qx_p[1],
-                    qx_m[0] + qx_m[1],
-                ];
-                let sumq2 = [
-                    q2_p[0] + q2_p[1],
-                    q2_p[0] + q2_m[1],
-                    q2_m[0] + q2_p[1],
-                    q2_m[0] + q2_m[1],
-                ];
-                for k in 0..4 {
-                    if sumq2[k] > 0.0 && sumqx[k] * sumqx[k] > best_score * sumq2[k] {
-                        scale = sumqx[k] / sumq2[k];
-                        best_score = scale * sumqx[k];
-                        best = Some((i1, i2, k));
-                    }
-                }
-            }
-        }
+        let (mut scale, best) = lanes::iq1m_best_split::<16>(&px, &pw, &X_P, &X_M, max);
         let Some((i1, i2, mut code)) = best else {
             continue;
         };

@@ -173,7 +173,9 @@ impl Codebook {
             for block in list.chunks(8) {
                 for i in 0..dim {
                     let row = std::array::from_fn(|k| {
-                        block.get(k).map_or(0.0, |&j| book.levels[j as usize][i] as f32)
+                        block
+                            .get(k)
+                            .map_or(0.0, |&j| book.levels[j as usize][i] as f32)
                     });
                     book.lanes.push(row);
                 }

@@ -169,7 +169,8 @@ impl Scan {
                 Lookup::Point(_) => true,
                 Lookup::Near(nb) => {
                     let (x, w) = (&xval[r.clone()], &waux[r.clone()]);
-                    self.book.best_neighbour(nb, x, w, scale, (2.0, 1.0), &mut l[r]);
+                    self.book
+                        .best_neighbour(nb, x, w, scale, (2.0, 1.0), &mut l[r]);
                     false
                 }
             };

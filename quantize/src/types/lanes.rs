@@ -36,6 +36,8 @@ trait Vec8: Copy {
     fn mask_bits(m: Self::Mask) -> [bool; 8];
     /// The smallest of the 8 lanes (no NaN among them).
     fn hmin(self) -> f32;
+    /// The mask as bits, lane `k` in bit `k`.
+    fn mask_u8(m: Self::Mask) -> u8;
 }
 
 /// The portable implementation: plain arrays.
@@ -94,6 +96,9 @@ impl Vec8 for Scalar8 {
     }
     fn hmin(self) -> f32 {
         self.0.iter().fold(f32::INFINITY, |m, &v| m.min(v))
+    }
+    fn mask_u8(m: [bool; 8]) -> u8 {
+        m.iter().enumerate().fold(0, |b, (k, &v)| b | (u8::from(v) << k))
     }
 }
 
@@ -201,10 +206,18 @@ mod avx2 {
             std::array::from_fn(|k| bits & (1 << k) != 0)
         }
         #[inline(always)]
+        fn mask_u8(m: __m256) -> u8 {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
+            unsafe { _mm256_movemask_ps(m) as u8 }
+        }
+        #[inline(always)]
         fn hmin(self) -> f32 {
             // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe {
-                let m = _mm_min_ps(_mm256_castps256_ps128(self.0), _mm256_extractf128_ps::<1>(self.0));
+                let m = _mm_min_ps(
+                    _mm256_castps256_ps128(self.0),
+                    _mm256_extractf128_ps::<1>(self.0),
+                );
                 let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
                 let m = _mm_min_ss(m, _mm_shuffle_ps::<1>(m, m));
                 _mm_cvtss_f32(m)
@@ -236,6 +249,9 @@ macro_rules! dispatch {
         $core::<Scalar8, $n>($($arg),*)
     }};
 }
+
+mod iq;
+pub use iq::{iq1m_best_split, iq1s_best_split, nearest_candidate, odd_levels};
 
 /// [`super::search::make_qkx_quants`] for consecutive groups of `N` values (a multiple of 8 groups)
 /// with explicit weights, eight groups at a time: writes each group's scale and `the_min` into
@@ -536,79 +552,5 @@ mod tests {
         let ra = qkx_core::<Scalar8, 32>(p, &to_lanes(&x, 0), &to_lanes(&w, 0), &mut a);
         let rb = qkx_lanes::<32>(p, &to_lanes(&x, 0), &to_lanes(&w, 0), &mut b);
         assert_eq!((ra, a), (rb, b));
-    }
-}
-
-/// The first of `n` codebook candidates with the smallest weighted squared distance, scoring 8 at
-/// a time: for each block of `D` rows of 8 lanes (row `i`: the level of value `i` of 8
-/// candidates), `Σ_i w[i]·(scale·q − x[i])²` with `q = a·level + b`, summed in `i` order exactly as
-/// the scalar neighbour searches do (`q` is exact for the codebooks' small levels, so computing it
-/// costs no rounding). `None` when no score is below `f32::MAX` (non-finite input).
-pub fn nearest_candidate<const D: usize>(
-    blocks: &[[f32; 8]],
-    n: usize,
-    ab: (f32, f32),
-    scale: f32,
-    x: &[f32],
-    w: &[f32],
-) -> Option<usize> {
-    dispatch!(nearest_core, D, Option<usize>, (blocks: &[[f32; 8]], n: usize, ab: (f32, f32), scale: f32, x: &[f32], w: &[f32]))
-}
-
-#[inline(always)]
-fn nearest_core<V: Vec8, const D: usize>(
-    blocks: &[[f32; 8]],
-    n: usize,
-    (a, b): (f32, f32),
-    scale: f32,
-    x: &[f32],
-    w: &[f32],
-) -> Option<usize> {
-    let (va, vb, vs) = (V::splat(a), V::splat(b), V::splat(scale));
-    let xs: [V; D] = std::array::from_fn(|i| V::splat(x[i]));
-    let ws: [V; D] = std::array::from_fn(|i| V::splat(w[i]));
-    // Per lane: the smallest score and the first candidate holding it (strict `<`, as the scalar
-    // scan). Then the smallest score over lanes and, on ties, the lowest candidate number: the
-    // first candidate with the overall smallest score, which is what the scalar scan keeps.
-    let (mut best_d2, mut best_at) = (V::splat(f32::MAX), V::splat(f32::INFINITY));
-    let mut at = V::load(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
-    let blocks = blocks.chunks_exact(D);
-    let last = blocks.len() - 1;
-    for (c, block) in blocks.enumerate() {
-        let mut d2 = V::splat(0.0);
-        for i in 0..D {
-            let q = V::load(&block[i]).mul(va).add(vb);
-            let diff = vs.mul(q).sub(xs[i]);
-            d2 = d2.add(ws[i].mul(diff).mul(diff));
-        }
-        if c == last && n % 8 != 0 {
-            let valid = std::array::from_fn(|k| if k < n % 8 { 0.0 } else { f32::INFINITY });
-            d2 = d2.add(V::load(&valid));
-        }
-        let better = d2.lt(best_d2);
-        best_d2 = V::select(better, d2, best_d2);
-        best_at = V::select(better, at, best_at);
-        at = at.add(V::splat(8.0));
-    }
-    let min = best_d2.hmin();
-    let first = V::select(best_d2.eq(V::splat(min)), best_at, V::splat(f32::INFINITY)).hmin();
-    (first.is_finite()).then_some(first as usize)
-}
-
-/// The levels `clamp(nearest_int(0.5·(id·x − 1)), 0, kmax − 1)` of `N` magnitudes (a multiple
-/// of 8; the IQ2/IQ3 scale trials), 8 at a time.
-pub fn odd_levels<const N: usize>(x: &[f32], id: f32, kmax: i32, l: &mut [i8]) {
-    dispatch!(odd_levels_core, N, (), (x: &[f32], id: f32, kmax: i32, l: &mut [i8]))
-}
-
-#[inline(always)]
-fn odd_levels_core<V: Vec8, const N: usize>(x: &[f32], id: f32, kmax: i32, l: &mut [i8]) {
-    let (vid, half, one) = (V::splat(id), V::splat(0.5), V::splat(1.0));
-    for (xs, ls) in x[..N].chunks_exact(8).zip(l[..N].chunks_exact_mut(8)) {
-        let v = V::load(xs.try_into().unwrap());
-        let q = half.mul(vid.mul(v).sub(one)).round_clamp(0, kmax - 1).store();
-        for (d, q) in ls.iter_mut().zip(q) {
-            *d = q as i8;
-        }
     }
 }

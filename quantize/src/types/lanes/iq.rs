@@ -1,0 +1,240 @@
+//! Lane-parallel pieces of the IQ1–IQ3 encoders ([`super::super::iq_scan`],
+//! [`super::super::iq1`]): candidate scoring, trial levels and IQ1's split searches, each lane
+//! doing exactly the scalar code's operations so the bytes stay ggml's.
+
+#[cfg(target_arch = "x86_64")]
+use super::avx2;
+use super::{Scalar8, Vec8};
+
+/// The first of `n` codebook candidates with the smallest weighted squared distance, scoring 8 at
+/// a time: for each block of `D` rows of 8 lanes (row `i`: the level of value `i` of 8
+/// candidates), `Σ_i w[i]·(scale·q − x[i])²` with `q = a·level + b`, summed in `i` order exactly as
+/// the scalar neighbour searches do (`q` is exact for the codebooks' small levels, so computing it
+/// costs no rounding). `None` when no score is below `f32::MAX` (non-finite input).
+pub fn nearest_candidate<const D: usize>(
+    blocks: &[[f32; 8]],
+    n: usize,
+    ab: (f32, f32),
+    scale: f32,
+    x: &[f32],
+    w: &[f32],
+) -> Option<usize> {
+    dispatch!(nearest_core, D, Option<usize>, (blocks: &[[f32; 8]], n: usize, ab: (f32, f32), scale: f32, x: &[f32], w: &[f32]))
+}
+
+#[inline(always)]
+fn nearest_core<V: Vec8, const D: usize>(
+    blocks: &[[f32; 8]],
+    n: usize,
+    (a, b): (f32, f32),
+    scale: f32,
+    x: &[f32],
+    w: &[f32],
+) -> Option<usize> {
+    let (va, vb, vs) = (V::splat(a), V::splat(b), V::splat(scale));
+    let xs: [V; D] = std::array::from_fn(|i| V::splat(x[i]));
+    let ws: [V; D] = std::array::from_fn(|i| V::splat(w[i]));
+    // Per lane: the smallest score and the first candidate holding it (strict `<`, as the scalar
+    // scan). Then the smallest score over lanes and, on ties, the lowest candidate number: the
+    // first candidate with the overall smallest score, which is what the scalar scan keeps.
+    let (mut best_d2, mut best_at) = (V::splat(f32::MAX), V::splat(f32::INFINITY));
+    let mut at = V::load(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    let blocks = blocks.chunks_exact(D);
+    let last = blocks.len() - 1;
+    for (c, block) in blocks.enumerate() {
+        let mut d2 = V::splat(0.0);
+        for i in 0..D {
+            let q = V::load(&block[i]).mul(va).add(vb);
+            let diff = vs.mul(q).sub(xs[i]);
+            d2 = d2.add(ws[i].mul(diff).mul(diff));
+        }
+        if c == last && n % 8 != 0 {
+            let valid = std::array::from_fn(|k| if k < n % 8 { 0.0 } else { f32::INFINITY });
+            d2 = d2.add(V::load(&valid));
+        }
+        let better = d2.lt(best_d2);
+        best_d2 = V::select(better, d2, best_d2);
+        best_at = V::select(better, at, best_at);
+        at = at.add(V::splat(8.0));
+    }
+    let min = best_d2.hmin();
+    let first = V::select(best_d2.eq(V::splat(min)), best_at, V::splat(f32::INFINITY)).hmin();
+    (first.is_finite()).then_some(first as usize)
+}
+
+/// The levels `clamp(nearest_int(0.5·(id·x − 1)), 0, kmax − 1)` of `N` magnitudes (a multiple
+/// of 8; the IQ2/IQ3 scale trials), 8 at a time.
+pub fn odd_levels<const N: usize>(x: &[f32], id: f32, kmax: i32, l: &mut [i8]) {
+    dispatch!(odd_levels_core, N, (), (x: &[f32], id: f32, kmax: i32, l: &mut [i8]))
+}
+
+#[inline(always)]
+fn odd_levels_core<V: Vec8, const N: usize>(x: &[f32], id: f32, kmax: i32, l: &mut [i8]) {
+    let (vid, half, one) = (V::splat(id), V::splat(0.5), V::splat(1.0));
+    for (xs, ls) in x[..N].chunks_exact(8).zip(l[..N].chunks_exact_mut(8)) {
+        let v = V::load(xs.try_into().unwrap());
+        let q = half
+            .mul(vid.mul(v).sub(one))
+            .round_clamp(0, kmax - 1)
+            .store();
+        for (d, q) in ls.iter_mut().zip(q) {
+            *d = q as i8;
+        }
+    }
+}
+
+/// `v` padded with 8 more values so that 8-wide loads from any position up to `N` stay in bounds.
+fn padded<const N: usize>(v: &[f32]) -> [f32; 48] {
+    let mut out = [0f32; 48];
+    out[..=N].copy_from_slice(&v[..=N]);
+    out
+}
+
+/// Runs the scalar update `(q2 > 0 && qx² > best·q2) ⇒ take it` over a batch of candidates, in
+/// order, if any of them passes against the best so far. When none does, the scalar loop would
+/// change nothing either, so skipping it is exact.
+#[inline(always)]
+fn batch<V: Vec8, const C: usize>(
+    cand: [(V, V); C],
+    n: usize,
+    best_score: &mut f32,
+    mut take: impl FnMut(usize, usize, f32),
+) {
+    let (zero, vb) = (V::splat(0.0), V::splat(*best_score));
+    let mut any = 0u8;
+    for &(qx, q2) in &cand {
+        any |= V::mask_u8(V::and(zero.lt(q2), vb.mul(q2).lt(qx.mul(qx))));
+    }
+    let any = any & (0xffu16 >> (8 - n)) as u8 != 0;
+    if !any {
+        return;
+    }
+    let vals: [([f32; 8], [f32; 8]); C] = cand.map(|(qx, q2)| (qx.store(), q2.store()));
+    for k in 0..n {
+        for (c, (qx, q2)) in vals.iter().enumerate() {
+            let (qx, q2) = (qx[k], q2[k]);
+            if q2 > 0.0 && qx * qx > *best_score * q2 {
+                let scale = qx / q2;
+                *best_score = scale * qx;
+                take(k, c, scale);
+            }
+        }
+    }
+}
+
+/// IQ1_S's exhaustive split of a block of `N` sorted values into the levels −1, 0, +1 (shifted
+/// up by `xp`, down by `xm`), from the prefix sums of `w·x` and `w`: the scale and the first best
+/// `(i1, i2, shift)`, as `quantize_row_iq1_s_impl` finds them — candidate `i2` 8 at a time.
+pub fn iq1s_best_split<const N: usize>(
+    sumx: &[f32],
+    sumw: &[f32],
+    xp: &[f32; 3],
+    xm: &[f32; 3],
+    max: f32,
+) -> (f32, Option<(usize, usize, i8)>) {
+    dispatch!(iq1s_core, N, (f32, Option<(usize, usize, i8)>), (sumx: &[f32], sumw: &[f32], xp: &[f32; 3], xm: &[f32; 3], max: f32))
+}
+
+#[inline(always)]
+fn iq1s_core<V: Vec8, const N: usize>(
+    sumx: &[f32],
+    sumw: &[f32],
+    xp: &[f32; 3],
+    xm: &[f32; 3],
+    max: f32,
+) -> (f32, Option<(usize, usize, i8)>) {
+    let (px, pw) = (padded::<N>(sumx), padded::<N>(sumw));
+    let (tx, tw) = (V::splat(sumx[N]), V::splat(sumw[N]));
+    let (mut best_score, mut scale, mut best) = (-f32::MAX, max, None);
+    for i1 in 0..=N {
+        let (ax, aw) = (sumx[i1] - sumx[0], sumw[i1] - sumw[0]);
+        let (x1, w1) = (V::splat(sumx[i1]), V::splat(sumw[i1]));
+        for i2 in (i1..=N).step_by(8) {
+            let sx = V::load(px[i2..i2 + 8].try_into().unwrap());
+            let sw = V::load(pw[i2..i2 + 8].try_into().unwrap());
+            let (bx, cx, bw, cw) = (sx.sub(x1), tx.sub(sx), sw.sub(w1), tw.sub(sw));
+            let sums = (ax, aw, bx, cx, bw, cw);
+            let n = (N + 1 - i2).min(8);
+            batch(
+                [split_sums(sums, xp), split_sums(sums, xm)],
+                n,
+                &mut best_score,
+                |k, c, s| {
+                    scale = s;
+                    best = Some((i1, i2 + k, if c == 0 { 1 } else { -1 }));
+                },
+            );
+        }
+    }
+    (scale, best)
+}
+
+/// One IQ1_S candidate's `Σ w·q·x` and `Σ w·q²` from the prefix-sum differences `A` (scalar),
+/// `B`, `C` (lanes): `((A·x0 + B·x1) + C·x2)` and `((A·x0·x0 + B·x1·x1) + C·x2·x2)`, as ggml sums.
+#[inline(always)]
+fn split_sums<V: Vec8>((ax, aw, bx, cx, bw, cw): (f32, f32, V, V, V, V), xs: &[f32; 3]) -> (V, V) {
+    let (s1, s2) = (V::splat(xs[1]), V::splat(xs[2]));
+    let qx = V::splat(ax * xs[0]).add(bx.mul(s1)).add(cx.mul(s2));
+    let q2 = V::splat(aw * xs[0] * xs[0])
+        .add(bw.mul(s1).mul(s1))
+        .add(cw.mul(s2).mul(s2));
+    (qx, q2)
+}
+
+/// IQ1_M's split of a block of 16 sorted values whose halves of 8 have shifts of their own, from
+/// per-half prefix sums `px`, `pw` (`quantize_row_iq1_m_impl`'s collapsed form): the scale and
+/// the first best `(i1, i2, shift code)`, candidate `i2` 8 at a time.
+pub fn iq1m_best_split<const N: usize>(
+    px: &[[f32; 17]; 2],
+    pw: &[[f32; 17]; 2],
+    xp: &[f32; 3],
+    xm: &[f32; 3],
+    max: f32,
+) -> (f32, Option<(usize, usize, usize)>) {
+    dispatch!(iq1m_core, N, (f32, Option<(usize, usize, usize)>), (px: &[[f32; 17]; 2], pw: &[[f32; 17]; 2], xp: &[f32; 3], xm: &[f32; 3], max: f32))
+}
+
+#[inline(always)]
+fn iq1m_core<V: Vec8, const N: usize>(
+    px: &[[f32; 17]; 2],
+    pw: &[[f32; 17]; 2],
+    xp: &[f32; 3],
+    xm: &[f32; 3],
+    max: f32,
+) -> (f32, Option<(usize, usize, usize)>) {
+    let ppx = [padded::<N>(&px[0]), padded::<N>(&px[1])];
+    let ppw = [padded::<N>(&pw[0]), padded::<N>(&pw[1])];
+    let txs = [px[0][N], px[1][N]];
+    let tws = [pw[0][N], pw[1][N]];
+    let (p2, m2) = (xp[2], xm[2]);
+    let (cp1, cp2) = (xp[0] * xp[0] - xp[1] * xp[1], xp[1] * xp[1] - xp[2] * xp[2]);
+    let (cm1, cm2) = (xm[0] * xm[0] - xm[1] * xm[1], xm[1] * xm[1] - xm[2] * xm[2]);
+    let (mut best_score, mut scale, mut best) = (-f32::MAX, max, None);
+    for i1 in 0..=N {
+        for i2 in (i1..=N).step_by(8) {
+            let mut qx_p = [V::splat(0.0); 2];
+            let (mut qx_m, mut q2_p, mut q2_m) = (qx_p, qx_p, qx_p);
+            for h in 0..2 {
+                let x2 = V::load(ppx[h][i2..i2 + 8].try_into().unwrap());
+                let w2 = V::load(ppw[h][i2..i2 + 8].try_into().unwrap());
+                let sx = V::splat(px[h][i1]).add(x2);
+                qx_p[h] = V::splat(txs[h] * p2).sub(sx);
+                qx_m[h] = V::splat(txs[h] * m2).sub(sx);
+                q2_p[h] = V::splat(tws[h] * p2 * p2 + pw[h][i1] * cp1).add(w2.mul(V::splat(cp2)));
+                q2_m[h] = V::splat(tws[h] * m2 * m2 + pw[h][i1] * cm1).add(w2.mul(V::splat(cm2)));
+            }
+            let cand = [
+                (qx_p[0].add(qx_p[1]), q2_p[0].add(q2_p[1])),
+                (qx_p[0].add(qx_m[1]), q2_p[0].add(q2_m[1])),
+                (qx_m[0].add(qx_p[1]), q2_m[0].add(q2_p[1])),
+                (qx_m[0].add(qx_m[1]), q2_m[0].add(q2_m[1])),
+            ];
+            let n = (N + 1 - i2).min(8);
+            batch(cand, n, &mut best_score, |k, c, s| {
+                scale = s;
+                best = Some((i1, i2 + k, c));
+            });
+        }
+    }
+    (scale, best)
+}
