@@ -49,8 +49,7 @@ fn nearest_core<V: Vec8, const D: usize>(
             d2 = d2.add(ws[i].mul(diff).mul(diff));
         }
         if c == last && n % 8 != 0 {
-            let valid = std::array::from_fn(|k| if k < n % 8 { 0.0 } else { f32::INFINITY });
-            d2 = d2.add(V::load(&valid));
+            d2 = d2.add(V::load(&PAST_END[n % 8]));
         }
         let better = d2.lt(best_d2);
         best_d2 = V::select(better, d2, best_d2);
@@ -58,9 +57,34 @@ fn nearest_core<V: Vec8, const D: usize>(
         at = at.add(V::splat(8.0));
     }
     let min = best_d2.hmin();
-    let first = V::select(best_d2.eq(V::splat(min)), best_at, V::splat(f32::INFINITY)).hmin();
-    (first.is_finite()).then_some(first as usize)
+    if min == f32::MAX {
+        return None; // no lane ever scored below it
+    }
+    let lanes = V::mask_u8(best_d2.eq(V::splat(min)));
+    if last == 0 {
+        return Some(lanes.trailing_zeros() as usize);
+    }
+    let at = best_at.store();
+    (0..8)
+        .filter(|&k| lanes & (1 << k) != 0)
+        .map(|k| at[k] as usize)
+        .min()
 }
+
+/// Added to a last, partial block's scores: lanes past the end can never be the minimum.
+static PAST_END: [[f32; 8]; 8] = {
+    let mut t = [[0f32; 8]; 8];
+    let mut n = 0;
+    while n < 8 {
+        let mut k = n;
+        while k < 8 {
+            t[n][k] = f32::INFINITY;
+            k += 1;
+        }
+        n += 1;
+    }
+    t
+};
 
 /// The levels `clamp(nearest_int(0.5·(id·x − 1)), 0, kmax − 1)` of `N` magnitudes (a multiple
 /// of 8; the IQ2/IQ3 scale trials), 8 at a time.
