@@ -38,7 +38,7 @@ pub struct Near<'a> {
     /// Point indices, in ggml's order.
     pub points: &'a [u16],
     /// Their levels, transposed in blocks of 8 (see [`Codebook`]).
-    lanes: &'a [[f32; 8]],
+    pub lanes: &'a [[f32; 8]],
 }
 
 /// What a packed group of levels is in a codebook.
@@ -109,10 +109,16 @@ impl Codebook {
         };
         // ggml asserts that one scores below FLT_MAX; only non-finite input misses: keep the first.
         let best = near.points[at.unwrap_or(0)] as usize;
-        for (d, &s) in l.iter_mut().zip(self.levels(best)) {
+        self.copy_levels(best, l);
+        best
+    }
+
+    /// Writes point `i`'s levels into `l`.
+    #[inline]
+    pub fn copy_levels(&self, i: usize, l: &mut [i8]) {
+        for (d, &s) in l.iter_mut().zip(self.levels(i)) {
             *d = s as i8;
         }
-        best
     }
 
     /// Builds the tables from a decoding grid given as each point's bytes.

@@ -5,7 +5,7 @@
 //! the best weighted fit, then re-snaps at that scale. The types differ only in the parameters of
 //! [`Scan`] and in how they store the result.
 
-use super::iq_codebook::{Codebook, Lookup};
+use super::iq_codebook::Codebook;
 use super::lanes;
 use super::search::nearest_int;
 use super::QK_K;
@@ -153,27 +153,10 @@ impl Scan {
         on: &mut [bool; 8],
         only: Option<&[bool; 8]>,
     ) {
-        let (n, g) = (xval.len(), self.book.dim);
-        let mut near = [0i8; 32];
-        match n {
-            32 => lanes::odd_levels::<32>(xval, id, self.kmax, &mut near),
-            _ => lanes::odd_levels::<16>(xval, id, self.kmax, &mut near),
-        }
-        for k in 0..n / g {
-            if only.is_some_and(|o| !o[k]) {
-                continue;
-            }
-            let r = g * k..g * (k + 1);
-            l[r.clone()].copy_from_slice(&near[r.clone()]);
-            on[k] = match self.book.lookup(self.book.pack(&l[r.clone()])) {
-                Lookup::Point(_) => true,
-                Lookup::Near(nb) => {
-                    let (x, w) = (&xval[r.clone()], &waux[r.clone()]);
-                    self.book
-                        .best_neighbour(nb, x, w, scale, (2.0, 1.0), &mut l[r]);
-                    false
-                }
-            };
+        let (book, kmax) = (self.book, self.kmax);
+        match book.dim {
+            8 => lanes::snap_groups::<8>(book, kmax, id, scale, xval, waux, l, on, only),
+            _ => lanes::snap_groups::<4>(book, kmax, id, scale, xval, waux, l, on, only),
         }
     }
 

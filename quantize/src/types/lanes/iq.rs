@@ -5,6 +5,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::avx2;
 use super::{Scalar8, Vec8};
+use crate::types::iq_codebook::{Codebook, Lookup};
 
 /// The first of `n` codebook candidates with the smallest weighted squared distance, scoring 8 at
 /// a time: for each block of `D` rows of 8 lanes (row `i`: the level of value `i` of 8
@@ -34,6 +35,17 @@ fn nearest_core<V: Vec8, const D: usize>(
     let (va, vb, vs) = (V::splat(a), V::splat(b), V::splat(scale));
     let xs: [V; D] = std::array::from_fn(|i| V::splat(x[i]));
     let ws: [V; D] = std::array::from_fn(|i| V::splat(w[i]));
+    if n <= 8 {
+        // One block: lanes not below f32::MAX (NaN included) and those past the end can never
+        // be taken; the first lane holding the smallest of the rest is.
+        let d2 = score::<V, D>(blocks, (va, vb, vs), &xs, &ws).add(V::load(&PAST_END[n]));
+        let d2 = V::select(d2.lt(V::splat(f32::MAX)), d2, V::splat(f32::INFINITY));
+        let min = d2.hmin();
+        if min == f32::INFINITY {
+            return None;
+        }
+        return Some(V::mask_u8(d2.eq(V::splat(min))).trailing_zeros() as usize);
+    }
     // Per lane: the smallest score and the first candidate holding it (strict `<`, as the scalar
     // scan). Then the smallest score over lanes and, on ties, the lowest candidate number: the
     // first candidate with the overall smallest score, which is what the scalar scan keeps.
@@ -42,14 +54,9 @@ fn nearest_core<V: Vec8, const D: usize>(
     let blocks = blocks.chunks_exact(D);
     let last = blocks.len() - 1;
     for (c, block) in blocks.enumerate() {
-        let mut d2 = V::splat(0.0);
-        for i in 0..D {
-            let q = V::load(&block[i]).mul(va).add(vb);
-            let diff = vs.mul(q).sub(xs[i]);
-            d2 = d2.add(ws[i].mul(diff).mul(diff));
-        }
-        if c == last && n % 8 != 0 {
-            d2 = d2.add(V::load(&PAST_END[n % 8]));
+        let mut d2 = score::<V, D>(block, (va, vb, vs), &xs, &ws);
+        if c == last {
+            d2 = d2.add(V::load(&PAST_END[n - 8 * last]));
         }
         let better = d2.lt(best_d2);
         best_d2 = V::select(better, d2, best_d2);
@@ -61,9 +68,6 @@ fn nearest_core<V: Vec8, const D: usize>(
         return None; // no lane ever scored below it
     }
     let lanes = V::mask_u8(best_d2.eq(V::splat(min)));
-    if last == 0 {
-        return Some(lanes.trailing_zeros() as usize);
-    }
     let at = best_at.store();
     (0..8)
         .filter(|&k| lanes & (1 << k) != 0)
@@ -71,11 +75,29 @@ fn nearest_core<V: Vec8, const D: usize>(
         .min()
 }
 
-/// Added to a last, partial block's scores: lanes past the end can never be the minimum.
-static PAST_END: [[f32; 8]; 8] = {
-    let mut t = [[0f32; 8]; 8];
+/// Scores of one block of 8 candidates (see [`nearest_candidate`]).
+#[inline(always)]
+fn score<V: Vec8, const D: usize>(
+    block: &[[f32; 8]],
+    (va, vb, vs): (V, V, V),
+    xs: &[V; D],
+    ws: &[V; D],
+) -> V {
+    let mut d2 = V::splat(0.0);
+    for i in 0..D {
+        let q = V::load(&block[i]).mul(va).add(vb);
+        let diff = vs.mul(q).sub(xs[i]);
+        d2 = d2.add(ws[i].mul(diff).mul(diff));
+    }
+    d2
+}
+
+/// Added to the scores of a last block holding `n` candidates (row `n`): lanes past the end can
+/// never be the minimum.
+static PAST_END: [[f32; 8]; 9] = {
+    let mut t = [[0f32; 8]; 9];
     let mut n = 0;
-    while n < 8 {
+    while n < 9 {
         let mut k = n;
         while k < 8 {
             t[n][k] = f32::INFINITY;
@@ -86,24 +108,66 @@ static PAST_END: [[f32; 8]; 8] = {
     t
 };
 
-/// The levels `clamp(nearest_int(0.5·(id·x − 1)), 0, kmax − 1)` of `N` magnitudes (a multiple
-/// of 8; the IQ2/IQ3 scale trials), 8 at a time.
-pub fn odd_levels<const N: usize>(x: &[f32], id: f32, kmax: i32, l: &mut [i8]) {
-    dispatch!(odd_levels_core, N, (), (x: &[f32], id: f32, kmax: i32, l: &mut [i8]))
+/// One snapping pass of the IQ2/IQ3 scale search over a block of `xval.len()` magnitudes in
+/// groups of `G` (`Scan::snap`): each group (with `only`, each marked one) takes the levels
+/// `clamp(nearest_int(0.5·(id·x − 1)), 0, kmax − 1)` if they are a codebook point, else the
+/// neighbour nearest `scale·(2l+1)` under the weights `waux`; `on[k]` says which. All of it in
+/// one vector function, so the per-group work is not a call apiece.
+#[allow(clippy::too_many_arguments)]
+pub fn snap_groups<const G: usize>(
+    book: &Codebook,
+    kmax: i32,
+    id: f32,
+    scale: f32,
+    xval: &[f32],
+    waux: &[f32],
+    l: &mut [i8],
+    on: &mut [bool; 8],
+    only: Option<&[bool; 8]>,
+) {
+    dispatch!(snap_core, G, (), (book: &Codebook, kmax: i32, id: f32, scale: f32, xval: &[f32], waux: &[f32], l: &mut [i8], on: &mut [bool; 8], only: Option<&[bool; 8]>))
 }
 
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn odd_levels_core<V: Vec8, const N: usize>(x: &[f32], id: f32, kmax: i32, l: &mut [i8]) {
+fn snap_core<V: Vec8, const G: usize>(
+    book: &Codebook,
+    kmax: i32,
+    id: f32,
+    scale: f32,
+    xval: &[f32],
+    waux: &[f32],
+    l: &mut [i8],
+    on: &mut [bool; 8],
+    only: Option<&[bool; 8]>,
+) {
+    let n = xval.len();
     let (vid, half, one) = (V::splat(id), V::splat(0.5), V::splat(1.0));
-    for (xs, ls) in x[..N].chunks_exact(8).zip(l[..N].chunks_exact_mut(8)) {
+    let mut near = [0i8; 32];
+    for (xs, ls) in xval.chunks_exact(8).zip(near.chunks_exact_mut(8)) {
         let v = V::load(xs.try_into().unwrap());
-        let q = half
-            .mul(vid.mul(v).sub(one))
-            .round_clamp(0, kmax - 1)
-            .store();
+        let q = half.mul(vid.mul(v).sub(one)).round_clamp(0, kmax - 1).store();
         for (d, q) in ls.iter_mut().zip(q) {
             *d = q as i8;
         }
+    }
+    for k in 0..n / G {
+        if only.is_some_and(|o| !o[k]) {
+            continue;
+        }
+        let r = G * k..G * (k + 1);
+        l[r.clone()].copy_from_slice(&near[r.clone()]);
+        on[k] = match book.lookup(book.pack(&l[r.clone()])) {
+            Lookup::Point(_) => true,
+            Lookup::Near(nb) => {
+                let (x, w) = (&xval[r.clone()], &waux[r.clone()]);
+                let n = nb.points.len();
+                let at = nearest_core::<V, G>(nb.lanes, n, (2.0, 1.0), scale, x, w);
+                // ggml asserts one scores below FLT_MAX; only non-finite input misses: the first.
+                book.copy_levels(nb.points[at.unwrap_or(0)] as usize, &mut l[r]);
+                false
+            }
+        };
     }
 }
 
