@@ -104,20 +104,29 @@ impl Scan {
     ) -> f32 {
         let (n, g) = (xval.len(), self.book.dim);
         let ng = n / g;
-        let mut laux = [0i8; 32];
-        let mut on_grid = [self.start_on_grid; 8];
-        let mut on_aux = [true; 8];
-        let mut best = 0f32;
-        for is in -self.steps..=self.steps {
+        // The trials are independent until one is kept: snap them all, fit them 8 at a time,
+        // then keep the best in trial order as ggml does.
+        let trials = (2 * self.steps + 1) as usize;
+        let mut laux = [[0i8; 32]; 32];
+        let mut on_aux = [[true; 8]; 32];
+        for (t, is) in (-self.steps..=self.steps).enumerate() {
             let id = ((2 * self.kmax - 1) as f32 + is as f32 * self.step) / max;
             let this_scale = 1.0 / id;
-            self.snap(id, this_scale, xval, waux, &mut laux, &mut on_aux, None);
-            let (sumqx, sumq2) = fit(&xval[..n], weight, &laux[..n]);
+            self.snap(id, this_scale, xval, waux, &mut laux[t], &mut on_aux[t], None);
+        }
+        let (sqx, sq2) = match n {
+            32 => lanes::trial_fits::<32>(&laux[..trials], xval, weight),
+            _ => lanes::trial_fits::<16>(&laux[..trials], xval, weight),
+        };
+        let mut on_grid = [self.start_on_grid; 8];
+        let mut best = 0f32;
+        for t in 0..trials {
+            let (sumqx, sumq2) = (sqx[t], sq2[t]);
             if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
                 scale = sumqx / sumq2;
                 best = scale * sumqx;
-                l[..n].copy_from_slice(&laux[..n]);
-                on_grid = on_aux;
+                l[..n].copy_from_slice(&laux[t][..n]);
+                on_grid = on_aux[t];
             }
         }
         let any_off = on_grid[..ng].iter().any(|&o| !o);

@@ -251,7 +251,7 @@ macro_rules! dispatch {
 }
 
 mod iq;
-pub use iq::{iq1m_best_split, iq1s_best_split, nearest_candidate, snap_groups};
+pub use iq::{iq1m_best_split, iq1s_best_split, nearest_candidate, snap_groups, trial_fits};
 
 /// [`super::search::make_qkx_quants`] for consecutive groups of `N` values (a multiple of 8 groups)
 /// with explicit weights, eight groups at a time: writes each group's scale and `the_min` into

@@ -171,6 +171,39 @@ fn snap_core<V: Vec8, const G: usize>(
     }
 }
 
+/// `Σ w·x·q` and `Σ w·q²` (`q = 2l+1`, summed in value order as ggml's scale searches do) of
+/// the first `N` values of each trial's levels `l[t]`, 8 trials at a time, one per lane; returns them per trial.
+pub fn trial_fits<const N: usize>(
+    l: &[[i8; 32]],
+    xval: &[f32],
+    weight: &[f32],
+) -> ([f32; 32], [f32; 32]) {
+    dispatch!(trial_fits_core, N, ([f32; 32], [f32; 32]), (l: &[[i8; 32]], xval: &[f32], weight: &[f32]))
+}
+
+#[inline(always)]
+fn trial_fits_core<V: Vec8, const N: usize>(
+    l: &[[i8; 32]],
+    xval: &[f32],
+    weight: &[f32],
+) -> ([f32; 32], [f32; 32]) {
+    let (mut sqx, mut sq2) = ([0f32; 32], [0f32; 32]);
+    for (t0, trials) in l.chunks(8).enumerate() {
+        let (mut qx, mut q2) = (V::splat(0.0), V::splat(0.0));
+        for i in 0..N {
+            let q: [f32; 8] =
+                std::array::from_fn(|k| trials.get(k).map_or(1.0, |t| (2 * t[i] as i32 + 1) as f32));
+            let q = V::load(&q);
+            let w = V::splat(weight[i]);
+            qx = qx.add(V::splat(weight[i] * xval[i]).mul(q));
+            q2 = q2.add(w.mul(q).mul(q));
+        }
+        sqx[8 * t0..8 * t0 + 8].copy_from_slice(&qx.store());
+        sq2[8 * t0..8 * t0 + 8].copy_from_slice(&q2.store());
+    }
+    (sqx, sq2)
+}
+
 /// `v` padded with 8 more values so that 8-wide loads from any position up to `N` stay in bounds.
 fn padded<const N: usize>(v: &[f32]) -> [f32; 48] {
     let mut out = [0f32; 48];
