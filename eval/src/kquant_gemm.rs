@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use formats::gguf::GgmlType;
 use quantize::activation::q8_k_block;
 use quantize::types::q45_k::{Q4_K, Q5_K};
-use quantize::types::{q2_k, q3_k, q6_k, QK_K};
+use quantize::types::{iq_integer, q2_k, q3_k, q6_k, QK_K};
 
 use crate::lanes::{dispatched, has_vnni};
 use crate::pair_tiles::{row_tasks, LANES};
@@ -48,6 +48,13 @@ const Q4: u8 = 4;
 const Q5: u8 = 5;
 const Q6: u8 = 6;
 
+/// The codebook types and IQ4_XS: their ggml type id as the kind (never 2–6). ggml multiplies
+/// them in integers on its tiled path only; below [`TILED_MIN_ROWS`] rows its `vec_dot`s have
+/// type-specific arithmetic that smelt does not reproduce (it decodes them to f32 there).
+fn iq_type(kind: u8) -> Option<GgmlType> {
+    GgmlType::from_id(kind as u32).filter(|&t| iq_integer::has_integer_form(t))
+}
+
 fn kind(ty: GgmlType) -> Option<u8> {
     match ty {
         GgmlType::Q2_K => Some(Q2),
@@ -55,13 +62,19 @@ fn kind(ty: GgmlType) -> Option<u8> {
         GgmlType::Q4_K => Some(Q4),
         GgmlType::Q5_K => Some(Q5),
         GgmlType::Q6_K => Some(Q6),
+        t if iq_integer::has_integer_form(t) => Some(t.id() as u8),
         _ => None,
     }
 }
 
-/// Whether `ty` weights of `rows` × `cols` take the integer kernel on this machine.
-pub fn applies(ty: GgmlType, rows: usize, cols: usize) -> bool {
-    kind(ty).is_some() && rows > 0 && cols.is_multiple_of(QK_K) && has_vnni()
+/// Whether `ty` weights of `rows` × `cols`, multiplied with `n_rows` activation rows, take the
+/// integer kernel on this machine.
+pub fn applies(ty: GgmlType, rows: usize, cols: usize, n_rows: usize) -> bool {
+    let Some(kind) = kind(ty) else {
+        return false;
+    };
+    let path = iq_type(kind).is_none() || n_rows >= TILED_MIN_ROWS;
+    path && rows > 0 && cols.is_multiple_of(QK_K) && has_vnni()
 }
 
 /// Activation rows in Q8_K form, laid out for the `vec_dot` kernel.
@@ -155,6 +168,15 @@ impl IntegerBlock {
             d: 0.0,
             dmin: 0.0,
         };
+        if let Some(ty) = iq_type(kind) {
+            let b = iq_integer::unpack(ty, block).expect("an IQ kind has an integer form");
+            // Stored +128 (unsigned for the kernel), the offset taken off with the sums.
+            ib.levels = b.levels.map(|l| l as i32 + 128);
+            ib.scales = b.scales;
+            ib.group = b.group;
+            ib.d = b.d;
+            return ib;
+        }
         match kind {
             Q6 | Q3 => {
                 let (levels, scales, d) = match kind {
@@ -303,8 +325,8 @@ pub(crate) fn product(ty: GgmlType, bytes: &[u8], x: &Q8kRows, m: usize, out: &m
     let (n, n_blocks) = x.shape();
     let k = n_blocks * QK_K;
     assert!(
-        applies(ty, m, k),
-        "the integer kernel does not apply to {ty:?} {m}x{k} here"
+        applies(ty, m, k, n),
+        "the integer kernel does not apply to {ty:?} {m}x{k} with {n} rows here"
     );
     assert_eq!(
         bytes.len(),
@@ -618,7 +640,7 @@ mod tests {
                     }
                 }
             }
-            if !applies(ty, m, k) {
+            if !applies(ty, m, k, TILED_MIN_ROWS) {
                 eprintln!("no AVX512-VNNI here: only the integer form was checked");
                 continue;
             }

@@ -160,7 +160,7 @@ impl<'a> Products<'a> {
         if let Some(obs) = observer.as_deref_mut().filter(|_| weight.expert.is_none()) {
             obs.matmul_input(weight, x, n_rows);
         }
-        if kquant_gemm::applies(weight.ty, weight.rows, weight.cols) {
+        if kquant_gemm::applies(weight.ty, weight.rows, weight.cols, n_rows) {
             let x = self.q8k.get_or_insert_with(|| Q8kRows::new(x, n_rows));
             return kquant_gemm::product(weight.ty, model.bytes(weight), x, weight.rows, out);
         }

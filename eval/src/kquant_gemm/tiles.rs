@@ -96,6 +96,8 @@ impl TileRows {
 /// and their mins as 16-bit pairs over the groups of 16.
 struct RowGroup {
     kind: u8,
+    /// Values per scale: 16 or 32.
+    group: usize,
     quads: Vec<i32>,
     scales: Vec<i32>,
     d: Vec<f32>,
@@ -105,12 +107,14 @@ struct RowGroup {
     rows: usize,
 }
 
-/// The level that stands for 0 in the kernel's unsigned levels: 4 (Q3_K), 32 (Q6_K), else 0.
+/// The level that stands for 0 in the kernel's unsigned levels: 4 (Q3_K), 32 (Q6_K), 128 (the
+/// IQ types, stored +128 as ggml's tiled unpackers store them), else 0.
 fn zero(kind: u8) -> i32 {
     match kind {
         Q6 => 32,
         Q3 => 4,
-        _ => 0,
+        Q2 | Q4 | Q5 => 0,
+        _ => 128,
     }
 }
 
@@ -119,6 +123,7 @@ impl RowGroup {
     fn new(kind: u8, rows: &[u8], row_bytes: usize, n_blocks: usize) -> RowGroup {
         let mut g = RowGroup {
             kind,
+            group: 16,
             quads: vec![0; n_blocks * QUADS * GROUP_ROWS],
             scales: vec![0; n_blocks * GROUPS16 * GROUP_ROWS],
             d: vec![0.0; n_blocks * GROUP_ROWS],
@@ -132,6 +137,7 @@ impl RowGroup {
         for (r, row) in rows.chunks_exact(row_bytes).enumerate() {
             for (b, block) in row.chunks_exact(block_bytes).enumerate() {
                 let ib = IntegerBlock::new(kind, block);
+                g.group = ib.group;
                 let at = b * GROUP_ROWS + r;
                 g.d[at] = ib.d;
                 g.dmin[at] = ib.dmin;
@@ -202,14 +208,15 @@ mod x86 {
                     let whole = t_end - t >= TILE_TOKENS;
                     let o = out.add(t * width + gi * GROUP_ROWS);
                     let mins = matches!(g.kind, Q2 | Q4 | Q5);
-                    let g32 = matches!(g.kind, Q4 | Q5);
-                    match (whole, g32, mins) {
+                    match (whole, g.group == 32, mins) {
                         (true, false, true) => tile::<TILE_TOKENS, 4, true>(g, x, t, o, width),
                         (true, false, false) => tile::<TILE_TOKENS, 4, false>(g, x, t, o, width),
-                        (true, true, _) => tile::<TILE_TOKENS, 8, true>(g, x, t, o, width),
+                        (true, true, true) => tile::<TILE_TOKENS, 8, true>(g, x, t, o, width),
+                        (true, true, false) => tile::<TILE_TOKENS, 8, false>(g, x, t, o, width),
                         (false, false, true) => tile::<1, 4, true>(g, x, t, o, width),
                         (false, false, false) => tile::<1, 4, false>(g, x, t, o, width),
-                        (false, true, _) => tile::<1, 8, true>(g, x, t, o, width),
+                        (false, true, true) => tile::<1, 8, true>(g, x, t, o, width),
+                        (false, true, false) => tile::<1, 8, false>(g, x, t, o, width),
                     }
                     t += if whole { TILE_TOKENS } else { 1 };
                 }

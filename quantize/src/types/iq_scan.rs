@@ -112,7 +112,15 @@ impl Scan {
         for (t, is) in (-self.steps..=self.steps).enumerate() {
             let id = ((2 * self.kmax - 1) as f32 + is as f32 * self.step) / max;
             let this_scale = 1.0 / id;
-            self.snap(id, this_scale, xval, waux, &mut laux[t], &mut on_aux[t], None);
+            self.snap(
+                id,
+                this_scale,
+                xval,
+                waux,
+                &mut laux[t],
+                &mut on_aux[t],
+                None,
+            );
         }
         let (sqx, sq2) = match n {
             32 => lanes::trial_fits::<32>(&laux[..trials], xval, weight),

@@ -98,7 +98,9 @@ impl Vec8 for Scalar8 {
         self.0.iter().fold(f32::INFINITY, |m, &v| m.min(v))
     }
     fn mask_u8(m: [bool; 8]) -> u8 {
-        m.iter().enumerate().fold(0, |b, (k, &v)| b | (u8::from(v) << k))
+        m.iter()
+            .enumerate()
+            .fold(0, |b, (k, &v)| b | (u8::from(v) << k))
     }
 }
 

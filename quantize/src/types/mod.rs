@@ -10,6 +10,7 @@ pub mod iq3;
 pub mod iq4;
 mod iq_codebook;
 mod iq_grids;
+pub mod iq_integer;
 pub mod iq_lattice;
 mod iq_scan;
 mod lanes;

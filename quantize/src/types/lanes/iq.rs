@@ -146,7 +146,10 @@ fn snap_core<V: Vec8, const G: usize>(
     let mut near = [0i8; 32];
     for (xs, ls) in xval.chunks_exact(8).zip(near.chunks_exact_mut(8)) {
         let v = V::load(xs.try_into().unwrap());
-        let q = half.mul(vid.mul(v).sub(one)).round_clamp(0, kmax - 1).store();
+        let q = half
+            .mul(vid.mul(v).sub(one))
+            .round_clamp(0, kmax - 1)
+            .store();
         for (d, q) in ls.iter_mut().zip(q) {
             *d = q as i8;
         }
@@ -191,8 +194,9 @@ fn trial_fits_core<V: Vec8, const N: usize>(
     for (t0, trials) in l.chunks(8).enumerate() {
         let (mut qx, mut q2) = (V::splat(0.0), V::splat(0.0));
         for i in 0..N {
-            let q: [f32; 8] =
-                std::array::from_fn(|k| trials.get(k).map_or(1.0, |t| (2 * t[i] as i32 + 1) as f32));
+            let q: [f32; 8] = std::array::from_fn(|k| {
+                trials.get(k).map_or(1.0, |t| (2 * t[i] as i32 + 1) as f32)
+            });
             let q = V::load(&q);
             let w = V::splat(weight[i]);
             qx = qx.add(V::splat(weight[i] * xval[i]).mul(q));
