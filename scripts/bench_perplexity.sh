@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prompt-processing speed and peak RSS of `smelt perplexity` vs llama-perplexity on the same GGUF
-# (a synthetic ~110M-parameter Llama, rows of 768/2048, Llama-2 tokenizer), F16 and Q4_K_M (or TYPES), same
+# (a synthetic ~110M-parameter Llama, rows of 768/2048, Llama-2 tokenizer), F16 and Q4_K_M (or TYPES;
+# the imatrix-only ones are made with a synthetic importance matrix), same
 # machine, same thread count, same text and chunks (-c 512), in turn.
 # Output feeds docs/PERFORMANCE.md.
 # The machines here are noisy, so each tool runs ROUNDS times (default 3), alternating, and the
@@ -56,7 +57,12 @@ else
 fi
 [ "$ARCH" = real ] || ./target/release/smelt convert "$W/m" -o "$W/F16.gguf" --outtype f16 2>/dev/null
 for ty in $TYPES; do
-  [ -e "$W/$ty.gguf" ] || ./target/release/smelt quantize "$W/F16.gguf" "$W/$ty.gguf" "$ty" >/dev/null 2>&1
+  imx=()
+  case "$ty" in IQ1_*|IQ2_*|IQ3_XXS|IQ3_XS|Q2_K_S)   # imatrix-only types: a synthetic one
+    [ -e "$W/imx.gguf" ] || "$REF/venv/bin/python" scripts/synthetic_imatrix.py "$W/F16.gguf" "$W/imx.gguf"
+    imx=(--imatrix "$W/imx.gguf") ;;
+  esac
+  [ -e "$W/$ty.gguf" ] || ./target/release/smelt quantize "$W/F16.gguf" "$W/$ty.gguf" "$ty" "${imx[@]}" >/dev/null 2>&1
 done
 rm -rf "$W/m"
 params=$(./target/release/smelt inspect "$W/F16.gguf" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(__import__("math").prod(t["shape"]) for t in d["tensors"]))')

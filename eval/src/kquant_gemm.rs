@@ -585,7 +585,11 @@ mod tests {
                     let ib = IntegerBlock::new(kind, &bytes[(r * nb + b) * bb..][..bb]);
                     let mut q = [0i8; QK_K];
                     let dx = q8_k_block(&x[t * k + b * QK_K..][..QK_K], &mut q);
-                    let zero = if kind == Q6 { 32 } else { 0 };
+                    let zero = match kind {
+                        Q6 => 32,
+                        Q2 | Q3 | Q4 | Q5 => 0,
+                        _ => 128, // the IQ types' levels are stored +128
+                    };
                     let (mut s1, mut s2) = (0i32, 0i32);
                     for (i, &qi) in q.iter().enumerate() {
                         let scale = ib.scales[i / ib.group];
@@ -602,6 +606,39 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The IQ types on the tiled kernel (8 rows and more): the reference's bits, whole tiles and
+    /// remainders; fewer rows do not take the integer kernel.
+    #[test]
+    fn iq_types_take_the_tiled_kernel_with_its_bits() {
+        let (k, m) = (512, 2 * TASK_ROWS + 37);
+        let imatrix: Vec<f32> = (0..k).map(|i| 1.0 + (i % 7) as f32).collect();
+        for ty in GgmlType::all().filter(|&t| iq_integer::has_integer_form(t)) {
+            let w = signal(m * k, ty as usize);
+            let row_bytes = k / QK_K * ty.block_bytes();
+            let mut bytes = vec![0u8; m * row_bytes];
+            for (src, dst) in w.chunks_exact(k).zip(bytes.chunks_exact_mut(row_bytes)) {
+                quantize::types::quantize_row(ty, src, dst, Some(&imatrix)).unwrap();
+            }
+            assert!(!applies(ty, m, k, TILED_MIN_ROWS - 1), "{ty:?} below 8 rows");
+            if !applies(ty, m, k, TILED_MIN_ROWS) {
+                eprintln!("no AVX512-VNNI here: nothing to check");
+                return;
+            }
+            for n in [TILED_MIN_ROWS, 11] {
+                let x = signal(n * k, 5);
+                let mut got = vec![f32::NAN; n * m];
+                product(ty, &bytes, &Q8kRows::new(&x, n), m, &mut got);
+                let want = tiles_reference(ty, &bytes, &x, n, m);
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .filter(|(a, b)| a.to_bits() == b.to_bits())
+                    .count();
+                assert_eq!(same, got.len(), "{ty:?}, {n} rows");
+            }
+        }
     }
 
     /// Both AVX512-VNNI kernels give their reference's bits (whole tiles and remainders, several
