@@ -608,6 +608,16 @@ mod tests {
         out
     }
 
+    /// Every output has the reference's bits.
+    fn assert_same_bits(got: &[f32], want: &[f32], ty: GgmlType, n: usize) {
+        let same = got
+            .iter()
+            .zip(want)
+            .filter(|(a, b)| a.to_bits() == b.to_bits())
+            .count();
+        assert_eq!(same, got.len(), "{ty:?}, {n} rows");
+    }
+
     /// The IQ types on the tiled kernel (8 rows and more): the reference's bits, whole tiles and
     /// remainders; fewer rows do not take the integer kernel.
     #[test]
@@ -621,7 +631,10 @@ mod tests {
             for (src, dst) in w.chunks_exact(k).zip(bytes.chunks_exact_mut(row_bytes)) {
                 quantize::types::quantize_row(ty, src, dst, Some(&imatrix)).unwrap();
             }
-            assert!(!applies(ty, m, k, TILED_MIN_ROWS - 1), "{ty:?} below 8 rows");
+            assert!(
+                !applies(ty, m, k, TILED_MIN_ROWS - 1),
+                "{ty:?} below 8 rows"
+            );
             if !applies(ty, m, k, TILED_MIN_ROWS) {
                 eprintln!("no AVX512-VNNI here: nothing to check");
                 return;
@@ -630,13 +643,7 @@ mod tests {
                 let x = signal(n * k, 5);
                 let mut got = vec![f32::NAN; n * m];
                 product(ty, &bytes, &Q8kRows::new(&x, n), m, &mut got);
-                let want = tiles_reference(ty, &bytes, &x, n, m);
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .filter(|(a, b)| a.to_bits() == b.to_bits())
-                    .count();
-                assert_eq!(same, got.len(), "{ty:?}, {n} rows");
+                assert_same_bits(&got, &tiles_reference(ty, &bytes, &x, n, m), ty, n);
             }
         }
     }
@@ -690,12 +697,7 @@ mod tests {
                     true => tiles_reference(ty, &bytes, &x, n, m),
                     false => lanes_reference(ty, &bytes, &x, n, m),
                 };
-                let same = got
-                    .iter()
-                    .zip(&want)
-                    .filter(|(a, b)| a.to_bits() == b.to_bits())
-                    .count();
-                assert_eq!(same, got.len(), "{ty:?}, {n} rows");
+                assert_same_bits(&got, &want, ty, n);
             }
         }
     }

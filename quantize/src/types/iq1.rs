@@ -97,6 +97,42 @@ fn snap(
     }
 }
 
+/// Snaps each group of 8 of a block (levels `l`, level values `xx(k)` for group `k`) to the grid,
+/// its points into `points`; if any group was off the grid, re-fits the scale to the points taken
+/// (kept when positive). Returns the scale.
+fn snap_block(
+    book: &Codebook,
+    l: &mut [i8],
+    xb: &[f32],
+    weight: &[f32],
+    mut scale: f32,
+    xx: impl Fn(usize) -> [f32; 3],
+    points: &mut [usize],
+) -> f32 {
+    let mut all_on_grid = true;
+    for (k, p) in points.iter_mut().enumerate() {
+        let r = 8 * k..8 * k + 8;
+        let on;
+        (*p, on) = snap(
+            book,
+            &mut l[r.clone()],
+            &xb[r.clone()],
+            &weight[r],
+            scale,
+            &xx(k),
+        );
+        all_on_grid &= on;
+    }
+    if !all_on_grid {
+        let mut sums = (0.0, 0.0);
+        fit(book, points, xb, weight, &xx, 1.0, &mut sums);
+        if sums.0 > 0.0 && sums.1 > 0.0 {
+            scale = sums.0 / sums.1;
+        }
+    }
+    scale
+}
+
 /// Adds `Σ w·q·x` and `Σ w·q²` of groups of 8 at their points (level values `mult·xx(k)`)
 /// to `sums`, value by value.
 fn fit(
@@ -152,30 +188,9 @@ fn s_super_block(xbl: &[f32], y: &mut [u8], qw: &[f32]) {
             scale = -scale;
             shift = -shift;
         }
-        let xx = if shift == 1 { &X_P } else { &X_M };
+        let xx = if shift == 1 { X_P } else { X_M };
         let mut points = [0usize; 4];
-        let mut all_on_grid = true;
-        for k in 0..4 {
-            let r = 8 * k..8 * k + 8;
-            let (p, on) = snap(
-                book,
-                &mut l[r.clone()],
-                &xb[r.clone()],
-                &weight[r],
-                scale,
-                xx,
-            );
-            points[k] = p;
-            all_on_grid &= on;
-        }
-        if !all_on_grid {
-            let mut sums = (0.0, 0.0);
-            fit(book, &points, xb, &weight, |_| *xx, 1.0, &mut sums);
-            let (sumqx, sumq2) = sums;
-            if sumqx > 0.0 && sumq2 > 0.0 {
-                scale = sumqx / sumq2;
-            }
-        }
+        let scale = snap_block(book, &mut l, xb, &weight, scale, |_| xx, &mut points);
         let mut h = 0u16;
         for (k, &p) in points.iter().enumerate() {
             y[2 + 4 * ib + k] = p as u8;
@@ -255,37 +270,8 @@ fn m_super_block(xbl: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
             code = 3 - code;
         }
         let mut points = [0usize; 2];
-        let mut all_on_grid = true;
-        for k in 0..2 {
-            let r = 8 * k..8 * k + 8;
-            let xx = m_levels(code, k);
-            let (p, on) = snap(
-                book,
-                &mut l[r.clone()],
-                &xb[r.clone()],
-                &weight[r],
-                scale,
-                &xx,
-            );
-            points[k] = p;
-            all_on_grid &= on;
-        }
-        if !all_on_grid {
-            let mut sums = (0.0, 0.0);
-            fit(
-                book,
-                &points,
-                xb,
-                &weight,
-                |k| m_levels(code, k),
-                1.0,
-                &mut sums,
-            );
-            let (sumqx, sumq2) = sums;
-            if sumqx > 0.0 && sumq2 > 0.0 {
-                scale = sumqx / sumq2;
-            }
-        }
+        let xx = |k| m_levels(code, k);
+        let scale = snap_block(book, &mut l, xb, &weight, scale, xx, &mut points);
         y[2 * ib] = points[0] as u8;
         y[2 * ib + 1] = points[1] as u8;
         y[32 + ib] = ((points[0] >> 8) | ((points[1] >> 8) << 4)) as u8;

@@ -10,6 +10,7 @@ use formats::gguf::GgmlType;
 
 use super::iq4::KVALUES_IQ4NL;
 use super::iq_grids::{IQ1S_GRID, IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID};
+use super::iq_lattice::{signs7, u16_at, u32_at};
 use super::search::f16_at;
 use super::QK_K;
 
@@ -42,23 +43,6 @@ pub fn group(ty: GgmlType) -> usize {
         IQ1_M | IQ2_XS | IQ2_S => 16,
         _ => 32,
     }
-}
-
-#[inline]
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-#[inline]
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-/// `ksigns_iq2xs`: seven sign bits and an eighth for even parity.
-#[inline]
-fn signs7(bits: u32) -> u8 {
-    let b = (bits & 127) as u8;
-    b | (((b.count_ones() & 1) as u8) << 7)
 }
 
 /// Writes 8 grid magnitudes with their signs (`tiled_unpk_sign32`, one entry).

@@ -36,7 +36,7 @@ fn grid_byte(entry: u64, j: usize) -> u8 {
 
 /// `ksigns_iq2xs`: seven sign bits plus an eighth that makes the count of set bits even.
 #[inline]
-fn signs7(bits: u32) -> u8 {
+pub(super) fn signs7(bits: u32) -> u8 {
     let b = (bits & 127) as u8;
     b | (((b.count_ones() & 1) as u8) << 7)
 }
@@ -51,12 +51,12 @@ fn sign(signs: u8, j: usize) -> f32 {
 }
 
 #[inline]
-fn u16_at(b: &[u8], at: usize) -> u16 {
+pub(super) fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
 
 #[inline]
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
 }
 

@@ -72,34 +72,37 @@ fn for_each_block(
 /// Whether smelt can encode `ty`.
 pub fn can_quantize(ty: GgmlType) -> bool {
     use GgmlType::*;
+    is_codebook(ty)
+        || matches!(
+            ty,
+            F32 | F16
+                | BF16
+                | Q4_0
+                | Q4_1
+                | Q5_0
+                | Q5_1
+                | Q8_0
+                | Q2_K
+                | Q3_K
+                | Q4_K
+                | Q5_K
+                | Q6_K
+                | IQ4_NL
+                | IQ4_XS
+                | TQ1_0
+                | TQ2_0
+                | Q1_0
+                | Q2_0
+                | MXFP4
+        )
+}
+
+/// The 1–3-bit codebook types (IQ1_S … IQ3_S): all weighted by an imatrix when given one.
+fn is_codebook(ty: GgmlType) -> bool {
+    use GgmlType::*;
     matches!(
         ty,
-        F32 | F16
-            | BF16
-            | Q4_0
-            | Q4_1
-            | Q5_0
-            | Q5_1
-            | Q8_0
-            | Q2_K
-            | Q3_K
-            | Q4_K
-            | Q5_K
-            | Q6_K
-            | IQ4_NL
-            | IQ4_XS
-            | IQ1_S
-            | IQ1_M
-            | IQ2_XXS
-            | IQ2_XS
-            | IQ2_S
-            | IQ3_XXS
-            | IQ3_S
-            | TQ1_0
-            | TQ2_0
-            | Q1_0
-            | Q2_0
-            | MXFP4
+        IQ1_S | IQ1_M | IQ2_XXS | IQ2_XS | IQ2_S | IQ3_XXS | IQ3_S
     )
 }
 
@@ -112,26 +115,11 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
 /// others).
 pub fn uses_importance(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(
-        ty,
-        Q4_0 | Q4_1
-            | Q5_0
-            | Q5_1
-            | Q2_K
-            | Q3_K
-            | Q4_K
-            | Q5_K
-            | Q6_K
-            | IQ4_NL
-            | IQ4_XS
-            | IQ1_S
-            | IQ1_M
-            | IQ2_XXS
-            | IQ2_XS
-            | IQ2_S
-            | IQ3_XXS
-            | IQ3_S
-    )
+    is_codebook(ty)
+        || matches!(
+            ty,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS
+        )
 }
 
 /// Whether `ty`'s encoder cannot run without importance weights (ggml asserts on them).
