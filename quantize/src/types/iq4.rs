@@ -9,7 +9,7 @@
 use super::search::{
     best_index_int8, f16_at, f16_bytes, nearest_int, signed_absmax, GROUP_MAX_EPS,
 };
-use super::{for_each_block, QK_K};
+use super::{for_each_block, lanes, QK_K};
 
 /// The 16 levels of the non-linear 4-bit grid.
 pub const KVALUES_IQ4NL: [i8; 16] = [
@@ -36,8 +36,9 @@ pub fn quantize_row_xs(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     for_each_block(x, y, qw, QK_K, XS_BLOCK_BYTES, quantize_super_block);
 }
 
-/// The best scale for one group of 32 (`None` for an all-zero group), and its levels in `lb`.
-fn group_scale(xb: &[f32], weight: &[f32], lb: &mut [u8]) -> Option<f32> {
+/// The best scale for one group of 32 (`None` for an all-zero group). (ggml also keeps the
+/// levels of the first guess; every caller recomputes them from the final scale.)
+fn group_scale(xb: &[f32], weight: &[f32]) -> Option<f32> {
     let values = &KVALUES_IQ4NL;
     let (max, amax) = signed_absmax(xb);
     if amax < GROUP_MAX_EPS {
@@ -47,9 +48,7 @@ fn group_scale(xb: &[f32], weight: &[f32], lb: &mut [u8]) -> Option<f32> {
     let mut id = 1.0 / d;
     let (mut sumqx, mut sumq2) = (0f32, 0f32);
     for j in 0..GROUP {
-        let l = best_index_int8(values, id * xb[j]);
-        lb[j] = l as u8;
-        let q = values[l] as f32;
+        let q = values[best_index_int8(values, id * xb[j])] as f32;
         let w = weight[j];
         sumqx += w * q * xb[j];
         sumq2 += w * q * q;
@@ -83,23 +82,35 @@ fn quantize_super_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     sigma2 *= 2.0 / n as f32;
     let mut l = [0u8; QK_K];
     let mut scales = [0f32; QK_K / GROUP];
-    let mut weight = [0f32; GROUP];
-    let (mut max_scale, mut amax_scale) = (0f32, 0f32);
-    for ib in 0..n_groups {
-        let xb = &x[ib * GROUP..(ib + 1) * GROUP];
+    let mut weight = [0f32; QK_K];
+    for (ib, (xb, w)) in x
+        .chunks_exact(GROUP)
+        .zip(weight.chunks_exact_mut(GROUP))
+        .enumerate()
+    {
         match qw {
             Some(qw) => {
                 for j in 0..GROUP {
-                    weight[j] = qw[ib * GROUP + j] * (sigma2 + xb[j] * xb[j]).sqrt();
+                    w[j] = qw[ib * GROUP + j] * (sigma2 + xb[j] * xb[j]).sqrt();
                 }
             }
             None => {
                 for j in 0..GROUP {
-                    weight[j] = xb[j] * xb[j];
+                    w[j] = xb[j] * xb[j];
                 }
             }
         }
-        let Some(d) = group_scale(xb, &weight, &mut l[ib * GROUP..(ib + 1) * GROUP]) else {
+    }
+    // IQ4_XS's eight groups are independent searches: one per lane.
+    let mut found = [None; 8];
+    if n_groups == 8 {
+        found = lanes::iq4_group_scales::<GROUP>(x, &weight);
+    } else {
+        found[0] = group_scale(x, &weight[..GROUP]);
+    }
+    let (mut max_scale, mut amax_scale) = (0f32, 0f32);
+    for (ib, &d) in found[..n_groups].iter().enumerate() {
+        let Some(d) = d else {
             scales[ib] = 0.0;
             continue;
         };
@@ -120,9 +131,8 @@ fn quantize_super_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
             let ls = nearest_int(id * scales[ib]).clamp(-32, 31);
             let dl = d * ls as f32;
             let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
-            for j in 0..GROUP {
-                l[ib * GROUP + j] = best_index_int8(values, idl * x[ib * GROUP + j]) as u8;
-            }
+            let r = ib * GROUP..(ib + 1) * GROUP;
+            lanes::iq4_levels::<GROUP>(&x[r.clone()], idl, &mut l[r]);
             let ls = (ls + 32) as u8;
             let (l_l, l_h) = (ls & 0xF, ls >> 4);
             if ib % 2 == 0 {
@@ -184,6 +194,75 @@ pub fn dequantize_xs(src: &[u8], dst: &mut [f32]) {
             for j in 0..16 {
                 out[32 * ib + j] = dl * KVALUES_IQ4NL[(qs[j] & 0xF) as usize] as f32;
                 out[32 * ib + j + 16] = dl * KVALUES_IQ4NL[(qs[j] >> 4) as usize] as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values that land on levels, on midpoints between them, beyond the ends, and NaN.
+    fn awkward() -> Vec<f32> {
+        let t = KVALUES_IQ4NL.map(|v| v as f32);
+        let mut v: Vec<f32> = t.to_vec();
+        v.extend(t.windows(2).map(|w| 0.5 * (w[0] + w[1])));
+        v.extend([
+            -200.0,
+            200.0,
+            -127.0,
+            113.0,
+            0.0,
+            -0.0,
+            f32::NAN,
+            1e-30,
+            -1e30,
+        ]);
+        v.extend((0..200).map(|i| ((i * 7919 % 997) as f32 / 997.0 - 0.5) * 260.0));
+        v.truncate(v.len() / 8 * 8);
+        v
+    }
+
+    #[test]
+    fn lane_levels_equal_best_index_int8() {
+        let x = awkward();
+        for idl in [1.0, 0.5, -1.0, 3.7] {
+            let mut got = vec![0u8; x.len()];
+            for (xs, ls) in x.chunks_exact(8).zip(got.chunks_exact_mut(8)) {
+                lanes::iq4_levels::<8>(xs, idl, ls);
+            }
+            for (&v, &g) in x.iter().zip(&got) {
+                let want = best_index_int8(&KVALUES_IQ4NL, idl * v);
+                assert_eq!(g as usize, want, "{v} × {idl}");
+            }
+        }
+    }
+
+    #[test]
+    fn lane_group_search_equals_the_scalar_one() {
+        let base = awkward();
+        for seed in 0..40usize {
+            // Groups of every kind: scaled awkward values, all zero, one spike, constants.
+            let x: Vec<f32> = (0..QK_K)
+                .map(|i| match (i / GROUP + seed) % 4 {
+                    0 => base[(i * 31 + seed) % base.len()] * 1e-3,
+                    1 => 0.0,
+                    2 => f32::from(i % GROUP == seed % GROUP) * 0.7,
+                    _ => 0.25,
+                })
+                .map(|v| if v.is_nan() { 0.1 } else { v })
+                .collect();
+            let w: Vec<f32> = (0..QK_K).map(|i| ((i + seed) % 5) as f32).collect();
+            let got = lanes::iq4_group_scales::<GROUP>(&x, &w);
+            for (k, g) in got.iter().enumerate() {
+                let r = k * GROUP..(k + 1) * GROUP;
+                let want = group_scale(&x[r.clone()], &w[r]);
+                assert_eq!(
+                    g.map(f32::to_bits),
+                    want.map(f32::to_bits),
+                    "seed {seed}, group {k}"
+                );
             }
         }
     }

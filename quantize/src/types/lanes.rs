@@ -29,6 +29,7 @@ trait Vec8: Copy {
     /// `!=`: true for NaN, like Rust's and C's.
     fn ne(self, o: Self) -> Self::Mask;
     fn and(a: Self::Mask, b: Self::Mask) -> Self::Mask;
+    fn or(a: Self::Mask, b: Self::Mask) -> Self::Mask;
     /// `if m { a } else { b }` per lane.
     fn select(m: Self::Mask, a: Self, b: Self) -> Self;
     /// `nearest_int(self).clamp(lo, hi) as f32` per lane.
@@ -81,6 +82,9 @@ impl Vec8 for Scalar8 {
     }
     fn ne(self, o: Self) -> [bool; 8] {
         std::array::from_fn(|k| self.0[k] != o.0[k])
+    }
+    fn or(a: [bool; 8], b: [bool; 8]) -> [bool; 8] {
+        std::array::from_fn(|k| a[k] || b[k])
     }
     fn and(a: [bool; 8], b: [bool; 8]) -> [bool; 8] {
         std::array::from_fn(|k| a[k] && b[k])
@@ -178,6 +182,11 @@ mod avx2 {
             unsafe { _mm256_cmp_ps::<_CMP_NEQ_UQ>(self.0, o.0) }
         }
         #[inline(always)]
+        fn or(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
+            unsafe { _mm256_or_ps(a, b) }
+        }
+        #[inline(always)]
         fn and(a: __m256, b: __m256) -> __m256 {
             // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
             unsafe { _mm256_and_ps(a, b) }
@@ -253,7 +262,9 @@ macro_rules! dispatch {
 }
 
 mod iq;
+mod iq4;
 pub use iq::{iq1m_best_split, iq1s_best_split, nearest_candidate, snap_groups, trial_fits};
+pub use iq4::{iq4_group_scales, iq4_levels};
 
 /// [`super::search::make_qkx_quants`] for consecutive groups of `N` values (a multiple of 8 groups)
 /// with explicit weights, eight groups at a time: writes each group's scale and `the_min` into
