@@ -19,8 +19,23 @@ pub fn quantize(src: &[f32], dst: &mut [u8]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         y[..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
         for (q, v) in y[2..].iter_mut().zip(x) {
-            *q = (v * id).round() as i8 as u8;
+            *q = round_half_away(v * id) as i8 as u8;
         }
+    }
+}
+
+/// C's `roundf` (half away from zero) for the |x| ≤ 128-ish values a Q8_0 block produces (and NaN
+/// → 0, as the C conversion gives here), without a library call so the loop vectorises.
+#[inline(always)]
+fn round_half_away(x: f32) -> i32 {
+    let t = x as i32; // truncation: exact at these magnitudes
+    let frac = x - t as f32;
+    if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
     }
 }
 
