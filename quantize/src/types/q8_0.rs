@@ -57,6 +57,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rounding_is_c_roundf_at_q8_0_magnitudes() {
+        let mut xs: Vec<f32> = (-2560..=2560).map(|i| i as f32 / 20.0).collect();
+        xs.extend([0.49999997, -0.49999997, 126.5, -126.5, 127.00001, -127.00001, -0.0]);
+        for x in xs {
+            assert_eq!(round_half_away(x), x.round() as i32, "{x}");
+        }
+        assert_eq!(round_half_away(f32::NAN) as i8, f32::NAN.round() as i8);
+    }
+
+    #[test]
     fn known_block() {
         let x: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect();
         let mut y = [0u8; BLOCK_BYTES];
