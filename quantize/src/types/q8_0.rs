@@ -59,7 +59,15 @@ mod tests {
     #[test]
     fn rounding_is_c_roundf_at_q8_0_magnitudes() {
         let mut xs: Vec<f32> = (-2560..=2560).map(|i| i as f32 / 20.0).collect();
-        xs.extend([0.49999997, -0.49999997, 126.5, -126.5, 127.00001, -127.00001, -0.0]);
+        xs.extend([
+            0.49999997,
+            -0.49999997,
+            126.5,
+            -126.5,
+            127.00001,
+            -127.00001,
+            -0.0,
+        ]);
         for x in xs {
             assert_eq!(round_half_away(x), x.round() as i32, "{x}");
         }
