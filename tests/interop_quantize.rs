@@ -18,7 +18,7 @@ const TYPES: &[&str] = &[
 ];
 
 fn llama_quantize(cwd: &Path, args: &[&str]) {
-    let o = Command::new(llama_ref().join("bin/llama-quantize"))
+    let o = llama_tool("llama-quantize")
         .current_dir(cwd)
         .args(args)
         .arg("2")
@@ -156,7 +156,7 @@ fn codebook_types_match_llama_quantize_live() {
             for flags in variants {
                 let mut theirs: Vec<&str> = flags.to_vec();
                 theirs.extend(["model.gguf", "theirs.gguf", ty, "2"]);
-                let o = Command::new(llama_ref().join("bin/llama-quantize"))
+                let o = llama_tool("llama-quantize")
                     .current_dir(&dir)
                     .args(&theirs)
                     .output()

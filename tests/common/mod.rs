@@ -175,6 +175,9 @@ pub fn sha256(path: &Path) -> String {
 /// containers); without repacking it multiplies with the plain `vec_dot` kernels smelt reproduces.
 pub fn llama_tool(name: &str) -> Command {
     let mut cmd = Command::new(llama_ref().join("bin").join(name));
+    // Where a case makes llama.cpp abort, its backtrace forks a debugger out of a multithreaded
+    // process; one such child hung for 10 minutes in CI.
+    cmd.env("GGML_NO_BACKTRACE", "1");
     if !llama_repacks() {
         cmd.env("LLAMA_ARG_REPACK", "0");
     }
