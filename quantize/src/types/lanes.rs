@@ -34,8 +34,6 @@ trait Vec8: Copy {
     fn select(m: Self::Mask, a: Self, b: Self) -> Self;
     /// `nearest_int(self).clamp(lo, hi) as f32` per lane.
     fn round_clamp(self, lo: i32, hi: i32) -> Self;
-    /// The same as integers.
-    fn round_clamp_i32(self, lo: i32, hi: i32) -> [i32; 8];
     fn mask_bits(m: Self::Mask) -> [bool; 8];
     /// The smallest of the 8 lanes (no NaN among them).
     fn hmin(self) -> f32;
@@ -93,9 +91,6 @@ impl Vec8 for Scalar8 {
     }
     fn select(m: [bool; 8], a: Self, b: Self) -> Self {
         Scalar8(std::array::from_fn(|k| if m[k] { a.0[k] } else { b.0[k] }))
-    }
-    fn round_clamp_i32(self, lo: i32, hi: i32) -> [i32; 8] {
-        self.0.map(|v| nearest_int(v).clamp(lo, hi))
     }
     fn round_clamp(self, lo: i32, hi: i32) -> Self {
         Scalar8(self.0.map(|v| nearest_int(v).clamp(lo, hi) as f32))
@@ -214,22 +209,6 @@ mod avx2 {
                 );
                 Avx8(_mm256_cvtepi32_ps(i))
             }
-        }
-        #[inline(always)]
-        fn round_clamp_i32(self, lo: i32, hi: i32) -> [i32; 8] {
-            let mut out = [0i32; 8];
-            // SAFETY: register arithmetic and an unaligned store into `out`; the CPU has AVX2.
-            unsafe {
-                let v = _mm256_add_ps(self.0, _mm256_set1_ps(12582912.0));
-                let i = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x007f_ffff));
-                let i = _mm256_sub_epi32(i, _mm256_set1_epi32(0x0040_0000));
-                let i = _mm256_min_epi32(
-                    _mm256_max_epi32(i, _mm256_set1_epi32(lo)),
-                    _mm256_set1_epi32(hi),
-                );
-                _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, i);
-            }
-            out
         }
         #[inline(always)]
         fn mask_bits(m: __m256) -> [bool; 8] {

@@ -146,7 +146,10 @@ fn snap_core<V: Vec8, const G: usize>(
     let mut near = [0i8; 32];
     for (xs, ls) in xval.chunks_exact(8).zip(near.chunks_exact_mut(8)) {
         let v = V::load(xs.try_into().unwrap());
-        let q = half.mul(vid.mul(v).sub(one)).round_clamp_i32(0, kmax - 1);
+        let q = half
+            .mul(vid.mul(v).sub(one))
+            .round_clamp(0, kmax - 1)
+            .store();
         for (d, q) in ls.iter_mut().zip(q) {
             *d = q as i8;
         }
