@@ -15,21 +15,15 @@ const CHUNKS: &str = "20";
 #[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
 fn stories260k_release_loads_in_llama_cpp_with_the_reported_perplexity() {
     let shared = common::shared();
-    let tmp = tempfile::tempdir().unwrap();
     let eval_text = shared.join("assets/text/tinystories-eval.txt");
-    let recipe = format!(
+    let (report, out, _tmp) = release(format!(
         "source = {:?}\noutput = \"release\"\ntypes = {TYPES:?}\ncalibration = {:?}\n\
          evaluation = {:?}\nctx = {CTX}\nchunks = {CHUNKS}\n\n[gates]\nmax_mean_kld = 0.2\n\
          min_same_top_p = 0.8\n",
         shared.join("assets/models/stories260K"),
         shared.join("assets/text/tinystories-calib.txt"),
         eval_text,
-    );
-    let recipe_path = tmp.path().join("recipe.toml");
-    std::fs::write(&recipe_path, recipe).unwrap();
-    let report = common::smelt_json(tmp.path(), &["release", recipe_path.to_str().unwrap()]);
-    assert_eq!(report["passed"], true, "{report}");
-    let out = tmp.path().join("release");
+    ));
     for doc in ["report.json", "report.md", "size-vs-kld.svg", "README.md"] {
         assert!(out.join(doc).is_file(), "{doc} missing");
     }
@@ -43,20 +37,8 @@ fn stories260k_release_loads_in_llama_cpp_with_the_reported_perplexity() {
         (reported / teacher - 1.0).abs() < 0.001,
         "teacher {reported} vs llama.cpp {teacher}"
     );
-    for entry in report["types"].as_array().unwrap() {
-        let file = out.join(entry["file"].as_str().expect("every type passed"));
-        let llama = common::llama_perplexity(&file, &eval_text, &["-c", CTX, "--chunks", CHUNKS]);
-        let ours = entry["ppl"].as_f64().unwrap();
-        eprintln!(
-            "{}: smelt {ours:.4}, llama-perplexity {llama:.4}",
-            entry["type"]
-        );
-        assert!(
-            (ours / llama - 1.0).abs() < 0.005,
-            "{}: smelt {ours} vs llama-perplexity {llama}",
-            entry["type"]
-        );
-    }
+    let args = ["-c", CTX, "--chunks", CHUNKS];
+    released_files_match_llama_perplexity(&report, &out, &eval_text, &args, 0.005);
 }
 
 /// The codebook types on tinystories-3M, rows of 256 so every tensor really takes them.
@@ -64,30 +46,49 @@ fn stories260k_release_loads_in_llama_cpp_with_the_reported_perplexity() {
 #[ignore = "tier 2: needs ../shared and the llama.cpp reference"]
 fn tinystories_3m_codebook_release_loads_in_llama_cpp_with_the_reported_perplexity() {
     let shared = common::shared();
-    let tmp = tempfile::tempdir().unwrap();
     let eval_text = shared.join("assets/text/tinystories-eval.txt");
-    let recipe = format!(
+    let (report, out, _tmp) = release(format!(
         "source = {:?}\noutput = \"release\"\ntypes = [\"IQ1_S\", \"IQ2_XXS\", \"IQ2_M\", \"IQ3_M\"]\n\
          calibration = {:?}\nevaluation = {:?}\nctx = 512\nchunks = 8\n\n[gates]\nmax_ppl_ratio = 2.5\n",
         shared.join("assets/models/tinystories-3M"),
         shared.join("assets/text/tinystories-calib.txt"),
         eval_text,
-    );
+    ));
+    let args = ["-c", "512", "--chunks", "8"];
+    released_files_match_llama_perplexity(&report, &out, &eval_text, &args, 0.001);
+}
+
+/// Runs `smelt release` on `recipe` (in a fresh folder; the release goes to `release/`) and
+/// returns the report, the release folder and the folder holding it.
+fn release(recipe: String) -> (serde_json::Value, std::path::PathBuf, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
     let recipe_path = tmp.path().join("recipe.toml");
     std::fs::write(&recipe_path, recipe).unwrap();
     let report = common::smelt_json(tmp.path(), &["release", recipe_path.to_str().unwrap()]);
     assert_eq!(report["passed"], true, "{report}");
     let out = tmp.path().join("release");
+    (report, out, tmp)
+}
+
+/// Every released type's file, run through llama-perplexity with `args`, gives the PPL the report
+/// states within `tolerance` (relative).
+fn released_files_match_llama_perplexity(
+    report: &serde_json::Value,
+    out: &std::path::Path,
+    eval_text: &std::path::Path,
+    args: &[&str],
+    tolerance: f64,
+) {
     for entry in report["types"].as_array().unwrap() {
         let file = out.join(entry["file"].as_str().expect("every type passed"));
-        let llama = common::llama_perplexity(&file, &eval_text, &["-c", "512", "--chunks", "8"]);
+        let llama = common::llama_perplexity(&file, eval_text, args);
         let ours = entry["ppl"].as_f64().unwrap();
         eprintln!(
             "{}: smelt {ours:.4}, llama-perplexity {llama:.4}",
             entry["type"]
         );
         assert!(
-            (ours / llama - 1.0).abs() < 0.001,
+            (ours / llama - 1.0).abs() < tolerance,
             "{}: smelt {ours} vs llama-perplexity {llama}",
             entry["type"]
         );
