@@ -223,6 +223,11 @@ impl KldStats {
         }
     }
 
+    /// Mean KL divergence over the positions compared so far (0 before any).
+    pub fn mean_kld(&self) -> f64 {
+        self.sum_kld / self.count().max(1) as f64
+    }
+
     /// Positions compared so far.
     pub fn count(&self) -> usize {
         self.kld_values.len()

@@ -20,5 +20,6 @@ pub mod linear;
 pub mod model;
 mod pair_tiles;
 pub mod perplexity;
+pub mod sensitivity;
 pub mod text;
 pub mod tokenizer;

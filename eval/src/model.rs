@@ -3,6 +3,7 @@
 //! refused with its name and the first mismatch instead of failing halfway through a pass.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use arch::{Hparams, Role, TensorSpec};
 use formats::gguf::{GgmlType, GgufFile, TensorEntry};
@@ -21,10 +22,20 @@ pub struct Weight {
     pub cols: usize,
     /// Which matrix of a stacked mixture-of-experts tensor this is (`None`: a plain matrix).
     pub expert: Option<usize>,
-    entry: TensorEntry,
+    storage: Storage,
     /// The matrix's bytes within the tensor's data.
     bytes: std::ops::Range<usize>,
 }
+
+/// Where a weight's bytes are: the file, or an encoding put in its place by [`Model::replace`].
+#[derive(Debug, Clone)]
+enum Storage {
+    File(TensorEntry),
+    Owned(Arc<[u8]>),
+}
+
+/// The weights a [`Model::replace`] took out, for [`Model::restore`].
+pub struct Replaced(Vec<Weight>);
 
 /// One transformer block's tensors, by role: its architecture's matrices left in their file
 /// encoding and its vectors (norm weights, biases) decoded.
@@ -160,8 +171,61 @@ impl Model {
     }
 
     /// The encoded bytes of `weight`.
-    pub fn bytes(&self, weight: &Weight) -> &[u8] {
-        &self.file.data(&weight.entry)[weight.bytes.clone()]
+    pub fn bytes<'a>(&'a self, weight: &'a Weight) -> &'a [u8] {
+        match &weight.storage {
+            Storage::File(entry) => &self.file.data(entry)[weight.bytes.clone()],
+            Storage::Owned(data) => &data[weight.bytes.clone()],
+        }
+    }
+
+    /// Every matrix the forward pass reads, the tied output included.
+    fn weights_mut(&mut self) -> impl Iterator<Item = &mut Weight> {
+        let layers = self.layers.iter_mut().flat_map(|l| {
+            let plain = l.weights.iter_mut().map(|(_, w)| w);
+            plain.chain(l.experts.iter_mut().flat_map(|(_, e)| e.iter_mut()))
+        });
+        [&mut self.token_embd, &mut self.output]
+            .into_iter()
+            .chain(layers)
+    }
+
+    /// Puts `data`, the whole tensor `name` encoded as `ty`, in place of the file's encoding
+    /// (every use of it: a tied output too), so that a pass measures what that one tensor's
+    /// quantization costs; returns what it replaced for [`Model::restore`]. Fails when the model
+    /// has no matrix of that name or `data` is not the tensor's size in `ty`.
+    pub fn replace(&mut self, name: &str, ty: GgmlType, data: Arc<[u8]>) -> Result<Replaced> {
+        let path = self.file.path().to_path_buf();
+        let mut old = Vec::new();
+        for w in self.weights_mut().filter(|w| w.name == name) {
+            let per = ty.bytes_for((w.rows * w.cols) as u64).unwrap_or(u64::MAX) as usize;
+            let first = w.expert.unwrap_or(0) * per;
+            if first + per > data.len() {
+                return Err(FormatError::new(
+                    &path,
+                    format!(
+                        "tensor {name}: {} bytes are not a {ty} encoding of it",
+                        data.len()
+                    ),
+                ));
+            }
+            old.push(w.clone());
+            w.ty = ty;
+            w.storage = Storage::Owned(data.clone());
+            w.bytes = first..first + per;
+        }
+        if old.is_empty() {
+            return Err(FormatError::new(&path, format!("no matrix named {name}")));
+        }
+        Ok(Replaced(old))
+    }
+
+    /// Puts back what [`Model::replace`] took out.
+    pub fn restore(&mut self, replaced: Replaced) {
+        let mut old = replaced.0.into_iter();
+        let names: Vec<String> = old.as_slice().iter().map(|w| w.name.clone()).collect();
+        for w in self.weights_mut().filter(|w| names.contains(&w.name)) {
+            *w = old.next().expect("the same weights as replaced");
+        }
     }
 }
 
@@ -242,7 +306,7 @@ impl Tensors<'_> {
             rows: spec.dims[1],
             cols: spec.dims[0],
             expert: None,
-            entry: entry.clone(),
+            storage: Storage::File(entry.clone()),
             bytes: 0..self.file.data(entry).len(),
         })
     }
@@ -260,7 +324,7 @@ impl Tensors<'_> {
                 rows,
                 cols,
                 expert: Some(e),
-                entry: entry.clone(),
+                storage: Storage::File(entry.clone()),
                 bytes: e * len..(e + 1) * len,
             })
             .collect())

@@ -181,6 +181,9 @@ pub struct JobOptions<'a> {
     pub progress: &'a (dyn Fn(u64) + Sync),
     /// Write a split set (llama-gguf-split's layout) instead of one file.
     pub split: Option<SplitLimit>,
+    /// Keys appended to the output's metadata after llama-quantize's own (an allocation's
+    /// target and method).
+    pub metadata: Vec<(String, Value)>,
 }
 
 /// One tensor of the plan.
@@ -303,6 +306,9 @@ pub fn plan(source: &Source, opts: &JobOptions) -> Result<Plan, JobError> {
             );
         }
     }
+    for (key, value) in &opts.metadata {
+        append(&mut metadata, key, value.clone());
+    }
     Ok(Plan {
         metadata,
         tensors,
@@ -391,7 +397,7 @@ fn n_rows(info: &TensorInfo) -> usize {
 
 /// The importance weights llama-quantize uses for a tensor: its imatrix entry when the entry has
 /// one value per column and expert (a mismatched token_embd entry is ignored, as in llama.cpp).
-fn importance_for<'a>(info: &TensorInfo, opts: &'a JobOptions) -> Option<&'a Vec<f32>> {
+pub fn importance_for<'a>(info: &TensorInfo, opts: &'a JobOptions) -> Option<&'a Vec<f32>> {
     opts.imatrix
         .as_ref()
         .and_then(|(w, _)| w.weights.get(&info.name))
@@ -437,6 +443,30 @@ pub fn write(
     }
     writer.finish()?;
     Ok(paths)
+}
+
+/// The whole of planned tensor `index` encoded as `ty` in memory: the bytes [`write`] writes for
+/// it when the plan gives it `ty` (what an allocation measures before choosing).
+pub fn encode_tensor(
+    source: &Source,
+    plan: &Plan,
+    index: usize,
+    ty: GgmlType,
+    opts: &JobOptions,
+) -> Result<Vec<u8>, JobError> {
+    let mut t = plan.tensors[index].clone();
+    t.info.ggml_type = ty;
+    let input = &plan.inputs[index];
+    let row = t.info.dims[0] as usize;
+    let n_rows = n_rows(&t.info);
+    let rows_per_slab = (SLAB_VALUES / row.max(1)).max(1);
+    let mut out = Vec::with_capacity(t.info.n_bytes().unwrap_or(0) as usize);
+    for first in (0..n_rows).step_by(rows_per_slab) {
+        let rows = rows_per_slab.min(n_rows - first);
+        out.extend(encode_slab(source, input, &t, first, rows, opts)?);
+    }
+    source.release(input);
+    Ok(out)
 }
 
 /// Decodes and encodes rows `first..first + rows` of one tensor in parallel tasks of whole rows.

@@ -8,6 +8,7 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod activation;
+pub mod allocation;
 pub mod convert;
 pub mod imatrix;
 pub mod job;

@@ -120,6 +120,24 @@ pub struct Overrides {
     /// `--tensor-type PATTERN=TYPE`, first match wins (patterns lower-cased, searched anywhere in
     /// the name, as llama-quantize's std::regex_search).
     pub tensor_types: Vec<(Regex, GgmlType)>,
+    /// Types chosen per tensor by an allocation (`smelt quantize … auto`), by exact name: they
+    /// take the mixture's place, and every override above still wins over them.
+    pub assigned: std::collections::BTreeMap<String, GgmlType>,
+}
+
+impl Overrides {
+    /// Whether an explicit override (`--tensor-type`, `--output-tensor-type`,
+    /// `--token-embedding-type`, `--leave-output-tensor`) decides the type of tensor `name`: an
+    /// allocation leaves such tensors alone.
+    pub fn decides(&self, name: &str) -> bool {
+        match category(name) {
+            Category::Output if self.output_tensor_type.is_some() || self.leave_output_tensor => {
+                true
+            }
+            Category::TokenEmbd if self.token_embedding_type.is_some() => true,
+            _ => self.tensor_types.iter().any(|(re, _)| re.is_match(name)),
+        }
+    }
 }
 
 /// Broad tensor roles (`tensor_category`).
@@ -213,8 +231,9 @@ fn n_dims(dims: &[u64]) -> usize {
     dims.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1)
 }
 
-/// `tensor_allows_quantization`.
-fn allows_quantization(name: &str, dims: &[u64], o: &Overrides) -> bool {
+/// `tensor_allows_quantization`: whether llama-quantize would quantize this tensor at all (norms,
+/// 1-D tensors and a few named ones always keep their type).
+pub fn allows_quantization(name: &str, dims: &[u64], o: &Overrides) -> bool {
     n_dims(dims) >= 2
         && name.ends_with("weight")
         && !(o.leave_output_tensor && name == "output.weight")
@@ -334,6 +353,8 @@ fn tensor_type(
     let manual = o.tensor_types.iter().find(|(re, _)| re.is_match(t.name));
     if let Some((_, forced)) = manual {
         ty = *forced;
+    } else if let Some(assigned) = o.assigned.get(t.name) {
+        ty = *assigned;
     } else if !o.pure {
         ty = mixture_type(c, shape, ftype, o, ty, t, cat);
     }

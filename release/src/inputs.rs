@@ -36,7 +36,7 @@ pub struct TensorChoices {
 }
 
 /// Parses a ggml type name the way llama-quantize's `parse_ggml_type` does (case-insensitive).
-fn ggml_type(name: &str) -> Result<GgmlType> {
+pub fn ggml_type(name: &str) -> Result<GgmlType> {
     GgmlType::from_name(name).ok_or_else(|| anyhow!("unknown ggml type {name:?}"))
 }
 
@@ -67,6 +67,7 @@ impl TensorChoices {
                 .map(ggml_type)
                 .transpose()?,
             tensor_types,
+            assigned: Default::default(),
         })
     }
 }

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+pub mod allocate;
 pub mod cache;
 pub mod convert;
 pub mod inputs;

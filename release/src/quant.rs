@@ -165,6 +165,7 @@ pub fn job_options(
         allow_requantize: false,
         progress: &|_| {},
         split: None,
+        metadata: Vec::new(),
     })
 }
 

@@ -205,6 +205,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             allow_requantize: false,
             progress: &|_| {},
             split: None,
+            metadata: Vec::new(),
         };
         let plan = job::plan(&source, &opts)?;
         job::write(&source, &plan, &args.output, &opts)?;

@@ -1,13 +1,14 @@
 //! `smelt quantize`: GGUF or checkpoint folder → quantized GGUF, byte-identical to llama-quantize.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
-use quantize::job::{self, JobOptions, Plan};
+use anyhow::{bail, Result};
+use quantize::job::{self, JobOptions, Plan, Source};
 use quantize::mixture::FileType;
-use release::inputs::{file_type, importance_weights, open_source, TensorChoices};
+use release::allocate::{self, AllocationPlan};
+use release::inputs::{file_type, ggml_type, importance_weights, open_source, TensorChoices};
 
 /// Arguments of `smelt quantize`.
 #[derive(clap::Args)]
@@ -16,9 +17,13 @@ pub struct Args {
     pub input: PathBuf,
     /// Output GGUF file (ignored with --dry-run).
     pub output: PathBuf,
-    /// File type, as llama-quantize names it: Q4_K_M, Q8_0, IQ4_XS, TQ1_0, … (see `smelt types`).
+    /// File type, as llama-quantize names it: Q4_K_M, Q8_0, IQ4_XS, TQ1_0, … (see `smelt types`);
+    /// or `auto`: each tensor's type chosen by measurement for a size target.
     #[arg(value_name = "TYPE")]
     pub ftype: String,
+    /// What `auto` chooses for.
+    #[command(flatten)]
+    pub auto: AutoArgs,
     /// Importance matrix (llama-imatrix's .gguf or legacy .dat).
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
@@ -42,10 +47,109 @@ pub struct Args {
     pub json: bool,
 }
 
+/// The options of `smelt quantize IN OUT auto`.
+#[derive(clap::Args)]
+pub struct AutoArgs {
+    /// auto: bits per weight of the whole file (metadata included).
+    #[arg(long, value_name = "BPW")]
+    pub target_bpw: Option<f64>,
+    /// auto: bytes of the whole file (a number, or with a K, M or G suffix: powers of 1000).
+    #[arg(long, value_name = "SIZE", conflicts_with = "target_bpw")]
+    pub target_size: Option<String>,
+    /// auto: calibration text the costs are measured on.
+    #[arg(short = 'f', long = "file", value_name = "TEXT")]
+    pub calibration: Option<PathBuf>,
+    /// auto: tensor types to try (comma-separated; default: the k-quants, IQ4_XS and Q8_0, the
+    /// codebook types with an imatrix, the 32-value block types for rows k-quants do not fit).
+    #[arg(long, value_name = "T,T,…", value_delimiter = ',')]
+    pub candidates: Option<Vec<String>>,
+    /// auto: tokens per calibration chunk.
+    #[arg(long = "ctx", default_value_t = 512)]
+    pub n_ctx: usize,
+    /// auto: calibration chunks measured.
+    #[arg(long, default_value_t = 8)]
+    pub chunks: usize,
+    /// auto: write the allocation (each tensor's type, bytes and cost) to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub plan_out: Option<PathBuf>,
+    /// auto: replay a saved allocation instead of measuring.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["target_bpw", "target_size", "calibration", "candidates"])]
+    pub plan: Option<PathBuf>,
+}
+
+impl AutoArgs {
+    fn given(&self) -> bool {
+        self.target_bpw.is_some()
+            || self.target_size.is_some()
+            || self.calibration.is_some()
+            || self.candidates.is_some()
+            || self.plan.is_some()
+            || self.plan_out.is_some()
+    }
+
+    /// Measures and chooses, or reads the saved plan.
+    fn allocation(
+        &self,
+        input: &Path,
+        source: &Source,
+        opts: &JobOptions,
+    ) -> Result<AllocationPlan> {
+        if let Some(path) = &self.plan {
+            return allocate::read_plan(path);
+        }
+        let target = match (self.target_bpw, &self.target_size) {
+            (Some(b), None) => allocate::Target::parse(&format!("{b}bpw"))?,
+            (None, Some(s)) => allocate::Target::parse(s)?,
+            _ => bail!("auto needs --target-bpw or --target-size (or --plan)"),
+        };
+        let Some(text) = &self.calibration else {
+            bail!("auto needs a calibration text (-f TEXT) to measure on");
+        };
+        let asked = self
+            .candidates
+            .as_ref()
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|n| ggml_type(n))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        let calibration = allocate::Calibration {
+            text: text.clone(),
+            n_ctx: self.n_ctx,
+            chunks: self.chunks,
+        };
+        let bar = release::progress::steps(0, "measure");
+        let progress = |done: usize, total: usize| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        };
+        let plan = allocate::allocate(
+            input,
+            source,
+            opts,
+            target,
+            &calibration,
+            asked.as_deref(),
+            &progress,
+        )?;
+        bar.finish_and_clear();
+        Ok(plan)
+    }
+}
+
 /// Runs the quantization.
 pub fn run(args: Args) -> Result<ExitCode> {
     let start = Instant::now();
-    let ftype = file_type(&args.ftype)?;
+    let auto = args.ftype.eq_ignore_ascii_case("auto");
+    if !auto && args.auto.given() {
+        bail!("--target-bpw, --target-size, -f, --candidates and --plan go with the type auto");
+    }
+    let ftype = match auto {
+        true => file_type("Q8_0")?,
+        false => file_type(&args.ftype)?,
+    };
     super::set_threads(args.threads)?;
     let imatrix = match &args.imatrix {
         Some(path) => Some(importance_weights(path, path.display().to_string())?),
@@ -59,10 +163,27 @@ pub fn run(args: Args) -> Result<ExitCode> {
         allow_requantize: args.allow_requantize,
         progress: &|_| {},
         split: args.split.limit()?,
+        metadata: Vec::new(),
     };
+    let allocation = match auto {
+        true => {
+            let a = args.auto.allocation(&args.input, &source, &opts)?;
+            if let Some(path) = &args.auto.plan_out {
+                allocate::write_plan(path, &a)?;
+            }
+            allocate::apply(&a, &source, &mut opts)?;
+            Some(a)
+        }
+        false => None,
+    };
+    let ftype = opts.ftype;
     let plan = job::plan(&source, &opts)?;
+    if let Some(a) = &allocation {
+        allocate::check_size(&args.output, &plan, a)?;
+    }
+    let allocation = allocation.as_ref();
     if args.dry_run {
-        report(&args, &plan, ftype, None, start);
+        report(&args, &plan, ftype, allocation, None, start);
         return Ok(ExitCode::SUCCESS);
     }
     let bar = release::progress::bytes(plan.bytes_in(), "quantize");
@@ -70,13 +191,24 @@ pub fn run(args: Args) -> Result<ExitCode> {
     opts.progress = &progress;
     let files = job::write(&source, &plan, &args.output, &opts)?;
     bar.finish_and_clear();
-    report(&args, &plan, ftype, Some(&files), start);
+    report(&args, &plan, ftype, allocation, Some(&files), start);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the summary; `written` holds the files written (several for a split set), `None` for a
-/// dry run.
-fn report(args: &Args, plan: &Plan, ftype: FileType, written: Option<&[PathBuf]>, start: Instant) {
+/// dry run; `allocation` the plan of an `auto` run.
+fn report(
+    args: &Args,
+    plan: &Plan,
+    ftype: FileType,
+    allocation: Option<&AllocationPlan>,
+    written: Option<&[PathBuf]>,
+    start: Instant,
+) {
+    let name = match allocation {
+        Some(a) => format!("auto {} ({})", a.target, ftype.name),
+        None => ftype.name.to_string(),
+    };
     let mib = |b: u64| b as f64 / 1024.0 / 1024.0;
     let bpw = |b: u64| b as f64 * 8.0 / plan.n_elements().max(1) as f64;
     let fallbacks = plan.tensors.iter().filter(|t| t.fell_back).count();
@@ -85,10 +217,13 @@ fn report(args: &Args, plan: &Plan, ftype: FileType, written: Option<&[PathBuf]>
             .tensors
             .iter()
             .map(|t| {
+                let cost = allocation
+                    .and_then(|a| a.tensors.iter().find(|p| p.name == t.info.name))
+                    .map(|p| p.cost);
                 serde_json::json!({
                     "name": t.info.name, "dims": t.info.dims, "from": t.from.name(),
                     "type": t.info.ggml_type.name(), "fallback": t.fell_back,
-                    "bytes_in": t.bytes_in, "bytes_out": t.bytes_out,
+                    "bytes_in": t.bytes_in, "bytes_out": t.bytes_out, "predicted_cost": cost,
                 })
             })
             .collect();
@@ -98,6 +233,10 @@ fn report(args: &Args, plan: &Plan, ftype: FileType, written: Option<&[PathBuf]>
             "bytes_in": plan.bytes_in(), "bytes_out": plan.bytes_out(),
             "bpw": bpw(plan.bytes_out()), "fallbacks": fallbacks, "dry_run": written.is_none(),
             "seconds": start.elapsed().as_secs_f64(), "tensors": tensors,
+            "allocation": allocation.map(|a| serde_json::json!({
+                "target": a.target, "budget_bytes": a.budget_bytes, "file_bytes": a.file_bytes,
+                "predicted_kld": a.predicted_kld, "calibration": a.calibration,
+            })),
         });
         println!("{summary}");
         return;
@@ -122,7 +261,7 @@ fn report(args: &Args, plan: &Plan, ftype: FileType, written: Option<&[PathBuf]>
     eprintln!(
         "smelt: {} {}: {:.2} MiB ({:.2} bpw) -> {:.2} MiB ({:.2} bpw){shards}, {fallbacks} fallback(s), {:.2}s",
         if written.is_some() { "quantized" } else { "would quantize" },
-        ftype.name,
+        name,
         mib(plan.bytes_in()),
         bpw(plan.bytes_in()),
         mib(plan.bytes_out()),

@@ -16,7 +16,7 @@ pub use metadata::{Metadata, Value, ValueType};
 pub use reader::GgufFile;
 pub use shard::TensorEntry;
 pub use types::GgmlType;
-pub use writer::{temp_path_for, write_atomically, Completed, GgufWriter, TensorInfo};
+pub use writer::{file_size, temp_path_for, write_atomically, Completed, GgufWriter, TensorInfo};
 
 /// The four magic bytes at the start of every GGUF file.
 pub const MAGIC: &[u8; 4] = b"GGUF";

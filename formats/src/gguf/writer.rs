@@ -51,9 +51,16 @@ pub struct GgufWriter {
     finished: bool,
 }
 
-impl GgufWriter {
-    /// Creates the temporary file next to `path` and writes the header, metadata and tensor infos.
-    pub fn create(path: &Path, metadata: &Metadata, tensors: &[TensorInfo]) -> Result<Self> {
+/// Everything before the tensor data of a file, and each tensor's size: what [`GgufWriter`]
+/// writes first and what [`file_size`] adds up.
+struct Layout {
+    head: Vec<u8>,
+    sizes: Vec<(String, u64)>,
+    alignment: u64,
+}
+
+impl Layout {
+    fn new(path: &Path, metadata: &Metadata, tensors: &[TensorInfo]) -> Result<Layout> {
         let alignment = match metadata.get("general.alignment") {
             Some(v) => v.as_u64().filter(|a| *a > 0 && a % 8 == 0).ok_or_else(|| {
                 FormatError::new(path, "general.alignment must be a positive multiple of 8")
@@ -95,7 +102,35 @@ impl GgufWriter {
             offset += pad_to(*n, alignment);
         }
         head.resize(pad_to(head.len() as u64, alignment) as usize, 0);
+        Ok(Layout {
+            head,
+            sizes,
+            alignment,
+        })
+    }
+}
 
+/// The exact size in bytes of the file [`GgufWriter`] writes for `metadata` and `tensors`
+/// (header, metadata, tensor infos, every tensor padded to the alignment), and the alignment:
+/// what a size budget has to count. `path` only names the file in errors.
+pub fn file_size(path: &Path, metadata: &Metadata, tensors: &[TensorInfo]) -> Result<(u64, u64)> {
+    let layout = Layout::new(path, metadata, tensors)?;
+    let data: u64 = layout
+        .sizes
+        .iter()
+        .map(|(_, n)| pad_to(*n, layout.alignment))
+        .sum();
+    Ok((layout.head.len() as u64 + data, layout.alignment))
+}
+
+impl GgufWriter {
+    /// Creates the temporary file next to `path` and writes the header, metadata and tensor infos.
+    pub fn create(path: &Path, metadata: &Metadata, tensors: &[TensorInfo]) -> Result<Self> {
+        let Layout {
+            head,
+            sizes,
+            alignment,
+        } = Layout::new(path, metadata, tensors)?;
         let tmp_path = temp_path_for(path);
         let file = File::create(&tmp_path).map_err(|e| FormatError::io(path, e))?;
         let mut writer = GgufWriter {
