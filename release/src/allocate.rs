@@ -210,12 +210,14 @@ fn candidates_for(
     let has_weights = importance_for(info, opts).is_some();
     let list: Vec<GgmlType> = match asked {
         Some(a) => a.to_vec(),
-        None if cols % 256 == 0 && has_weights => [CODEBOOK_CANDIDATES, CANDIDATES].concat(),
-        None if cols % 256 == 0 => CANDIDATES.to_vec(),
+        None if cols.is_multiple_of(256) && has_weights => {
+            [CODEBOOK_CANDIDATES, CANDIDATES].concat()
+        }
+        None if cols.is_multiple_of(256) => CANDIDATES.to_vec(),
         None => ROW32_CANDIDATES.to_vec(),
     };
     list.into_iter()
-        .filter(|ty| cols % ty.block_size() as u64 == 0 && can_quantize(*ty))
+        .filter(|ty| cols.is_multiple_of(ty.block_size() as u64) && can_quantize(*ty))
         .filter(|ty| has_weights || !(needs_importance(*ty) || always_requires_imatrix(*ty)))
         .collect()
 }
@@ -294,13 +296,6 @@ pub fn allocate(
         );
     };
 
-    let tokenized = eval::text::open_tokenized(
-        path,
-        &calibration.text,
-        calibration.n_ctx,
-        Some(calibration.chunks),
-    )?;
-    let mut reference = Reference::new(tokenized);
     let lists: Vec<Vec<GgmlType>> = items
         .iter()
         .map(|&i| candidates_for(&plan.tensors[i].info, &probe, asked))
@@ -312,6 +307,31 @@ pub fn allocate(
             plan.tensors[items[k]].info.dims[0]
         );
     }
+    let padded = |i: usize, ty: GgmlType| {
+        let n = plan.tensors[i].info.n_elements();
+        pad_to(ty.bytes_for(n).expect("candidates fit their rows"), align)
+    };
+    let smallest: u64 = items
+        .iter()
+        .zip(&lists)
+        .map(|(&i, l)| l.iter().map(|&ty| padded(i, ty)).min().unwrap_or(0))
+        .sum();
+    if smallest > room {
+        bail!(
+            "{}: the target {} ({budget} bytes) is below the smallest file the candidate types make ({} bytes)",
+            path.display(),
+            target.label(),
+            fixed + smallest
+        );
+    }
+
+    let tokenized = eval::text::open_tokenized(
+        path,
+        &calibration.text,
+        calibration.n_ctx,
+        Some(calibration.chunks),
+    )?;
+    let mut reference = Reference::new(tokenized);
     let total: usize = lists.iter().map(Vec::len).sum();
     let mut done = 0;
     let mut solver_items = Vec::with_capacity(items.len());
@@ -320,7 +340,7 @@ pub fn allocate(
         let mut candidates = Vec::with_capacity(list.len());
         for &ty in list {
             let data = job::encode_tensor(source, &plan, i, ty, &probe)?;
-            let bytes = pad_to(data.len() as u64, align);
+            let bytes = padded(i, ty);
             let cost = reference
                 .cost(&name, ty, data)
                 .with_context(|| format!("measuring {name} as {ty}"))?;

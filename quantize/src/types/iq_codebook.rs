@@ -164,7 +164,6 @@ impl Codebook {
         // Serial: this runs inside the encoders' parallel row tasks (through a `OnceLock`), where
         // a nested rayon loop can deadlock.
         let lists: Vec<(usize, Vec<u16>)> = (0..map_size)
-            .into_iter()
             .filter(|&u| book.map[u] < 0 && reachable(u))
             .map(|u| (u, book.nearest(u, nwant)))
             .collect();
