@@ -19,7 +19,15 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     common::synth(
         &hf,
         &[
-            "--hidden", "256", "--ffn", "512", "--layers", "2", "--heads", "4", "--kv-heads",
+            "--hidden",
+            "256",
+            "--ffn",
+            "512",
+            "--layers",
+            "2",
+            "--heads",
+            "4",
+            "--kv-heads",
             "2",
         ],
     );
@@ -32,7 +40,14 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     common::smelt_json(
         dir,
         &[
-            "imatrix", s(&gguf), "-f", s(&text), "-c", "64", "-o", s(&imatrix),
+            "imatrix",
+            s(&gguf),
+            "-f",
+            s(&text),
+            "-c",
+            "64",
+            "-o",
+            s(&imatrix),
         ],
     );
     (gguf, text, imatrix)
@@ -41,7 +56,14 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// `smelt quantize model out auto …` with the measurement settings of these tests.
 fn auto(dir: &Path, model: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
     let base = [
-        "quantize", s(model), s(out), "auto", "--ctx", "64", "--chunks", "3",
+        "quantize",
+        s(model),
+        s(out),
+        "auto",
+        "--ctx",
+        "64",
+        "--chunks",
+        "3",
     ];
     common::smelt_json(dir, &[&base[..], extra].concat())
 }
@@ -51,8 +73,19 @@ fn allocation_fits_its_budget_and_replays_to_the_same_bytes_whatever_the_threads
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (model, text, imatrix) = setup(dir);
-    let common_args = ["-f", s(&text), "--imatrix", s(&imatrix), "--target-bpw", "4.5"];
-    let (one, two, replay) = (dir.join("one.gguf"), dir.join("two.gguf"), dir.join("re.gguf"));
+    let common_args = [
+        "-f",
+        s(&text),
+        "--imatrix",
+        s(&imatrix),
+        "--target-bpw",
+        "4.5",
+    ];
+    let (one, two, replay) = (
+        dir.join("one.gguf"),
+        dir.join("two.gguf"),
+        dir.join("re.gguf"),
+    );
     let (plan1, plan2) = (dir.join("plan1.json"), dir.join("plan2.json"));
     let j = auto(
         dir,
@@ -74,17 +107,30 @@ fn allocation_fits_its_budget_and_replays_to_the_same_bytes_whatever_the_threads
 
     let size = std::fs::metadata(&one).unwrap().len();
     let a = &j["allocation"];
-    assert_eq!(a["file_bytes"], size, "the plan knows the file's exact size");
+    assert_eq!(
+        a["file_bytes"], size,
+        "the plan knows the file's exact size"
+    );
     let n_weights: u64 = j["tensors"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| t["dims"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap()).product::<u64>())
+        .map(|t| {
+            t["dims"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .product::<u64>()
+        })
         .sum();
     let budget = (4.5 * n_weights as f64 / 8.0).floor() as u64;
     assert_eq!(a["budget_bytes"], budget);
     assert!(size <= budget, "{size} bytes over the budget {budget}");
-    assert!(size as f64 > 0.9 * budget as f64, "{size} bytes leave most of {budget} unused");
+    assert!(
+        size as f64 > 0.9 * budget as f64,
+        "{size} bytes leave most of {budget} unused"
+    );
     // More than one type: the allocation is not a pure file.
     let types: std::collections::BTreeSet<&str> = j["tensors"]
         .as_array()
@@ -97,7 +143,9 @@ fn allocation_fits_its_budget_and_replays_to_the_same_bytes_whatever_the_threads
 
     let file = GgufFile::open(&one).unwrap();
     assert_eq!(
-        file.metadata.get("quantize.allocation.target").and_then(Value::as_str),
+        file.metadata
+            .get("quantize.allocation.target")
+            .and_then(Value::as_str),
         Some("4.5bpw")
     );
 
@@ -105,7 +153,13 @@ fn allocation_fits_its_budget_and_replays_to_the_same_bytes_whatever_the_threads
     let r = common::smelt_json(
         dir,
         &[
-            "quantize", s(&model), s(&replay), "auto", "--plan", s(&plan1), "--imatrix",
+            "quantize",
+            s(&model),
+            s(&replay),
+            "auto",
+            "--plan",
+            s(&plan1),
+            "--imatrix",
             s(&imatrix),
         ],
     );
@@ -124,8 +178,17 @@ fn explicit_overrides_win_and_bad_requests_are_refused() {
         &model,
         &out,
         &[
-            "-f", s(&text), "--imatrix", s(&imatrix), "--target-bpw", "5", "--tensor-type",
-            "ffn_down=Q8_0", "--candidates", "Q3_K,Q4_K,Q6_K", "--dry-run",
+            "-f",
+            s(&text),
+            "--imatrix",
+            s(&imatrix),
+            "--target-bpw",
+            "5",
+            "--tensor-type",
+            "ffn_down=Q8_0",
+            "--candidates",
+            "Q3_K,Q4_K,Q6_K",
+            "--dry-run",
         ],
     );
     for t in j["tensors"].as_array().unwrap() {
@@ -134,13 +197,25 @@ fn explicit_overrides_win_and_bad_requests_are_refused() {
             assert_eq!(t["type"], "Q8_0", "{name}");
             assert!(t["predicted_cost"].is_null(), "{name} was not allocated");
         } else if t["predicted_cost"].is_number() {
-            assert!(["Q3_K", "Q4_K", "Q6_K"].contains(&t["type"].as_str().unwrap()), "{t}");
+            assert!(
+                ["Q3_K", "Q4_K", "Q6_K"].contains(&t["type"].as_str().unwrap()),
+                "{t}"
+            );
         }
     }
     assert!(!out.exists(), "a dry run writes nothing");
 
     let run = |extra: &[&str]| {
-        let base = ["quantize", s(&model), s(&out), "auto", "--ctx", "64", "--chunks", "2"];
+        let base = [
+            "quantize",
+            s(&model),
+            s(&out),
+            "auto",
+            "--ctx",
+            "64",
+            "--chunks",
+            "2",
+        ];
         common::run(&[&base[..], extra].concat())
     };
     common::assert_bad_input(
@@ -158,7 +233,12 @@ fn explicit_overrides_win_and_bad_requests_are_refused() {
     common::assert_bad_input(&run(&["--plan", s(&plan)]), "not an allocation plan");
     assert!(!out.exists(), "no partial output");
     let plain = common::run(&[
-        "quantize", s(&model), s(&out), "Q4_K_M", "--target-bpw", "4",
+        "quantize",
+        s(&model),
+        s(&out),
+        "Q4_K_M",
+        "--target-bpw",
+        "4",
     ]);
     common::assert_bad_input(&plain, "go with the type auto");
 }

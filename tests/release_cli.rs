@@ -196,6 +196,48 @@ fn a_tight_gate_fails_its_type_only_and_editing_one_type_redoes_only_it() {
 }
 
 #[test]
+fn allocated_types_are_released_from_one_cached_measurement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = demo_folder(tmp.path());
+    let recipe = dir.join("recipe.toml");
+    let out = dir.join("release");
+    let (code, report) = release_json(&["release", s(&recipe), "--types", "Q4_K_M,auto:4.5bpw"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(work_done(&report), ["auto-4.5bpw"]);
+    let auto = by_type(&report, "auto-4.5bpw");
+    assert_eq!(auto["verdict"]["passed"], true);
+    assert_eq!(auto["file"], "demo-auto-4.5bpw.gguf");
+    assert!(auto["bpw"].as_f64().unwrap() <= 4.5, "{auto}");
+    let file = out.join("demo-auto-4.5bpw.gguf");
+    let gguf = formats::gguf::GgufFile::open(&file).unwrap();
+    let target = gguf.metadata.get("quantize.allocation.target");
+    assert_eq!(target.and_then(|v| v.as_str()), Some("4.5bpw"));
+    let costs = || {
+        common::files_in(&dir.join(".smelt-cache"))
+            .into_iter()
+            .filter(|f| f.starts_with("costs-"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(costs().len(), 1, "one measurement");
+
+    // A second target is solved from the same measurement; a rerun does no work.
+    let types = "Q4_K_M,auto:4.5bpw,auto:3.5bpw";
+    let (code, report) = release_json(&["release", s(&recipe), "--types", types]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(work_done(&report), ["auto-3.5bpw"]);
+    assert_eq!(costs().len(), 1, "measured once");
+    let kld = |r: &Value, t| by_type(r, t)["kld"]["mean"].as_f64().unwrap();
+    assert!(kld(&report, "auto-3.5bpw") > kld(&report, "auto-4.5bpw"));
+    let (_, again) = release_json(&["release", s(&recipe), "--types", types]);
+    assert!(work_done(&again).is_empty(), "{:?}", work_done(&again));
+
+    // Dropping the allocations removes their files.
+    let (code, _) = release_json(&["release", s(&recipe), "--types", "Q4_K_M"]);
+    assert_eq!(code, 0);
+    assert_eq!(ggufs(&out), ["demo-Q4_K_M.gguf"]);
+}
+
+#[test]
 fn sigkill_mid_run_leaves_no_partial_gguf_and_the_next_run_completes() {
     sigkill_case("");
 }

@@ -250,9 +250,114 @@ fn fixed_bytes(plan: &Plan, items: &[usize]) -> Result<(u64, u64)> {
     Ok((total - allocated, align))
 }
 
-/// Measures every candidate of every allocatable tensor of `source` (a GGUF file at `path`,
-/// the full-precision model) and chooses the types for `target`. `opts` carries the user's
-/// overrides and importance matrix; `progress(done, total)` is called after each measurement.
+/// The byte budget of an allocation and the tensors it shares out.
+struct Budget<'a> {
+    /// The job's plan with provisional types (for names, shapes and encoding).
+    plan: Plan,
+    /// The user's options with the allocation's metadata keys.
+    opts: JobOptions<'a>,
+    /// Indices in `plan` of the tensors allocated.
+    items: Vec<usize>,
+    /// Bytes the whole file may take.
+    total: u64,
+    /// Bytes of everything else.
+    fixed: u64,
+    /// The file's alignment.
+    align: u64,
+}
+
+impl<'a> Budget<'a> {
+    fn new(
+        path: &Path,
+        source: &Source,
+        opts: &JobOptions<'a>,
+        target: Target,
+        cal: &PlanCalibration,
+    ) -> Result<Budget<'a>> {
+        // The metadata's length does not depend on the values chosen later (fixed-size numbers,
+        // the same strings), so the budget can be worked out before choosing.
+        let mut probe = provisional(opts, FileType::parse("Q8_0").expect("known"));
+        probe.metadata = allocation_metadata(&target.label(), &method(cal), 0.0);
+        let plan = job::plan(source, &probe)?;
+        let items = allocatable(&plan, &probe);
+        if items.is_empty() {
+            bail!("{}: no tensor is left to allocate", path.display());
+        }
+        let total = target.bytes(plan.n_elements());
+        let (fixed, align) = fixed_bytes(&plan, &items)?;
+        if total < fixed {
+            bail!(
+                "{}: the target {} ({total} bytes) is smaller than the header and the tensors that keep their type ({fixed} bytes)",
+                path.display(),
+                target.label()
+            );
+        }
+        Ok(Budget {
+            plan,
+            opts: probe,
+            items,
+            total,
+            fixed,
+            align,
+        })
+    }
+
+    /// Padded bytes of allocated tensor `i` (an index in the plan) as `ty`.
+    fn padded(&self, i: usize, ty: GgmlType) -> u64 {
+        let n = self.plan.tensors[i].info.n_elements();
+        pad_to(
+            ty.bytes_for(n).expect("candidates fit their rows"),
+            self.align,
+        )
+    }
+
+    /// Solves for the least predicted cost within the budget and writes the plan down.
+    fn choose(
+        &self,
+        path: &Path,
+        target: Target,
+        items: Vec<Item>,
+        calibration: PlanCalibration,
+    ) -> Result<AllocationPlan> {
+        let room = self.total - self.fixed;
+        let chosen = solve(&items, room).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let picked: Vec<&Candidate> = items
+            .iter()
+            .zip(&chosen)
+            .map(|(item, &k)| &item.candidates[k])
+            .collect();
+        let ftype = dominant_file_type(&picked.iter().map(|c| (c.ty, c.bytes)).collect::<Vec<_>>());
+        let tensors = items
+            .iter()
+            .zip(&picked)
+            .map(|(item, c)| PlannedType {
+                name: item.name.clone(),
+                ty: c.ty.name().to_string(),
+                bytes: c.bytes,
+                cost: c.cost,
+                candidates: item
+                    .candidates
+                    .iter()
+                    .map(|c| (c.ty.name().to_string(), c.bytes, c.cost))
+                    .collect(),
+            })
+            .collect();
+        Ok(AllocationPlan {
+            target: target.label(),
+            budget_bytes: self.total,
+            file_bytes: self.fixed + picked.iter().map(|c| c.bytes).sum::<u64>(),
+            file_type: ftype.name.to_string(),
+            predicted_kld: picked.iter().map(|c| c.cost).sum(),
+            calibration,
+            tensors,
+        })
+    }
+}
+
+/// Measures every candidate of every allocatable tensor of `source` on `path` (a GGUF of the
+/// same model at full precision, the teacher: the source itself, or the source converted) and
+/// chooses the types for `target`. `opts` carries the user's overrides and importance matrix;
+/// `progress(done, total)` is called after each measurement.
 pub fn allocate(
     path: &Path,
     source: &Source,
@@ -262,13 +367,7 @@ pub fn allocate(
     asked: Option<&[GgmlType]>,
     progress: &dyn Fn(usize, usize),
 ) -> Result<AllocationPlan> {
-    if !matches!(source, Source::Gguf(_)) {
-        bail!(
-            "{}: auto allocation measures a GGUF model; convert the checkpoint first (smelt convert)",
-            path.display()
-        );
-    }
-    let cal = PlanCalibration {
+    let mut cal = PlanCalibration {
         text: calibration
             .text
             .file_name()
@@ -277,51 +376,34 @@ pub fn allocate(
         chunks: calibration.chunks,
         positions: 0,
     };
-    // The metadata's length does not depend on the values chosen below (fixed-size numbers, the
-    // same strings), so the budget can be worked out before solving.
-    let mut probe = provisional(opts, FileType::parse("Q8_0").expect("known"));
-    probe.metadata = allocation_metadata(&target.label(), &method(&cal), 0.0);
-    let plan = job::plan(source, &probe)?;
-    let items = allocatable(&plan, &probe);
-    if items.is_empty() {
-        bail!("{}: no tensor is left to allocate", path.display());
-    }
-    let budget = target.bytes(plan.n_elements());
-    let (fixed, align) = fixed_bytes(&plan, &items)?;
-    let Some(room) = budget.checked_sub(fixed) else {
-        bail!(
-            "{}: the target {} ({budget} bytes) is smaller than the header and the tensors that keep their type ({fixed} bytes)",
-            path.display(),
-            target.label()
-        );
-    };
-
-    let lists: Vec<Vec<GgmlType>> = items
+    let budget = Budget::new(path, source, opts, target, &cal)?;
+    let plan = &budget.plan;
+    let lists: Vec<Vec<GgmlType>> = budget
+        .items
         .iter()
-        .map(|&i| candidates_for(&plan.tensors[i].info, &probe, asked))
+        .map(|&i| candidates_for(&plan.tensors[i].info, &budget.opts, asked))
         .collect();
     if let Some((k, _)) = lists.iter().enumerate().find(|(_, l)| l.is_empty()) {
+        let info = &plan.tensors[budget.items[k]].info;
         bail!(
             "tensor {}: none of the candidate types fits its rows of {}",
-            plan.tensors[items[k]].info.name,
-            plan.tensors[items[k]].info.dims[0]
+            info.name,
+            info.dims[0]
         );
     }
-    let padded = |i: usize, ty: GgmlType| {
-        let n = plan.tensors[i].info.n_elements();
-        pad_to(ty.bytes_for(n).expect("candidates fit their rows"), align)
-    };
-    let smallest: u64 = items
+    let smallest: u64 = budget
+        .items
         .iter()
         .zip(&lists)
-        .map(|(&i, l)| l.iter().map(|&ty| padded(i, ty)).min().unwrap_or(0))
+        .map(|(&i, l)| l.iter().map(|&ty| budget.padded(i, ty)).min().unwrap_or(0))
         .sum();
-    if smallest > room {
+    if budget.fixed + smallest > budget.total {
         bail!(
-            "{}: the target {} ({budget} bytes) is below the smallest file the candidate types make ({} bytes)",
+            "{}: the target {} ({} bytes) is below the smallest file the candidate types make ({} bytes)",
             path.display(),
             target.label(),
-            fixed + smallest
+            budget.total,
+            budget.fixed + smallest
         );
     }
 
@@ -334,57 +416,65 @@ pub fn allocate(
     let mut reference = Reference::new(tokenized);
     let total: usize = lists.iter().map(Vec::len).sum();
     let mut done = 0;
-    let mut solver_items = Vec::with_capacity(items.len());
-    for (&i, list) in items.iter().zip(&lists) {
+    let mut items = Vec::with_capacity(budget.items.len());
+    for (&i, list) in budget.items.iter().zip(&lists) {
         let name = plan.tensors[i].info.name.clone();
         let mut candidates = Vec::with_capacity(list.len());
         for &ty in list {
-            let data = job::encode_tensor(source, &plan, i, ty, &probe)?;
-            let bytes = padded(i, ty);
+            let data = job::encode_tensor(source, plan, i, ty, &budget.opts)?;
             let cost = reference
                 .cost(&name, ty, data)
                 .with_context(|| format!("measuring {name} as {ty}"))?;
-            candidates.push(Candidate { ty, bytes, cost });
+            candidates.push(Candidate {
+                ty,
+                bytes: budget.padded(i, ty),
+                cost,
+            });
             done += 1;
             progress(done, total);
         }
-        solver_items.push(Item { name, candidates });
+        items.push(Item { name, candidates });
     }
-    let chosen = solve(&solver_items, room).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let picked: Vec<&Candidate> = solver_items
-        .iter()
-        .zip(&chosen)
-        .map(|(item, &k)| &item.candidates[k])
-        .collect();
-    let predicted: f64 = picked.iter().map(|c| c.cost).sum();
-    let ftype = dominant_file_type(&picked.iter().map(|c| (c.ty, c.bytes)).collect::<Vec<_>>());
-    let tensors = solver_items
-        .iter()
-        .zip(&picked)
-        .map(|(item, c)| PlannedType {
-            name: item.name.clone(),
-            ty: c.ty.name().to_string(),
-            bytes: c.bytes,
-            cost: c.cost,
-            candidates: item
-                .candidates
-                .iter()
-                .map(|c| (c.ty.name().to_string(), c.bytes, c.cost))
-                .collect(),
-        })
-        .collect();
-    Ok(AllocationPlan {
-        target: target.label(),
-        budget_bytes: budget,
-        file_bytes: fixed + picked.iter().map(|c| c.bytes).sum::<u64>(),
-        file_type: ftype.name.to_string(),
-        predicted_kld: predicted,
-        calibration: PlanCalibration {
-            positions: reference.positions(),
-            ..cal
-        },
-        tensors,
-    })
+    cal.positions = reference.positions();
+    budget.choose(path, target, items, cal)
+}
+
+/// Chooses again for another target from the costs a saved plan measured (every candidate's
+/// cost is in it), without measuring: one measurement serves every size.
+pub fn retarget(
+    saved: &AllocationPlan,
+    path: &Path,
+    source: &Source,
+    opts: &JobOptions,
+    target: Target,
+) -> Result<AllocationPlan> {
+    let budget = Budget::new(path, source, opts, target, &saved.calibration)?;
+    let mut items = Vec::with_capacity(budget.items.len());
+    for &i in &budget.items {
+        let name = &budget.plan.tensors[i].info.name;
+        let Some(t) = saved.tensors.iter().find(|t| &t.name == name) else {
+            bail!("plan: has no costs for tensor {name} (a plan for another model?)");
+        };
+        let candidates = t
+            .candidates
+            .iter()
+            .map(|(ty, _, cost)| {
+                let ty = GgmlType::from_name(ty)
+                    .filter(|t| budget.plan.tensors[i].info.dims[0] % t.block_size() as u64 == 0)
+                    .ok_or_else(|| anyhow!("plan: tensor {name}: type {ty:?} does not fit it"))?;
+                Ok(Candidate {
+                    ty,
+                    bytes: budget.padded(i, ty),
+                    cost: *cost,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        items.push(Item {
+            name: name.clone(),
+            candidates,
+        });
+    }
+    budget.choose(path, target, items, saved.calibration.clone())
 }
 
 /// A copy of the user's options with no types assigned yet.

@@ -25,7 +25,9 @@ mod summary;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
 use indicatif::MultiProgress;
 use rayon::prelude::*;
 
@@ -110,7 +112,18 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
         Some((path, _, _)) => Some(importance_weights(path, IMATRIX_NAME.into())?.0),
         None => None,
     };
+    let costs = allocation_costs(
+        recipe,
+        &teacher,
+        &source,
+        &inputs,
+        weights.as_ref(),
+        &imatrix,
+        bars,
+    )?;
     let shared = Shared {
+        teacher: &teacher,
+        costs: &costs,
         name: &recipe.name,
         source: &source,
         source_hash,
@@ -125,7 +138,7 @@ pub fn run(recipe: &Recipe, bars: &MultiProgress) -> Result<Release> {
     for t in &recipe.types {
         shared
             .check(t)
-            .with_context(|| format!("type {}", t.ftype.name))?;
+            .with_context(|| format!("type {}", t.name))?;
     }
     let at_once = parallel_types(&teacher, recipe.types.len());
     let mut types = Vec::with_capacity(recipe.types.len());
@@ -168,14 +181,63 @@ pub fn report_table(release: &Release) -> String {
     report::table(release, true)
 }
 
+/// The measured costs of every `auto:TARGET` type, by type name (one measurement serves every
+/// target with the same per-tensor choices).
+fn allocation_costs(
+    recipe: &Recipe,
+    teacher: &Path,
+    source: &quantize::job::Source,
+    inputs: &InputHashes,
+    weights: Option<&quantize::imatrix::ImportanceWeights>,
+    imatrix: &Option<(std::path::PathBuf, String, stages::StageRun)>,
+    bars: &MultiProgress,
+) -> Result<BTreeMap<String, (allocate::AllocationPlan, String)>> {
+    let mut costs = BTreeMap::new();
+    for t in recipe.types.iter() {
+        let Some(target) = t.auto else { continue };
+        let (Some(path), Some(hash)) = (&recipe.calibration, &inputs.calibration_sha256) else {
+            unreachable!("checked by check_types_early");
+        };
+        let text = TextInput {
+            path,
+            hash,
+            ctx: recipe.ctx,
+            chunks: None,
+        };
+        let opts = quant::job_options(t, weights)?;
+        let imatrix_key = imatrix.as_ref().map_or("none", |(_, key, _)| key.as_str());
+        let (plan, key, _) = stages::allocation_costs(
+            teacher,
+            &inputs.source_sha256,
+            &text,
+            imatrix_key,
+            source,
+            &opts,
+            &t.choices,
+            target,
+            &recipe.cache,
+            bars,
+        )
+        .with_context(|| format!("type {}", t.name))?;
+        costs.insert(t.name.clone(), (plan, key));
+    }
+    Ok(costs)
+}
+
 /// Refuses types that cannot be made from this source before any expensive work: everything
 /// `smelt quantize` would check, except the importance matrix the calibration text will provide.
 fn check_types_early(recipe: &Recipe, source: &quantize::job::Source) -> Result<()> {
     for t in &recipe.types {
+        if t.auto.is_some() && recipe.calibration.is_none() {
+            bail!(
+                "type {}: an allocation is measured on the calibration text, and the recipe has none",
+                t.name
+            );
+        }
         match quantize::job::plan(source, &quant::job_options(t, None)?) {
             Ok(_) => {}
             Err(quantize::job::JobError::MissingImatrix(_)) if recipe.calibration.is_some() => {}
-            Err(e) => return Err(e).with_context(|| format!("type {}", t.ftype.name)),
+            Err(e) => return Err(e).with_context(|| format!("type {}", t.name)),
         }
     }
     Ok(())
@@ -184,19 +246,33 @@ fn check_types_early(recipe: &Recipe, source: &quantize::job::Source) -> Result<
 /// Removes the release files of types the recipe no longer lists: the folder holds exactly the
 /// recipe's passing types, so a report never sits beside files it does not describe.
 fn remove_dropped_types(recipe: &Recipe) -> Result<()> {
-    for ftype in quantize::mixture::FILE_TYPES {
-        if recipe.types.iter().any(|t| t.ftype == *ftype) {
-            continue;
+    let listed = |name: &str| recipe.types.iter().any(|t| t.name == name);
+    let mut dropped: Vec<String> = quantize::mixture::FILE_TYPES
+        .iter()
+        .map(|f| f.name.to_string())
+        .filter(|n| !listed(n))
+        .collect();
+    // Allocations are named by their target: whatever `auto-…` items the folder holds.
+    let prefix = format!("{}-auto-", recipe.name);
+    for entry in std::fs::read_dir(&recipe.output)? {
+        let file = entry?.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = file.strip_prefix(&prefix) {
+            let name = format!("auto-{}", rest.strip_suffix(".gguf").unwrap_or(rest));
+            if !listed(&name) {
+                dropped.push(name);
+            }
         }
+    }
+    for name in dropped {
         quant::remove_item(
             &recipe
                 .output
-                .join(quant::release_file_name(&recipe.name, ftype.name)),
+                .join(quant::release_file_name(&recipe.name, &name)),
         )?;
         quant::remove_item(
             &recipe
                 .output
-                .join(quant::release_set_name(&recipe.name, ftype.name)),
+                .join(quant::release_set_name(&recipe.name, &name)),
         )?;
     }
     Ok(())

@@ -19,7 +19,7 @@ pub fn size_vs_kld(release: &Release) -> String {
             (
                 m.bpw,
                 m.versus_teacher.kld.mean.max(1e-9).log10(),
-                t.ftype,
+                t.ftype.as_str(),
                 t.verdict.passed,
             )
         })

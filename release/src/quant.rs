@@ -2,6 +2,7 @@
 //! KL-divergence base, judge by the gates, and move the file into the release folder only when it
 //! passes. Results are recorded by content key, so unchanged types cost nothing on a rerun.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cache::{hash_file, load_record, save_record, Key};
 use super::recipe::{Gates, TypeRecipe};
+use crate::allocate::{self, AllocationPlan};
 use crate::progress;
 use eval::kld::KldHeadline;
 
@@ -98,7 +100,7 @@ pub fn judge(gates: &Gates, m: &Measurement) -> Verdict {
 pub struct TypeOutcome {
     /// File type name.
     #[serde(rename = "type")]
-    pub ftype: &'static str,
+    pub ftype: String,
     /// Content key of its inputs (source, type, tensor choices, imatrix, evaluation base).
     pub key: String,
     /// File name in the release folder, when it passed.
@@ -136,6 +138,10 @@ pub struct Shared<'a> {
     pub cache: &'a Path,
     /// Types larger than this are released as split sets.
     pub split: SplitLimit,
+    /// The teacher GGUF (what allocations were measured on).
+    pub teacher: &'a Path,
+    /// Each `auto:TARGET` type's measured costs and their key, by type name.
+    pub costs: &'a BTreeMap<String, (AllocationPlan, String)>,
 }
 
 /// Name under which quantized files record the release's imatrix (independent of where the
@@ -176,13 +182,15 @@ fn type_key(
     source_hash: &str,
     t: &TypeRecipe,
     imatrix_key: Option<&str>,
+    costs_key: Option<&str>,
     base_key: &str,
     split: SplitLimit,
 ) -> String {
     Key::new("type")
         .with(env!("CARGO_PKG_VERSION"))
         .with(source_hash)
-        .with(t.ftype.name)
+        .with(&t.name)
+        .with(costs_key.unwrap_or("mixture"))
         .with(&serde_json::to_string(&t.choices).expect("serializable"))
         .with(imatrix_key.unwrap_or("none"))
         .with(base_key)
@@ -193,11 +201,26 @@ fn type_key(
 impl Shared<'_> {
     fn key(&self, t: &TypeRecipe) -> String {
         let imatrix_key = self.imatrix.map(|(_, key)| key);
-        type_key(self.source_hash, t, imatrix_key, self.base.1, self.split)
+        let costs_key = self.costs.get(&t.name).map(|(_, key)| key.as_str());
+        type_key(
+            self.source_hash,
+            t,
+            imatrix_key,
+            costs_key,
+            self.base.1,
+            self.split,
+        )
     }
 
+    /// The job options of `t`; for an `auto:TARGET` type, with the types its plan chooses from
+    /// the measured costs.
     fn options(&self, t: &TypeRecipe) -> Result<JobOptions<'static>> {
-        job_options(t, self.imatrix.map(|(w, _)| w))
+        let mut opts = job_options(t, self.imatrix.map(|(w, _)| w))?;
+        if let (Some(target), Some((costs, _))) = (t.auto, self.costs.get(&t.name)) {
+            let plan = allocate::retarget(costs, self.teacher, self.source, &opts, target)?;
+            allocate::apply(&plan, self.source, &mut opts)?;
+        }
+        Ok(opts)
     }
 
     /// Checks that `t` can be quantized from this source with the importance matrix it will get.
@@ -208,12 +231,12 @@ impl Shared<'_> {
 
     /// The release file of `t`.
     pub fn release_file(&self, t: &TypeRecipe) -> String {
-        release_file_name(self.name, t.ftype.name)
+        release_file_name(self.name, &t.name)
     }
 
     /// The release folder a split set of `t` goes into.
     fn release_set(&self, t: &TypeRecipe) -> String {
-        release_set_name(self.name, t.ftype.name)
+        release_set_name(self.name, &t.name)
     }
 
     /// Brings type `t` up to date: reuses its recorded result when its key is unchanged,
@@ -242,7 +265,7 @@ impl Shared<'_> {
             let sha256 = item_sha256(&item)?;
             if measurement.as_ref().is_none_or(|m| m.sha256 != sha256) {
                 let first = work_dir.join(&files[0]);
-                let mut m = self.evaluate(t.ftype.name, &first, sha256, bars)?;
+                let mut m = self.evaluate(&t.name, &first, sha256, bars)?;
                 m.quantize_s = quantize_s;
                 m.files = files;
                 evaluated = true;
@@ -274,7 +297,7 @@ impl Shared<'_> {
             None
         };
         Ok(TypeOutcome {
-            ftype: t.ftype.name,
+            ftype: t.name.clone(),
             key,
             file,
             measurement,
@@ -302,7 +325,7 @@ impl Shared<'_> {
         let split = self
             .split
             .assign(&infos)
-            .map_err(|m| anyhow::anyhow!("type {}: split_max_size: {m}", t.ftype.name))?
+            .map_err(|m| anyhow::anyhow!("type {}: split_max_size: {m}", t.name))?
             .len()
             > 1;
         let (item, out) = match split {
@@ -319,7 +342,7 @@ impl Shared<'_> {
         opts.split = split.then_some(self.split);
         let bar = bars.add(progress::bytes(
             plan.bytes_in(),
-            &format!("{}: quantize", t.ftype.name),
+            &format!("{}: quantize", t.name),
         ));
         let progress = |n: u64| bar.inc(n);
         opts.progress = &progress;
@@ -475,15 +498,10 @@ pub fn remove_if_present(path: &Path) -> Result<()> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::inputs::{file_type, TensorChoices};
     use eval::kld::{DeltaP, KldFigures};
 
     fn type_recipe(name: &str) -> TypeRecipe {
-        TypeRecipe {
-            ftype: file_type(name).unwrap(),
-            choices: TensorChoices::default(),
-            gates: Gates::default(),
-        }
+        TypeRecipe::named(name, Gates::default()).unwrap()
     }
 
     /// A measurement with these headline figures.
@@ -520,7 +538,7 @@ pub(crate) mod tests {
         let split = SplitLimit::parse_size("49G").unwrap();
         let t = type_recipe("Q4_K_M");
         let key = |source: &str, t: &TypeRecipe, imatrix, base: &str, split| {
-            type_key(source, t, imatrix, base, split)
+            type_key(source, t, imatrix, None, base, split)
         };
         let base = key("src", &t, Some("imx"), "kld", split);
         assert_eq!(base, key("src", &t, Some("imx"), "kld", split));
@@ -537,6 +555,7 @@ pub(crate) mod tests {
             key("src", &t, Some("imx2"), "kld", split),
             key("src", &t, Some("imx"), "kld2", split),
             key("src", &t, Some("imx"), "kld", SplitLimit::Tensors(3)),
+            type_key("src", &t, Some("imx"), Some("costs"), "kld", split),
         ];
         for (i, v) in variants.iter().enumerate() {
             assert_ne!(&base, v, "variant {i}");

@@ -9,6 +9,7 @@ use formats::gguf::split::SplitLimit;
 use quantize::mixture::FileType;
 use serde::{Deserialize, Serialize};
 
+use crate::allocate::Target;
 use crate::inputs::{file_type, TensorChoices};
 
 /// The recipe file as written.
@@ -121,12 +122,42 @@ impl Gates {
 /// One type of the release and how to make it.
 #[derive(Debug, Clone)]
 pub struct TypeRecipe {
-    /// The file type.
+    /// Its name in file names, reports and tables: the file type's (`Q4_K_M`), or `auto-TARGET`
+    /// for a measured allocation (`auto-3.5bpw`, written `auto:3.5bpw` in a recipe).
+    pub name: String,
+    /// The file type (for an allocation, a placeholder until its plan names one).
     pub ftype: FileType,
+    /// The size target of a measured allocation (`smelt quantize … auto`).
+    pub auto: Option<Target>,
     /// Per-tensor choices (`[quantize.TYPE]`).
     pub choices: TensorChoices,
     /// Its gates: the global ones with `[gates.TYPE]` applied.
     pub gates: Gates,
+}
+
+impl TypeRecipe {
+    /// The type a recipe names: a file type (`Q4_K_M`, any spelling llama-quantize takes), or
+    /// `auto:TARGET` (`auto:3.5bpw`, `auto:2M`) for a measured allocation of that size.
+    pub fn named(name: &str, gates: Gates) -> Result<TypeRecipe> {
+        let auto = match name.strip_prefix("auto:").or(name.strip_prefix("auto-")) {
+            Some(target) => Some(Target::parse(target)?),
+            None => None,
+        };
+        let ftype = match auto {
+            Some(_) => file_type("Q8_0")?,
+            None => file_type(name)?,
+        };
+        Ok(TypeRecipe {
+            name: match auto {
+                Some(t) => format!("auto-{}", t.label()),
+                None => ftype.name.to_string(),
+            },
+            ftype,
+            auto,
+            choices: TensorChoices::default(),
+            gates,
+        })
+    }
 }
 
 /// A checked recipe with absolute paths.
@@ -193,19 +224,17 @@ impl Recipe {
         }
         let mut types: Vec<TypeRecipe> = Vec::new();
         for name in &names {
-            let ftype = file_type(name)?;
-            if types.iter().any(|t| t.ftype == ftype) {
-                bail!("type {} is listed twice", ftype.name);
+            let t = TypeRecipe::named(name, global)?;
+            if types.iter().any(|u| u.name == t.name) {
+                bail!("type {} is listed twice", t.name);
             }
-            types.push(TypeRecipe {
-                ftype,
-                choices: TensorChoices::default(),
-                gates: global,
-            });
+            types.push(t);
         }
         let find = |types: &[TypeRecipe], key: &str, table: &str| -> Result<Option<usize>> {
-            let ftype = file_type(key).with_context(|| format!("[{table}.{key}]"))?;
-            match types.iter().position(|t| t.ftype == ftype) {
+            let name = TypeRecipe::named(key, global)
+                .with_context(|| format!("[{table}.{key}]"))?
+                .name;
+            match types.iter().position(|t| t.name == name) {
                 None if !types_overridden => bail!("[{table}.{key}]: {key} is not among the types"),
                 i => Ok(i),
             }
@@ -361,7 +390,7 @@ mod tests {
             (512, None, true)
         );
         assert_eq!(r.split, SplitLimit::parse_size("49G").unwrap());
-        let names: Vec<&str> = r.types.iter().map(|t| t.ftype.name).collect();
+        let names: Vec<&str> = r.types.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["Q4_K_M", "Q8_0"]);
         assert!(r.types.iter().all(|t| t.gates == Gates::default()));
     }

@@ -203,16 +203,16 @@ fn guide(release: &Release) -> String {
     if passed.is_empty() {
         return String::new();
     }
-    let best = closest(release).map(|t| t.ftype);
-    let recommended = recommended(release).map(|t| t.ftype);
+    let best = closest(release).map(|t| t.ftype.as_str());
+    let recommended = recommended(release).map(|t| t.ftype.as_str());
     let mut out = String::from("## Which file should I use?\n\n");
     for t in &passed {
         let m = &t.measurement;
         let mut notes = Vec::new();
-        if Some(t.ftype) == recommended {
+        if Some(t.ftype.as_str()) == recommended {
             notes.push("**recommended**: the smallest with mean KLD ≤ 0.05");
         }
-        if Some(t.ftype) == best {
+        if Some(t.ftype.as_str()) == best {
             notes.push("closest to the original");
         }
         let _ = writeln!(
@@ -266,7 +266,7 @@ mod tests {
         m.bytes = mib << 20;
         let passed = failures.is_empty();
         TypeOutcome {
-            ftype,
+            ftype: ftype.to_string(),
             key: "k".into(),
             file: passed.then(|| format!("m-{ftype}.gguf")),
             measurement: m,
@@ -351,8 +351,8 @@ mod tests {
             outcome("Q3_K_M", 2, 0.09, &[]),
             outcome("Q4_K_M", 3, 0.02, &[]),
         ]);
-        assert_eq!(recommended(&r).map(|t| t.ftype), Some("Q4_K_M"));
-        assert_eq!(closest(&r).map(|t| t.ftype), Some("Q8_0"));
+        assert_eq!(recommended(&r).map(|t| t.ftype.as_str()), Some("Q4_K_M"));
+        assert_eq!(closest(&r).map(|t| t.ftype.as_str()), Some("Q8_0"));
         let card = model_card(&r);
         assert!(card.starts_with("---\n"), "{card}");
         assert!(
@@ -364,7 +364,10 @@ mod tests {
             "{card}"
         );
         let none_close = release(vec![outcome("Q2_K", 2, 0.3, &[])]);
-        assert_eq!(recommended(&none_close).map(|t| t.ftype), Some("Q2_K"));
+        assert_eq!(
+            recommended(&none_close).map(|t| t.ftype.as_str()),
+            Some("Q2_K")
+        );
         assert!(guide(&release(Vec::new())).is_empty());
     }
 }

@@ -11,10 +11,13 @@ use formats::hf::Checkpoint;
 use formats::kld_base::BaseWriter;
 use indicatif::MultiProgress;
 use quantize::convert::OutType;
+use quantize::job::{JobOptions, Source};
 use serde::{Deserialize, Serialize};
 
 use super::cache::{load_record, save_record, Key};
+use crate::allocate::{self, AllocationPlan, Calibration, Target};
 use crate::convert::convert_checkpoint;
+use crate::inputs::TensorChoices;
 use crate::progress;
 use eval::text::{open_tokenized, Tokenized};
 
@@ -198,6 +201,56 @@ pub fn kld_base(
         Ok(s)
     })?;
     Ok((path, key, score, run))
+}
+
+/// Chunks of the calibration text an allocation measures its costs on.
+pub const ALLOCATION_CHUNKS: usize = 8;
+
+/// Every candidate type's measured cost for every tensor (`smelt quantize … auto`'s
+/// measurement), from which each `auto:TARGET` type of the release is solved: measured once per
+/// teacher, importance matrix and calibration text, whatever the targets. Returns the costs
+/// (a plan for `target`) and their key.
+#[allow(clippy::too_many_arguments)]
+pub fn allocation_costs(
+    teacher: &Path,
+    teacher_hash: &str,
+    text: &TextInput,
+    imatrix_key: &str,
+    source: &Source,
+    opts: &JobOptions,
+    choices: &TensorChoices,
+    target: Target,
+    cache: &Path,
+    bars: &MultiProgress,
+) -> Result<(AllocationPlan, String, StageRun)> {
+    let key = Key::new("costs")
+        .with(&text.key("costs", teacher_hash))
+        .with(imatrix_key)
+        .with(&serde_json::to_string(choices)?)
+        .short();
+    let path = cache.join(format!("costs-{key}.json"));
+    let found = allocate::read_plan(&path).ok();
+    let (plan, run) = timed(found.is_some(), || {
+        if let Some(p) = found {
+            return Ok(p);
+        }
+        let bar = bars.add(progress::steps(0, "allocation: measure"));
+        let progress = |done: usize, total: usize| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        };
+        let calibration = Calibration {
+            text: text.path.to_path_buf(),
+            n_ctx: text.ctx,
+            chunks: text.chunks.unwrap_or(ALLOCATION_CHUNKS),
+        };
+        let plan =
+            allocate::allocate(teacher, source, opts, target, &calibration, None, &progress)?;
+        bar.finish_and_clear();
+        allocate::write_plan(&path, &plan)?;
+        Ok(plan)
+    })?;
+    Ok((plan, key, run))
 }
 
 /// The last component of a path, for records that must not depend on where files live.

@@ -72,8 +72,9 @@ pub struct AutoArgs {
     /// auto: write the allocation (each tensor's type, bytes and cost) to this JSON file.
     #[arg(long, value_name = "FILE")]
     pub plan_out: Option<PathBuf>,
-    /// auto: replay a saved allocation instead of measuring.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["target_bpw", "target_size", "calibration", "candidates"])]
+    /// auto: replay a saved allocation instead of measuring; with --target-bpw or --target-size,
+    /// choose again for that target from the costs it holds.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["calibration", "candidates"])]
     pub plan: Option<PathBuf>,
 }
 
@@ -94,14 +95,27 @@ impl AutoArgs {
         source: &Source,
         opts: &JobOptions,
     ) -> Result<AllocationPlan> {
-        if let Some(path) = &self.plan {
-            return allocate::read_plan(path);
-        }
         let target = match (self.target_bpw, &self.target_size) {
-            (Some(b), None) => allocate::Target::parse(&format!("{b}bpw"))?,
-            (None, Some(s)) => allocate::Target::parse(s)?,
-            _ => bail!("auto needs --target-bpw or --target-size (or --plan)"),
+            (Some(b), None) => Some(allocate::Target::parse(&format!("{b}bpw"))?),
+            (None, Some(s)) => Some(allocate::Target::parse(s)?),
+            _ => None,
         };
+        if let Some(path) = &self.plan {
+            let saved = allocate::read_plan(path)?;
+            return match target {
+                Some(t) => allocate::retarget(&saved, input, source, opts, t),
+                None => Ok(saved),
+            };
+        }
+        let Some(target) = target else {
+            bail!("auto needs --target-bpw or --target-size (or --plan)");
+        };
+        if input.is_dir() {
+            bail!(
+                "{}: auto allocation measures a GGUF model; convert the checkpoint first (smelt convert)",
+                input.display()
+            );
+        }
         let Some(text) = &self.calibration else {
             bail!("auto needs a calibration text (-f TEXT) to measure on");
         };
