@@ -91,11 +91,47 @@ impl<'m> Session<'m> {
         &mut self,
         tokens: &[&[u32]],
         first_output: usize,
-        mut observer: Option<&mut dyn Observer>,
-        mut on_logits: impl FnMut(usize, &[f32]),
+        observer: Option<&mut dyn Observer>,
+        on_logits: impl FnMut(usize, &[f32]),
     ) {
-        let model = self.model;
-        let h = &model.hparams;
+        let t = self.check_tokens(tokens);
+        let x = self.embed(tokens);
+        self.run_layers(x, 0, t, first_output, observer, None, on_logits);
+    }
+
+    /// [`Session::forward_each`] that also keeps the hidden state at the input of every block
+    /// and after the last one (`n_layer + 1` states): a later [`Session::forward_from`] with
+    /// one of them gives the same logits without running the blocks before it again.
+    pub fn forward_recording(
+        &mut self,
+        tokens: &[&[u32]],
+        first_output: usize,
+        states: &mut Vec<Vec<f32>>,
+        on_logits: impl FnMut(usize, &[f32]),
+    ) {
+        let t = self.check_tokens(tokens);
+        let x = self.embed(tokens);
+        self.run_layers(x, 0, t, first_output, None, Some(states), on_logits);
+    }
+
+    /// Runs a fresh session from block `layer` on, given the hidden state `x` a
+    /// [`Session::forward_recording`] kept at that block's input (`layer == n_layer`: only the
+    /// output layer), for sequences of `t` tokens.
+    pub fn forward_from(
+        &mut self,
+        layer: usize,
+        x: Vec<f32>,
+        t: usize,
+        first_output: usize,
+        on_logits: impl FnMut(usize, &[f32]),
+    ) {
+        assert_eq!(self.n_past(), 0, "resuming needs a fresh session");
+        assert_eq!(x.len(), t * self.caches.len() * self.model.hparams.n_embd);
+        self.run_layers(x, layer, t, first_output, None, None, on_logits);
+    }
+
+    /// Checks the token lists of a call; returns their common length.
+    fn check_tokens(&self, tokens: &[&[u32]]) -> usize {
         assert_eq!(
             tokens.len(),
             self.caches.len(),
@@ -106,7 +142,43 @@ impl<'m> Session<'m> {
             tokens.iter().all(|s| s.len() == t),
             "sequences of equal length"
         );
-        let n_rows = t * tokens.len();
+        t
+    }
+
+    /// The embedded tokens of every sequence, sequence after sequence.
+    fn embed(&self, tokens: &[&[u32]]) -> Vec<f32> {
+        let model = self.model;
+        let h = &model.hparams;
+        let n_rows: usize = tokens.iter().map(|s| s.len()).sum();
+        let mut x = vec![0.0f32; n_rows * h.n_embd];
+        let embedding_scale = arch::graph::embedding_scale(h);
+        x.par_chunks_mut(h.n_embd)
+            .zip(tokens.concat().into_par_iter())
+            .for_each(|(row, tok)| {
+                decode_row(model, &model.token_embd, tok as usize, row);
+                if let Some(s) = embedding_scale {
+                    row.iter_mut().for_each(|v| *v *= s);
+                }
+            });
+        x
+    }
+
+    /// Blocks `from..n_layer` on `x` (sequences of `t` new tokens), then the output layer;
+    /// `record` receives the state at each block's input and after the last.
+    #[allow(clippy::too_many_arguments)]
+    fn run_layers(
+        &mut self,
+        mut x: Vec<f32>,
+        from: usize,
+        t: usize,
+        first_output: usize,
+        mut observer: Option<&mut dyn Observer>,
+        mut record: Option<&mut Vec<Vec<f32>>>,
+        mut on_logits: impl FnMut(usize, &[f32]),
+    ) {
+        let model = self.model;
+        let h = &model.hparams;
+        let n_seq = self.caches.len();
         let n_past = self.n_past();
         assert!(
             self.keep_cache || n_past == 0,
@@ -119,18 +191,10 @@ impl<'m> Session<'m> {
             }
         }
 
-        let mut x = vec![0.0f32; n_rows * h.n_embd];
-        let embedding_scale = arch::graph::embedding_scale(h);
-        x.par_chunks_mut(h.n_embd)
-            .zip(tokens.concat().into_par_iter())
-            .for_each(|(row, tok)| {
-                decode_row(model, &model.token_embd, tok as usize, row);
-                if let Some(s) = embedding_scale {
-                    row.iter_mut().for_each(|v| *v *= s);
-                }
-            });
-
-        for il in 0..h.n_layer {
+        for il in from..h.n_layer {
+            if let Some(states) = record.as_mut() {
+                states.push(x.clone());
+            }
             let block_input = observer
                 .as_ref()
                 .filter(|o| o.wants_block_io())
@@ -146,6 +210,9 @@ impl<'m> Session<'m> {
                 o.block_io(il, &input, &x, h.n_embd);
             }
         }
+        if let Some(states) = record.as_mut() {
+            states.push(x.clone());
+        }
         for cache in &mut self.caches {
             cache.n_past += t;
         }
@@ -159,7 +226,7 @@ impl<'m> Session<'m> {
         let rows_out = t - first_output;
         let per_seq = rows_out * h.n_embd;
         let mut logits = Vec::new();
-        for s in 0..tokens.len() {
+        for s in 0..n_seq {
             let kept = &kept[s * per_seq..(s + 1) * per_seq];
             let normed = rms_norm(kept, &model.output_norm, h.rms_eps);
             linear_into(

@@ -89,6 +89,26 @@ pub struct ScoredChunk<'a> {
     pub targets: &'a [u32],
 }
 
+/// The token lists of chunks `chunks`, each with BOS in place of its first token (when the
+/// tokenizer adds one), as llama-perplexity runs them.
+pub(crate) fn chunk_inputs(
+    tokens: &[u32],
+    plan: &ChunkPlan,
+    chunks: std::ops::Range<usize>,
+    bos: Option<u32>,
+) -> Vec<Vec<u32>> {
+    let n_ctx = plan.n_ctx;
+    chunks
+        .map(|c| {
+            let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+            if let Some(b) = bos {
+                chunk[0] = b;
+            }
+            chunk
+        })
+        .collect()
+}
+
 /// Runs `model` over the chunks of `tokens` in order, calling `on_chunk` for each with its scored
 /// logits. `observer` sees every matrix product's input (importance matrices).
 pub fn run_chunks(
@@ -104,15 +124,7 @@ pub fn run_chunks(
     let mut start = 0;
     while start < plan.n_chunks {
         let n_seq = plan.n_seq.min(plan.n_chunks - start);
-        let inputs: Vec<Vec<u32>> = (start..start + n_seq)
-            .map(|c| {
-                let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
-                if let Some(b) = bos {
-                    chunk[0] = b;
-                }
-                chunk
-            })
-            .collect();
+        let inputs = chunk_inputs(tokens, plan, start..start + n_seq, bos);
         let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
         let mut session = Session::single_pass(model, n_seq, n_ctx);
         let reborrowed: Option<&mut dyn Observer> = match observer {
