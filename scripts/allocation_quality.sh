@@ -61,7 +61,9 @@ for ty in $TYPES; do
   read -r mwk mws _ <<<"$(kld "$mix" "$OUT/base-wiki.bin" "$TX/wiki.test.raw" "$WIKI_CHUNKS")"
   read -r awk aws _ <<<"$(kld "$auto" "$OUT/base-wiki.bin" "$TX/wiki.test.raw" "$WIKI_CHUNKS")"
   sp=$("$S" perplexity "$auto" -f "$TX/tinystories-eval.txt" --chunks 40 -t "$T" --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])')
-  lp=$("$REF/bin/llama-perplexity" -m "$auto" -f "$TX/tinystories-eval.txt" -c 512 --chunks 40 -t "$T" 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
+  # The running value after chunk 40 (llama-perplexity's log thread can lose its last line).
+  lp=$("$REF/bin/llama-perplexity" -m "$auto" -f "$TX/tinystories-eval.txt" -c 512 --chunks 40 -t "$T" 2>&1 |
+    sed -n 's/.*\[40\]\([0-9.]*\),.*/\1/p' | tail -1)
   echo "mixture,$ty,$size,$mk,$ms,$mwk,$mws" >> "$OUT/points.csv"
   echo "auto,$ty,$asize,$ak,$as,$awk,$aws" >> "$OUT/points.csv"
   python3 - "$ty" "$size" "$asize" "$mk" "$ak" "$ms" "$as" "$mwk" "$awk" "$sp" "$lp" >> "$OUT/table.md" <<'EOF'

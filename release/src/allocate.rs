@@ -81,8 +81,9 @@ pub struct Calibration {
     pub chunks: usize,
 }
 
-/// The candidate types tried for a tensor whose rows fit the 256-value k-quant blocks, without
-/// and with an importance matrix (the codebook types need one).
+/// The candidate types tried for a tensor whose rows fit the 256-value blocks: the codebook
+/// types (those that need importance data only where there is some), the k-quants, IQ4_XS and
+/// Q8_0.
 const CANDIDATES: &[GgmlType] = &[
     GgmlType::Q2_K,
     GgmlType::Q3_K,
@@ -92,7 +93,9 @@ const CANDIDATES: &[GgmlType] = &[
     GgmlType::Q6_K,
     GgmlType::Q8_0,
 ];
+/// The codebook types among the candidates.
 const CODEBOOK_CANDIDATES: &[GgmlType] = &[
+    GgmlType::IQ1_S,
     GgmlType::IQ1_M,
     GgmlType::IQ2_XXS,
     GgmlType::IQ2_XS,
@@ -210,15 +213,17 @@ fn candidates_for(
     let has_weights = importance_for(info, opts).is_some();
     let list: Vec<GgmlType> = match asked {
         Some(a) => a.to_vec(),
-        None if cols.is_multiple_of(256) && has_weights => {
-            [CODEBOOK_CANDIDATES, CANDIDATES].concat()
-        }
-        None if cols.is_multiple_of(256) => CANDIDATES.to_vec(),
+        None if cols.is_multiple_of(256) => [CODEBOOK_CANDIDATES, CANDIDATES].concat(),
         None => ROW32_CANDIDATES.to_vec(),
     };
+    // As llama-quantize: the very low-bit types need importance data, except on the token
+    // embedding and the output, where only the encoders that cannot run without it refuse.
+    let ends = matches!(info.name.as_str(), "token_embd.weight" | "output.weight");
     list.into_iter()
         .filter(|ty| cols.is_multiple_of(ty.block_size() as u64) && can_quantize(*ty))
-        .filter(|ty| has_weights || !(needs_importance(*ty) || always_requires_imatrix(*ty)))
+        .filter(|ty| {
+            has_weights || !(needs_importance(*ty) || (always_requires_imatrix(*ty) && !ends))
+        })
         .collect()
 }
 

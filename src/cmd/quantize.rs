@@ -59,8 +59,9 @@ pub struct AutoArgs {
     /// auto: calibration text the costs are measured on.
     #[arg(short = 'f', long = "file", value_name = "TEXT")]
     pub calibration: Option<PathBuf>,
-    /// auto: tensor types to try (comma-separated; default: the k-quants, IQ4_XS and Q8_0, the
-    /// codebook types with an imatrix, the 32-value block types for rows k-quants do not fit).
+    /// auto: tensor types to try (comma-separated; default: the codebook types, the k-quants,
+    /// IQ4_XS and Q8_0, or the 32-value block types for rows the k-quants do not fit; types that
+    /// need importance data only where the imatrix has some).
     #[arg(long, value_name = "T,T,…", value_delimiter = ',')]
     pub candidates: Option<Vec<String>>,
     /// auto: tokens per calibration chunk.
