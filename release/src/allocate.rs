@@ -227,8 +227,9 @@ fn candidates_for(
         .collect()
 }
 
-/// The file type whose default type takes the most bytes among `chosen` (ties: the first in
-/// llama-quantize's list).
+/// The file type whose default type takes the most bytes among `chosen` (of the file types that
+/// share a default type, the lowest id: Q4_K_S before Q4_K_M). It only names the file
+/// (`general.file_type`); the plan decides every tensor.
 fn dominant_file_type(chosen: &[(GgmlType, u64)]) -> FileType {
     let mut bytes: BTreeMap<u32, u64> = BTreeMap::new();
     for (ty, b) in chosen {
@@ -242,9 +243,8 @@ fn dominant_file_type(chosen: &[(GgmlType, u64)]) -> FileType {
         .unwrap_or_else(|| FileType::parse("Q8_0").expect("known"))
 }
 
-/// Bytes of everything in the file but the allocated tensors: header, metadata, tensor infos and
-/// the tensors that keep their type.
-/// Also returns the file's alignment, to which every tensor is padded.
+/// Bytes of everything in the file but the allocated tensors (header, metadata, tensor infos and
+/// the tensors that keep their type), and the file's alignment, to which every tensor is padded.
 fn fixed_bytes(plan: &Plan, items: &[usize]) -> Result<(u64, u64)> {
     let infos: Vec<TensorInfo> = plan.tensors.iter().map(|t| t.info.clone()).collect();
     let (total, align) = file_size(Path::new("output"), &plan.metadata, &infos)?;
