@@ -221,9 +221,9 @@ impl Model {
 
     /// Puts back what [`Model::replace`] took out.
     pub fn restore(&mut self, replaced: Replaced) {
+        let name = replaced.0[0].name.clone();
         let mut old = replaced.0.into_iter();
-        let names: Vec<String> = old.as_slice().iter().map(|w| w.name.clone()).collect();
-        for w in self.weights_mut().filter(|w| names.contains(&w.name)) {
+        for w in self.weights_mut().filter(|w| w.name == name) {
             *w = old.next().expect("the same weights as replaced");
         }
     }

@@ -109,6 +109,11 @@ pub(crate) fn chunk_inputs(
         .collect()
 }
 
+/// The tokens chunk `c`'s scored rows predict.
+pub(crate) fn chunk_targets<'a>(tokens: &'a [u32], plan: &ChunkPlan, c: usize) -> &'a [u32] {
+    &tokens[c * plan.n_ctx + plan.first() + 1..(c + 1) * plan.n_ctx]
+}
+
 /// Runs `model` over the chunks of `tokens` in order, calling `on_chunk` for each with its scored
 /// logits. `observer` sees every matrix product's input (importance matrices).
 pub fn run_chunks(
@@ -136,7 +141,7 @@ pub fn run_chunks(
             on_chunk(ScoredChunk {
                 index: c,
                 logits: &logits[..plan.scored_per_chunk() * n_vocab],
-                targets: &tokens[c * n_ctx + first + 1..(c + 1) * n_ctx],
+                targets: chunk_targets(tokens, plan, c),
             });
         });
         start += n_seq;

@@ -19,8 +19,7 @@ use formats::Result;
 
 use crate::forward::Session;
 use crate::kld::KldStats;
-use crate::model::Model;
-use crate::perplexity::{chunk_inputs, encode_chunk};
+use crate::perplexity::{chunk_inputs, chunk_targets, encode_chunk};
 use crate::text::Tokenized;
 
 /// One batch of calibration chunks as the full-precision pass saw it.
@@ -88,11 +87,6 @@ impl Reference {
         self.tokenized.plan.n_chunks * self.tokenized.plan.scored_per_chunk()
     }
 
-    /// The model being measured.
-    pub fn model(&self) -> &Model {
-        &self.tokenized.model
-    }
-
     /// Mean KLD of the model as it is now from the kept distributions, running it from block
     /// `from` on (the kept states stand for the blocks before).
     fn mean_kld(&self, from: usize) -> f64 {
@@ -135,8 +129,7 @@ impl Reference {
 
 /// The tokens chunk `c`'s scored rows predict.
 fn targets(t: &Tokenized, c: usize) -> &[u32] {
-    let (n_ctx, first) = (t.plan.n_ctx, t.plan.first());
-    &t.tokens[c * n_ctx + first + 1..(c + 1) * n_ctx]
+    chunk_targets(&t.tokens, &t.plan, c)
 }
 
 /// The first block whose computation reads tensor `name`: its own block (`blk.N.…`), the output

@@ -414,6 +414,15 @@ const SLAB_VALUES: usize = 1 << 22;
 /// Values per parallel task (llama.cpp's `min_chunk_size`).
 const TASK_VALUES: usize = 32 * 512;
 
+/// The slabs a tensor is streamed in: (first row, rows), each about [`SLAB_VALUES`] values.
+fn slabs(info: &TensorInfo) -> impl Iterator<Item = (usize, usize)> {
+    let n_rows = n_rows(info);
+    let rows_per_slab = (SLAB_VALUES / (info.dims[0] as usize).max(1)).max(1);
+    (0..n_rows)
+        .step_by(rows_per_slab)
+        .map(move |first| (first, rows_per_slab.min(n_rows - first)))
+}
+
 /// Writes the planned GGUF to `out`, or the split set `out` names when `opts.split` asks for one
 /// (through temporary files that are renamed only on success); returns the files written.
 pub fn write(
@@ -426,12 +435,8 @@ pub fn write(
     let mut writer = SetWriter::create(out, &plan.metadata, &infos, opts.split)?;
     let paths = writer.paths().to_vec();
     for (t, input) in plan.tensors.iter().zip(&plan.inputs) {
-        let row = t.info.dims[0] as usize;
-        let n_rows = n_rows(&t.info);
-        let rows_per_slab = (SLAB_VALUES / row.max(1)).max(1);
         let in_row = source.source_row_bytes(input);
-        for first in (0..n_rows).step_by(rows_per_slab) {
-            let rows = rows_per_slab.min(n_rows - first);
+        for (first, rows) in slabs(&t.info) {
             let unchanged = t.from == t.info.ggml_type;
             match source.stored_rows(input, first, rows).filter(|_| unchanged) {
                 Some(bytes) => writer.write(bytes)?,
@@ -457,12 +462,8 @@ pub fn encode_tensor(
     let mut t = plan.tensors[index].clone();
     t.info.ggml_type = ty;
     let input = &plan.inputs[index];
-    let row = t.info.dims[0] as usize;
-    let n_rows = n_rows(&t.info);
-    let rows_per_slab = (SLAB_VALUES / row.max(1)).max(1);
     let mut out = Vec::with_capacity(t.info.n_bytes().unwrap_or(0) as usize);
-    for first in (0..n_rows).step_by(rows_per_slab) {
-        let rows = rows_per_slab.min(n_rows - first);
+    for (first, rows) in slabs(&t.info) {
         out.extend(encode_slab(source, input, &t, first, rows, opts)?);
     }
     source.release(input);
