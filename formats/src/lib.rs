@@ -15,6 +15,7 @@
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
 pub mod digest;
+mod direct;
 mod error;
 pub mod gguf;
 pub mod hf;

@@ -4,11 +4,12 @@
 //! unfinished writer deletes it, so a failed run never leaves a partial file at the output path.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::metadata::encode_string;
 use super::{pad_to, GgmlType, Metadata, DEFAULT_ALIGNMENT, MAGIC, VERSION};
+use crate::direct::DirectWriter;
 use crate::{FormatError, Result};
 
 /// Name, shape and type of one tensor to be written.
@@ -40,7 +41,7 @@ impl TensorInfo {
 
 /// Writes one GGUF file; see the module docs.
 pub struct GgufWriter {
-    out: BufWriter<File>,
+    out: DirectWriter,
     tmp_path: PathBuf,
     final_path: PathBuf,
     sizes: Vec<(String, u64)>,
@@ -132,9 +133,9 @@ impl GgufWriter {
             alignment,
         } = Layout::new(path, metadata, tensors)?;
         let tmp_path = temp_path_for(path);
-        let file = File::create(&tmp_path).map_err(|e| FormatError::io(path, e))?;
+        let out = DirectWriter::create(&tmp_path).map_err(|e| FormatError::io(path, e))?;
         let mut writer = GgufWriter {
-            out: BufWriter::with_capacity(1 << 20, file),
+            out,
             tmp_path,
             final_path: path.to_path_buf(),
             sizes,
@@ -205,11 +206,8 @@ impl GgufWriter {
             ));
         }
         self.out
-            .flush()
-            .map_err(|e| FormatError::io(&self.final_path, e))?;
-        self.out
-            .get_ref()
-            .sync_all()
+            .finish()
+            .and_then(File::sync_all)
             .map_err(|e| FormatError::io(&self.final_path, e))?;
         self.finished = true;
         Ok(Completed {
