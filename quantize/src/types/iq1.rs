@@ -91,7 +91,7 @@ fn snap(
         Lookup::Point(i) => (i, true),
         Lookup::Near(near) => {
             // xx[l] = xx[0] + l exactly (levels 0, 1, 2; xx spaced by 1).
-            let index = book.best_neighbour(near, xb, weight, scale, (1.0, xx[0]), l);
+            let index = book.best_neighbour(near, xb, weight, scale, xx[0], l);
             (index, false)
         }
     }

@@ -27,9 +27,12 @@ pub struct Codebook {
     lists: Vec<(u32, u32, u16)>,
     /// The neighbour lists' point indices, in ggml's order.
     neighbours: Vec<u16>,
-    /// The same lists as levels (f32) in blocks of 8 points: for each block, `dim` rows of 8 lanes
-    /// (unused lanes level 0), so that 8 candidates are scored at once.
+    /// The same lists in blocks of 8 points: for each block, `dim` rows of 8 lanes (unused lanes
+    /// 0), so that 8 candidates are scored at once. Each value is the level `l`, or with
+    /// `magnitudes` the value `2l+1` the IQ2/IQ3 searches score (saves two operations per value).
     lanes: Vec<[f32; 8]>,
+    /// Whether `lanes` holds magnitudes `2l+1` rather than levels.
+    magnitudes: bool,
 }
 
 /// A packing's nearest points.
@@ -37,7 +40,7 @@ pub struct Codebook {
 pub struct Near<'a> {
     /// Point indices, in ggml's order.
     pub points: &'a [u16],
-    /// Their levels, transposed in blocks of 8 (see [`Codebook`]).
+    /// Their levels or magnitudes, transposed in blocks of 8 (see [`Codebook`]).
     pub lanes: &'a [[f32; 8]],
 }
 
@@ -88,24 +91,25 @@ impl Codebook {
         &self.levels[i][..self.dim]
     }
 
-    /// The neighbour whose values `scale·(a·l + b)` are nearest `x` in the weighted squared
+    /// The neighbour whose values `scale·(l + b)` are nearest `x` in the weighted squared
     /// distance `Σ w·(scale·q − x)²`, summed in value order; the first on ties. Its levels go to
-    /// `l`. This is `iq2_find_best_neighbour` / `iq3_find_best_neighbour` (`a = 2, b = 1`: the
-    /// magnitudes `2l+1`) and `iq1_find_best_neighbour2` (`a = 1, b` the shifted −1 level).
-    #[allow(clippy::too_many_arguments)]
+    /// `l`. This is `iq1_find_best_neighbour2` (`b` the shifted −1 level), on a book of levels.
+    /// (The IQ2/IQ3 searches, `iq2_find_best_neighbour` / `iq3_find_best_neighbour`, score the
+    /// magnitudes `2l+1` inside [`lanes::snap_groups`].)
     pub fn best_neighbour(
         &self,
         near: Near<'_>,
         x: &[f32],
         w: &[f32],
         scale: f32,
-        (a, b): (f32, f32),
+        b: f32,
         l: &mut [i8],
     ) -> usize {
+        debug_assert!(!self.magnitudes);
         let n = near.points.len();
         let at = match self.dim {
-            8 => lanes::nearest_candidate::<8>(near.lanes, n, (a, b), scale, x, w),
-            _ => lanes::nearest_candidate::<4>(near.lanes, n, (a, b), scale, x, w),
+            8 => lanes::nearest_candidate::<8>(near.lanes, n, Some(b), scale, x, w),
+            _ => lanes::nearest_candidate::<4>(near.lanes, n, Some(b), scale, x, w),
         };
         // ggml asserts that one scores below FLT_MAX; only non-finite input misses: keep the first.
         let best = near.points[at.unwrap_or(0)] as usize;
@@ -113,21 +117,29 @@ impl Codebook {
         best
     }
 
+    /// Point `i`'s levels as a group of `G` (the book's `dim`).
+    #[inline]
+    pub fn point_levels<const G: usize>(&self, i: usize) -> [i8; G] {
+        let l = &self.levels[i];
+        std::array::from_fn(|k| l[k] as i8)
+    }
+
     /// Writes point `i`'s levels into `l`.
     #[inline]
-    pub fn copy_levels(&self, i: usize, l: &mut [i8]) {
+    fn copy_levels(&self, i: usize, l: &mut [i8]) {
         for (d, &s) in l.iter_mut().zip(self.levels(i)) {
             *d = s as i8;
         }
     }
 
-    /// Builds the tables from a decoding grid given as each point's bytes.
+    /// Builds the tables from a decoding grid given as each point's bytes; `magnitudes` as the
+    /// field says.
     fn build(
         points: Vec<Vec<u8>>,
         bits: u32,
         map_size: usize,
-        max_level: u8,
-        nwant: usize,
+        (max_level, nwant): (u8, usize),
+        magnitudes: bool,
     ) -> Self {
         let dim = points[0].len();
         let mut values: Vec<u8> = points.iter().flatten().copied().collect();
@@ -151,6 +163,7 @@ impl Codebook {
             lists: Vec::new(),
             neighbours: Vec::new(),
             lanes: Vec::new(),
+            magnitudes,
         };
         for (i, l) in book.levels.iter().enumerate() {
             let l: Vec<i8> = l[..dim].iter().map(|&v| v as i8).collect();
@@ -180,7 +193,7 @@ impl Codebook {
                     let row = std::array::from_fn(|k| {
                         block
                             .get(k)
-                            .map_or(0.0, |&j| book.levels[j as usize][i] as f32)
+                            .map_or(0.0, |&j| book.stored(book.levels[j as usize][i]))
                     });
                     book.lanes.push(row);
                 }
@@ -188,6 +201,15 @@ impl Codebook {
             book.neighbours.extend(list);
         }
         book
+    }
+
+    /// What `lanes` holds for level `l`.
+    fn stored(&self, l: u8) -> f32 {
+        if self.magnitudes {
+            (2 * l as i32 + 1) as f32
+        } else {
+            l as f32
+        }
     }
 
     /// The points at the `nwant` smallest squared distances from packing `u`, ordered by distance
@@ -241,37 +263,37 @@ const MAP3: usize = 4096;
 /// IQ2_XXS's 256 points (2 neighbour distances).
 pub fn iq2_xxs() -> &'static Codebook {
     static B: OnceLock<Codebook> = OnceLock::new();
-    B.get_or_init(|| Codebook::build(bytes8(&IQ2XXS_GRID), 2, MAP2, 2, 2))
+    B.get_or_init(|| Codebook::build(bytes8(&IQ2XXS_GRID), 2, MAP2, (2, 2), true))
 }
 
 /// IQ2_XS's 512 points (2 neighbour distances).
 pub fn iq2_xs() -> &'static Codebook {
     static B: OnceLock<Codebook> = OnceLock::new();
-    B.get_or_init(|| Codebook::build(bytes8(&IQ2XS_GRID), 2, MAP2, 2, 2))
+    B.get_or_init(|| Codebook::build(bytes8(&IQ2XS_GRID), 2, MAP2, (2, 2), true))
 }
 
 /// IQ2_S's 1024 points (1 neighbour distance).
 pub fn iq2_s() -> &'static Codebook {
     static B: OnceLock<Codebook> = OnceLock::new();
-    B.get_or_init(|| Codebook::build(bytes8(&IQ2S_GRID), 2, MAP2, 2, 1))
+    B.get_or_init(|| Codebook::build(bytes8(&IQ2S_GRID), 2, MAP2, (2, 1), true))
 }
 
 /// IQ1_S's and IQ1_M's 2048 points (3 neighbour distances).
 pub fn iq1() -> &'static Codebook {
     static B: OnceLock<Codebook> = OnceLock::new();
-    B.get_or_init(|| Codebook::build(bytes8(&IQ1S_GRID), 2, MAP2, 2, 3))
+    B.get_or_init(|| Codebook::build(bytes8(&IQ1S_GRID), 2, MAP2, (2, 3), false))
 }
 
 /// IQ3_XXS's 256 points (2 neighbour distances).
 pub fn iq3_xxs() -> &'static Codebook {
     static B: OnceLock<Codebook> = OnceLock::new();
-    B.get_or_init(|| Codebook::build(bytes4(&IQ3XXS_GRID), 3, MAP3, 7, 2))
+    B.get_or_init(|| Codebook::build(bytes4(&IQ3XXS_GRID), 3, MAP3, (7, 2), true))
 }
 
 /// IQ3_S's 512 points (3 neighbour distances).
 pub fn iq3_s() -> &'static Codebook {
     static B: OnceLock<Codebook> = OnceLock::new();
-    B.get_or_init(|| Codebook::build(bytes4(&IQ3S_GRID), 3, MAP3, 7, 3))
+    B.get_or_init(|| Codebook::build(bytes4(&IQ3S_GRID), 3, MAP3, (7, 3), true))
 }
 
 #[cfg(test)]

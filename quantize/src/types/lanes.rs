@@ -34,6 +34,8 @@ trait Vec8: Copy {
     fn select(m: Self::Mask, a: Self, b: Self) -> Self;
     /// `nearest_int(self).clamp(lo, hi) as f32` per lane.
     fn round_clamp(self, lo: i32, hi: i32) -> Self;
+    /// `nearest_int(self).clamp(lo, hi)` per lane as bytes (`lo`, `hi` within `i8`).
+    fn round_clamp_i8(self, lo: i32, hi: i32) -> [i8; 8];
     fn mask_bits(m: Self::Mask) -> [bool; 8];
     /// The smallest of the 8 lanes (no NaN among them).
     fn hmin(self) -> f32;
@@ -95,6 +97,9 @@ impl Vec8 for Scalar8 {
     fn round_clamp(self, lo: i32, hi: i32) -> Self {
         Scalar8(self.0.map(|v| nearest_int(v).clamp(lo, hi) as f32))
     }
+    fn round_clamp_i8(self, lo: i32, hi: i32) -> [i8; 8] {
+        self.0.map(|v| nearest_int(v).clamp(lo, hi) as i8)
+    }
     fn mask_bits(m: [bool; 8]) -> [bool; 8] {
         m
     }
@@ -115,6 +120,15 @@ mod avx2 {
     /// AVX2 registers. Only constructed inside `#[target_feature(enable = "avx2")]` functions.
     #[derive(Clone, Copy)]
     pub struct Avx8(pub __m256);
+
+    /// ggml's `nearest_int` (add 1.5·2²³, keep the low mantissa bits) per lane, clamped.
+    #[inline(always)]
+    unsafe fn round_clamp_epi32(v: __m256, lo: i32, hi: i32) -> __m256i {
+        let v = _mm256_add_ps(v, _mm256_set1_ps(12582912.0));
+        let i = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x007f_ffff));
+        let i = _mm256_sub_epi32(i, _mm256_set1_epi32(0x0040_0000));
+        _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi))
+    }
 
     impl super::Vec8 for Avx8 {
         type Mask = __m256;
@@ -199,15 +213,18 @@ mod avx2 {
         #[inline(always)]
         fn round_clamp(self, lo: i32, hi: i32) -> Self {
             // SAFETY: register arithmetic only; the CPU has AVX2 (see `splat`).
+            unsafe { Avx8(_mm256_cvtepi32_ps(round_clamp_epi32(self.0, lo, hi))) }
+        }
+        #[inline(always)]
+        fn round_clamp_i8(self, lo: i32, hi: i32) -> [i8; 8] {
+            // SAFETY: register arithmetic and one 8-byte store into `out`; the CPU has AVX2 (see
+            // `splat`).
             unsafe {
-                let v = _mm256_add_ps(self.0, _mm256_set1_ps(12582912.0));
-                let i = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x007f_ffff));
-                let i = _mm256_sub_epi32(i, _mm256_set1_epi32(0x0040_0000));
-                let i = _mm256_min_epi32(
-                    _mm256_max_epi32(i, _mm256_set1_epi32(lo)),
-                    _mm256_set1_epi32(hi),
-                );
-                Avx8(_mm256_cvtepi32_ps(i))
+                let i = round_clamp_epi32(self.0, lo, hi);
+                let w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
+                let mut out = [0i8; 8];
+                _mm_storel_epi64(out.as_mut_ptr().cast(), _mm_packs_epi16(w, w));
+                out
             }
         }
         #[inline(always)]

@@ -8,37 +8,38 @@ use super::{Scalar8, Vec8};
 use crate::types::iq_codebook::{Codebook, Lookup};
 
 /// The first of `n` codebook candidates with the smallest weighted squared distance, scoring 8 at
-/// a time: for each block of `D` rows of 8 lanes (row `i`: the level of value `i` of 8
-/// candidates), `Σ_i w[i]·(scale·q − x[i])²` with `q = a·level + b`, summed in `i` order exactly as
-/// the scalar neighbour searches do (`q` is exact for the codebooks' small levels, so computing it
-/// costs no rounding). `None` when no score is below `f32::MAX` (non-finite input).
+/// a time: for each block of `D` rows of 8 lanes (row `i`: the stored value `v` of value `i` of 8
+/// candidates), `Σ_i w[i]·(scale·q − x[i])²` with `q = v + shift` (`q = v` without one), summed
+/// in `i` order exactly as the scalar neighbour searches do (`q` is exact for the codebooks' small
+/// levels, so computing it costs no rounding). `None` when no score is below `f32::MAX`
+/// (non-finite input).
 pub fn nearest_candidate<const D: usize>(
     blocks: &[[f32; 8]],
     n: usize,
-    ab: (f32, f32),
+    shift: Option<f32>,
     scale: f32,
     x: &[f32],
     w: &[f32],
 ) -> Option<usize> {
-    dispatch!(nearest_core, D, Option<usize>, (blocks: &[[f32; 8]], n: usize, ab: (f32, f32), scale: f32, x: &[f32], w: &[f32]))
+    dispatch!(nearest_core, D, Option<usize>, (blocks: &[[f32; 8]], n: usize, shift: Option<f32>, scale: f32, x: &[f32], w: &[f32]))
 }
 
 #[inline(always)]
 fn nearest_core<V: Vec8, const D: usize>(
     blocks: &[[f32; 8]],
     n: usize,
-    (a, b): (f32, f32),
+    shift: Option<f32>,
     scale: f32,
     x: &[f32],
     w: &[f32],
 ) -> Option<usize> {
-    let (va, vb, vs) = (V::splat(a), V::splat(b), V::splat(scale));
+    let (shift, vs) = (shift.map(V::splat), V::splat(scale));
     let xs: [V; D] = std::array::from_fn(|i| V::splat(x[i]));
     let ws: [V; D] = std::array::from_fn(|i| V::splat(w[i]));
     if n <= 8 {
         // One block: lanes not below f32::MAX (NaN included) and those past the end can never
         // be taken; the first lane holding the smallest of the rest is.
-        let d2 = score::<V, D>(blocks, (va, vb, vs), &xs, &ws).add(V::load(&PAST_END[n]));
+        let d2 = score::<V, D>(blocks, shift, vs, &xs, &ws).add(V::load(&PAST_END[n]));
         let d2 = V::select(d2.lt(V::splat(f32::MAX)), d2, V::splat(f32::INFINITY));
         let min = d2.hmin();
         if min == f32::INFINITY {
@@ -54,7 +55,7 @@ fn nearest_core<V: Vec8, const D: usize>(
     let blocks = blocks.chunks_exact(D);
     let last = blocks.len() - 1;
     for (c, block) in blocks.enumerate() {
-        let mut d2 = score::<V, D>(block, (va, vb, vs), &xs, &ws);
+        let mut d2 = score::<V, D>(block, shift, vs, &xs, &ws);
         if c == last {
             d2 = d2.add(V::load(&PAST_END[n - 8 * last]));
         }
@@ -79,13 +80,17 @@ fn nearest_core<V: Vec8, const D: usize>(
 #[inline(always)]
 fn score<V: Vec8, const D: usize>(
     block: &[[f32; 8]],
-    (va, vb, vs): (V, V, V),
+    shift: Option<V>,
+    vs: V,
     xs: &[V; D],
     ws: &[V; D],
 ) -> V {
     let mut d2 = V::splat(0.0);
     for i in 0..D {
-        let q = V::load(&block[i]).mul(va).add(vb);
+        let q = match shift {
+            Some(b) => V::load(&block[i]).add(b),
+            None => V::load(&block[i]),
+        };
         let diff = vs.mul(q).sub(xs[i]);
         d2 = d2.add(ws[i].mul(diff).mul(diff));
     }
@@ -111,7 +116,7 @@ static PAST_END: [[f32; 8]; 9] = {
 /// One snapping pass of the IQ2/IQ3 scale search over a block of `xval.len()` magnitudes in
 /// groups of `G` (`Scan::snap`): each group (with `only`, each marked one) takes the levels
 /// `clamp(nearest_int(0.5·(id·x − 1)), 0, kmax − 1)` if they are a codebook point, else the
-/// neighbour nearest `scale·(2l+1)` under the weights `waux`; `on[k]` says which. All of it in
+/// neighbour nearest `scale·(2l+1)` under the weights `waux` (the book stores magnitudes `2l+1`); `on[k]` says which. All of it in
 /// one vector function, so the per-group work is not a call apiece.
 #[allow(clippy::too_many_arguments)]
 pub fn snap_groups<const G: usize>(
@@ -146,28 +151,28 @@ fn snap_core<V: Vec8, const G: usize>(
     let mut near = [0i8; 32];
     for (xs, ls) in xval.chunks_exact(8).zip(near.chunks_exact_mut(8)) {
         let v = V::load(xs.try_into().unwrap());
-        let q = half
-            .mul(vid.mul(v).sub(one))
-            .round_clamp(0, kmax - 1)
-            .store();
-        for (d, q) in ls.iter_mut().zip(q) {
-            *d = q as i8;
-        }
+        let q = half.mul(vid.mul(v).sub(one));
+        ls.copy_from_slice(&q.round_clamp_i8(0, kmax - 1));
     }
-    for k in 0..n / G {
+    let groups = l[..n]
+        .chunks_exact_mut(G)
+        .zip(near.chunks_exact(G))
+        .zip(xval.chunks_exact(G).zip(waux.chunks_exact(G)));
+    for (k, ((lg, ng), (x, w))) in groups.enumerate() {
         if only.is_some_and(|o| !o[k]) {
             continue;
         }
-        let r = G * k..G * (k + 1);
-        l[r.clone()].copy_from_slice(&near[r.clone()]);
-        on[k] = match book.lookup(book.pack(&l[r.clone()])) {
-            Lookup::Point(_) => true,
+        let lg: &mut [i8; G] = lg.try_into().unwrap();
+        let ng: &[i8; G] = ng.try_into().unwrap();
+        on[k] = match book.lookup(book.pack(ng)) {
+            Lookup::Point(_) => {
+                *lg = *ng;
+                true
+            }
             Lookup::Near(nb) => {
-                let (x, w) = (&xval[r.clone()], &waux[r.clone()]);
-                let n = nb.points.len();
-                let at = nearest_core::<V, G>(nb.lanes, n, (2.0, 1.0), scale, x, w);
+                let at = nearest_core::<V, G>(nb.lanes, nb.points.len(), None, scale, x, w);
                 // ggml asserts one scores below FLT_MAX; only non-finite input misses: the first.
-                book.copy_levels(nb.points[at.unwrap_or(0)] as usize, &mut l[r]);
+                *lg = book.point_levels::<G>(nb.points[at.unwrap_or(0)] as usize);
                 false
             }
         };
