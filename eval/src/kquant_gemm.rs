@@ -639,7 +639,8 @@ mod tests {
                 eprintln!("no AVX512-VNNI here: nothing to check");
                 return;
             }
-            for n in [TILED_MIN_ROWS, 11] {
+            // 16 and more: AMX tiles of 16 and 32 rows where the CPU has AMX, the rest as before.
+            for n in [TILED_MIN_ROWS, 11, 16, 37, 48] {
                 let x = signal(n * k, 5);
                 let mut got = vec![f32::NAN; n * m];
                 product(ty, &bytes, &Q8kRows::new(&x, n), m, &mut got);
@@ -648,8 +649,9 @@ mod tests {
         }
     }
 
-    /// Both AVX512-VNNI kernels give their reference's bits (whole tiles and remainders, several
-    /// tasks, an odd row count), and the integer form decodes to what `dequantize` gives.
+    /// Both AVX512-VNNI kernels, and the AMX one, give their reference's bits (whole tiles and
+    /// remainders, several tasks, an odd row count), and the integer form decodes to what
+    /// `dequantize` gives.
     #[test]
     fn kernel_matches_ggml_bits_and_dequantized_values() {
         let (n, k, m) = (11, 512, 2 * TASK_ROWS + 37);
@@ -689,7 +691,8 @@ mod tests {
                 continue;
             }
             // Both of ggml's paths: vec_dot below TILED_MIN_ROWS rows, the tiled kernel from it.
-            for n in [TILED_MIN_ROWS - 1, 1, TILED_MIN_ROWS, n] {
+            // From 16 rows: AMX where the CPU has it (pairs of 16-row tiles, one tile, rest).
+            for n in [TILED_MIN_ROWS - 1, 1, TILED_MIN_ROWS, n, 16, 53] {
                 let x = signal(n * k, 3);
                 let mut got = vec![f32::NAN; n * m];
                 product(ty, &bytes, &Q8kRows::new(&x, n), m, &mut got);

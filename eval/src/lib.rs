@@ -5,6 +5,7 @@
 
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+mod amx;
 pub mod attention;
 pub mod calibration;
 mod experts;

@@ -30,6 +30,8 @@ const TOKEN_BLOCK: usize = 64;
 const QUADS: usize = QK_K / 4;
 /// Groups of 16 per super-block: the finest grouping of scales and mins.
 const GROUPS16: usize = QK_K / 16;
+/// Activation rows of one AMX tile.
+const AMX_TOKENS: usize = 16;
 
 /// Activation rows in Q8_K form, laid out for the tiled kernel.
 pub(super) struct TileRows {
@@ -44,6 +46,11 @@ pub(super) struct TileRows {
     sums: Vec<i32>,
     /// The same sums as 16-bit pairs: for the mins (Q2_K, Q4_K, Q5_K).
     sum_pairs: Vec<i32>,
+    /// Level sum of each super-block: for the AMX planes' offset ([`AMX_OFFSET`]).
+    totals: Vec<i32>,
+    /// Where AMX multiplies these rows (empty otherwise): the levels of each whole tile of 16
+    /// rows again, per super-block and chunk of 64 values one contiguous 16×64-byte tile.
+    amx_levels: Vec<i8>,
 }
 
 /// Two 16-bit values in one i32 lane, low first (`vpdpwssd`'s operand layout).
@@ -77,6 +84,8 @@ impl TileRows {
             scales: vec![0.0; blocks],
             sums: vec![0; blocks * GROUPS16],
             sum_pairs: vec![0; blocks * GROUPS16 / 2],
+            totals: vec![0; blocks],
+            amx_levels: Vec::new(),
         };
         q.levels
             .par_chunks_mut(QK_K)
@@ -87,8 +96,34 @@ impl TileRows {
             .for_each(|((((levels, scale), sums), pairs), x)| {
                 *scale = quantize_block(x, levels, sums, pairs);
             });
+        for (t, s) in q.totals.iter_mut().zip(q.sums.chunks_exact(GROUPS16)) {
+            *t = s.iter().sum();
+        }
+        if crate::amx::available() && n_rows >= AMX_TOKENS {
+            q.amx_levels = amx_tiles(&q.levels, n_rows, n_blocks);
+        }
         q
     }
+}
+
+/// The levels of each whole tile of [`AMX_TOKENS`] rows (`levels`: `n_rows` rows of `n_blocks`
+/// super-blocks) as contiguous 1024-byte tiles: tile of rows `16T..`, super-block `b`, chunk `c`
+/// at `((T·n_blocks + b)·4 + c)·1024`, its row `j` the 64 levels of that chunk.
+fn amx_tiles(levels: &[i8], n_rows: usize, n_blocks: usize) -> Vec<i8> {
+    let k = n_blocks * QK_K;
+    let tile_bytes = AMX_TOKENS * AMX_CHUNK;
+    let mut out = vec![0i8; n_rows / AMX_TOKENS * AMX_TOKENS * k];
+    out.par_chunks_mut(AMX_TOKENS * k)
+        .zip(levels.par_chunks(AMX_TOKENS * k))
+        .for_each(|(out, rows)| {
+            for (i, tile) in out.chunks_exact_mut(tile_bytes).enumerate() {
+                let at = i * AMX_CHUNK; // super-block and chunk within a row
+                for (j, dst) in tile.chunks_exact_mut(AMX_CHUNK).enumerate() {
+                    dst.copy_from_slice(&rows[j * k + at..][..AMX_CHUNK]);
+                }
+            }
+        });
+    out
 }
 
 /// [`GROUP_ROWS`] weight rows in the kernel's layout; per super-block: [`QUADS`] registers of
@@ -105,6 +140,30 @@ struct RowGroup {
     mins: Vec<i32>,
     /// Rows that exist (a last group may have fewer; the others are zero and never stored).
     rows: usize,
+    /// For the AMX kernel (empty otherwise): per super-block and chunk of 64 values, two
+    /// 64×16-byte tiles in `tdpbsud`'s layout (quad `q`, row `r`: 4 bytes at `64q + 4r`), the low
+    /// and the high byte of each value's `scale·(level − zero) + AMX_OFFSET`.
+    planes: Vec<u8>,
+}
+
+/// Added to every `scale·(level − zero)` (at most 4096 in magnitude in every type: Q6_K's
+/// 128·32, IQ4_XS's 32·127) so that the AMX planes hold it as two unsigned bytes; taken off again
+/// as `AMX_OFFSET` times the activations' super-block sum.
+const AMX_OFFSET: i32 = 4096;
+/// Values per AMX chunk (one tile row of bytes).
+const AMX_CHUNK: usize = 64;
+/// Plane bytes per super-block: 4 chunks × (low, high) × 1024.
+const AMX_BLOCK_BYTES: usize = QK_K / AMX_CHUNK * 2 * 1024;
+
+/// Writes quad `q` (values `4q..4q + 4`, all in one scale group, scale `scale`) of super-block
+/// `b`, row `r`, into the AMX planes; `l` are its levels less the kind's zero.
+fn put_planes(planes: &mut [u8], b: usize, q: usize, r: usize, scale: i32, l: [i32; 4]) {
+    let w = l.map(|l| scale * l + AMX_OFFSET);
+    debug_assert!(w.iter().all(|w| (0..1 << 16).contains(w)), "AMX plane values {w:?}");
+    let quads = AMX_CHUNK / 4;
+    let at = b * AMX_BLOCK_BYTES + q / quads * 2048 + 64 * (q % quads) + 4 * r;
+    planes[at..at + 4].copy_from_slice(&w.map(|w| w as u8));
+    planes[at + 1024..at + 1028].copy_from_slice(&w.map(|w| (w >> 8) as u8));
 }
 
 /// The level that stands for 0 in the kernel's unsigned levels: 4 (Q3_K), 32 (Q6_K), 128 (the
@@ -119,18 +178,28 @@ fn zero(kind: u8) -> i32 {
 }
 
 impl RowGroup {
-    /// Unpacks rows `rows` (each `row_bytes` of `kind` blocks) of a weight.
-    fn new(kind: u8, rows: &[u8], row_bytes: usize, n_blocks: usize) -> RowGroup {
+    /// Unpacks rows `rows` (each `row_bytes` of `kind` blocks) of a weight, for the VNNI kernel
+    /// (`vnni`: quads and scales) and for the AMX one (`amx`: planes), or both.
+    fn new(
+        kind: u8,
+        rows: &[u8],
+        row_bytes: usize,
+        n_blocks: usize,
+        (vnni, amx): (bool, bool),
+    ) -> RowGroup {
+        let sized = |on: bool, n: usize| if on { n } else { 0 };
         let mut g = RowGroup {
             kind,
             group: 16,
-            quads: vec![0; n_blocks * QUADS * GROUP_ROWS],
-            scales: vec![0; n_blocks * GROUPS16 * GROUP_ROWS],
+            quads: vec![0; sized(vnni, n_blocks * QUADS * GROUP_ROWS)],
+            scales: vec![0; sized(vnni, n_blocks * GROUPS16 * GROUP_ROWS)],
             d: vec![0.0; n_blocks * GROUP_ROWS],
             dmin: vec![0.0; n_blocks * GROUP_ROWS],
             mins: vec![0; n_blocks * GROUPS16 / 2 * GROUP_ROWS],
             rows: rows.len() / row_bytes,
+            planes: vec![0; sized(amx, n_blocks * AMX_BLOCK_BYTES)],
         };
+        let zero = zero(kind);
         // IntegerBlock keeps Q6_K's levels +32 and Q3_K's signed: make both unsigned.
         let shift = if kind == Q3 { 4 } else { 0 };
         let block_bytes = row_bytes / n_blocks;
@@ -142,11 +211,19 @@ impl RowGroup {
                 g.d[at] = ib.d;
                 g.dmin[at] = ib.dmin;
                 for (q, l) in ib.levels.chunks_exact(4).enumerate() {
-                    let l: [u8; 4] = std::array::from_fn(|i| (l[i] + shift) as u8);
-                    g.quads[(b * QUADS + q) * GROUP_ROWS + r] = i32::from_le_bytes(l);
+                    if vnni {
+                        let l: [u8; 4] = std::array::from_fn(|i| (l[i] + shift) as u8);
+                        g.quads[(b * QUADS + q) * GROUP_ROWS + r] = i32::from_le_bytes(l);
+                    }
+                    if amx {
+                        let l = std::array::from_fn(|i| l[i] + shift - zero);
+                        put_planes(&mut g.planes, b, q, r, ib.scales[4 * q / ib.group], l);
+                    }
                 }
-                for (j, &s) in ib.scales[..QK_K / ib.group].iter().enumerate() {
-                    g.scales[(b * GROUPS16 + j) * GROUP_ROWS + r] = s;
+                if vnni {
+                    for (j, &s) in ib.scales[..QK_K / ib.group].iter().enumerate() {
+                        g.scales[(b * GROUPS16 + j) * GROUP_ROWS + r] = s;
+                    }
                 }
                 // Mins per group of 16 (Q4_K's and Q5_K's mins of 32 repeated).
                 let min16 = |j: usize| ib.mins[j * 16 / ib.group.max(16)];
@@ -164,17 +241,23 @@ impl RowGroup {
 /// (`n_rows` × `m`); the caller checked the shapes and the CPU.
 pub(super) fn product(kind: u8, bytes: &[u8], x: &TileRows, m: usize, out: &mut [f32]) {
     let row_bytes = bytes.len() / m;
+    // AMX takes whole tiles of 16 activation rows, the VNNI kernel what is left.
+    let amx = !x.amx_levels.is_empty();
+    let vnni = !amx || !x.n_rows.is_multiple_of(AMX_TOKENS);
     row_tasks(out, x.n_rows, m, bytes, TASK_ROWS, |rows, window| {
         let groups: Vec<RowGroup> = rows
             .chunks(row_bytes * GROUP_ROWS)
-            .map(|g| RowGroup::new(kind, g, row_bytes, x.n_blocks))
+            .map(|g| RowGroup::new(kind, g, row_bytes, x.n_blocks, (vnni, amx)))
             .collect();
         #[cfg(target_arch = "x86_64")]
         {
             let (out, stride) = window.raw();
-            // SAFETY: the caller checked AVX-512F and VNNI; `out` is this task's own
-            // `n` × 16·groups window of the output, rows `stride` apart.
-            unsafe { x86::multiply(&groups, x, out, stride) };
+            // SAFETY: the caller checked AVX-512F and VNNI, and `amx` that AMX is available;
+            // `out` is this task's own `n` × 16·groups window of the output, rows `stride` apart.
+            unsafe {
+                let done = if amx { x86::multiply_amx(&groups, x, out, stride) } else { 0 };
+                x86::multiply(&groups, x, out, stride, done);
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("no tiled kernel off x86-64 ({})", window.rows);
@@ -188,19 +271,25 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
-        zero, RowGroup, TileRows, GROUPS16, GROUP_ROWS, Q2, Q4, Q5, QK_K, QUADS, TILE_TOKENS,
-        TOKEN_BLOCK,
+        zero, RowGroup, TileRows, AMX_BLOCK_BYTES, AMX_CHUNK, AMX_OFFSET, AMX_TOKENS, GROUPS16,
+        GROUP_ROWS, Q2, Q4, Q5, QK_K, QUADS, TILE_TOKENS, TOKEN_BLOCK,
     };
 
-    /// `out` (`x.n_rows` rows, `width` apart, of 16 · `groups.len()` values) = `x` · the
-    /// groups' rows ᵀ.
+    /// Rows `from..` of `out` (`x.n_rows` rows, `width` apart, of 16 · `groups.len()` values) =
+    /// those rows of `x` · the groups' rows ᵀ.
     ///
     /// # Safety
     /// The CPU must have AVX-512F and AVX512-VNNI, and `out` must be writable as described.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    pub(super) unsafe fn multiply(groups: &[RowGroup], x: &TileRows, out: *mut f32, width: usize) {
+    pub(super) unsafe fn multiply(
+        groups: &[RowGroup],
+        x: &TileRows,
+        out: *mut f32,
+        width: usize,
+        from: usize,
+    ) {
         let n = x.n_rows;
-        for t0 in (0..n).step_by(TOKEN_BLOCK) {
+        for t0 in (from..n).step_by(TOKEN_BLOCK) {
             let t_end = (t0 + TOKEN_BLOCK).min(n);
             for (gi, g) in groups.iter().enumerate() {
                 let mut t = t0;
@@ -288,6 +377,180 @@ mod x86 {
         let mask = (1u32 << g.rows).wrapping_sub(1) as __mmask16;
         for (j, f) in f.iter().enumerate() {
             _mm512_mask_storeu_ps(out.add(j * width), mask, *f);
+        }
+    }
+
+    /// 64-byte aligned scratch for four 16×16 tiles of sums.
+    #[repr(C, align(64))]
+    struct Sums([[i32; 256]; 4]);
+
+    /// Rows `0..n16` of `out` (as [`multiply`]) with AMX, `n16` the largest multiple of 16
+    /// activation rows; returns `n16`. Per super-block, 16 or 32 activation rows and 16 weight
+    /// rows: `tdpbsud` forms `Σ low·x` and `Σ high·x` over the planes, which give the exact
+    /// `S1 = low + 256·high − AMX_OFFSET·Σx` of [`tile`]; from there every f32 operation is
+    /// [`tile`]'s, in its order. The f32 steps of one super-block run while the tile unit
+    /// multiplies the next.
+    ///
+    /// # Safety
+    /// As [`multiply`], and `x` must carry its AMX tiles and the groups their planes (which
+    /// [`crate::amx::available`] allowed).
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn multiply_amx(
+        groups: &[RowGroup],
+        x: &TileRows,
+        out: *mut f32,
+        width: usize,
+    ) -> usize {
+        crate::amx::ensure_configured();
+        let n16 = x.n_rows / AMX_TOKENS * AMX_TOKENS;
+        let nb = x.n_blocks;
+        let tile_set = QK_K / AMX_CHUNK * 1024; // one super-block's tiles of 16 rows
+        let mut sums = [Sums([[0; 256]; 4]), Sums([[0; 256]; 4])];
+        for t0 in (0..n16).step_by(2 * AMX_TOKENS) {
+            let two = n16 - t0 >= 2 * AMX_TOKENS;
+            let tiles = if two { 2 } else { 1 };
+            let a = x.amx_levels.as_ptr().add(t0 / AMX_TOKENS * nb * tile_set);
+            for (gi, g) in groups.iter().enumerate() {
+                let mins = matches!(g.kind, Q2 | Q4 | Q5);
+                let mut f = [[_mm512_setzero_ps(); AMX_TOKENS]; 2];
+                for b in 0..=nb {
+                    if b < nb {
+                        let planes = g.planes.as_ptr().add(b * AMX_BLOCK_BYTES);
+                        multiply_block(a.add(b * tile_set), nb * tile_set, planes, two);
+                    }
+                    if b > 0 {
+                        let s = &sums[(b - 1) % 2].0;
+                        for (h, f) in f[..tiles].iter_mut().enumerate() {
+                            let t = t0 + h * AMX_TOKENS;
+                            finish(g, x, b - 1, t, &s[2 * h], &s[2 * h + 1], mins, f);
+                        }
+                    }
+                    if b < nb {
+                        store_sums(&mut sums[b % 2], two);
+                    }
+                }
+                let mask = (1u32 << g.rows).wrapping_sub(1) as __mmask16;
+                for (h, f) in f[..tiles].iter().enumerate() {
+                    for (j, f) in f.iter().enumerate() {
+                        let t = t0 + h * AMX_TOKENS + j;
+                        _mm512_mask_storeu_ps(out.add(t * width + gi * GROUP_ROWS), mask, *f);
+                    }
+                }
+            }
+        }
+        n16
+    }
+
+    /// Starts the low and high sums of one super-block in tiles 0–1 (and 2–3 with `two`): the
+    /// activation tiles at `a` (the second 16 rows `next` bytes on) times one group's planes.
+    #[inline(always)]
+    unsafe fn multiply_block(a: *const i8, next: usize, planes: *const u8, two: bool) {
+        use std::arch::asm;
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, preserves_flags, nomem)
+        );
+        for c in 0..QK_K / AMX_CHUNK {
+            let a0 = a.add(c * 1024);
+            let lo = planes.add(c * 2048);
+            if two {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {s64}*1]",
+                    "tileloadd tmm5, [{a1} + {s64}*1]",
+                    "tileloadd tmm6, [{lo} + {s64}*1]",
+                    "tileloadd tmm7, [{hi} + {s64}*1]",
+                    "tdpbsud tmm0, tmm4, tmm6",
+                    "tdpbsud tmm1, tmm4, tmm7",
+                    "tdpbsud tmm2, tmm5, tmm6",
+                    "tdpbsud tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a0.add(next),
+                    lo = in(reg) lo,
+                    hi = in(reg) lo.add(1024),
+                    s64 = in(reg) 64usize,
+                    options(nostack, preserves_flags, readonly)
+                );
+            } else {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {s64}*1]",
+                    "tileloadd tmm6, [{lo} + {s64}*1]",
+                    "tileloadd tmm7, [{hi} + {s64}*1]",
+                    "tdpbsud tmm0, tmm4, tmm6",
+                    "tdpbsud tmm1, tmm4, tmm7",
+                    a0 = in(reg) a0,
+                    lo = in(reg) lo,
+                    hi = in(reg) lo.add(1024),
+                    s64 = in(reg) 64usize,
+                    options(nostack, preserves_flags, readonly)
+                );
+            }
+        }
+    }
+
+    /// Stores the sums [`multiply_block`] started: low, high of the first 16 rows, then (with
+    /// `two`) of the second.
+    #[inline(always)]
+    unsafe fn store_sums(sums: &mut Sums, two: bool) {
+        use std::arch::asm;
+        let p = sums.0.as_mut_ptr() as *mut i32;
+        asm!(
+            "tilestored [{p0} + {s64}*1], tmm0",
+            "tilestored [{p1} + {s64}*1], tmm1",
+            p0 = in(reg) p,
+            p1 = in(reg) p.add(256),
+            s64 = in(reg) 64usize,
+            options(nostack, preserves_flags)
+        );
+        if two {
+            asm!(
+                "tilestored [{p2} + {s64}*1], tmm2",
+                "tilestored [{p3} + {s64}*1], tmm3",
+                p2 = in(reg) p.add(512),
+                p3 = in(reg) p.add(768),
+                s64 = in(reg) 64usize,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
+    /// [`tile`]'s f32 steps for super-block `b` of activation rows `t0..t0 + 16`, from their
+    /// low and high sums (row `j` of each: 16 weight rows).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn finish(
+        g: &RowGroup,
+        x: &TileRows,
+        b: usize,
+        t0: usize,
+        lo: &[i32; 256],
+        hi: &[i32; 256],
+        mins: bool,
+        f: &mut [__m512; AMX_TOKENS],
+    ) {
+        let nb = x.n_blocks;
+        let d = _mm512_loadu_ps(g.d.as_ptr().add(b * GROUP_ROWS));
+        let dmin = _mm512_loadu_ps(g.dmin.as_ptr().add(b * GROUP_ROWS));
+        let min_pairs = g.mins.as_ptr().add(b * GROUPS16 / 2 * GROUP_ROWS);
+        for (j, f) in f.iter_mut().enumerate() {
+            let blk = (t0 + j) * nb + b;
+            let l = _mm512_loadu_si512(lo.as_ptr().add(16 * j) as *const _);
+            let h = _mm512_loadu_si512(hi.as_ptr().add(16 * j) as *const _);
+            let s = _mm512_add_epi32(l, _mm512_slli_epi32::<8>(h));
+            let s = _mm512_sub_epi32(s, _mm512_set1_epi32(AMX_OFFSET * x.totals[blk]));
+            let mut r = _mm512_mul_ps(_mm512_cvtepi32_ps(s), d);
+            if mins {
+                let sums = x.sum_pairs.as_ptr().add(blk * GROUPS16 / 2);
+                let mut m = _mm512_setzero_si512();
+                for q in 0..GROUPS16 / 2 {
+                    let mv = _mm512_loadu_si512(min_pairs.add(q * GROUP_ROWS) as *const _);
+                    m = _mm512_dpwssd_epi32(m, mv, _mm512_set1_epi32(*sums.add(q)));
+                }
+                r = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(m), r);
+            }
+            *f = _mm512_fmadd_ps(r, _mm512_set1_ps(x.scales[blk]), *f);
         }
     }
 }
