@@ -155,15 +155,33 @@ const AMX_CHUNK: usize = 64;
 /// Plane bytes per super-block: 4 chunks × (low, high) × 1024.
 const AMX_BLOCK_BYTES: usize = QK_K / AMX_CHUNK * 2 * 1024;
 
-/// Writes quad `q` (values `4q..4q + 4`, all in one scale group, scale `scale`) of super-block
-/// `b`, row `r`, into the AMX planes; `l` are its levels less the kind's zero.
-fn put_planes(planes: &mut [u8], b: usize, q: usize, r: usize, scale: i32, l: [i32; 4]) {
-    let w = l.map(|l| scale * l + AMX_OFFSET);
-    debug_assert!(w.iter().all(|w| (0..1 << 16).contains(w)), "AMX plane values {w:?}");
-    let quads = AMX_CHUNK / 4;
-    let at = b * AMX_BLOCK_BYTES + q / quads * 2048 + 64 * (q % quads) + 4 * r;
-    planes[at..at + 4].copy_from_slice(&w.map(|w| w as u8));
-    planes[at + 1024..at + 1028].copy_from_slice(&w.map(|w| (w >> 8) as u8));
+dispatched! {
+    /// Writes one row's AMX plane bytes for super-block `b` (see [`RowGroup::planes`]): each
+    /// value's `scale·(level + shift) + AMX_OFFSET` (`shift` taking the kind's zero off), row `r`.
+    fn put_planes(
+        planes: &mut [u8],
+        b: usize,
+        r: usize,
+        levels: &[i32],
+        scaling: (&[i32], usize, i32),
+    ) {
+        let (scales, group, shift) = scaling;
+        let mut w = [0i32; QK_K];
+        for ((w, l), &s) in w.chunks_exact_mut(group).zip(levels.chunks_exact(group)).zip(scales) {
+            for (w, &l) in w.iter_mut().zip(l) {
+                *w = s * (l + shift) + AMX_OFFSET;
+            }
+        }
+        debug_assert!(w.iter().all(|w| (0..1 << 16).contains(w)), "AMX plane values");
+        let lo: [u8; QK_K] = std::array::from_fn(|i| w[i] as u8);
+        let hi: [u8; QK_K] = std::array::from_fn(|i| (w[i] >> 8) as u8);
+        let quads = AMX_CHUNK / 4;
+        for q in 0..QK_K / 4 {
+            let at = b * AMX_BLOCK_BYTES + q / quads * 2048 + 64 * (q % quads) + 4 * r;
+            planes[at..at + 4].copy_from_slice(&lo[4 * q..4 * q + 4]);
+            planes[at + 1024..at + 1028].copy_from_slice(&hi[4 * q..4 * q + 4]);
+        }
+    }
 }
 
 /// The level that stands for 0 in the kernel's unsigned levels: 4 (Q3_K), 32 (Q6_K), 128 (the
@@ -210,17 +228,15 @@ impl RowGroup {
                 let at = b * GROUP_ROWS + r;
                 g.d[at] = ib.d;
                 g.dmin[at] = ib.dmin;
-                for (q, l) in ib.levels.chunks_exact(4).enumerate() {
-                    if vnni {
+                if amx {
+                    let scales = (&ib.scales[..], ib.group, shift - zero);
+                    put_planes(&mut g.planes, b, r, &ib.levels, scales);
+                }
+                if vnni {
+                    for (q, l) in ib.levels.chunks_exact(4).enumerate() {
                         let l: [u8; 4] = std::array::from_fn(|i| (l[i] + shift) as u8);
                         g.quads[(b * QUADS + q) * GROUP_ROWS + r] = i32::from_le_bytes(l);
                     }
-                    if amx {
-                        let l = std::array::from_fn(|i| l[i] + shift - zero);
-                        put_planes(&mut g.planes, b, q, r, ib.scales[4 * q / ib.group], l);
-                    }
-                }
-                if vnni {
                     for (j, &s) in ib.scales[..QK_K / ib.group].iter().enumerate() {
                         g.scales[(b * GROUPS16 + j) * GROUP_ROWS + r] = s;
                     }
@@ -406,29 +422,37 @@ mod x86 {
         let nb = x.n_blocks;
         let tile_set = QK_K / AMX_CHUNK * 1024; // one super-block's tiles of 16 rows
         let mut sums = [Sums([[0; 256]; 4]), Sums([[0; 256]; 4])];
+        // Super-block outside, weight groups inside: a super-block's activation tiles stay in
+        // L1 while every group's planes pass by (the planes of one super-block are 8 KB a
+        // group, the activation tiles of all super-blocks too many for L1 on wide rows).
+        let mut f = vec![[[_mm512_setzero_ps(); AMX_TOKENS]; 2]; groups.len()];
+        let steps = nb * groups.len();
         for t0 in (0..n16).step_by(2 * AMX_TOKENS) {
             let two = n16 - t0 >= 2 * AMX_TOKENS;
             let tiles = if two { 2 } else { 1 };
             let a = x.amx_levels.as_ptr().add(t0 / AMX_TOKENS * nb * tile_set);
-            for (gi, g) in groups.iter().enumerate() {
-                let mins = matches!(g.kind, Q2 | Q4 | Q5);
-                let mut f = [[_mm512_setzero_ps(); AMX_TOKENS]; 2];
-                for b in 0..=nb {
-                    if b < nb {
-                        let planes = g.planes.as_ptr().add(b * AMX_BLOCK_BYTES);
-                        multiply_block(a.add(b * tile_set), nb * tile_set, planes, two);
-                    }
-                    if b > 0 {
-                        let s = &sums[(b - 1) % 2].0;
-                        for (h, f) in f[..tiles].iter_mut().enumerate() {
-                            let t = t0 + h * AMX_TOKENS;
-                            finish(g, x, b - 1, t, &s[2 * h], &s[2 * h + 1], mins, f);
-                        }
-                    }
-                    if b < nb {
-                        store_sums(&mut sums[b % 2], two);
+            f.fill([[_mm512_setzero_ps(); AMX_TOKENS]; 2]);
+            for step in 0..=steps {
+                if step < steps {
+                    let (b, g) = (step / groups.len(), &groups[step % groups.len()]);
+                    let planes = g.planes.as_ptr().add(b * AMX_BLOCK_BYTES);
+                    multiply_block(a.add(b * tile_set), nb * tile_set, planes, two);
+                }
+                if step > 0 {
+                    let (b, gi) = ((step - 1) / groups.len(), (step - 1) % groups.len());
+                    let g = &groups[gi];
+                    let mins = matches!(g.kind, Q2 | Q4 | Q5);
+                    let s = &sums[(step - 1) % 2].0;
+                    for (h, f) in f[gi][..tiles].iter_mut().enumerate() {
+                        let t = t0 + h * AMX_TOKENS;
+                        finish(g, x, b, t, &s[2 * h], &s[2 * h + 1], mins, f);
                     }
                 }
+                if step < steps {
+                    store_sums(&mut sums[step % 2], two);
+                }
+            }
+            for (gi, (g, f)) in groups.iter().zip(&f).enumerate() {
                 let mask = (1u32 << g.rows).wrapping_sub(1) as __mmask16;
                 for (h, f) in f[..tiles].iter().enumerate() {
                     for (j, f) in f.iter().enumerate() {
