@@ -242,17 +242,39 @@ fn attend_tiled_block<L: Lanes16, const V: usize>(
             }
         }
         let last = visible.iter().copied().max().unwrap_or(0);
-        for j in 0..last {
-            let row = &values[(start + j) * hd..(start + j + 1) * hd];
-            // SAFETY: the row holds hd = 16·V values.
-            let v: [L; V] =
-                std::array::from_fn(|c| unsafe { L::load_f32(row.as_ptr().add(c * LANES)) });
-            for r in 0..QUERY_BLOCK {
-                if j < visible[r] {
-                    let w = L::splat(p[r][j]);
-                    for (a, &v) in acc[r].iter_mut().zip(&v) {
-                        *a = L::fma(v, w, *a);
+        let tile_values = &values[start * hd..];
+        if V <= 4 {
+            // All QUERY_BLOCK·V accumulators fit in registers: each value row is loaded once.
+            for j in 0..last {
+                // SAFETY: row j of the tile holds hd = 16·V values.
+                let v: [L; V] = std::array::from_fn(|c| unsafe {
+                    L::load_f32(tile_values.as_ptr().add(j * hd + c * LANES))
+                });
+                for r in 0..QUERY_BLOCK {
+                    if j < visible[r] {
+                        let w = L::splat(p[r][j]);
+                        for (a, &v) in acc[r].iter_mut().zip(&v) {
+                            *a = L::fma(v, w, *a);
+                        }
                     }
+                }
+            }
+        } else {
+            // Wider heads would spill them: one lane vector of every row at a time, keys inside
+            // (each accumulator still takes its values in key order, so the sums are the same).
+            for c in 0..V {
+                let mut a: [L; QUERY_BLOCK] = std::array::from_fn(|r| acc[r][c]);
+                for j in 0..last {
+                    // SAFETY: row j of the tile holds hd = 16·V values.
+                    let v = unsafe { L::load_f32(tile_values.as_ptr().add(j * hd + c * LANES)) };
+                    for (r, a) in a.iter_mut().enumerate() {
+                        if j < visible[r] {
+                            *a = L::fma(v, L::splat(p[r][j]), *a);
+                        }
+                    }
+                }
+                for (r, a) in a.into_iter().enumerate() {
+                    acc[r][c] = a;
                 }
             }
         }
