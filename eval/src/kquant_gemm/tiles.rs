@@ -425,13 +425,14 @@ mod x86 {
         // Super-block outside, weight groups inside: a super-block's activation tiles stay in
         // L1 while every group's planes pass by (the planes of one super-block are 8 KB a
         // group, the activation tiles of all super-blocks too many for L1 on wide rows).
+        // Each super-block 0 starts its accumulators from zero ([`finish`]), so they are never
+        // cleared.
         let mut f = vec![[[_mm512_setzero_ps(); AMX_TOKENS]; 2]; groups.len()];
         let steps = nb * groups.len();
         for t0 in (0..n16).step_by(2 * AMX_TOKENS) {
             let two = n16 - t0 >= 2 * AMX_TOKENS;
             let tiles = if two { 2 } else { 1 };
             let a = x.amx_levels.as_ptr().add(t0 / AMX_TOKENS * nb * tile_set);
-            f.fill([[_mm512_setzero_ps(); AMX_TOKENS]; 2]);
             for step in 0..=steps {
                 if step < steps {
                     let (b, g) = (step / groups.len(), &groups[step % groups.len()]);
@@ -541,7 +542,7 @@ mod x86 {
     }
 
     /// [`tile`]'s f32 steps for super-block `b` of activation rows `t0..t0 + 16`, from their
-    /// low and high sums (row `j` of each: 16 weight rows).
+    /// low and high sums (row `j` of each: 16 weight rows); super-block 0 starts `f` from zero.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn finish(
@@ -574,7 +575,8 @@ mod x86 {
                 }
                 r = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(m), r);
             }
-            *f = _mm512_fmadd_ps(r, _mm512_set1_ps(x.scales[blk]), *f);
+            let before = if b == 0 { _mm512_setzero_ps() } else { *f };
+            *f = _mm512_fmadd_ps(r, _mm512_set1_ps(x.scales[blk]), before);
         }
     }
 }
