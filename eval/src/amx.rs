@@ -33,7 +33,13 @@ fn request() -> bool {
         return false;
     }
     // SAFETY: a plain system call with integer arguments; failure leaves the process unchanged.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]

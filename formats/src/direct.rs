@@ -169,7 +169,16 @@ mod tests {
     #[test]
     fn writes_exactly_the_bytes_given() {
         let dir = tempfile::tempdir().unwrap();
-        for n in [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, CAPACITY - 3, CAPACITY, 2 * CAPACITY + 4097] {
+        for n in [
+            0,
+            1,
+            ALIGN - 1,
+            ALIGN,
+            ALIGN + 1,
+            CAPACITY - 3,
+            CAPACITY,
+            2 * CAPACITY + 4097,
+        ] {
             let path = dir.path().join(format!("f{n}"));
             let data = pattern(n);
             let mut w = DirectWriter::create(&path).unwrap();

@@ -127,7 +127,10 @@ mod avx2 {
         let v = _mm256_add_ps(v, _mm256_set1_ps(12582912.0));
         let i = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x007f_ffff));
         let i = _mm256_sub_epi32(i, _mm256_set1_epi32(0x0040_0000));
-        _mm256_min_epi32(_mm256_max_epi32(i, _mm256_set1_epi32(lo)), _mm256_set1_epi32(hi))
+        _mm256_min_epi32(
+            _mm256_max_epi32(i, _mm256_set1_epi32(lo)),
+            _mm256_set1_epi32(hi),
+        )
     }
 
     impl super::Vec8 for Avx8 {
@@ -221,7 +224,8 @@ mod avx2 {
             // `splat`).
             unsafe {
                 let i = round_clamp_epi32(self.0, lo, hi);
-                let w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
+                let w =
+                    _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256::<1>(i));
                 let mut out = [0i8; 8];
                 _mm_storel_epi64(out.as_mut_ptr().cast(), _mm_packs_epi16(w, w));
                 out
