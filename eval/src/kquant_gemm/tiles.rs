@@ -46,7 +46,8 @@ pub(super) struct TileRows {
     sums: Vec<i32>,
     /// The same sums as 16-bit pairs: for the mins (Q2_K, Q4_K, Q5_K).
     sum_pairs: Vec<i32>,
-    /// Level sum of each super-block: for the AMX planes' offset ([`AMX_OFFSET`]).
+    /// Where AMX multiplies these rows (empty otherwise): the level sum of each super-block, for
+    /// the AMX planes' offset ([`AMX_OFFSET`]).
     totals: Vec<i32>,
     /// Where AMX multiplies these rows (empty otherwise): the levels of each whole tile of 16
     /// rows again, per super-block and chunk of 64 values one contiguous 16×64-byte tile.
@@ -84,7 +85,7 @@ impl TileRows {
             scales: vec![0.0; blocks],
             sums: vec![0; blocks * GROUPS16],
             sum_pairs: vec![0; blocks * GROUPS16 / 2],
-            totals: vec![0; blocks],
+            totals: Vec::new(),
             amx_levels: Vec::new(),
         };
         q.levels
@@ -96,10 +97,12 @@ impl TileRows {
             .for_each(|((((levels, scale), sums), pairs), x)| {
                 *scale = quantize_block(x, levels, sums, pairs);
             });
-        for (t, s) in q.totals.iter_mut().zip(q.sums.chunks_exact(GROUPS16)) {
-            *t = s.iter().sum();
-        }
         if crate::amx::available() && n_rows >= AMX_TOKENS {
+            q.totals = q
+                .sums
+                .chunks_exact(GROUPS16)
+                .map(|s| s.iter().sum())
+                .collect();
             q.amx_levels = amx_tiles(&q.levels, n_rows, n_blocks);
         }
         q
@@ -111,12 +114,11 @@ impl TileRows {
 /// at `((T·n_blocks + b)·4 + c)·1024`, its row `j` the 64 levels of that chunk.
 fn amx_tiles(levels: &[i8], n_rows: usize, n_blocks: usize) -> Vec<i8> {
     let k = n_blocks * QK_K;
-    let tile_bytes = AMX_TOKENS * AMX_CHUNK;
     let mut out = vec![0i8; n_rows / AMX_TOKENS * AMX_TOKENS * k];
     out.par_chunks_mut(AMX_TOKENS * k)
         .zip(levels.par_chunks(AMX_TOKENS * k))
         .for_each(|(out, rows)| {
-            for (i, tile) in out.chunks_exact_mut(tile_bytes).enumerate() {
+            for (i, tile) in out.chunks_exact_mut(AMX_TILE_BYTES).enumerate() {
                 let at = i * AMX_CHUNK; // super-block and chunk within a row
                 for (j, dst) in tile.chunks_exact_mut(AMX_CHUNK).enumerate() {
                     dst.copy_from_slice(&rows[j * k + at..][..AMX_CHUNK]);
@@ -152,8 +154,10 @@ struct RowGroup {
 const AMX_OFFSET: i32 = 4096;
 /// Values per AMX chunk (one tile row of bytes).
 const AMX_CHUNK: usize = 64;
-/// Plane bytes per super-block: 4 chunks × (low, high) × 1024.
-const AMX_BLOCK_BYTES: usize = QK_K / AMX_CHUNK * 2 * 1024;
+/// Bytes of one tile: 16 rows of one chunk.
+const AMX_TILE_BYTES: usize = AMX_TOKENS * AMX_CHUNK;
+/// Plane bytes per super-block: per chunk a low and a high tile.
+const AMX_BLOCK_BYTES: usize = QK_K / AMX_CHUNK * 2 * AMX_TILE_BYTES;
 
 dispatched! {
     /// Writes one row's AMX plane bytes for super-block `b` (see [`RowGroup::planes`]): each
@@ -177,9 +181,10 @@ dispatched! {
         let hi: [u8; QK_K] = std::array::from_fn(|i| (w[i] >> 8) as u8);
         let quads = AMX_CHUNK / 4;
         for q in 0..QK_K / 4 {
-            let at = b * AMX_BLOCK_BYTES + q / quads * 2048 + 64 * (q % quads) + 4 * r;
+            let at = b * AMX_BLOCK_BYTES + q / quads * 2 * AMX_TILE_BYTES + 64 * (q % quads) + 4 * r;
             planes[at..at + 4].copy_from_slice(&lo[4 * q..4 * q + 4]);
-            planes[at + 1024..at + 1028].copy_from_slice(&hi[4 * q..4 * q + 4]);
+            let at = at + AMX_TILE_BYTES;
+            planes[at..at + 4].copy_from_slice(&hi[4 * q..4 * q + 4]);
         }
     }
 }
@@ -271,7 +276,11 @@ pub(super) fn product(kind: u8, bytes: &[u8], x: &TileRows, m: usize, out: &mut 
             // SAFETY: the caller checked AVX-512F and VNNI, and `amx` that AMX is available;
             // `out` is this task's own `n` × 16·groups window of the output, rows `stride` apart.
             unsafe {
-                let done = if amx { x86::multiply_amx(&groups, x, out, stride) } else { 0 };
+                let done = if amx {
+                    x86::multiply_amx(&groups, x, out, stride)
+                } else {
+                    0
+                };
                 x86::multiply(&groups, x, out, stride, done);
             }
         }
@@ -287,8 +296,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
-        zero, RowGroup, TileRows, AMX_BLOCK_BYTES, AMX_CHUNK, AMX_OFFSET, AMX_TOKENS, GROUPS16,
-        GROUP_ROWS, Q2, Q4, Q5, QK_K, QUADS, TILE_TOKENS, TOKEN_BLOCK,
+        zero, RowGroup, TileRows, AMX_BLOCK_BYTES, AMX_CHUNK, AMX_OFFSET, AMX_TILE_BYTES,
+        AMX_TOKENS, GROUPS16, GROUP_ROWS, Q2, Q4, Q5, QK_K, QUADS, TILE_TOKENS, TOKEN_BLOCK,
     };
 
     /// Rows `from..` of `out` (`x.n_rows` rows, `width` apart, of 16 · `groups.len()` values) =
@@ -372,22 +381,9 @@ mod x86 {
                     s[j] = _mm512_add_epi32(s[j], _mm512_mullo_epi32(acc[j], sc));
                 }
             }
-            let d = _mm512_loadu_ps(g.d.as_ptr().add(b * GROUP_ROWS));
-            let mins = g.mins.as_ptr().add(b * GROUPS16 / 2 * GROUP_ROWS);
-            let dmin = _mm512_loadu_ps(g.dmin.as_ptr().add(b * GROUP_ROWS));
+            let factors = Factors::load(g, b);
             for j in 0..T {
-                let mut r = _mm512_mul_ps(_mm512_cvtepi32_ps(s[j]), d);
-                if MINS {
-                    let sums = x.sum_pairs.as_ptr().add(block[j] * GROUPS16 / 2);
-                    let mut m = _mm512_setzero_si512();
-                    for q in 0..GROUPS16 / 2 {
-                        let mv = _mm512_loadu_si512(mins.add(q * GROUP_ROWS) as *const _);
-                        m = _mm512_dpwssd_epi32(m, mv, _mm512_set1_epi32(*sums.add(q)));
-                    }
-                    r = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(m), r);
-                }
-                let da = _mm512_set1_ps(x.scales[block[j]]);
-                f[j] = _mm512_fmadd_ps(r, da, f[j]);
+                f[j] = factors.apply(x, block[j], s[j], MINS, f[j]);
             }
         }
         let mask = (1u32 << g.rows).wrapping_sub(1) as __mmask16;
@@ -420,7 +416,7 @@ mod x86 {
         crate::amx::ensure_configured();
         let n16 = x.n_rows / AMX_TOKENS * AMX_TOKENS;
         let nb = x.n_blocks;
-        let tile_set = QK_K / AMX_CHUNK * 1024; // one super-block's tiles of 16 rows
+        let tile_set = QK_K / AMX_CHUNK * AMX_TILE_BYTES; // one super-block's tiles of 16 rows
         let mut sums = [Sums([[0; 256]; 4]), Sums([[0; 256]; 4])];
         // Super-block outside, weight groups inside: a super-block's activation tiles stay in
         // L1 while every group's planes pass by (the planes of one super-block are 8 KB a
@@ -479,8 +475,8 @@ mod x86 {
             options(nostack, preserves_flags, nomem)
         );
         for c in 0..QK_K / AMX_CHUNK {
-            let a0 = a.add(c * 1024);
-            let lo = planes.add(c * 2048);
+            let a0 = a.add(c * AMX_TILE_BYTES);
+            let lo = planes.add(c * 2 * AMX_TILE_BYTES);
             if two {
                 asm!(
                     "tileloadd tmm4, [{a0} + {s64}*1]",
@@ -494,7 +490,7 @@ mod x86 {
                     a0 = in(reg) a0,
                     a1 = in(reg) a0.add(next),
                     lo = in(reg) lo,
-                    hi = in(reg) lo.add(1024),
+                    hi = in(reg) lo.add(AMX_TILE_BYTES),
                     s64 = in(reg) 64usize,
                     options(nostack, preserves_flags, readonly)
                 );
@@ -507,7 +503,7 @@ mod x86 {
                     "tdpbsud tmm1, tmm4, tmm7",
                     a0 = in(reg) a0,
                     lo = in(reg) lo,
-                    hi = in(reg) lo.add(1024),
+                    hi = in(reg) lo.add(AMX_TILE_BYTES),
                     s64 = in(reg) 64usize,
                     options(nostack, preserves_flags, readonly)
                 );
@@ -555,28 +551,57 @@ mod x86 {
         mins: bool,
         f: &mut [__m512; AMX_TOKENS],
     ) {
-        let nb = x.n_blocks;
-        let d = _mm512_loadu_ps(g.d.as_ptr().add(b * GROUP_ROWS));
-        let dmin = _mm512_loadu_ps(g.dmin.as_ptr().add(b * GROUP_ROWS));
-        let min_pairs = g.mins.as_ptr().add(b * GROUPS16 / 2 * GROUP_ROWS);
+        let factors = Factors::load(g, b);
         for (j, f) in f.iter_mut().enumerate() {
-            let blk = (t0 + j) * nb + b;
+            let blk = (t0 + j) * x.n_blocks + b;
             let l = _mm512_loadu_si512(lo.as_ptr().add(16 * j) as *const _);
             let h = _mm512_loadu_si512(hi.as_ptr().add(16 * j) as *const _);
             let s = _mm512_add_epi32(l, _mm512_slli_epi32::<8>(h));
             let s = _mm512_sub_epi32(s, _mm512_set1_epi32(AMX_OFFSET * x.totals[blk]));
-            let mut r = _mm512_mul_ps(_mm512_cvtepi32_ps(s), d);
+            let before = if b == 0 { _mm512_setzero_ps() } else { *f };
+            *f = factors.apply(x, blk, s, mins, before);
+        }
+    }
+
+    /// One weight group's f32 factors for super-block `b`: the 16 rows' `d`, `dmin` and mins.
+    struct Factors {
+        d: __m512,
+        dmin: __m512,
+        min_pairs: *const i32,
+    }
+
+    impl Factors {
+        #[inline(always)]
+        unsafe fn load(g: &RowGroup, b: usize) -> Factors {
+            Factors {
+                d: _mm512_loadu_ps(g.d.as_ptr().add(b * GROUP_ROWS)),
+                dmin: _mm512_loadu_ps(g.dmin.as_ptr().add(b * GROUP_ROWS)),
+                min_pairs: g.mins.as_ptr().add(b * GROUPS16 / 2 * GROUP_ROWS),
+            }
+        }
+
+        /// ggml's f32 steps for activation super-block `blk` (both kernels take exactly these):
+        /// `r = S1·d`, with `mins` `r = r − dmin·S2` (fused), then `fma(r, d_x, f)`.
+        #[inline(always)]
+        unsafe fn apply(
+            &self,
+            x: &TileRows,
+            blk: usize,
+            s1: __m512i,
+            mins: bool,
+            f: __m512,
+        ) -> __m512 {
+            let mut r = _mm512_mul_ps(_mm512_cvtepi32_ps(s1), self.d);
             if mins {
                 let sums = x.sum_pairs.as_ptr().add(blk * GROUPS16 / 2);
                 let mut m = _mm512_setzero_si512();
                 for q in 0..GROUPS16 / 2 {
-                    let mv = _mm512_loadu_si512(min_pairs.add(q * GROUP_ROWS) as *const _);
+                    let mv = _mm512_loadu_si512(self.min_pairs.add(q * GROUP_ROWS) as *const _);
                     m = _mm512_dpwssd_epi32(m, mv, _mm512_set1_epi32(*sums.add(q)));
                 }
-                r = _mm512_fnmadd_ps(dmin, _mm512_cvtepi32_ps(m), r);
+                r = _mm512_fnmadd_ps(self.dmin, _mm512_cvtepi32_ps(m), r);
             }
-            let before = if b == 0 { _mm512_setzero_ps() } else { *f };
-            *f = _mm512_fmadd_ps(r, _mm512_set1_ps(x.scales[blk]), before);
+            _mm512_fmadd_ps(r, _mm512_set1_ps(x.scales[blk]), f)
         }
     }
 }
