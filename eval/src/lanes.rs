@@ -69,6 +69,22 @@ pub(crate) fn cpu() -> Cpu {
     Cpu::Portable
 }
 
+/// Clears the upper halves of the vector registers (`vzeroupper`) after code that may leave
+/// them dirty without doing so itself (faer's kernels): until then, each switch between
+/// legacy-SSE code (everything compiled for plain x86-64, libm's entry points) and VEX code
+/// stalls. A no-op on CPUs without AVX.
+pub(crate) fn clean_upper_state() {
+    #[cfg(target_arch = "x86_64")]
+    if cpu() != Cpu::Portable {
+        #[target_feature(enable = "avx")]
+        unsafe fn zero_upper() {
+            std::arch::x86_64::_mm256_zeroupper()
+        }
+        // SAFETY: the CPU has AVX (AVX2 or AVX-512F was detected).
+        unsafe { zero_upper() }
+    }
+}
+
 /// Whether this CPU has AVX-512F and AVX512-VNNI (the integer kernels' `vpdpbusd`).
 pub(crate) fn has_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]

@@ -241,7 +241,7 @@ fn quantized_product(model: &Model, weight: &Weight, x: &[f32], n_rows: usize, o
             quantize::dequantize(weight.ty, src, &mut rows)
                 .expect("types checked when the model was opened");
             let rhs = MatRef::from_row_major_slice(&rows, dst.ncols(), k).transpose();
-            matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+            gemm(dst, lhs, rhs);
         });
 }
 
@@ -251,7 +251,7 @@ pub fn multiply_transposed(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: u
     let dst = MatMut::from_row_major_slice_mut(out, m, n);
     let lhs = MatRef::from_row_major_slice(a, m, k);
     let rhs = MatRef::from_row_major_slice(b, n, k).transpose();
-    matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+    gemm(dst, lhs, rhs);
 }
 
 /// `out` (`m` × `n`) = `a` (`m` × `k`) · `b` (`k` × `n`), all row-major, on the calling thread.
@@ -259,7 +259,17 @@ pub fn multiply(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: us
     let dst = MatMut::from_row_major_slice_mut(out, m, n);
     let lhs = MatRef::from_row_major_slice(a, m, k);
     let rhs = MatRef::from_row_major_slice(b, k, n);
+    gemm(dst, lhs, rhs);
+}
+
+/// `dst = lhs · rhs` with faer on the calling thread, then `vzeroupper`: faer's AVX-512 kernels
+/// return with the vector registers' upper halves dirty, and on this Xeon every later call into
+/// libm (`expf`, `exp`, `tanhf`) from code compiled for plain x86-64 then stalled about 140 ns
+/// instead of 4 (the state change between legacy-SSE and VEX code); the distillation trainer,
+/// whose products are all faer's, spent most of its time there.
+fn gemm(dst: MatMut<'_, f32>, lhs: MatRef<'_, f32>, rhs: MatRef<'_, f32>) {
     matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, Par::Seq);
+    crate::lanes::clean_upper_state();
 }
 
 /// Decodes row `row` of `weight` (an embedding lookup).

@@ -210,6 +210,28 @@ fn seen(i: usize, window: Option<usize>) -> std::ops::RangeInclusive<usize> {
     arch::graph::first_visible(i, window)..=i
 }
 
+/// Attention weights below this (before normalization; the largest is 1) are set to exactly 0:
+/// even thousands of them add less than an ulp to the row's sum, and trained models put most of
+/// a long context's weights there. Left in, their products ran into subnormal floats, each a
+/// microcode assist.
+const NEGLIGIBLE: f32 = 1e-28;
+
+/// `x = e^(x − max)` over a row of scores whose largest is `max` (weights under [`NEGLIGIBLE`]
+/// made 0); returns their sum, added in order. The exponentials are eval's vectorized ones:
+/// libm's `expf`, a call per score, took 40 % of a distillation step at 512 positions.
+fn softmax_terms(row: &mut [f32], max: f32) -> f32 {
+    row.iter_mut().for_each(|x| *x -= max);
+    eval::fastmath::exp_in_place(row);
+    let mut sum = 0.0f32;
+    for x in row.iter_mut() {
+        if *x < NEGLIGIBLE {
+            *x = 0.0;
+        }
+        sum += *x;
+    }
+    sum
+}
+
 /// Causal softmax attention with scores scaled by `scale` (within a sliding `window`, if any):
 /// returns the output (`t × n_head·hd`) and the attention weights (`n_head × t × t`) the
 /// backward pass needs.
@@ -236,11 +258,7 @@ pub fn attention(
             }
             let p_seen = &mut p[seen(i, window)];
             let max = p_seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0.0f32;
-            for x in p_seen.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
+            let sum = softmax_terms(p_seen, max);
             let o = &mut out[i * qw + head * hd..][..hd];
             for j in seen(i, window) {
                 p[j] /= sum;
