@@ -85,6 +85,9 @@ pub trait Graph {
     /// `ffn_gate_exps`, `ffn_up_exps`, `ffn_down_exps`) scaled by its weight, the scaled outputs
     /// added from the most probable expert down.
     fn experts(&mut self, x: &Self::Act, layer: usize, act: Activation) -> Self::Act;
+
+    /// `x` is not used again (evaluation reuses its memory for later outputs).
+    fn release(&mut self, _x: Self::Act) {}
 }
 
 /// Block `layer` of a model of shape `h` on the residual stream `x`: pre-norm attention
@@ -104,6 +107,7 @@ pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Ac
         }
         false => g.linears(&h_in, [Role::AttnQ, Role::AttnK, Role::AttnV], layer),
     };
+    g.release(h_in);
     if arch.has(Role::AttnQBias) {
         q = g.add_bias(q, Role::AttnQBias, layer);
         k = g.add_bias(k, Role::AttnKBias, layer);
@@ -124,8 +128,10 @@ pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Ac
     };
     let att = g.attention(q, k, v, kq_scale, layer);
     let [mut out] = g.linears(&att, [Role::AttnOutput], layer);
+    g.release(att);
     if arch.has(Role::AttnPostNorm) {
-        out = g.norm(&out, Role::AttnPostNorm, layer);
+        let normed = g.norm(&out, Role::AttnPostNorm, layer);
+        g.release(std::mem::replace(&mut out, normed));
     }
     let x = g.add(x, out);
     let h_ffn = g.norm(&x, Role::FfnNorm, layer);
@@ -141,11 +147,14 @@ pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Ac
             };
             let act = g.gated(gate, up, arch.ffn_activation);
             let [down] = g.linears(&act, [Role::FfnDown], layer);
+            g.release(act);
             down
         }
     };
+    g.release(h_ffn);
     if arch.has(Role::FfnPostNorm) {
-        down = g.norm(&down, Role::FfnPostNorm, layer);
+        let normed = g.norm(&down, Role::FfnPostNorm, layer);
+        g.release(std::mem::replace(&mut down, normed));
     }
     g.add(x, down)
 }

@@ -8,7 +8,8 @@ use rayon::prelude::*;
 use crate::attention;
 use crate::fastmath;
 use crate::lanes::dispatched;
-use crate::linear::{decode_row, linear_into, linears, Observer};
+use crate::linear::{decode_row, linear_into, linears_with, Observer};
+use crate::scratch::Scratch;
 use arch::graph::{Activation, Graph, HeadsOf};
 use arch::{Role, RopeMode};
 
@@ -33,6 +34,8 @@ pub struct Session<'m> {
     /// Whether keys and values are kept for later calls; a single-pass session drops each
     /// layer's as soon as its attention is done.
     keep_cache: bool,
+    /// Buffers finished operations hand to later ones.
+    scratch: Scratch,
 }
 
 impl<'m> Session<'m> {
@@ -49,6 +52,7 @@ impl<'m> Session<'m> {
             caches: vec![empty; n_seq],
             ropes: [false, true].map(|local| RopeTable::new(model, local, n_ctx)),
             keep_cache: true,
+            scratch: Scratch::default(),
         }
     }
 
@@ -267,7 +271,14 @@ impl Graph for EvalGraph<'_, '_, '_> {
 
     fn norm(&mut self, x: &Vec<f32>, role: Role, layer: usize) -> Vec<f32> {
         let model = self.session.model;
-        rms_norm(x, model.vector(role, layer), model.hparams.rms_eps)
+        let mut out = self.session.scratch.take(x.len());
+        rms_norm_into(
+            x,
+            model.vector(role, layer),
+            model.hparams.rms_eps,
+            &mut out,
+        );
+        out
     }
 
     fn linears<const N: usize>(
@@ -278,7 +289,15 @@ impl Graph for EvalGraph<'_, '_, '_> {
     ) -> [Vec<f32>; N] {
         let model = self.session.model;
         let weights = roles.map(|r| model.weight(r, layer));
-        linears(model, weights, x, self.rows(), self.observer)
+        let scratch = &mut self.session.scratch;
+        linears_with(
+            model,
+            weights,
+            x,
+            self.t * self.session.caches.len(),
+            self.observer,
+            |len| scratch.take(len),
+        )
     }
 
     fn add_bias(&mut self, mut x: Vec<f32>, role: Role, layer: usize) -> Vec<f32> {
@@ -287,7 +306,9 @@ impl Graph for EvalGraph<'_, '_, '_> {
     }
 
     fn head_norm(&mut self, x: Vec<f32>, role: Role, layer: usize) -> Vec<f32> {
-        self.norm(&x, role, layer)
+        let out = self.norm(&x, role, layer);
+        self.session.scratch.give(x);
+        out
     }
 
     fn rope(&mut self, mut x: Vec<f32>, heads: HeadsOf, layer: usize) -> Vec<f32> {
@@ -356,7 +377,7 @@ impl Graph for EvalGraph<'_, '_, '_> {
                 out
             })
             .collect();
-        let mut merged = vec![0.0f32; n_rows * q_width];
+        let mut merged = session.scratch.take(n_rows * q_width);
         for (task, out) in heads.iter().enumerate() {
             let (s, head) = (task / h.n_head, task % h.n_head);
             for i in 0..t {
@@ -364,11 +385,15 @@ impl Graph for EvalGraph<'_, '_, '_> {
                 merged[at..at + hd].copy_from_slice(&out[i * hd..(i + 1) * hd]);
             }
         }
+        for done in [q, k, v] {
+            session.scratch.give(done);
+        }
         merged
     }
 
     fn gated(&mut self, mut gate: Vec<f32>, up: Vec<f32>, act: Activation) -> Vec<f32> {
         gated_rows(&mut gate, &up, self.session.model.hparams.n_ff, act);
+        self.session.scratch.give(up);
         gate
     }
 
@@ -378,7 +403,9 @@ impl Graph for EvalGraph<'_, '_, '_> {
     }
 
     fn split<const N: usize>(&mut self, x: Vec<f32>, widths: [usize; N]) -> [Vec<f32>; N] {
-        arch::graph::split_columns(&x, widths)
+        let parts = arch::graph::split_columns(&x, widths);
+        self.session.scratch.give(x);
+        parts
     }
 
     fn scale(&mut self, mut x: Vec<f32>, s: f32) -> Vec<f32> {
@@ -388,7 +415,12 @@ impl Graph for EvalGraph<'_, '_, '_> {
 
     fn add(&mut self, mut x: Vec<f32>, y: Vec<f32>) -> Vec<f32> {
         add_in_place(&mut x, &y);
+        self.session.scratch.give(y);
         x
+    }
+
+    fn release(&mut self, x: Vec<f32>) {
+        self.session.scratch.give(x);
     }
 }
 
@@ -487,16 +519,51 @@ dispatched! {
 /// ggml's `rms_norm` (sum of squares in f64, then `1/sqrtf(mean + eps)`) followed by the
 /// elementwise weight.
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = x.to_vec();
-    out.par_chunks_mut(weight.len()).for_each(|row| {
-        let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
-        let mean = (sum / row.len() as f64) as f32;
-        let scale = 1.0 / (mean + eps).sqrt();
-        row.iter_mut()
-            .zip(weight)
-            .for_each(|(v, w)| *v = (*v * scale) * w);
-    });
+    let mut out = vec![0.0; x.len()];
+    rms_norm_into(x, weight, eps, &mut out);
     out
+}
+
+/// [`rms_norm`] into `out` (every value written).
+fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let width = weight.len();
+    out.par_chunks_mut(width * NORM_ROWS)
+        .zip(x.par_chunks(width * NORM_ROWS))
+        .for_each(|(out, rows)| {
+            let sums = squares_per_row(rows, width);
+            for ((out, row), sum) in out.chunks_mut(width).zip(rows.chunks(width)).zip(sums) {
+                let mean = (sum / width as f64) as f32;
+                let scale = 1.0 / (mean + eps).sqrt();
+                for ((o, v), w) in out.iter_mut().zip(row).zip(weight) {
+                    *o = (*v * scale) * w;
+                }
+            }
+        });
+}
+
+/// Rows whose sums of squares [`rms_norm`] forms side by side.
+const NORM_ROWS: usize = 8;
+
+/// Each row's `Σ v²` in f64, added in order as ggml does, for up to [`NORM_ROWS`] rows of `width`
+/// at a time: the rows' sums advance together, so the adds of different rows overlap instead of
+/// each waiting for the previous one of its own row (a row alone is bound by the adder's
+/// latency; the head norms of every query and key made that 5 % of a Gemma 3 pass).
+fn squares_per_row(rows: &[f32], width: usize) -> Vec<f64> {
+    let n = rows.len() / width;
+    let mut sums = [0.0f64; NORM_ROWS];
+    if n == NORM_ROWS {
+        for i in 0..width {
+            for (r, sum) in sums.iter_mut().enumerate() {
+                let v = rows[r * width + i];
+                *sum += (v * v) as f64;
+            }
+        }
+    } else {
+        for (row, sum) in rows.chunks(width).zip(&mut sums) {
+            *sum = row.iter().map(|&v| (v * v) as f64).sum();
+        }
+    }
+    sums[..n].to_vec()
 }
 
 /// The final logit soft-cap as llama.cpp's graph computes it: scale by `1/c`, `tanhf`, scale by

@@ -21,6 +21,7 @@ pub mod linear;
 pub mod model;
 mod pair_tiles;
 pub mod perplexity;
+mod scratch;
 pub mod sensitivity;
 pub mod text;
 pub mod tokenizer;

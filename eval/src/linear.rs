@@ -118,9 +118,22 @@ pub fn linears<const N: usize>(
     n_rows: usize,
     observer: &mut Option<&mut dyn Observer>,
 ) -> [Vec<f32>; N] {
+    linears_with(model, weights, x, n_rows, observer, |len| vec![0.0; len])
+}
+
+/// [`linears`] into buffers from `buffer(len)`, which returns `len` values of any contents
+/// (every one is overwritten): a forward pass hands back buffers it has finished with.
+pub(crate) fn linears_with<const N: usize>(
+    model: &Model,
+    weights: [&Weight; N],
+    x: &[f32],
+    n_rows: usize,
+    observer: &mut Option<&mut dyn Observer>,
+    mut buffer: impl FnMut(usize) -> Vec<f32>,
+) -> [Vec<f32>; N] {
     let mut products = Products::new(model, x, n_rows);
     weights.map(|weight| {
-        let mut out = vec![0.0f32; n_rows * weight.rows];
+        let mut out = buffer(n_rows * weight.rows);
         products.compute(weight, observer, &mut out);
         out
     })

@@ -75,7 +75,7 @@ fn round_q8_0_block(x: &mut [f32]) {
 
 /// `quantize_row_q8_0` (AVX2 path) on one block of 32: writes the levels (`x · 127 / amax`
 /// rounded half to even) and returns the block's f16 scale `amax / 127` as f32.
-#[inline]
+#[inline(always)]
 pub fn q8_0_block(x: &[f32], levels: &mut [i8]) -> f32 {
     let amax = abs_max(x);
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
@@ -88,7 +88,7 @@ pub fn q8_0_block(x: &[f32], levels: &mut [i8]) -> f32 {
 /// `quantize_row_q8_1` (AVX2 path) on one block of 32: the levels as [`q8_0_block`] writes them,
 /// the block's f16 scale, and its f16 `s = d · Σ levels` where `d` is the unrounded `amax / 127`
 /// (the `_1` weight types' dot products add `m · s`), both as f32.
-#[inline]
+#[inline(always)]
 pub fn q8_1_block(x: &[f32], levels: &mut [i8]) -> (f32, f32) {
     let d = q8_0_block(x, levels);
     let sum: i32 = levels.iter().map(|&q| q as i32).sum();
@@ -109,7 +109,7 @@ fn round_q8_k_block(x: &mut [f32]) {
 /// (value = level · d; 0 for an all-zero block). The scale comes from the signed value of
 /// largest magnitude, which maps to −127. Inlinable, so that a caller compiled for a wider CPU
 /// vectorizes it with that CPU's registers.
-#[inline]
+#[inline(always)]
 pub fn q8_k_block(x: &[f32], levels: &mut [i8]) -> f32 {
     let amax = abs_max(x);
     if amax == 0.0 {
@@ -130,8 +130,9 @@ pub fn q8_k_block(x: &[f32], levels: &mut [i8]) -> f32 {
 
 /// The largest magnitude in `x` (NaNs ignored, as ggml's comparisons ignore them). A maximum
 /// does not depend on the order it is taken in, so this runs in independent lanes that vectorize
-/// instead of one long dependency chain.
-#[inline]
+/// instead of one long dependency chain. Always inlined, so that it takes the registers of the
+/// caller's CPU (eval's AVX-512 activation quantizer called it, compiled for plain x86-64).
+#[inline(always)]
 fn abs_max(x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 16];
     let mut groups = x.chunks_exact(lanes.len());
