@@ -153,15 +153,51 @@ const STRIDE: usize = 256;
 /// `Σ e^(v − shift)` over `row`, each term rounded to f32 and summed in f64 in order (how
 /// llama-perplexity's `log_softmax` sums).
 pub fn sum_exp_shifted(row: &[f32], shift: f32) -> f64 {
-    let mut buf = [0.0f32; STRIDE];
-    let mut sum = 0.0f64;
-    for chunk in row.chunks(STRIDE) {
-        let b = &mut buf[..chunk.len()];
-        b.iter_mut().zip(chunk).for_each(|(d, &v)| *d = v - shift);
-        exp_in_place(b);
-        sum += b.iter().map(|&v| v as f64).sum::<f64>();
+    sums_exp_shifted([row], [shift])[0]
+}
+
+/// [`sum_exp_shifted`] of `R` rows of equal length at once: each row's sum still takes its terms
+/// in order, but the rows' adds interleave, so they overlap instead of each waiting for the one
+/// before it (one row's sum over a 50,000-token vocabulary is bound by the adder's latency).
+pub fn sums_exp_shifted<const R: usize>(rows: [&[f32]; R], shifts: [f32; R]) -> [f64; R] {
+    let mut buf = [[0.0f32; STRIDE]; R];
+    let mut sums = [0.0f64; R];
+    let n = rows[0].len();
+    for start in (0..n).step_by(STRIDE) {
+        let len = STRIDE.min(n - start);
+        for ((b, row), shift) in buf.iter_mut().zip(rows).zip(shifts) {
+            let b = &mut b[..len];
+            b.iter_mut()
+                .zip(&row[start..start + len])
+                .for_each(|(d, &v)| *d = v - shift);
+            exp_in_place(b);
+        }
+        add_in_order(&buf, len, &mut sums);
     }
-    sum
+    sums
+}
+
+/// `sums[r] += buf[r][i]` (in f64) for `i` in `0..len`, in order.
+#[inline(always)]
+fn add_in_order<const R: usize>(buf: &[[f32; STRIDE]; R], len: usize, sums: &mut [f64; R]) {
+    for i in 0..len {
+        for (sum, b) in sums.iter_mut().zip(buf) {
+            *sum += b[i] as f64;
+        }
+    }
+}
+
+dispatched! {
+    /// The largest value of a non-empty `row` (NaNs ignored), in lanes.
+    pub fn row_max(row: &[f32]) -> f32 {
+        let mut lanes = [row[0]; 16];
+        let mut groups = row.chunks_exact(lanes.len());
+        for group in &mut groups {
+            lanes.iter_mut().zip(group).for_each(|(m, &v)| *m = m.max(v));
+        }
+        let rest = groups.remainder().iter().fold(row[0], |m, &v| m.max(v));
+        lanes.iter().fold(rest, |m, &v| m.max(v))
+    }
 }
 
 /// Calls `f(i, e^(xᵢ))` for every element of the values `x(i)` over `0..n`, computed a stack

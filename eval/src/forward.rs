@@ -529,16 +529,23 @@ fn rms_norm_into(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let width = weight.len();
     out.par_chunks_mut(width * NORM_ROWS)
         .zip(x.par_chunks(width * NORM_ROWS))
-        .for_each(|(out, rows)| {
-            let sums = squares_per_row(rows, width);
-            for ((out, row), sum) in out.chunks_mut(width).zip(rows.chunks(width)).zip(sums) {
-                let mean = (sum / width as f64) as f32;
-                let scale = 1.0 / (mean + eps).sqrt();
-                for ((o, v), w) in out.iter_mut().zip(row).zip(weight) {
-                    *o = (*v * scale) * w;
-                }
+        .for_each(|(out, rows)| normalize_rows(rows, weight, eps, out));
+}
+
+dispatched! {
+    /// [`rms_norm_into`] on up to [`NORM_ROWS`] rows (compiled for the machine's vectors; the
+    /// arithmetic is the same).
+    fn normalize_rows(rows: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+        let width = weight.len();
+        let (sums, n) = squares_per_row(rows, width);
+        for ((out, row), sum) in out.chunks_mut(width).zip(rows.chunks(width)).zip(&sums[..n]) {
+            let mean = (sum / width as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for ((o, v), w) in out.iter_mut().zip(row).zip(weight) {
+                *o = (*v * scale) * w;
             }
-        });
+        }
+    }
 }
 
 /// Rows whose sums of squares [`rms_norm`] forms side by side.
@@ -548,7 +555,8 @@ const NORM_ROWS: usize = 8;
 /// at a time: the rows' sums advance together, so the adds of different rows overlap instead of
 /// each waiting for the previous one of its own row (a row alone is bound by the adder's
 /// latency; the head norms of every query and key made that 5 % of a Gemma 3 pass).
-fn squares_per_row(rows: &[f32], width: usize) -> Vec<f64> {
+#[inline(always)]
+fn squares_per_row(rows: &[f32], width: usize) -> ([f64; NORM_ROWS], usize) {
     let n = rows.len() / width;
     let mut sums = [0.0f64; NORM_ROWS];
     if n == NORM_ROWS {
@@ -563,7 +571,7 @@ fn squares_per_row(rows: &[f32], width: usize) -> Vec<f64> {
             *sum = row.iter().map(|&v| (v * v) as f64).sum();
         }
     }
-    sums[..n].to_vec()
+    (sums, n)
 }
 
 /// The final logit soft-cap as llama.cpp's graph computes it: scale by `1/c`, `tanhf`, scale by

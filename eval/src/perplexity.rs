@@ -7,7 +7,7 @@ use formats::{FormatError, Result};
 use quantize::types::search::nearest_int;
 use rayon::prelude::*;
 
-use crate::fastmath::sum_exp_shifted;
+use crate::fastmath::{row_max, sum_exp_shifted, sums_exp_shifted};
 use crate::forward::Session;
 use crate::linear::Observer;
 use crate::model::Model;
@@ -191,16 +191,31 @@ pub fn score(
 /// Negative log-likelihoods of each row's target, as llama-perplexity's `log_softmax` computes
 /// them (max-shifted, `expf` terms summed in f64).
 pub fn row_nlls(logits: &[f32], targets: &[u32], n_vocab: usize) -> Vec<f64> {
+    let nll =
+        |row: &[f32], tok: u32, max: f32, sum: f64| -((row[tok as usize] - max) as f64 - sum.ln());
     logits
-        .par_chunks(n_vocab)
-        .zip(targets.par_iter())
-        .map(|(row, &tok)| {
-            let max = row.iter().fold(row[0], |m, &v| m.max(v));
-            let sum = sum_exp_shifted(row, max);
-            -((row[tok as usize] - max) as f64 - sum.ln())
+        .par_chunks(n_vocab * NLL_ROWS)
+        .zip(targets.par_chunks(NLL_ROWS))
+        .flat_map_iter(|(rows, targets)| {
+            let rows: Vec<&[f32]> = rows.chunks(n_vocab).collect();
+            let maxes: Vec<f32> = rows.iter().map(|row| row_max(row)).collect();
+            let sums = match <[&[f32]; NLL_ROWS]>::try_from(&rows[..]) {
+                Ok(four) => {
+                    sums_exp_shifted(four, maxes[..].try_into().expect("one each")).to_vec()
+                }
+                Err(_) => rows
+                    .iter()
+                    .zip(&maxes)
+                    .map(|(row, &max)| sum_exp_shifted(row, max))
+                    .collect(),
+            };
+            (0..rows.len()).map(move |r| nll(rows[r], targets[r], maxes[r], sums[r]))
         })
         .collect()
 }
+
+/// Rows whose sums [`row_nlls`] forms side by side.
+const NLL_ROWS: usize = 4;
 
 /// Running perplexity: sums of NLL and NLL² over scored tokens.
 #[derive(Debug, Default, Clone)]
