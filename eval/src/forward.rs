@@ -289,15 +289,11 @@ impl Graph for EvalGraph<'_, '_, '_> {
     ) -> [Vec<f32>; N] {
         let model = self.session.model;
         let weights = roles.map(|r| model.weight(r, layer));
+        let n_rows = self.rows();
         let scratch = &mut self.session.scratch;
-        linears_with(
-            model,
-            weights,
-            x,
-            self.t * self.session.caches.len(),
-            self.observer,
-            |len| scratch.take(len),
-        )
+        linears_with(model, weights, x, n_rows, self.observer, |len| {
+            scratch.take(len)
+        })
     }
 
     fn add_bias(&mut self, mut x: Vec<f32>, role: Role, layer: usize) -> Vec<f32> {
