@@ -130,8 +130,7 @@ pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Ac
     let [mut out] = g.linears(&att, [Role::AttnOutput], layer);
     g.release(att);
     if arch.has(Role::AttnPostNorm) {
-        let normed = g.norm(&out, Role::AttnPostNorm, layer);
-        g.release(std::mem::replace(&mut out, normed));
+        out = post_norm(g, out, Role::AttnPostNorm, layer);
     }
     let x = g.add(x, out);
     let h_ffn = g.norm(&x, Role::FfnNorm, layer);
@@ -153,10 +152,16 @@ pub fn block<G: Graph>(g: &mut G, h: &Hparams, layer: usize, x: G::Act) -> G::Ac
     };
     g.release(h_ffn);
     if arch.has(Role::FfnPostNorm) {
-        let normed = g.norm(&down, Role::FfnPostNorm, layer);
-        g.release(std::mem::replace(&mut down, normed));
+        down = post_norm(g, down, Role::FfnPostNorm, layer);
     }
     g.add(x, down)
+}
+
+/// RMSNorm of `x` times the weight of `role`, taking `x`'s place (a post-norm): `x` is released.
+fn post_norm<G: Graph>(g: &mut G, x: G::Act, role: Role, layer: usize) -> G::Act {
+    let normed = g.norm(&x, role, layer);
+    g.release(x);
+    normed
 }
 
 /// The smallest sum of chosen probabilities the expert weights are divided by (llama.cpp's

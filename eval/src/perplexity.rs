@@ -266,7 +266,7 @@ impl PerplexityStats {
 /// Encodes one row of logits as llama-perplexity's `log_softmax` does into `slots`
 /// ([`row_slots`] long); returns the NLL of `target`.
 fn encode_row(logits: &[f32], target: u32, slots: &mut [u16]) -> f64 {
-    let max = logits.iter().fold(logits[0], |m, &v| m.max(v));
+    let max = row_max(logits);
     let min = logits
         .iter()
         .fold(logits[0], |m, &v| m.min(v))

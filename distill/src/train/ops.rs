@@ -216,10 +216,12 @@ fn seen(i: usize, window: Option<usize>) -> std::ops::RangeInclusive<usize> {
 /// microcode assist.
 const NEGLIGIBLE: f32 = 1e-28;
 
-/// `x = e^(x − max)` over a row of scores whose largest is `max` (weights under [`NEGLIGIBLE`]
-/// made 0); returns their sum, added in order. The exponentials are eval's vectorized ones:
-/// libm's `expf`, a call per score, took 40 % of a distillation step at 512 positions.
-fn softmax_terms(row: &mut [f32], max: f32) -> f32 {
+/// `x = e^(x − max)` over a non-empty row of scores, `max` their largest (weights under
+/// [`NEGLIGIBLE`] made 0); returns their sum, added in order. The exponentials are eval's
+/// vectorized ones: libm's `expf`, a call per score, took 40 % of a distillation step at 512
+/// positions.
+fn softmax_terms(row: &mut [f32]) -> f32 {
+    let max = eval::fastmath::row_max(row);
     row.iter_mut().for_each(|x| *x -= max);
     eval::fastmath::exp_in_place(row);
     let mut sum = 0.0f32;
@@ -257,8 +259,7 @@ pub fn attention(
                 p[j] = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
             }
             let p_seen = &mut p[seen(i, window)];
-            let max = p_seen.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let sum = softmax_terms(p_seen, max);
+            let sum = softmax_terms(p_seen);
             let o = &mut out[i * qw + head * hd..][..hd];
             for j in seen(i, window) {
                 p[j] /= sum;
